@@ -1,0 +1,138 @@
+"""Chains of entries: extending one, and checking one link by link.
+
+Pure functions over plain data. The writer calls :func:`extend` while it holds the
+ledger's write lock; every verifier (the CLI, the HTTP endpoint, the tests, anyone with
+an export) feeds stored entries to a :class:`ChainCheck` in ``seq`` order.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.canonical import NotCanonicalizable, canonical, parse
+from ledger.entry import ENTRY_FIELDS, GENESIS_HASH, LEAF_PREFIX, Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """The newest entry of a chain (``seq`` 0 and the zero hash for an empty one)."""
+
+    seq: int
+    hash: str
+    recorded_at: str | None
+
+    @classmethod
+    def of(cls, entry: Entry) -> Head:
+        return cls(entry.seq, entry.hash, entry.recorded_at)
+
+
+EMPTY_HEAD = Head(0, GENESIS_HASH, None)
+
+
+def extend(
+    head: Head, ledger: str, events: Sequence[dict[str, Any]], recorded_at: str
+) -> list[Entry]:
+    """Chain ``events`` after ``head``, in order, all stamped with ``recorded_at``.
+
+    ``recorded_at`` never goes backwards along a chain: a clock that stepped back is
+    held at the head's time, so the chain's times stay ordered like its seqs.
+    """
+    if head.recorded_at is not None and recorded_at < head.recorded_at:
+        recorded_at = head.recorded_at
+    entries = []
+    prev_hash, seq = head.hash, head.seq
+    for event in events:
+        seq += 1
+        entry = Entry.seal(ledger, seq, recorded_at, prev_hash, event)
+        entries.append(entry)
+        prev_hash = entry.hash
+    return entries
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The outcome of checking a chain: intact through ``verified_through``, or not."""
+
+    ok: bool
+    verified_through: int
+    first_bad_seq: int | None
+    reason: str | None
+    head_hash: str = GENESIS_HASH
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok": self.ok,
+            "verified_through": self.verified_through,
+            "first_bad_seq": self.first_bad_seq,
+            "reason": self.reason,
+        }
+
+
+class ChainBroken(Exception):
+    def __init__(self, seq: int, reason: str) -> None:
+        super().__init__(f"seq {seq}: {reason}")
+        self.seq = seq
+        self.reason = reason
+
+
+class ChainCheck:
+    """Checks stored entries one by one, in the order of their position in the store.
+
+    ``feed(position, data)`` takes the position the store keeps an entry at (its seq
+    column) and the entry's stored bytes; it raises :class:`ChainBroken` at the first
+    entry that is not the canonical, correctly hashed successor of the one before.
+    """
+
+    def __init__(self, ledger: str, start: Head = EMPTY_HEAD) -> None:
+        self.ledger = ledger
+        self.head = start
+
+    def feed(self, position: int, data: bytes) -> None:
+        expected = self.head.seq + 1
+        if position != expected:
+            what = "missing" if position > expected else "duplicated"
+            raise ChainBroken(expected, f"entry {what} (next stored position is {position})")
+        try:
+            obj = parse(data)
+        except ValueError:
+            raise ChainBroken(expected, "entry is not valid JSON") from None
+        if not isinstance(obj, dict) or obj.keys() != ENTRY_FIELDS:
+            raise ChainBroken(expected, "entry does not have exactly the entry fields")
+        if obj["seq"] != expected:
+            raise ChainBroken(expected, f"entry claims seq {obj['seq']!r}")
+        if obj["ledger"] != self.ledger:
+            raise ChainBroken(expected, "entry belongs to another ledger")
+        if obj["prev_hash"] != self.head.hash:
+            raise ChainBroken(expected, "prev_hash does not match the hash of the entry before")
+        claimed = obj.pop("hash")
+        try:
+            body = canonical(obj)
+        except (TypeError, NotCanonicalizable):
+            raise ChainBroken(expected, "entry holds a value the ledger never hashes") from None
+        if hashlib.sha256(LEAF_PREFIX + body).hexdigest() != claimed:
+            raise ChainBroken(expected, "hash does not match the entry's content")
+        obj["hash"] = claimed
+        if canonical(obj) != bytes(data):
+            raise ChainBroken(expected, "entry is not stored in canonical form")
+        self.head = Head(expected, claimed, obj["recorded_at"])
+
+    def verdict(self, error: ChainBroken | None = None) -> Verdict:
+        if error is None:
+            return Verdict(True, self.head.seq, None, None, self.head.hash)
+        return Verdict(False, self.head.seq, error.seq, error.reason, self.head.hash)
+
+
+def check_chain(
+    ledger: str, rows: Iterable[tuple[int, bytes]], start: Head = EMPTY_HEAD
+) -> Verdict:
+    """Check ``(position, stored bytes)`` rows, returning at the first break."""
+    check = ChainCheck(ledger, start)
+    try:
+        for position, data in rows:
+            check.feed(position, data)
+    except ChainBroken as broken:
+        return check.verdict(broken)
+    return check.verdict()

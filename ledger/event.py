@@ -1,0 +1,331 @@
+"""The event as applications post it (CONTRACT.md), validated strictly.
+
+Validation is total: every problem in an event is reported, each named by the dotted
+path of its field, and no message ever repeats a submitted value (values may be PHI).
+Validated events stay plain dicts: the ledger stores what was posted, field for field,
+so the schema here only decides *whether* an event is acceptable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StrictBool,
+    StrictInt,
+    StrictStr,
+    TypeAdapter,
+    ValidationError,
+    model_validator,
+)
+
+from ledger.canonical import MAX_SAFE_INTEGER, canonical
+
+MAX_EVENT_BYTES = 64 * 1024
+MAX_BATCH_EVENTS = 1000
+
+PHI_ACCESS_ACTIONS = frozenset(
+    {"read", "create", "update", "delete", "disclose", "export", "print", "query"}
+)
+AUTH_ACTIONS = frozenset({"login", "logout", "login_failed"})
+WORKFORCE_ACTIONS = frozenset(
+    {"staff_added", "staff_removed", "role_changed", "training_completed", "mfa_enrolled",
+     "baa_signed", "baa_ended"}
+)
+# Events the ledger writes about itself (shredding, key changes, ...); applications
+# cannot post them.
+SYSTEM_ACTIONS = frozenset({"patient_shredded"})
+DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS
+
+Action = Literal[
+    "read", "create", "update", "delete", "disclose", "export", "print", "query",
+    "login", "logout", "login_failed",
+    "staff_added", "staff_removed", "role_changed", "training_completed", "mfa_enrolled",
+    "baa_signed", "baa_ended",
+]
+Outcome = Literal["success", "failure", "denied"]
+# HL7 v3 PurposeOfUse (2.16.840.1.113883.1.11.20448), the codes in current use.
+PurposeOfUse = Literal[
+    "TREAT", "ETREAT", "BTG", "CAREMGT", "CLINTRCH", "CLINTRCHNPC", "CLINTRCHPC", "POPHLTH",
+    "PATRQT", "FAMRQT", "PWATRNY", "SUPNWK", "DISASTER", "THREAT", "COC",
+    "HPAYMT", "CLMATTCH", "COVAUTH", "COVERAGE", "ELIGDTRM", "ELIGVER", "ENROLLM", "REMITADV",
+    "HOPERAT", "HACCRED", "HCOMPL", "HDECD", "HDIRECT", "HDM", "HLEGAL", "HOUTCOMS",
+    "HPRGRP", "HQUALIMP", "HSYSADMIN", "LABELING", "METAMGT", "MEMADMIN", "MILCDM",
+    "PATADMIN", "PATSFTY", "PERFMSR", "RECORDMGT", "SYSDEV", "HTEST", "TRAIN",
+    "HMARKT", "HRESCH", "PUBHLTH", "GOV", "LEGAL", "FRAUD", "DONAT", "PMTDS", "TRANSRCH",
+]
+Channel = Literal[
+    "ehr", "portal", "api", "phone", "voicemail", "sms", "secure_sms", "email",
+    "encrypted_email", "fax", "paper", "in_person",
+]
+
+_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
+_RFC3339 = re.compile(
+    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
+)
+FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+
+
+def _uuid(value: str) -> str:
+    if not _UUID.match(value):
+        raise ValueError("must be a UUID in canonical lower-case form")
+    return value
+
+
+def _timestamp(value: str) -> str:
+    match = _RFC3339.match(value)
+    if not match:
+        raise ValueError("must be an RFC 3339 timestamp with a UTC offset")
+    # fromisoformat takes at most microseconds; the calendar check needs no more.
+    fraction = match.group(1) or ""
+    probe = value.replace(fraction, fraction[:7], 1).replace("Z", "+00:00")
+    try:
+        datetime.fromisoformat(probe)
+    except ValueError:
+        raise ValueError("is not a valid date and time") from None
+    return value
+
+
+def _ip(value: str) -> str:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        raise ValueError("must be an IPv4 or IPv6 address") from None
+    return value
+
+
+Text = Annotated[StrictStr, Field(min_length=1, max_length=256)]
+LongText = Annotated[StrictStr, Field(min_length=1, max_length=8192)]
+Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+EventId = Annotated[StrictStr, AfterValidator(_uuid)]
+Timestamp = Annotated[StrictStr, AfterValidator(_timestamp)]
+IpAddress = Annotated[StrictStr, Field(max_length=64), AfterValidator(_ip)]
+SafeInt = Annotated[StrictInt, Field(ge=-MAX_SAFE_INTEGER, le=MAX_SAFE_INTEGER)]
+
+
+def _is_scalar(value: Any) -> bool:
+    if value is None or isinstance(value, bool):
+        return True
+    if isinstance(value, int):
+        return abs(value) <= MAX_SAFE_INTEGER
+    return isinstance(value, str) and len(value) <= 8192
+
+
+def _record_data(data: Any) -> dict[str, Any] | None:
+    """``data`` maps field names to strings, integers, booleans, null or lists of those."""
+    if data is None:
+        return None
+    if not isinstance(data, dict):
+        raise FieldProblems([("data", "must be an object of field -> value")])
+    problems: list[tuple[str, str]] = []
+    if len(data) > 256:
+        problems.append(("data", "must hold at most 256 fields"))
+    for key, value in data.items():
+        if not FIELD_NAME.match(key):
+            problems.append(("data", "field names must match [A-Za-z][A-Za-z0-9_.-]{0,63}"))
+            continue
+        ok = _is_scalar(value) or (
+            isinstance(value, list) and len(value) <= 256 and all(map(_is_scalar, value))
+        )
+        if not ok:
+            problems.append((f"data.{key}", "must be a string, a safe integer, a boolean, "
+                             "null or a list of those (no floats)"))
+    if problems:
+        raise FieldProblems(problems)
+    return data
+
+
+RecordData = Annotated[Any, AfterValidator(_record_data)]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
+
+
+class Actor(_Strict):
+    id: Identifier
+    kind: Literal["user", "application", "system", "patient"]
+    role: Text | None = None
+    organization: Text | None = None
+    mfa: StrictBool | None = None
+    device_id: Identifier | None = None
+    ip: IpAddress | None = None
+    session_id: Identifier | None = None
+
+
+class Patient(_Strict):
+    id: Identifier
+
+
+class Resource(_Strict):
+    type: Identifier
+    id: Identifier | None = None
+    phi: Annotated[list[Identifier], Field(max_length=64)] | None = None
+
+
+class Recipient(_Strict):
+    name: Text
+    address: LongText | None = None
+    kind: Literal[
+        "provider", "health_plan", "patient", "personal_representative", "family",
+        "business_associate", "public_health", "health_oversight", "law_enforcement",
+        "court", "researcher", "employer", "coroner", "organ_procurement", "government",
+        "other",
+    ]
+
+
+class Disclosure(_Strict):
+    recipient: Recipient
+    description: LongText
+    encrypted: StrictBool | None = None
+    authorization_id: Identifier | None = None
+
+
+class Source(_Strict):
+    system: Identifier
+    site: Text | None = None
+
+
+class Event(_Strict):
+    """One access event. See CONTRACT.md for the meaning of each field."""
+
+    event_id: EventId
+    occurred_at: Timestamp
+    action: Action
+    outcome: Outcome
+    actor: Actor
+    patient: Patient | None = None
+    resource: Resource | None = None
+    purpose: PurposeOfUse | None = None
+    channel: Channel | None = None
+    disclosure: Disclosure | None = None
+    data: RecordData = None
+    source: Source | None = None
+
+    @model_validator(mode="after")
+    def _rules_between_fields(self) -> Event:
+        problems: list[tuple[str, str]] = []
+        phi_access = self.action in PHI_ACCESS_ACTIONS
+        if phi_access:
+            for name in ("patient", "purpose", "channel"):
+                if getattr(self, name) is None:
+                    problems.append((name, f"is required for action '{self.action}'"))
+        if self.action == "disclose" and self.disclosure is None:
+            problems.append(("disclosure", "is required for action 'disclose'"))
+        if self.action != "disclose" and self.disclosure is not None:
+            problems.append(("disclosure", "is only allowed with action 'disclose'"))
+        if self.data is not None and self.action not in DATA_ACTIONS:
+            problems.append(("data", f"is not allowed with action '{self.action}'"))
+        if problems:
+            raise FieldProblems(problems)
+        return self
+
+
+class FieldProblems(ValueError):
+    """Problems that span fields; carried through pydantic to :func:`check_event`."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        super().__init__("; ".join(f"{f} {m}" for f, m in problems))
+        self.problems = problems
+
+
+class EventRejected(ValueError):
+    """An event (or batch) is not acceptable. ``fields`` names every offending field."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{f}: {m}" for f, m in problems))
+
+    @property
+    def fields(self) -> list[str]:
+        return list(dict.fromkeys(f for f, _ in self.problems))
+
+
+_EVENT = TypeAdapter(Event)
+
+
+def _path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        else:
+            out += ("." if out else "") + str(part)
+    return out
+
+
+def _problems(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
+    problems = []
+    for item in error.errors(include_input=False, include_url=False):
+        ctx_error = (item.get("ctx") or {}).get("error")
+        if isinstance(ctx_error, FieldProblems):
+            problems.extend((_join(prefix, f), m) for f, m in ctx_error.problems)
+            continue
+        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        message = item["msg"].removeprefix("Value error, ")
+        problems.append((_join(prefix, _path(loc)), message))
+    return problems
+
+
+def _join(prefix: str, path: str) -> str:
+    if not prefix:
+        return path or "(event)"
+    if not path:
+        return prefix
+    return f"{prefix}.{path}"
+
+
+def check_event(event: Any, prefix: str = "") -> list[tuple[str, str]]:
+    """Every problem with one posted event, as ``(field path, message)``; [] if valid."""
+    if not isinstance(event, dict):
+        return [(prefix or "(event)", "must be a JSON object")]
+    try:
+        size = len(canonical(event))
+    except TypeError:
+        size = MAX_EVENT_BYTES + 1
+    problems: list[tuple[str, str]] = []
+    if size > MAX_EVENT_BYTES:
+        problems.append((prefix or "(event)", f"is larger than {MAX_EVENT_BYTES} bytes"))
+    try:
+        _EVENT.validate_python(event)
+    except ValidationError as error:
+        problems.extend(_problems(error, prefix))
+    return problems
+
+
+def validate_event(event: Any) -> dict[str, Any]:
+    """Return ``event`` if it is acceptable, else raise :class:`EventRejected`."""
+    problems = check_event(event)
+    if problems:
+        raise EventRejected(problems)
+    return event
+
+
+def validate_batch(events: Any) -> list[dict[str, Any]]:
+    """Validate a whole batch; raise one :class:`EventRejected` naming every bad field."""
+    if not isinstance(events, list):
+        raise EventRejected([("events", "must be a list of events")])
+    if not events:
+        raise EventRejected([("events", "must hold at least one event")])
+    if len(events) > MAX_BATCH_EVENTS:
+        raise EventRejected([("events", f"must hold at most {MAX_BATCH_EVENTS} events")])
+    problems: list[tuple[str, str]] = []
+    seen: dict[str, int] = {}
+    for i, event in enumerate(events):
+        problems.extend(check_event(event, f"events[{i}]"))
+        event_id = event.get("event_id") if isinstance(event, dict) else None
+        if isinstance(event_id, str):
+            if event_id in seen:
+                problems.append((f"events[{i}].event_id",
+                                 f"repeats the event_id of events[{seen[event_id]}]"))
+            seen.setdefault(event_id, i)
+    if problems:
+        raise EventRejected(problems)
+    return events

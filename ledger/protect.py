@@ -1,0 +1,185 @@
+"""The recipe between a posted event and its stored form: PHI encrypted, identifiers blinded.
+
+:func:`protect` turns a validated posted event into what the ledger stores and hashes;
+:func:`reveal` turns it back for a reader holding the patient's data key. The stored form
+keeps the shape of the posted event, and every field that is not PHI stays readable, so
+chains verify and most views build without any key.
+
+What is protected (:data:`PHI_FIELDS`):
+
+* ``patient.id`` (the MRN) becomes a token, and ``patient.ref`` is added: the patient's
+  blind index, computed by the caller, which views use to find the patient;
+* ``disclosure.recipient.name``, ``disclosure.recipient.address`` and
+  ``disclosure.description`` become tokens;
+* every non-null value in ``data`` becomes a token of its canonical JSON (field names
+  are kept: they say *which* fields changed, not what they hold).
+
+Each token is bound by its AAD to the ledger, the patient ref and its dotted field path,
+so a token copied to another field, patient or ledger does not open. Events without a
+patient hold no patient PHI and are stored unchanged.
+
+Pure: no I/O, no clock; the only randomness is the nonces drawn inside :func:`seal`.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from ledger.canonical import canonical, parse
+from ledger.crypto.envelope import (
+    DataKey,
+    EnvelopeError,
+    field_aad_prefix,
+    field_aad_suffix,
+    open_token,
+    seal,
+)
+
+PATIENT_ID: Final = "patient.id"
+RECIPIENT_NAME: Final = "disclosure.recipient.name"
+RECIPIENT_ADDRESS: Final = "disclosure.recipient.address"
+DESCRIPTION: Final = "disclosure.description"
+DATA_FIELDS: Final = "data.*"
+# ``data.*`` stands for every non-null value of ``data``; each is bound to ``data.<name>``.
+PHI_FIELDS: Final = (PATIENT_ID, RECIPIENT_NAME, RECIPIENT_ADDRESS, DESCRIPTION, DATA_FIELDS)
+
+ERASED: Final = "[erased]"
+
+# The fixed parts of the AADs, encoded once rather than per event.
+_PATIENT_ID = field_aad_suffix(PATIENT_ID)
+_RECIPIENT_NAME = field_aad_suffix(RECIPIENT_NAME)
+_RECIPIENT_ADDRESS = field_aad_suffix(RECIPIENT_ADDRESS)
+_DESCRIPTION = field_aad_suffix(DESCRIPTION)
+
+
+def _copy(value: Any) -> Any:
+    # Events are plain JSON (dicts, lists, scalars), so this is a complete deep copy at a
+    # fraction of copy.deepcopy's cost; the result shares nothing mutable with the input.
+    if type(value) is dict:
+        return {k: _copy(v) for k, v in value.items()}
+    if type(value) is list:
+        return [_copy(v) for v in value]
+    return value
+
+
+def _data_aad(prefix: bytes, name: str) -> bytes:
+    return prefix + field_aad_suffix("data." + name)
+
+
+def protect(
+    event: dict[str, Any], ledger: str, patient_ref: str, dek: DataKey
+) -> dict[str, Any]:
+    """The stored form of a validated posted ``event``, as a new dict (the input is untouched).
+
+    ``patient_ref`` is the blind index of ``event["patient"]["id"]`` in ``ledger`` and
+    ``dek`` that patient's data key. The result holds no PHI in the clear and
+    ``reveal(protect(e, l, r, k), l, k) == e``.
+    """
+    out = _copy(event)
+    patient = out.get("patient")
+    if patient is None:
+        return out
+    prefix = field_aad_prefix(ledger, patient_ref)
+    out["patient"] = {
+        "ref": patient_ref,
+        "id": seal(dek, patient["id"].encode("utf-8"), prefix + _PATIENT_ID),
+    }
+    disclosure = out.get("disclosure")
+    if disclosure is not None:
+        recipient = disclosure["recipient"]
+        recipient["name"] = seal(dek, recipient["name"].encode("utf-8"), prefix + _RECIPIENT_NAME)
+        address = recipient.get("address")
+        if address is not None:
+            recipient["address"] = seal(dek, address.encode("utf-8"), prefix + _RECIPIENT_ADDRESS)
+        disclosure["description"] = seal(
+            dek, disclosure["description"].encode("utf-8"), prefix + _DESCRIPTION
+        )
+    data = out.get("data")
+    if data is not None:
+        for name, value in data.items():
+            if value is not None:
+                data[name] = seal(dek, canonical(value), _data_aad(prefix, name))
+    return out
+
+
+def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str, Any]:
+    """The posted event behind ``stored``, as a new dict.
+
+    With the patient's key it is exactly the posted event; tokens that fail to open (wrong
+    key, ledger or patient, moved or altered) raise :class:`EnvelopeError`. With
+    ``dek=None`` -- the patient was crypto-shredded -- every protected field present reads
+    :data:`ERASED` and nothing raises.
+    """
+    out = _copy(stored)
+    patient = out.get("patient")
+    if patient is None:
+        return out
+    if dek is None:
+        return _erase(out)
+    ref = patient.get("ref")
+    if not isinstance(ref, str):
+        raise EnvelopeError("stored event has a patient without a ref; it is not protected")
+    prefix = field_aad_prefix(ledger, ref)
+    out["patient"] = {"id": _open_text(dek, patient.get("id"), prefix + _PATIENT_ID)}
+    disclosure = out.get("disclosure")
+    if disclosure is not None:
+        recipient = disclosure["recipient"]
+        recipient["name"] = _open_text(dek, recipient.get("name"), prefix + _RECIPIENT_NAME)
+        if recipient.get("address") is not None:
+            recipient["address"] = _open_text(
+                dek, recipient["address"], prefix + _RECIPIENT_ADDRESS
+            )
+        disclosure["description"] = _open_text(
+            dek, disclosure.get("description"), prefix + _DESCRIPTION
+        )
+    data = out.get("data")
+    if data is not None:
+        for name, value in data.items():
+            if value is not None:
+                data[name] = _open_json(dek, value, _data_aad(prefix, name))
+    return out
+
+
+def _open_text(dek: DataKey, token: Any, aad: bytes) -> str:
+    try:
+        return open_token(dek, token, aad).decode("utf-8")
+    except UnicodeDecodeError:
+        # Authenticated yet not UTF-8 means it was sealed by something other than protect().
+        raise EnvelopeError("token opened but does not hold UTF-8 text") from None
+
+
+def _open_json(dek: DataKey, token: Any, aad: bytes) -> Any:
+    try:
+        return parse(open_token(dek, token, aad))
+    except ValueError:
+        # orjson's decode error is a ValueError; same reasoning as in _open_text.
+        raise EnvelopeError("token opened but does not hold JSON") from None
+
+
+def _erase(out: dict[str, Any]) -> dict[str, Any]:
+    out["patient"] = {"id": ERASED}
+    disclosure = out.get("disclosure")
+    if isinstance(disclosure, dict):
+        recipient = disclosure.get("recipient")
+        if isinstance(recipient, dict):
+            if "name" in recipient:
+                recipient["name"] = ERASED
+            if recipient.get("address") is not None:
+                recipient["address"] = ERASED
+        if "description" in disclosure:
+            disclosure["description"] = ERASED
+    data = out.get("data")
+    if isinstance(data, dict):
+        for name, value in data.items():
+            if value is not None:
+                data[name] = ERASED
+    return out
+
+
+def patient_ref_of(stored: dict[str, Any]) -> str | None:
+    """The patient ref (blind index) of a stored event, or None if it has no patient."""
+    patient = stored.get("patient")
+    if not isinstance(patient, dict):
+        return None
+    ref = patient.get("ref")
+    return ref if isinstance(ref, str) else None

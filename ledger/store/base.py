@@ -1,0 +1,146 @@
+"""What every ledger store does, whatever the database behind it."""
+
+from __future__ import annotations
+
+import re
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager
+from datetime import datetime
+from typing import Any
+
+from ledger.admission import Outcome, Pending, Recorded, chain_plan, outcomes, plan_admission
+from ledger.chain import EMPTY_HEAD, Head
+from ledger.entry import Entry, format_recorded_at
+
+LEDGER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_LEDGER_NAMESPACE = uuid.UUID("5f0c3e1e-8d57-4c4e-9a55-0c8f1a3f6b21")
+ENTRY_TOPIC = "ledger.entry:Entry"
+
+
+class StoreUnavailable(Exception):
+    """The database cannot be reached or refused the transaction; nothing was written
+    (or, if the commit itself was lost, a retry with the same event ids is answered from
+    the ledger)."""
+
+
+def ledger_id(name: str) -> uuid.UUID:
+    """The stream id of a ledger: stable, derived from its name."""
+    if not LEDGER_NAME.match(name):
+        raise ValueError("a ledger name is 1-63 lower-case letters, digits, '-' or '_'")
+    return uuid.uuid5(_LEDGER_NAMESPACE, name)
+
+
+Submission = Sequence[Pending]
+
+
+class LedgerStore(ABC):
+    """An append-only home for chains of entries.
+
+    Guarantees: :meth:`append` commits a whole group of submissions in one transaction or
+    nothing; while it runs no other writer (thread or process) appends to the same
+    store, so every chain stays gapless and fork-free; reads never see a partly written
+    group.
+    """
+
+    dialect: str
+
+    # -- writing -------------------------------------------------------------------
+
+    def append(
+        self, groups: Mapping[str, Sequence[Submission]], now: datetime
+    ) -> dict[str, list[Outcome]]:
+        """Admit and chain each ledger's submissions, all in one transaction."""
+        recorded_at = format_recorded_at(now)
+        results: dict[str, list[Outcome]] = {}
+        with self._write_transaction() as tx:
+            for ledger, submissions in groups.items():
+                lid = ledger_id(ledger)
+                head = self._head(tx, lid)
+                event_ids = list({p.event_id for s in submissions for p in s})
+                plan = plan_admission(submissions, self._recorded(tx, lid, event_ids))
+                entries = chain_plan(plan, head, ledger, recorded_at)
+                if entries:
+                    if head.seq == 0:
+                        self._register_ledger(tx, ledger, lid, recorded_at)
+                    self._insert(tx, lid, entries, plan.new)
+                replayed = self._entries_at(tx, lid, sorted(plan.replayed_seqs()))
+                results[ledger] = outcomes(plan, entries, replayed)
+        return results
+
+    @abstractmethod
+    def _write_transaction(self) -> AbstractContextManager[Any]:
+        """A transaction holding the store's write lock, committed on a clean exit."""
+
+    @abstractmethod
+    def _head(self, tx: Any, lid: uuid.UUID) -> Head: ...
+
+    @abstractmethod
+    def _recorded(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> dict[str, Recorded]:
+        ...
+
+    @abstractmethod
+    def _insert(
+        self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
+    ) -> None: ...
+
+    @abstractmethod
+    def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]: ...
+
+    @abstractmethod
+    def _register_ledger(self, tx: Any, name: str, lid: uuid.UUID, created_at: str) -> None:
+        ...
+
+    # -- reading -------------------------------------------------------------------
+
+    @abstractmethod
+    def head(self, ledger: str) -> Head:
+        """The newest entry of ``ledger`` (seq 0 when it is empty)."""
+
+    @abstractmethod
+    def read(self, ledger: str, after: int, limit: int) -> list[bytes]:
+        """Up to ``limit`` stored entries with seq > ``after``, in seq order."""
+
+    @abstractmethod
+    def stream(
+        self, ledger: str, after: int = 0, upto: int | None = None
+    ) -> Iterator[tuple[int, bytes]]:
+        """Every ``(position, stored bytes)`` after ``after`` in seq order, streamed."""
+
+    @abstractmethod
+    def ledgers(self) -> list[str]:
+        """The names of every ledger that holds at least one entry."""
+
+    @abstractmethod
+    def ping(self) -> None:
+        """Raise :class:`StoreUnavailable` unless the database answers."""
+
+    @abstractmethod
+    def close(self) -> None: ...
+
+    # -- shared helpers ----------------------------------------------------------------
+
+    @staticmethod
+    def _head_of(row: tuple[int, bytes] | None) -> Head:
+        if row is None:
+            return EMPTY_HEAD
+        entry = Entry.decode(bytes(row[1]))
+        return Head(int(row[0]), entry.hash, entry.recorded_at)
+
+    @staticmethod
+    def _recorded_of(rows: Iterable[tuple[Any, int, str]]) -> dict[str, Recorded]:
+        return {str(event_id): Recorded(int(seq), fp) for event_id, seq, fp in rows}
+
+
+def open_store(database_url: str, **options: Any) -> LedgerStore:
+    """Open the store a ``LEDGER_DATABASE_URL`` names (the schema must be migrated)."""
+    if database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        from ledger.store.postgres import PostgresLedgerStore
+
+        return PostgresLedgerStore.from_url(database_url, **options)
+    if database_url.startswith("sqlite:///"):
+        from ledger.store.sqlite import SQLiteLedgerStore
+
+        return SQLiteLedgerStore.from_url(database_url, **options)
+    raise ValueError("LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://")
