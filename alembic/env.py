@@ -7,8 +7,9 @@ the ones that come second find nothing left to do.
 
 from __future__ import annotations
 
-from alembic import context
 from sqlalchemy import create_engine, pool, text
+
+from alembic import context
 
 MIGRATION_LOCK_KEY = 0x5048494D49475254  # "PHIMIGRT"
 

@@ -52,14 +52,26 @@ _RECIPIENT_ADDRESS = field_aad_suffix(RECIPIENT_ADDRESS)
 _DESCRIPTION = field_aad_suffix(DESCRIPTION)
 
 
-def _copy(value: Any) -> Any:
+def _copy(value: dict[str, Any]) -> dict[str, Any]:
     # Events are plain JSON (dicts, lists, scalars), so this is a complete deep copy at a
     # fraction of copy.deepcopy's cost; the result shares nothing mutable with the input.
-    if type(value) is dict:
-        return {k: _copy(v) for k, v in value.items()}
-    if type(value) is list:
-        return [_copy(v) for v in value]
-    return value
+    out = {}
+    for key, item in value.items():
+        kind = type(item)
+        if kind is dict:
+            out[key] = _copy(item)
+        elif kind is list:
+            out[key] = _copy_list(item)
+        else:
+            out[key] = item
+    return out
+
+
+def _copy_list(value: list[Any]) -> list[Any]:
+    return [
+        _copy(item) if type(item) is dict else _copy_list(item) if type(item) is list else item
+        for item in value
+    ]
 
 
 def _data_aad(prefix: bytes, name: str) -> bytes:

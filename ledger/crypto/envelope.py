@@ -22,7 +22,6 @@ from __future__ import annotations
 import binascii
 import hmac
 import os
-import re
 import struct
 from typing import Final
 
@@ -41,7 +40,6 @@ _DEK_TAG: Final = b"phi-ledger/dek/v1\x00"
 _WRAP_V1: Final = b"\x01"
 _WRAPPED_BYTES: Final = len(_WRAP_V1) + NONCE_BYTES + KEY_BYTES + TAG_BYTES
 
-_TOKEN_BODY = re.compile(r"[A-Za-z0-9_-]+")
 _TO_URLSAFE = bytes.maketrans(b"+/", b"-_")
 _FROM_URLSAFE = bytes.maketrans(b"-_", b"+/")
 _U32 = struct.Struct(">I")
@@ -129,18 +127,16 @@ def _b64url(data: bytes) -> str:
 
 
 def _unb64url(text: str) -> bytes:
-    if not _TOKEN_BODY.fullmatch(text):
-        raise EnvelopeError("token body is not unpadded base64url")
-    padded = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
     try:
+        padded = text.encode("ascii").translate(_FROM_URLSAFE) + b"=" * (-len(text) % 4)
         data = binascii.a2b_base64(padded, strict_mode=True)
-    except binascii.Error:
+    except (UnicodeEncodeError, binascii.Error):
         raise EnvelopeError("token body is not unpadded base64url") from None
-    # Unused trailing bits would let two strings decode to the same bytes; insisting on
-    # the canonical spelling keeps one token per ciphertext, so stored entries are not
-    # malleable even in ways GCM would not notice.
+    # The translation above also lets '+' and '/' through, and unused trailing bits would
+    # let two strings decode to the same bytes. Insisting on the one canonical spelling
+    # rejects both, so a stored token cannot be altered even in ways GCM would not notice.
     if _b64url(data) != text:
-        raise EnvelopeError("token body is not canonical base64url")
+        raise EnvelopeError("token body is not canonical unpadded base64url")
     return data
 
 

@@ -1,0 +1,124 @@
+"""The FastAPI application: routers by audience over one service container.
+
+``create_app`` takes its collaborators (settings, clock, protection) so tests build the
+same application the CLI serves.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import structlog
+from fastapi import FastAPI
+from pydantic import TypeAdapter
+
+from api.errors import install_error_handlers
+from api.logs import configure_logging
+from api.metrics import Metrics
+from api.middleware import RequestContext, body_limits
+from api.routers import health, ingest, ledger
+from api.services import Services
+from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
+from ledger.ingest import Ingest, Protection
+from ledger.migrate import migrate
+from ledger.settings import Settings
+from ledger.store import open_store
+from ledger.writer import Clock, GroupCommitWriter, utc_now
+
+log = structlog.get_logger(__name__)
+
+# A posted event may be up to MAX_EVENT_BYTES canonical; JSON whitespace gets slack.
+BODY_LIMITS = {
+    "/v1/events": 2 * MAX_EVENT_BYTES,
+    "/v1/events/batch": 32 * 1024 * 1024,
+}
+
+
+def build_services(
+    settings: Settings, *, protection: Protection | None = None, clock: Clock = utc_now
+) -> Services:
+    """Migrate, open the store, start the writer: everything a running service holds."""
+    migrate(settings.database_url)
+    store = open_store(settings.database_url)
+    writer = GroupCommitWriter(store, clock, max_group_events=settings.max_group_events).start()
+    if protection is None:
+        from ledger.protection import protection_from_settings
+
+        protection = protection_from_settings(settings, store)
+    return Services(settings, store, writer, Ingest(writer, protection), Metrics(), clock)
+
+
+def _openapi_with_event_schema(app: FastAPI) -> Any:
+    original = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema:
+            return app.openapi_schema
+        schema = original()
+        event_schema = TypeAdapter(Event).json_schema(
+            ref_template="#/components/schemas/{model}"
+        )
+        components = schema.setdefault("components", {}).setdefault("schemas", {})
+        components.update(event_schema.pop("$defs", {}))
+        components["Event"] = event_schema
+        app.openapi_schema = schema
+        return schema
+
+    return openapi
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    protection: Protection | None = None,
+    clock: Clock = utc_now,
+    configure_logs: bool = True,
+) -> FastAPI:
+    settings = settings or Settings.from_env()
+    if configure_logs:
+        configure_logging(settings.log_format, settings.log_level)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        svc = build_services(settings, protection=protection, clock=clock)
+        app.state.services = svc
+        log.info("service.started", dialect=svc.store.dialect)
+        try:
+            yield
+        finally:
+            svc.writer.stop()
+            svc.store.close()
+            log.info("service.stopped")
+
+    app = FastAPI(
+        title="phi-ledger",
+        version="0.1.0",
+        summary="A hash-chained ledger of every access to protected health information.",
+        lifespan=lifespan,
+    )
+    install_error_handlers(app)
+    for router in (ingest.router, ledger.router, health.router):
+        app.include_router(router)
+    app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
+
+    metrics_holder: dict[str, Metrics] = {}
+
+    def observe(method: str, route: str, status: int, seconds: float) -> None:
+        svc = getattr(app.state, "services", None)
+        if svc is not None:
+            svc.metrics.observe(method, route, status, seconds)
+        else:
+            metrics_holder.setdefault("m", Metrics()).observe(method, route, status, seconds)
+
+    app.add_middleware(RequestContext, body_limit=body_limits(BODY_LIMITS), observe=observe)
+    return app
+
+
+def app_from_env() -> FastAPI:
+    """The uvicorn factory: settings from the environment."""
+    return create_app(Settings.from_env())
+
+
+__all__ = ["MAX_BATCH_EVENTS", "app_from_env", "build_services", "create_app"]

@@ -1,0 +1,56 @@
+"""``phi-ledger demo``: a synthetic answering-service day, posted through ingest."""
+
+from __future__ import annotations
+
+import time
+
+from rich.progress import Progress
+
+from api.app import build_services
+from api.logs import configure_logging
+from ledger.settings import Settings
+
+
+def run_demo(
+    settings: Settings,
+    *,
+    events: int,
+    seed: int,
+    ledger: str | None,
+    batch: int,
+    progress: Progress | None = None,
+) -> int:
+    """Post ``events`` events of the seeded workload; returns the ledger's new head seq."""
+    from api.workload import Workload
+
+    configure_logging(settings.log_format, settings.log_level)
+    svc = build_services(settings)
+    name = ledger or settings.default_ledger
+    started = time.perf_counter()
+    try:
+        chunk: list[dict] = []
+        done = 0
+        task = None
+        if progress is not None:
+            progress.start()
+            task = progress.add_task(f"posting to {name}", total=events, rate="")
+        for event in Workload(seed=seed).events(events):
+            chunk.append(event)
+            if len(chunk) >= batch:
+                svc.ingest.record_sync(name, chunk, batch=True)
+                done += len(chunk)
+                chunk = []
+                if progress is not None and task is not None:
+                    rate = done / max(time.perf_counter() - started, 1e-9)
+                    progress.update(task, completed=done, rate=f"{rate:,.0f} events/s")
+        if chunk:
+            svc.ingest.record_sync(name, chunk, batch=True)
+            done += len(chunk)
+        if progress is not None and task is not None:
+            progress.update(task, completed=done)
+        return svc.store.head(name).seq
+    finally:
+        if progress is not None:
+            progress.stop()
+        svc.writer.stop()
+        svc.store.close()

@@ -1,0 +1,104 @@
+"""One error shape for every failure: ``{"error": {"code", "message", "fields"}}``.
+
+Messages name fields and rules, never submitted values: a value may be PHI.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+import structlog
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from ledger.event import EventRejected
+from ledger.ingest import EventConflict
+from ledger.store import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+RETRY_AFTER_SECONDS = "1"
+
+
+class ApiError(Exception):
+    """An error the API answers with as it is."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        fields: list[str] | None = None,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.fields = fields or []
+        self.headers = headers or {}
+
+
+def error_response(
+    status: int, code: str, message: str, fields: list[str] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    body: dict[str, Any] = {"error": {"code": code, "message": message, "fields": fields or []}}
+    return Response(orjson.dumps(body), status, headers=headers, media_type="application/json")
+
+
+def _query_field(loc: tuple[Any, ...]) -> str:
+    parts = [str(p) for p in loc if p not in ("query", "path", "body", "header")]
+    return ".".join(parts) or "(request)"
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def _api_error(_: Request, exc: ApiError) -> Response:
+        return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+
+    @app.exception_handler(EventRejected)
+    async def _rejected(_: Request, exc: EventRejected) -> Response:
+        return error_response(422, "invalid_event", str(exc), exc.fields)
+
+    @app.exception_handler(EventConflict)
+    async def _conflict(_: Request, exc: EventConflict) -> Response:
+        return error_response(
+            409, "event_id_conflict",
+            "event_id already recorded with a different body; nothing was written",
+            [f"event_id:{event_id}" for event_id in exc.event_ids],
+        )
+
+    @app.exception_handler(StoreUnavailable)
+    async def _unavailable(_: Request, exc: StoreUnavailable) -> Response:
+        log.warning("store.unavailable", error=str(exc))
+        return error_response(
+            503, "unavailable",
+            "the ledger database is unavailable; nothing was acknowledged, retry with the"
+            " same event_id", headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+    @app.exception_handler(RequestValidationError)
+    async def _bad_request(_: Request, exc: RequestValidationError) -> Response:
+        problems = [(_query_field(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        return error_response(
+            400, "invalid_request", "; ".join(f"{f}: {m}" for f, m in problems),
+            list(dict.fromkeys(f for f, _ in problems)),
+        )
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http(_: Request, exc: StarletteHTTPException) -> Response:
+        codes = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+        return error_response(
+            exc.status_code, codes.get(exc.status_code, "http_error"), str(exc.detail),
+            headers=getattr(exc, "headers", None),
+        )
+
+    @app.exception_handler(Exception)
+    async def _crash(_: Request, exc: Exception) -> Response:
+        # The type only: an exception's message may quote data.
+        log.error("request.crashed", error_type=type(exc).__name__)
+        return error_response(500, "internal", "internal error")

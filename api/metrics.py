@@ -1,0 +1,44 @@
+"""Prometheus metrics. Labels are route templates, methods and statuses: never data."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    """One registry per application instance (tests build many apps in one process)."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "phi_ledger_http_requests", "HTTP requests answered",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.latency = Histogram(
+            "phi_ledger_http_request_seconds", "HTTP request latency",
+            ["route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.appended = Gauge(
+            "phi_ledger_writer_events", "Events committed by this process's writer",
+            registry=self.registry,
+        )
+        self.transactions = Gauge(
+            "phi_ledger_writer_transactions", "Group-commit transactions of this process",
+            registry=self.registry,
+        )
+        self.failures = Gauge(
+            "phi_ledger_writer_failures", "Failed group-commit transactions",
+            registry=self.registry,
+        )
+        self.head_seq = Gauge(
+            "phi_ledger_head_seq", "Newest seq of each ledger", ["ledger"],
+            registry=self.registry,
+        )
+
+    def observe(self, method: str, route: str, status: int, seconds: float) -> None:
+        self.requests.labels(method, route, str(status)).inc()
+        self.latency.labels(route).observe(seconds)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

@@ -1,0 +1,67 @@
+"""Ingest: applications post access events and get receipts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import Response
+
+from api.errors import ApiError
+from api.routers.common import chosen_ledger, json_body, json_response
+from api.services import Services, services
+from ledger.event import MAX_BATCH_EVENTS
+
+router = APIRouter(prefix="/v1", tags=["ingest"])
+
+RECEIPT_DOC = (
+    "The receipt `{event_id, ledger, seq, hash, prev_hash, recorded_at}`: the event is "
+    "committed at `seq`. 201 when written now, 200 when `event_id` was already recorded "
+    "with the same body (a replay: nothing is written). 409 when `event_id` is recorded "
+    "with another body, 422 naming every bad field, 503 with Retry-After when the "
+    "database is unavailable (retry with the same `event_id`)."
+)
+
+
+def _event_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {
+        "application/json": {"schema": {"$ref": "#/components/schemas/Event"}}}}}
+
+
+def _batch_body() -> dict[str, Any]:
+    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+        "type": "object", "required": ["events"], "additionalProperties": False,
+        "properties": {"events": {
+            "type": "array", "minItems": 1, "maxItems": MAX_BATCH_EVENTS,
+            "items": {"$ref": "#/components/schemas/Event"}}}}}}}}
+
+
+@router.post(
+    "/events", status_code=201, summary="Record one access event",
+    description=RECEIPT_DOC, openapi_extra=_event_body(),
+)
+async def post_event(
+    request: Request, ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
+) -> Response:
+    event = await json_body(request)
+    outcome = await svc.ingest.record(ledger, [event])
+    return json_response(outcome.receipts[0].as_dict(), 201 if outcome.created else 200)
+
+
+@router.post(
+    "/events/batch", status_code=201,
+    summary=f"Record up to {MAX_BATCH_EVENTS} events, all or nothing",
+    description="`{\"events\": [...]}` -> `{\"receipts\": [...]}` in the posted order. "
+    "Nothing is written unless every event is valid and no event_id conflicts. "
+    "201 when anything was written, 200 when every event was a replay.",
+    openapi_extra=_batch_body(),
+)
+async def post_batch(
+    request: Request, ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
+) -> Response:
+    body = await json_body(request)
+    if not isinstance(body, dict) or set(body) != {"events"}:
+        raise ApiError(422, "invalid_event", 'the body must be {"events": [...]}', ["events"])
+    outcome = await svc.ingest.record(ledger, body["events"], batch=True)
+    receipts = [r.as_dict() for r in outcome.receipts]
+    return json_response({"receipts": receipts}, 201 if outcome.created else 200)

@@ -1,0 +1,28 @@
+"""The service container: everything a request handler may use, built once at start."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from fastapi import Request
+
+from api.metrics import Metrics
+from ledger.ingest import Ingest
+from ledger.settings import Settings
+from ledger.store import LedgerStore
+from ledger.writer import Clock, GroupCommitWriter
+
+
+@dataclass
+class Services:
+    settings: Settings
+    store: LedgerStore
+    writer: GroupCommitWriter
+    ingest: Ingest
+    metrics: Metrics
+    clock: Clock
+
+
+def services(request: Request) -> Services:
+    """FastAPI dependency: the running application's services."""
+    return request.app.state.services
