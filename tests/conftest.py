@@ -1,0 +1,59 @@
+"""One fixture parametrises the database: every test that takes ``database_url`` runs on
+SQLite and on PostgreSQL. With CI=true a PostgreSQL test never skips: it fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ledger.settings import Settings
+from tests.support import IN_CI, create_pg_database, drop_pg_database, pg_available
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def _postgres_or_skip() -> None:
+    if pg_available():
+        return
+    if IN_CI:
+        pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not skip")
+    pytest.skip("PostgreSQL is not reachable (start it, or run with CI=true to fail)")
+
+
+@pytest.fixture(params=BACKENDS)
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path}/ledger.db"
+        return
+    _postgres_or_skip()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """For the few tests that are about PostgreSQL itself (each says why)."""
+    _postgres_or_skip()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, key_file=tmp_path / "keys.json")
+
+
+@pytest.fixture
+def client(settings: Settings) -> Iterator[TestClient]:
+    with TestClient(create_app(settings, configure_logs=False)) as c:
+        yield c

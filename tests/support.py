@@ -1,0 +1,138 @@
+"""Test support: events, databases and real server processes (no mocks of the database)."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psycopg
+
+PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def pg_available() -> bool:
+    try:
+        with psycopg.connect(PG_ADMIN_URL, connect_timeout=3):
+            return True
+    except psycopg.Error:
+        return False
+
+
+def create_pg_database() -> str:
+    """A new, empty database; returns its URL."""
+    name = f"phi_test_{uuid.uuid4().hex[:16]}"
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    base = PG_ADMIN_URL.rsplit("/", 1)[0]
+    return f"{base}/{name}"
+
+
+def drop_pg_database(url: str) -> None:
+    name = url.rsplit("/", 1)[1]
+    with psycopg.connect(PG_ADMIN_URL, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def make_event(**overrides: Any) -> dict[str, Any]:
+    """A valid ``read`` event with a fresh event_id; override any field."""
+    event: dict[str, Any] = {
+        "event_id": str(uuid.uuid4()),
+        "occurred_at": "2026-11-26T14:03:22.120-05:00",
+        "action": "read",
+        "outcome": "success",
+        "actor": {"id": "agent-0042", "kind": "user", "role": "call_agent",
+                  "organization": "Northside Answering", "mfa": True, "device_id": "ws-17",
+                  "ip": "198.51.100.7", "session_id": "s-9c1"},
+        "patient": {"id": "MRN-0012345"},
+        "resource": {"type": "message", "id": "msg-88121", "phi": ["name", "phone"]},
+        "purpose": "TREAT",
+        "channel": "ehr",
+        "source": {"system": "answer-desk", "site": "Northside"},
+    }
+    event.update(overrides)
+    return event
+
+
+def contract_example() -> dict[str, Any]:
+    """The disclosure event of CONTRACT.md, with a fresh event_id."""
+    return make_event(
+        action="disclose",
+        channel="secure_sms",
+        resource={"type": "message", "id": "msg-88121", "phi": ["name", "phone", "condition"]},
+        disclosure={
+            "recipient": {"name": "Dr. A. Rivera", "address": "on-call pager 4471",
+                          "kind": "provider"},
+            "description": "after-hours message: callback number and symptoms",
+            "encrypted": True,
+        },
+        data=None,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class ServerProcess:
+    """``phi-ledger serve`` in its own process, as an operator would run it."""
+
+    def __init__(self, env: dict[str, str], port: int | None = None,
+                 log_path: Path | None = None) -> None:
+        self.port = port or free_port()
+        self.env = {**os.environ, **env}
+        self.log_path = log_path
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout: float = 30.0) -> ServerProcess:
+        out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            cwd=ROOT, env=self.env, stdout=out, stderr=out,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}")
+            try:
+                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError("server did not come up")
+
+    def kill(self) -> None:
+        """SIGKILL: no shutdown hooks, no flush; what a power cut does to the process."""
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *_: object) -> None:
+        self.stop()

@@ -1,0 +1,48 @@
+"""The fast canonical encoder is RFC 8785 on the ledger's domain."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.canonical import MAX_SAFE_INTEGER, NotCanonicalizable, canonical, canonical_reference
+
+keys = st.from_regex(r"[A-Za-z][A-Za-z0-9_.-]{0,20}", fullmatch=True)
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER)
+    | st.text(max_size=40)
+)
+values = st.recursive(
+    scalars,
+    lambda inner: st.lists(inner, max_size=5) | st.dictionaries(keys, inner, max_size=5),
+    max_leaves=30,
+)
+
+
+@given(values)
+def test_fast_path_equals_reference(value: object) -> None:
+    assert canonical(value) == canonical_reference(value)
+
+
+def test_rfc8785_string_escapes_and_order() -> None:
+    value = {"b": "\u20ac$\u000f\nA'B\"\\\\\"/", "a": [1, True, None], "aa": {}}
+    expected = b'{"a":[1,true,null],"aa":{},"b":"\xe2\x82\xac$\\u000f\\nA\'B\\"\\\\\\\\\\"/"}'
+    assert canonical_reference(value) == expected
+    assert canonical(value) == expected
+
+
+def test_keys_sort_by_utf16_code_units() -> None:
+    # U+1F600 (surrogates D83D..) sorts before U+FB33 in UTF-16, after it in code points.
+    value = {"\ufb33": 1, "\U0001f600": 2}
+    assert canonical_reference(value).index("\U0001f600".encode()) < canonical_reference(
+        value
+    ).index("\ufb33".encode())
+
+
+@pytest.mark.parametrize("bad", [1.5, 2**53, {"x": [0.1]}, {1: "a"}])
+def test_reference_refuses_what_the_ledger_never_hashes(bad: object) -> None:
+    with pytest.raises(NotCanonicalizable):
+        canonical_reference(bad)

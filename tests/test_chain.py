@@ -1,0 +1,111 @@
+"""Chains, pure: extending one and catching every kind of damage at the right seq."""
+
+from __future__ import annotations
+
+import hashlib
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from ledger.canonical import canonical, parse
+from ledger.chain import EMPTY_HEAD, Head, check_chain, extend
+from ledger.entry import GENESIS_HASH, Entry
+
+T = "2026-11-26T19:03:22.301544Z"
+
+
+def _rows(n: int) -> list[tuple[int, bytes]]:
+    entries = extend(EMPTY_HEAD, "default", [{"event_id": f"e{i}", "n": i} for i in range(n)], T)
+    return [(e.seq, e.encode()) for e in entries]
+
+
+def _independent_hash(line: bytes) -> str:
+    obj = parse(line)
+    obj.pop("hash")
+    return hashlib.sha256(b"\x00" + canonical(obj)).hexdigest()
+
+
+def test_extend_numbers_from_one_and_links() -> None:
+    entries = extend(EMPTY_HEAD, "default", [{"a": 1}, {"a": 2}, {"a": 3}], T)
+    assert [e.seq for e in entries] == [1, 2, 3]
+    assert entries[0].prev_hash == GENESIS_HASH
+    assert entries[1].prev_hash == entries[0].hash
+    assert entries[2].prev_hash == entries[1].hash
+    for e in entries:
+        assert _independent_hash(e.encode()) == e.hash
+
+
+def test_extend_continues_after_head_and_never_goes_back_in_time() -> None:
+    head = Head(41, "ab" * 32, "2026-11-26T20:00:00.000000Z")
+    entries = extend(head, "default", [{"a": 1}], "2026-11-26T19:00:00.000000Z")
+    assert entries[0].seq == 42
+    assert entries[0].prev_hash == "ab" * 32
+    assert entries[0].recorded_at == "2026-11-26T20:00:00.000000Z"
+
+
+@given(st.integers(1, 40))
+def test_intact_chain_verifies(n: int) -> None:
+    verdict = check_chain("default", _rows(n))
+    assert verdict.ok and verdict.verified_through == n and verdict.first_bad_seq is None
+
+
+def test_empty_chain_verifies() -> None:
+    verdict = check_chain("default", [])
+    assert verdict.ok and verdict.verified_through == 0
+
+
+def _reseal(entry: Entry, **changes: object) -> bytes:
+    body = {**entry.as_dict(), **changes}
+    body.pop("hash")
+    return Entry.seal(body["ledger"], body["seq"], body["recorded_at"], body["prev_hash"],
+                      body["event"]).encode()
+
+
+def test_edited_event_is_caught_at_its_seq() -> None:
+    rows = _rows(20)
+    rows[9] = (10, rows[9][1].replace(b'"n":9', b'"n":99'))
+    verdict = check_chain("default", rows)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.verified_through) == (False, 10, 9)
+    assert "hash" in (verdict.reason or "")
+
+
+def test_deleted_entry_is_a_gap() -> None:
+    rows = _rows(20)
+    del rows[9]
+    verdict = check_chain("default", rows)
+    assert verdict.first_bad_seq == 10 and "missing" in (verdict.reason or "")
+
+
+def test_swapped_entries_are_caught() -> None:
+    rows = _rows(20)
+    rows[9], rows[10] = (10, rows[10][1]), (11, rows[9][1])
+    assert check_chain("default", rows).first_bad_seq == 10
+
+
+def test_resealed_entry_breaks_the_next_link() -> None:
+    rows = _rows(20)
+    forged = Entry.decode(rows[9][1])
+    rows[9] = (10, _reseal(forged, event={"event_id": "forged"}))
+    verdict = check_chain("default", rows)
+    assert verdict.first_bad_seq == 11 and "prev_hash" in (verdict.reason or "")
+
+
+def test_non_canonical_bytes_are_caught() -> None:
+    rows = _rows(5)
+    rows[2] = (3, rows[2][1].replace(b'{"event"', b'{ "event"', 1))
+    verdict = check_chain("default", rows)
+    assert verdict.first_bad_seq == 3
+
+
+def test_entry_from_another_ledger_is_caught() -> None:
+    rows = _rows(3)
+    other = extend(EMPTY_HEAD, "other", [{"x": 1}], T)[0]
+    rows[0] = (1, other.encode())
+    assert check_chain("default", rows).first_bad_seq == 1
+
+
+def test_float_in_stored_entry_is_caught() -> None:
+    rows = _rows(2)
+    rows[1] = (2, rows[1][1].replace(b'"n":1', b'"n":1.5'))
+    verdict = check_chain("default", rows)
+    assert verdict.first_bad_seq == 2
