@@ -163,10 +163,14 @@ def _key(value: Any, source: str, what: str) -> bytes:
 
 def decode_ring(text: bytes | str, source: str) -> KeyRing:
     """Parse the JSON form of a ring; ``source`` names its origin in error messages."""
+    if isinstance(text, bytes):
+        # Decoded here rather than by json.loads, which would also guess UTF-16 and -32.
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError:
+            raise KeyRingError(f"{source}: is not UTF-8 text") from None
     try:
         document = json.loads(text)
-    except UnicodeDecodeError:
-        raise KeyRingError(f"{source}: is not UTF-8 text") from None
     except json.JSONDecodeError as error:
         # Position only: the message must not quote the document, which holds keys.
         raise KeyRingError(
@@ -234,9 +238,9 @@ class FileKeyProvider:
             raise KeyRingError(f"{self._source}: cannot be read (permission denied)") from None
         except OSError as error:
             raise KeyRingError(f"{self._source}: cannot be opened ({error.strerror})") from None
-        with os.fdopen(fd, "rb") as handle:
+        try:
             # fstat the open descriptor, not the path, so the checked file is the read one.
-            info = os.fstat(handle.fileno())
+            info = os.fstat(fd)
             if not stat.S_ISREG(info.st_mode):
                 raise KeyRingError(f"{self._source}: is not a regular file")
             if info.st_mode & 0o077:
@@ -246,9 +250,12 @@ class FileKeyProvider:
                     "and consider rotating the keys"
                 )
             try:
-                data = handle.read()
+                with os.fdopen(fd, "rb", closefd=False) as handle:
+                    data = handle.read()
             except OSError as error:
                 raise KeyRingError(f"{self._source}: cannot be read ({error.strerror})") from None
+        finally:
+            os.close(fd)
         return decode_ring(data, self._source)
 
     def load_or_create(self) -> KeyRing:
