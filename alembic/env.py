@@ -35,6 +35,7 @@ def run_migrations_online() -> None:
             connection.commit()
         elif connection.dialect.name == "sqlite":
             connection.exec_driver_sql("PRAGMA busy_timeout = 60000")
+            connection.commit()  # end the autobegun transaction: alembic must own its own
         try:
             context.configure(connection=connection, transactional_ddl=True)
             with context.begin_transaction():

@@ -23,6 +23,7 @@ from api.services import Services
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ledger.ingest import Ingest, Protection
 from ledger.migrate import migrate
+from ledger.protection import protection_from_settings
 from ledger.settings import Settings
 from ledger.store import open_store
 from ledger.writer import Clock, GroupCommitWriter, utc_now
@@ -42,12 +43,18 @@ def build_services(
     """Migrate, open the store, start the writer: everything a running service holds."""
     migrate(settings.database_url)
     store = open_store(settings.database_url)
-    writer = GroupCommitWriter(store, clock, max_group_events=settings.max_group_events).start()
-    if protection is None:
-        from ledger.protection import protection_from_settings
-
-        protection = protection_from_settings(settings, store)
-    return Services(settings, store, writer, Ingest(writer, protection), Metrics(), clock)
+    try:
+        if protection is None:
+            protection = protection_from_settings(settings, store)
+    except BaseException:
+        store.close()
+        raise
+    writer = GroupCommitWriter(
+        store, clock, seal=protection.protect_many, max_group_events=settings.max_group_events
+    ).start()
+    return Services(
+        settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection
+    )
 
 
 def _openapi_with_event_schema(app: FastAPI) -> Any:

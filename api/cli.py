@@ -82,7 +82,7 @@ def verify(ledger: LedgerOption = None) -> None:
 
     from ledger.migrate import migrate as run_migrations
     from ledger.store import open_store
-    from ledger.verifier import verify_ledger
+    from ledger.verifier import verify as verify_chain
 
     settings = _settings()
     run_migrations(settings.database_url)
@@ -100,7 +100,7 @@ def verify(ledger: LedgerOption = None) -> None:
                     rate = n / max(time.perf_counter() - _t0, 1e-9)
                     progress.update(_task, completed=n, rate=f"{rate:,.0f} entries/s")
 
-                verdict = verify_ledger(store, name, progress=advance)
+                verdict = verify_chain(store, settings.database_url, name, progress=advance)
             elapsed = time.perf_counter() - started
             if verdict.ok:
                 typer.echo(

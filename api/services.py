@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from api.metrics import Metrics
-from ledger.ingest import Ingest
+from ledger.ingest import Ingest, Protection
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 from ledger.writer import Clock, GroupCommitWriter
@@ -21,6 +21,7 @@ class Services:
     ingest: Ingest
     metrics: Metrics
     clock: Clock
+    protection: Protection
 
 
 def services(request: Request) -> Services:

@@ -21,12 +21,12 @@ from ledger.entry import Entry, Receipt
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """An event ready to be chained: its id, the fingerprint of the posted body, and
-    the event as it will be stored (PHI already protected)."""
+    """An event waiting to be chained: its id, the fingerprint of the posted body, and
+    the event (as posted until the writer seals it; as stored once it reaches the store)."""
 
     event_id: str
     fingerprint: str
-    stored: dict[str, Any]
+    event: dict[str, Any]
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +110,7 @@ def plan_admission(
 
 def chain_plan(plan: Plan, head: Head, ledger: str, recorded_at: str) -> list[Entry]:
     """The entries the plan appends after ``head``."""
-    return extend(head, ledger, [p.stored for p in plan.new], recorded_at)
+    return extend(head, ledger, [p.event for p in plan.new], recorded_at)
 
 
 def outcomes(plan: Plan, new_entries: Sequence[Entry], replayed: Mapping[int, Entry]) -> list[

@@ -1,8 +1,9 @@
 """The ingest service: from a posted event to a receipt.
 
-validate -> fingerprint and protect (PHI encrypted, identifiers blind-indexed) ->
-group-commit writer -> receipt. Every application, the HTTP API and the demo alike,
-comes in through here, so no event reaches the ledger unvalidated or unprotected.
+validate -> fingerprint -> group-commit writer (which seals PHI and blind-indexes
+identifiers for the whole group, then appends) -> receipt. Every application, the HTTP
+API and the demo alike, comes in through here, so no event reaches the ledger
+unvalidated or unprotected.
 """
 
 from __future__ import annotations
@@ -20,25 +21,32 @@ from ledger.writer import GroupCommitWriter
 
 
 class Protection(Protocol):
-    """Turns a posted event into the form the ledger stores."""
+    """Turns posted events into the form the ledger stores, and back."""
 
     def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
         """A stable digest of the posted event (idempotency: same id, same body?)."""
         ...
 
-    def protect(self, ledger: str, event: dict[str, Any]) -> dict[str, Any]:
-        """The event as stored: PHI encrypted, identifiers blind-indexed."""
+    def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The events as stored: PHI encrypted, identifiers blind-indexed."""
+        ...
+
+    def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Stored events as posted (PHI of shredded patients reads as erased)."""
         ...
 
 
 class Plaintext:
-    """Stores events as posted. For tests of the chain alone, never for PHI."""
+    """Stores events as posted: for benchmarks of the cost of encryption, never for PHI."""
 
     def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
         return hashlib.sha256(canonical(event)).hexdigest()
 
-    def protect(self, ledger: str, event: dict[str, Any]) -> dict[str, Any]:
-        return event
+    def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(events)
+
+    def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return list(stored)
 
 
 class EventConflict(Exception):
@@ -57,11 +65,9 @@ class Ingest:
         self.protection = protection
 
     def _pending(self, ledger: str, event: dict[str, Any]) -> Pending:
-        return Pending(
-            event["event_id"],
-            self.protection.fingerprint(ledger, event),
-            self.protection.protect(ledger, event),
-        )
+        # Sealing happens in the writer thread, a whole group at a time (one data-key
+        # lookup for all of it); here only the fingerprint, while the body is at hand.
+        return Pending(event["event_id"], self.protection.fingerprint(ledger, event), event)
 
     def submit(
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False

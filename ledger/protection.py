@@ -1,12 +1,119 @@
-"""Choosing how events are protected at rest, from the settings."""
+"""How events are protected at rest: envelope encryption with per-patient data keys.
+
+:class:`EnvelopeProtection` is the shell around the pure recipe in :mod:`ledger.protect`:
+it blind-indexes the patient identifier with the ring's index key, finds (or creates)
+the patient's data key, and seals the PHI fields. Fingerprints for idempotency are HMACs
+under the index key, so the ``ledger_event_ids`` table holds no unkeyed digest of PHI.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
+from collections.abc import Sequence
+from typing import Any
+
+import structlog
+
+from ledger.canonical import canonical
+from ledger.crypto.blind_index import blind_index
+from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider, KeyRing, KeyRingError
+from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
+from ledger.protect import patient_ref_of, protect, reveal
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 
+log = structlog.get_logger(__name__)
+
+PATIENT_KIND = "patient"
+_FINGERPRINT_TAG = b"phi-ledger/fingerprint/v1\x00"
+
+
+class EnvelopeProtection:
+    """PHI sealed under per-patient data keys; patient ids replaced by blind indexes.
+
+    The stored ``patient`` object is ``{"ref": <blind index>, "key": <key_id>, "id":
+    <token>}``: ``ref`` lets views find a patient without decrypting, ``key`` names the
+    data key that opens the tokens (gone after a shred)."""
+
+    def __init__(self, ring: KeyRing, keys: DataKeys) -> None:
+        self.ring = ring
+        self.keys = keys
+
+    def patient_ref(self, ledger: str, patient_id: str) -> str:
+        return blind_index(self.ring.index_key, ledger, PATIENT_KIND, patient_id)
+
+    def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
+        return hmac.new(
+            self.ring.index_key, _FINGERPRINT_TAG + canonical(event), hashlib.sha256
+        ).hexdigest()
+
+    def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        refs = [
+            self.patient_ref(ledger, e["patient"]["id"]) if e.get("patient") else None
+            for e in events
+        ]
+        keys = self.keys.current(ledger, [r for r in refs if r is not None])
+        stored = []
+        for event, ref in zip(events, refs, strict=True):
+            if ref is None:
+                stored.append(event)
+                continue
+            key = keys[ref]
+            protected = protect(event, ledger, ref, key.key)
+            protected["patient"]["key"] = key.key_id
+            stored.append(protected)
+        return stored
+
+    def reveal_many(
+        self, ledger: str, stored: Sequence[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Stored events back as posted; a shredded patient's PHI reads as erased."""
+        refs = [patient_ref_of(s) for s in stored]
+        keys = self.keys.lookup(ledger, [r for r in refs if r is not None])
+        out = []
+        for event, ref in zip(stored, refs, strict=True):
+            if ref is None:
+                out.append(event)
+                continue
+            key = keys.get(ref)
+            usable = key if key is not None and key.key_id == event["patient"].get("key") else None
+            clean = {**event, "patient": {k: v for k, v in event["patient"].items() if k != "key"}}
+            out.append(reveal(clean, ledger, usable.key if usable else None))
+        return out
+
+
+def load_key_ring(settings: Settings, store: LedgerStore) -> KeyRing:
+    """The key ring from LEDGER_KEYS or LEDGER_KEY_FILE, checked against the database.
+
+    Creates the key file (0600) on first start, but never beside a database that already
+    holds data keys: those were wrapped under some other ring, and new keys would only
+    hide that the right file is missing."""
+    if settings.keys_json:
+        ring = EnvKeyProvider(settings.keys_json).load()
+    else:
+        provider = FileKeyProvider(settings.key_file)
+        if not settings.key_file.exists() and DataKeys(store, KeyRing.generate()).kek_usage():
+            raise KeyRingError(
+                f"{settings.key_file}: does not exist, but the database holds data keys"
+                " wrapped under an existing key ring; point LEDGER_KEY_FILE at that ring"
+                " (refusing to create a new one)"
+            )
+        ring = provider.load_or_create()
+    source = "LEDGER_KEYS" if settings.keys_json else str(settings.key_file)
+    try:
+        DataKeys(store, ring).check_ring()
+    except DataKeyUnusable as error:
+        raise KeyRingError(f"{source}: {error}") from None
+    except KeyRingError as error:
+        raise KeyRingError(f"{source}: {error}") from None
+    return ring
+
 
 def protection_from_settings(settings: Settings, store: LedgerStore) -> Protection:
-    # Envelope encryption arrives with the PHI-at-rest work; until then, plaintext.
-    return Plaintext()
+    if settings.unsafe_plaintext:
+        log.warning("protection.disabled", reason="LEDGER_UNSAFE_PLAINTEXT is set")
+        return Plaintext()
+    ring = load_key_ring(settings, store)
+    return EnvelopeProtection(ring, DataKeys(store, ring))

@@ -21,6 +21,8 @@ class Settings:
     ``LEDGER_LOG_FORMAT``    ``json`` (default) or ``console``
     ``LEDGER_LOG_LEVEL``     ``info`` (default), ``debug``, ``warning``
     ``LEDGER_DEFAULT_LEDGER``  the ledger used until access control names one
+    ``LEDGER_UNSAFE_PLAINTEXT``  store PHI unencrypted: for benchmarks that measure the
+                             cost of encryption, never for real data
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -29,6 +31,7 @@ class Settings:
     log_format: str = "json"
     log_level: str = "info"
     default_ledger: str = "default"
+    unsafe_plaintext: bool = False
     # Group commit: the most events one transaction takes.
     max_group_events: int = 5000
 
@@ -42,6 +45,7 @@ class Settings:
             log_format=(env.get("LEDGER_LOG_FORMAT") or "json").lower(),
             log_level=(env.get("LEDGER_LOG_LEVEL") or "info").lower(),
             default_ledger=env.get("LEDGER_DEFAULT_LEDGER") or "default",
+            unsafe_plaintext=env.get("LEDGER_UNSAFE_PLAINTEXT", "") in ("1", "true", "yes"),
         )
 
     @property

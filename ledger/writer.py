@@ -15,8 +15,9 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
+from typing import Any
 
 import structlog
 
@@ -26,6 +27,12 @@ from ledger.store import LedgerStore, StoreUnavailable
 log = structlog.get_logger(__name__)
 
 Clock = Callable[[], datetime]
+# Turns a ledger's posted events into their stored form (see ledger.ingest.Protection).
+Seal = Callable[[str, Sequence[dict[str, Any]]], list[dict[str, Any]]]
+
+
+def _as_posted(ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    return list(events)
 
 
 def utc_now() -> datetime:
@@ -67,11 +74,13 @@ class GroupCommitWriter:
         store: LedgerStore,
         clock: Clock = utc_now,
         *,
+        seal: Seal = _as_posted,
         max_group_events: int = 5000,
         retry_delay: float = 0.05,
     ) -> None:
         self.store = store
         self.clock = clock
+        self.seal = seal
         self.max_group_events = max_group_events
         self.retry_delay = retry_delay
         self.stats = WriterStats()
@@ -144,13 +153,24 @@ class GroupCommitWriter:
         if rest:
             self._commit(rest, sum(len(j.pending) for j in rest))
 
-    def _commit(self, jobs: list[_Job], size: int) -> None:
-        groups: dict[str, list[Sequence[Pending]]] = {}
+    def _sealed(self, jobs: list[_Job]) -> dict[str, list[Sequence[Pending]]]:
+        """Each ledger's submissions with their events sealed, one seal call per ledger."""
+        by_ledger: dict[str, list[_Job]] = {}
         for job in jobs:
-            groups.setdefault(job.ledger, []).append(job.pending)
+            by_ledger.setdefault(job.ledger, []).append(job)
+        groups: dict[str, list[Sequence[Pending]]] = {}
+        for ledger, ledger_jobs in by_ledger.items():
+            posted = [p.event for job in ledger_jobs for p in job.pending]
+            stored = iter(self.seal(ledger, posted))
+            groups[ledger] = [
+                [replace(p, event=next(stored)) for p in job.pending] for job in ledger_jobs
+            ]
+        return groups
+
+    def _commit(self, jobs: list[_Job], size: int) -> None:
         for attempt in (1, 2):
             try:
-                results = self.store.append(groups, self.clock())
+                results = self.store.append(self._sealed(jobs), self.clock())
                 break
             except StoreUnavailable as error:
                 if attempt == 2:

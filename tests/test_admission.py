@@ -12,7 +12,7 @@ def p(event_id: str, fp: str = "f") -> Pending:
 
 def _answer(submissions, recorded=None, entries_at=None):  # type: ignore[no-untyped-def]
     plan = plan_admission(submissions, recorded or {})
-    new = extend(EMPTY_HEAD, "default", [x.stored for x in plan.new], "2026-01-01T00:00:00Z")
+    new = extend(EMPTY_HEAD, "default", [x.event for x in plan.new], "2026-01-01T00:00:00Z")
     return plan, outcomes(plan, new, entries_at or {})
 
 

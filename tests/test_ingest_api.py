@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 from typing import Any
 
@@ -57,7 +58,7 @@ def test_same_id_with_another_body_is_409_and_writes_nothing(client: TestClient)
 def test_chain_links_across_requests(client: TestClient) -> None:
     receipts = [client.post("/v1/events", json=make_event()).json() for _ in range(5)]
     assert [r["seq"] for r in receipts] == [1, 2, 3, 4, 5]
-    for before, after in zip(receipts, receipts[1:], strict=False):
+    for before, after in itertools.pairwise(receipts):
         assert after["prev_hash"] == before["hash"]
     assert client.post("/v1/ledger/verify").json() == {
         "ok": True, "verified_through": 5, "first_bad_seq": None, "reason": None}
@@ -146,7 +147,9 @@ def test_required_fields_missing(client: TestClient) -> None:
 
 
 def test_malformed_json_and_wrong_types(client: TestClient) -> None:
-    r = client.post("/v1/events", content=b"{not json", headers={"content-type": "application/json"})
+    r = client.post(
+        "/v1/events", content=b"{not json", headers={"content-type": "application/json"}
+    )
     assert r.status_code == 400 and r.json()["error"]["fields"] == ["(body)"]
     assert client.post("/v1/events", json=[1, 2]).status_code == 422
     assert client.post("/v1/events", json=make_event(actor={"id": 5, "kind": "user"})).json()[

@@ -9,7 +9,7 @@ from fastapi.responses import Response
 
 from api.routers.common import chosen_ledger, json_response
 from api.services import Services, services
-from ledger.verifier import verify_ledger
+from ledger.verifier import verify as verify_chain
 
 router = APIRouter(prefix="/v1/ledger", tags=["verify"])
 
@@ -55,5 +55,7 @@ async def entries(
 async def verify(
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
 ) -> Response:
-    verdict = await asyncio.to_thread(verify_ledger, svc.store, ledger)
+    verdict = await asyncio.to_thread(
+        verify_chain, svc.store, svc.settings.database_url, ledger
+    )
     return json_response(verdict.as_dict())

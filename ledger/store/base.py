@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
@@ -49,12 +49,21 @@ class LedgerStore(ABC):
     # -- writing -------------------------------------------------------------------
 
     def append(
-        self, groups: Mapping[str, Sequence[Submission]], now: datetime
+        self,
+        groups: Mapping[str, Sequence[Submission]],
+        now: datetime,
+        *,
+        before: Callable[[Any], None] | None = None,
     ) -> dict[str, list[Outcome]]:
-        """Admit and chain each ledger's submissions, all in one transaction."""
+        """Admit and chain each ledger's submissions, all in one transaction.
+
+        ``before(cursor)`` runs first in the same transaction: a change that must commit
+        together with the entries recording it (crypto-shredding a patient)."""
         recorded_at = format_recorded_at(now)
         results: dict[str, list[Outcome]] = {}
         with self._write_transaction() as tx:
+            if before is not None:
+                before(tx)
             for ledger, submissions in groups.items():
                 lid = ledger_id(ledger)
                 head = self._head(tx, lid)
@@ -91,6 +100,21 @@ class LedgerStore(ABC):
     @abstractmethod
     def _register_ledger(self, tx: Any, name: str, lid: uuid.UUID, created_at: str) -> None:
         ...
+
+    # -- other tables ----------------------------------------------------------------
+
+    @abstractmethod
+    def transaction(self) -> AbstractContextManager[Any]:
+        """A plain transaction (no ledger lock) for the store's other tables, committed
+        on a clean exit. Queries use ``%s`` placeholders (see :meth:`sql`)."""
+
+    @abstractmethod
+    def sql(self, statement: str) -> str:
+        """``statement`` in this database's placeholder style."""
+
+    @abstractmethod
+    def key_of(self, ledger: str) -> Any:
+        """The ledger's stream id as this database stores it."""
 
     # -- reading -------------------------------------------------------------------
 

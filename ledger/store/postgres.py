@@ -151,6 +151,26 @@ class PostgresLedgerStore(LedgerStore):
             (name, lid, created_at),
         )
 
+    # -- other tables ----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        try:
+            with (
+                self.datastore.get_connection() as conn,
+                conn.transaction(),
+                conn.cursor(row_factory=tuple_row) as curs,
+            ):
+                yield curs
+        except (PersistenceError, psycopg.Error) as error:
+            raise StoreUnavailable(_describe(error)) from None
+
+    def sql(self, statement: str) -> str:
+        return statement
+
+    def key_of(self, ledger: str) -> Any:
+        return ledger_id(ledger)
+
     # -- reading -------------------------------------------------------------------
 
     @contextmanager

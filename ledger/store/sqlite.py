@@ -136,6 +136,19 @@ class SQLiteLedgerStore(LedgerStore):
             (name, lid.hex, created_at),
         )
 
+    # -- other tables ----------------------------------------------------------------
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        with self._write_transaction() as curs:
+            yield curs
+
+    def sql(self, statement: str) -> str:
+        return statement.replace("%s", "?")
+
+    def key_of(self, ledger: str) -> Any:
+        return ledger_id(ledger).hex
+
     # -- reading -------------------------------------------------------------------
 
     def head(self, ledger: str) -> Head:

@@ -1,0 +1,230 @@
+"""Per-patient data keys: created on first use, wrapped under the active KEK, cached
+unwrapped for a short while, destroyed by crypto-shredding, rewrapped by rotation.
+
+Each patient of each ledger has at most one data key at a time, stored wrapped in
+``patient_keys`` with a random ``key_id`` that the stored events name. Shredding deletes
+the row: every event that names that ``key_id`` then reads as erased, and a later event
+about the same patient gets a new key (and a new ``key_id``).
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.crypto.envelope import DataKey, EnvelopeError, dek_aad, unwrap_key, wrap_key
+from ledger.crypto.keyring import KeyRing
+from ledger.entry import format_recorded_at
+from ledger.store import LedgerStore
+from ledger.writer import Clock, utc_now
+
+# Unwrapped keys are kept this long: a shred in another process takes effect there
+# within this many seconds (in this process, at once).
+CACHE_SECONDS = 5.0
+CACHE_ENTRIES = 200_000
+
+
+class DataKeyUnusable(Exception):
+    """A wrapped data key does not unwrap: the KEK is wrong or the row is corrupted."""
+
+    def __init__(self, ledger: str, patient_ref: str, kek_id: str) -> None:
+        super().__init__(
+            f"the data key of patient ref {patient_ref[:12]}... in ledger '{ledger}' does not"
+            f" unwrap under KEK {kek_id}: wrong key file, or a corrupted patient_keys row"
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class PatientKey:
+    key_id: str
+    key: DataKey
+
+
+class DataKeys:
+    """The patient_keys table of a store, seen through a key ring."""
+
+    def __init__(self, store: LedgerStore, ring: KeyRing, clock: Clock = utc_now) -> None:
+        self.store = store
+        self.ring = ring
+        self.clock = clock
+        self._cache: OrderedDict[tuple[str, str], tuple[float, PatientKey]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    # -- the cache ---------------------------------------------------------------------
+
+    def _cached(self, ledger: str, ref: str) -> PatientKey | None:
+        with self._lock:
+            hit = self._cache.get((ledger, ref))
+            if hit is None:
+                return None
+            if hit[0] < time.monotonic():
+                del self._cache[(ledger, ref)]
+                return None
+            self._cache.move_to_end((ledger, ref))
+            return hit[1]
+
+    def _remember(self, ledger: str, ref: str, key: PatientKey) -> None:
+        with self._lock:
+            self._cache[(ledger, ref)] = (time.monotonic() + CACHE_SECONDS, key)
+            self._cache.move_to_end((ledger, ref))
+            while len(self._cache) > CACHE_ENTRIES:
+                self._cache.popitem(last=False)
+
+    def forget(self, ledger: str, ref: str) -> None:
+        with self._lock:
+            self._cache.pop((ledger, ref), None)
+
+    # -- reading and creating ------------------------------------------------------------
+
+    def _unwrap(
+        self, ledger: str, ref: str, key_id: str, kek_id: str, wrapped: bytes
+    ) -> PatientKey:
+        try:
+            kek = self.ring.kek(kek_id)
+            return PatientKey(key_id, unwrap_key(kek, bytes(wrapped), dek_aad(ledger, ref)))
+        except (EnvelopeError, Exception) as error:
+            raise DataKeyUnusable(ledger, ref, kek_id) from error
+
+    def _load(self, tx: Any, ledger: str, refs: list[str]) -> dict[str, PatientKey]:
+        found: dict[str, PatientKey] = {}
+        for start in range(0, len(refs), 500):
+            chunk = refs[start : start + 500]
+            tx.execute(
+                self.store.sql(
+                    "SELECT patient_ref, key_id, kek_id, wrapped FROM patient_keys"
+                    f" WHERE ledger = %s AND patient_ref IN ({','.join(['%s'] * len(chunk))})"
+                ),
+                (ledger, *chunk),
+            )
+            for ref, key_id, kek_id, wrapped in tx.fetchall():
+                found[ref] = self._unwrap(ledger, ref, key_id, kek_id, wrapped)
+        return found
+
+    def current(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
+        """Each patient's current data key, creating the missing ones."""
+        wanted = list(dict.fromkeys(refs))
+        keys: dict[str, PatientKey] = {}
+        missing = []
+        for ref in wanted:
+            hit = self._cached(ledger, ref)
+            if hit is None:
+                missing.append(ref)
+            else:
+                keys[ref] = hit
+        if not missing:
+            return keys
+        with self.store.transaction() as tx:
+            loaded = self._load(tx, ledger, missing)
+            new = [ref for ref in missing if ref not in loaded]
+            if new:
+                kek_id, kek = self.ring.active_kek()
+                now = format_recorded_at(self.clock())
+                rows = []
+                for ref in new:
+                    dek = DataKey.generate()
+                    key_id = secrets.token_hex(8)
+                    rows.append((ledger, ref, key_id, kek_id,
+                                 wrap_key(kek, dek, dek_aad(ledger, ref)), now))
+                # Two processes may create a first key for the same patient at once: the
+                # first insert wins, and everyone reads back the winner.
+                tx.executemany(
+                    self.store.sql(
+                        "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id,"
+                        " wrapped, created_at) VALUES (%s, %s, %s, %s, %s, %s)"
+                        " ON CONFLICT DO NOTHING"
+                    ),
+                    rows,
+                )
+                loaded.update(self._load(tx, ledger, new))
+        for ref, key in loaded.items():
+            self._remember(ledger, ref, key)
+            keys[ref] = key
+        return keys
+
+    def lookup(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
+        """The current data keys of the patients that still have one (none after a shred)."""
+        wanted = list(dict.fromkeys(refs))
+        keys: dict[str, PatientKey] = {}
+        missing = []
+        for ref in wanted:
+            hit = self._cached(ledger, ref)
+            if hit is None:
+                missing.append(ref)
+            else:
+                keys[ref] = hit
+        if missing:
+            with self.store.transaction() as tx:
+                loaded = self._load(tx, ledger, missing)
+            for ref, key in loaded.items():
+                self._remember(ledger, ref, key)
+                keys[ref] = key
+        return keys
+
+    # -- shredding and rotation ------------------------------------------------------------
+
+    def shredder(self, ledger: str, ref: str) -> Callable[[Any], None]:
+        """A step for the ledger transaction that records the shredding: it destroys the key."""
+
+        def destroy(tx: Any) -> None:
+            tx.execute(
+                self.store.sql("DELETE FROM patient_keys WHERE ledger = %s AND patient_ref = %s"),
+                (ledger, ref),
+            )
+            self.forget(ledger, ref)
+
+        return destroy
+
+    def kek_usage(self) -> dict[str, int]:
+        """How many data keys each KEK wraps."""
+        with self.store.transaction() as tx:
+            tx.execute("SELECT kek_id, COUNT(*) FROM patient_keys GROUP BY kek_id")
+            return {kek_id: int(n) for kek_id, n in tx.fetchall()}
+
+    def rewrap_all(self, new_ring: KeyRing, progress: Callable[[int], None] | None = None) -> int:
+        """Rewrap every data key not yet under ``new_ring``'s active KEK. Returns the count.
+
+        Reads each key under its own (old) KEK from ``self.ring`` -- which must still hold
+        it -- and writes it back wrapped under the new one, in batches."""
+        new_kek_id, new_kek = new_ring.active_kek()
+        done = 0
+        while True:
+            with self.store.transaction() as tx:
+                tx.execute(
+                    self.store.sql(
+                        "SELECT ledger, patient_ref, key_id, kek_id, wrapped FROM patient_keys"
+                        " WHERE kek_id <> %s LIMIT 1000"
+                    ),
+                    (new_kek_id,),
+                )
+                rows = tx.fetchall()
+                if not rows:
+                    return done
+                for ledger, ref, key_id, kek_id, wrapped in rows:
+                    key = self._unwrap(ledger, ref, key_id, kek_id, wrapped)
+                    tx.execute(
+                        self.store.sql(
+                            "UPDATE patient_keys SET kek_id = %s, wrapped = %s"
+                            " WHERE ledger = %s AND patient_ref = %s"
+                        ),
+                        (new_kek_id, wrap_key(new_kek, key.key, dek_aad(ledger, ref)), ledger, ref),
+                    )
+                done += len(rows)
+            if progress is not None:
+                progress(done)
+
+    def check_ring(self) -> None:
+        """Unwrap one data key per KEK in use: a wrong or incomplete key ring fails here,
+        at start, rather than at the first read."""
+        with self.store.transaction() as tx:
+            tx.execute(
+                "SELECT ledger, patient_ref, key_id, kek_id, wrapped FROM patient_keys p"
+                " WHERE patient_ref = (SELECT MIN(patient_ref) FROM patient_keys q"
+                " WHERE q.kek_id = p.kek_id)"
+            )
+            for ledger, ref, key_id, kek_id, wrapped in tx.fetchall():
+                self._unwrap(ledger, ref, key_id, kek_id, wrapped)
