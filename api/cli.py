@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import sys
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -49,6 +49,12 @@ def serve(
 ) -> None:
     """Run the HTTP service; creates or migrates its database on first start."""
     import uvicorn
+
+    settings = _settings()
+    if not settings.unsafe_plaintext:
+        # Fail here, with one clear line, rather than inside the server's startup.
+        store, _ = _protected_store(settings)
+        store.close()
 
     uvicorn.run(
         "api.app:app_from_env",
@@ -150,6 +156,132 @@ def demo(
 
     run_demo(_settings(), events=events, seed=seed, ledger=ledger, batch=batch,
              progress=_progress())
+
+
+def _fail(message: str) -> typer.Exit:
+    err.print(f"[bold red]phi-ledger:[/] {message}", highlight=False)
+    return typer.Exit(2)
+
+
+def _protected_store(settings: Settings) -> tuple[Any, Any]:
+    """The store and its envelope protection, or a clean exit naming the key problem."""
+    from ledger.crypto.keyring import KeyRingError
+    from ledger.data_keys import DataKeys
+    from ledger.migrate import migrate as run_migrations
+    from ledger.protection import EnvelopeProtection, load_key_ring
+    from ledger.store import open_store
+
+    run_migrations(settings.database_url)
+    store = open_store(settings.database_url)
+    try:
+        ring = load_key_ring(settings, store)
+    except KeyRingError as error:
+        store.close()
+        raise _fail(str(error)) from None
+    return store, EnvelopeProtection(ring, DataKeys(store, ring))
+
+
+@app.command()
+def shred(
+    patient: Annotated[str, typer.Option("--patient", help="The patient's identifier (MRN).")],
+    ledger: LedgerOption = None,
+    actor: Annotated[str, typer.Option(help="Who orders the shredding.")] = "operator",
+    reason: Annotated[str | None, typer.Option(help="A note (no PHI): ticket, request.")] = None,
+) -> None:
+    """Crypto-shred a patient: destroy their data key and record it in the ledger."""
+    from ledger.shredding import shred_patient
+    from ledger.writer import utc_now
+
+    settings = _settings()
+    store, protection = _protected_store(settings)
+    try:
+        done = shred_patient(store, protection, ledger or settings.default_ledger, patient,
+                             actor=actor, reason=reason, clock=utc_now)
+    finally:
+        store.close()
+    what = "data key destroyed" if done.keys_destroyed else "no data key held (nothing to open)"
+    typer.echo(f"patient ref {done.patient_ref}: {what}; recorded at seq {done.receipt.seq}")
+
+
+keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+
+
+def _key_provider(settings: Settings) -> Any:
+    from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider
+
+    if settings.keys_json:
+        return EnvKeyProvider(settings.keys_json)
+    return FileKeyProvider(settings.key_file)
+
+
+@keys_app.command("status")
+def keys_status() -> None:
+    """The KEKs in the ring, which one is active, and how many data keys each wraps."""
+    settings = _settings()
+    store, protection = _protected_store(settings)
+    try:
+        usage = protection.keys.kek_usage()
+    finally:
+        store.close()
+    active = protection.ring.active_kek_id
+    for kek_id in sorted(protection.ring.keks):
+        mark = " (active)" if kek_id == active else ""
+        typer.echo(f"{kek_id}{mark}: wraps {usage.get(kek_id, 0)} data keys")
+
+
+@keys_app.command("rotate")
+def keys_rotate(
+    rewrap_only: Annotated[bool, typer.Option(
+        "--rewrap-only", help="No new KEK: rewrap what is left under older ones.")] = False,
+) -> None:
+    """Make a new KEK active and rewrap every data key under it (the ledger is untouched).
+
+    Restart running services afterwards so they wrap new data keys under the new KEK,
+    then run `keys rotate --rewrap-only` once more and `keys retire OLD_ID`."""
+    from ledger.crypto.keyring import KeyRingError
+    from ledger.data_keys import DataKeys
+
+    settings = _settings()
+    store, protection = _protected_store(settings)
+    try:
+        ring = protection.ring
+        if not rewrap_only:
+            ring = ring.with_new_kek()
+            try:
+                _key_provider(settings).save(ring)
+            except KeyRingError as error:
+                raise _fail(str(error)) from None
+        with _progress() as progress:
+            total = sum(protection.keys.kek_usage().values())
+            task = progress.add_task("rewrapping data keys", total=total, rate="")
+            count = DataKeys(store, ring).rewrap_all(
+                ring, progress=lambda n: progress.update(task, completed=n))
+            progress.update(task, completed=total)
+    finally:
+        store.close()
+    typer.echo(f"active KEK {ring.active_kek_id}; rewrapped {count} data keys")
+
+
+@keys_app.command("retire")
+def keys_retire(kek_id: Annotated[str, typer.Argument(help="The KEK to remove.")]) -> None:
+    """Remove a KEK from the ring once no data key is wrapped under it."""
+    from ledger.crypto.keyring import KeyRingError
+
+    settings = _settings()
+    store, protection = _protected_store(settings)
+    try:
+        left = protection.keys.kek_usage().get(kek_id, 0)
+    finally:
+        store.close()
+    if left:
+        raise _fail(f"{kek_id} still wraps {left} data keys: run `keys rotate --rewrap-only`")
+    try:
+        _key_provider(settings).save(protection.ring.without_kek(kek_id))
+    except KeyRingError as error:
+        raise _fail(str(error)) from None
+    typer.echo(f"retired {kek_id}")
 
 
 def main() -> None:
