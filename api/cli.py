@@ -81,21 +81,45 @@ def migrate() -> None:
     typer.echo(f"database at revision {revision}")
 
 
+def _reader_store(settings: Settings) -> Any:
+    """The store for a read-only command: the schema must be current; nothing is migrated
+    or written (an auditor's role may hold SELECT alone)."""
+    from ledger.migrate import SchemaNotCurrent, require_current
+    from ledger.store import StoreUnavailable, open_store
+
+    try:
+        require_current(settings.database_url)
+        return open_store(settings.database_url)
+    except SchemaNotCurrent as error:
+        raise _fail(str(error)) from None
+    except StoreUnavailable as error:
+        raise _fail(str(error)) from None
+    except Exception as error:  # the driver's own errors: say which, not what they quote
+        raise _fail(f"database unavailable ({type(error).__name__})") from None
+
+
 @app.command()
 def verify(ledger: LedgerOption = None) -> None:
-    """Recompute the whole hash chain; exit 0 only when it is intact."""
+    """Recompute every hash chain; exit 0 only when all are intact.
+
+    Without --ledger every chain in the store is checked, found from the entries
+    themselves, and cross-checked against the list of ledgers."""
     import time
 
-    from ledger.migrate import migrate as run_migrations
-    from ledger.store import open_store
     from ledger.verifier import verify as verify_chain
 
     settings = _settings()
-    run_migrations(settings.database_url)
-    store = open_store(settings.database_url)
-    names = [ledger] if ledger else (store.ledgers() or [settings.default_ledger])
+    store = _reader_store(settings)
     intact = True
     try:
+        if ledger:
+            names = [ledger]
+        else:
+            names, problems = store.chains()
+            for problem in problems:
+                intact = False
+                typer.echo(f"BROKEN: {problem}")
+            names = names or [settings.default_ledger]
         for name in names:
             total = store.head(name).seq
             started = time.perf_counter()
@@ -130,10 +154,8 @@ def export(
     after: Annotated[int, typer.Option(help="Start after this seq.")] = 0,
 ) -> None:
     """Write ledger entries as NDJSON on stdout, in chain order, exactly as hashed."""
-    from ledger.store import open_store
-
     settings = _settings()
-    store = open_store(settings.database_url)
+    store = _reader_store(settings)
     out = sys.stdout.buffer
     try:
         for _, data in store.stream(ledger or settings.default_ledger, after=after):

@@ -51,6 +51,25 @@ def newest_revision() -> str:
     return head
 
 
+class SchemaNotCurrent(Exception):
+    """The database is not at the newest schema (or holds no ledger at all)."""
+
+
+def require_current(database_url: str) -> None:
+    """Check, without writing anything, that the schema is the newest: readers such as
+    ``verify`` and ``export`` must not change the database they examine."""
+    if database_url.startswith("sqlite:///"):
+        path = Path(database_url.removeprefix("sqlite:///"))
+        if not path.exists():
+            raise SchemaNotCurrent(f"no ledger database at {path}")
+    found = current_revision(database_url)
+    if found != newest_revision():
+        raise SchemaNotCurrent(
+            f"the database is at schema revision {found}, not {newest_revision()}:"
+            " run `phi-ledger migrate`"
+        )
+
+
 def current_revision(database_url: str) -> str | None:
     engine = create_engine(_sqlalchemy_url(database_url), poolclass=pool.NullPool)
     try:

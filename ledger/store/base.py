@@ -137,6 +137,36 @@ class LedgerStore(ABC):
         """The names of every ledger that holds at least one entry."""
 
     @abstractmethod
+    def stream_ids(self) -> list[Any]:
+        """The stream id of every chain that holds entries, found from the entries
+        themselves (not from the ``ledgers`` table, which an insider could edit)."""
+
+    @abstractmethod
+    def first_entry(self, stream_id: Any) -> bytes | None:
+        """The stored bytes of a stream's lowest-seq entry."""
+
+    def chains(self) -> tuple[list[str], list[str]]:
+        """``(names, problems)``: every chain in the store, named by its own first
+        entry, and any disagreement between the chains and the ``ledgers`` table."""
+        names: list[str] = []
+        problems: list[str] = []
+        for stream in self.stream_ids():
+            first = self.first_entry(stream)
+            try:
+                name = Entry.decode(first).ledger if first else None
+                named = name is not None and str(self.key_of(name)) == str(stream)
+            except (ValueError, KeyError, TypeError):
+                named = False
+            if not named or name is None:
+                problems.append(f"stream {stream} holds entries that do not name their ledger")
+                continue
+            names.append(name)
+        for listed in self.ledgers():
+            if listed not in names:
+                problems.append(f"ledger '{listed}' is listed but its chain holds no entries")
+        return sorted(names), problems
+
+    @abstractmethod
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
 

@@ -229,6 +229,30 @@ class PostgresLedgerStore(LedgerStore):
             curs.execute("SELECT name FROM ledgers ORDER BY name")
             return [row[0] for row in curs.fetchall()]
 
+    def stream_ids(self) -> list[Any]:
+        with self._reading() as curs:
+            # A loose index scan: one index probe per stream, not a scan of every entry.
+            curs.execute(
+                "WITH RECURSIVE s AS ("
+                " (SELECT originator_id FROM stored_events ORDER BY originator_id LIMIT 1)"
+                " UNION ALL"
+                " SELECT (SELECT e.originator_id FROM stored_events e"
+                "  WHERE e.originator_id > s.originator_id ORDER BY e.originator_id LIMIT 1)"
+                " FROM s WHERE s.originator_id IS NOT NULL)"
+                " SELECT originator_id FROM s WHERE originator_id IS NOT NULL"
+            )
+            return [row[0] for row in curs.fetchall()]
+
+    def first_entry(self, stream_id: Any) -> bytes | None:
+        with self._reading() as curs:
+            curs.execute(
+                "SELECT state FROM stored_events WHERE originator_id = %s"
+                " ORDER BY originator_version LIMIT 1",
+                (stream_id,),
+            )
+            row = curs.fetchone()
+            return bytes(row[0]) if row else None
+
     def ping(self) -> None:
         with self._reading() as curs:
             curs.execute("SELECT 1")

@@ -186,6 +186,20 @@ class SQLiteLedgerStore(LedgerStore):
         with self._connection(writer=False) as raw:
             return [row[0] for row in raw.execute("SELECT name FROM ledgers ORDER BY name")]
 
+    def stream_ids(self) -> list[Any]:
+        with self._connection(writer=False) as raw:
+            rows = raw.execute("SELECT DISTINCT originator_id FROM stored_events").fetchall()
+            return [row[0] for row in rows]
+
+    def first_entry(self, stream_id: Any) -> bytes | None:
+        with self._connection(writer=False) as raw:
+            row = raw.execute(
+                "SELECT state FROM stored_events WHERE originator_id = ?"
+                " ORDER BY originator_version LIMIT 1",
+                (stream_id,),
+            ).fetchone()
+            return bytes(row[0]) if row else None
+
     def ping(self) -> None:
         with self._connection(writer=False) as raw:
             raw.execute("SELECT 1").fetchone()
