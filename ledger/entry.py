@@ -9,7 +9,7 @@ the line ``phi-ledger export`` writes.
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,19 +40,27 @@ class Entry:
     prev_hash: str
     event: dict[str, Any]
     hash: str
+    # The canonical bytes including the hash, when already known (sealed or read back).
+    raw: bytes = field(default=b"", compare=False, repr=False)
 
     @classmethod
     def seal(
         cls, ledger: str, seq: int, recorded_at: str, prev_hash: str, event: dict[str, Any]
     ) -> Entry:
-        body = {
+        body = canonical({
             "ledger": ledger,
             "seq": seq,
             "recorded_at": recorded_at,
             "prev_hash": prev_hash,
             "event": event,
-        }
-        return cls(ledger, seq, recorded_at, prev_hash, event, entry_hash(body))
+        })
+        digest = hashlib.sha256(LEAF_PREFIX + body).hexdigest()
+        # Keys sort as event < hash < ledger: the hash member goes right after the event,
+        # before the last `,"ledger":"` (the ledger name holds no quote). Splicing saves a
+        # second encoding of the whole entry.
+        cut = body.rfind(b',"ledger":"')
+        raw = body[:cut] + b',"hash":"' + digest.encode() + b'"' + body[cut:]
+        return cls(ledger, seq, recorded_at, prev_hash, event, digest, raw)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -66,14 +74,14 @@ class Entry:
 
     def encode(self) -> bytes:
         """The stored and exported form: canonical JSON including ``hash``."""
-        return canonical(self.as_dict())
+        return self.raw or canonical(self.as_dict())
 
     @classmethod
-    def decode(cls, data: bytes | str) -> Entry:
+    def decode(cls, data: bytes) -> Entry:
         obj = parse(data)
         return cls(
             obj["ledger"], obj["seq"], obj["recorded_at"], obj["prev_hash"], obj["event"],
-            obj["hash"],
+            obj["hash"], bytes(data),
         )
 
     @property

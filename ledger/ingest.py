@@ -23,8 +23,9 @@ from ledger.writer import GroupCommitWriter
 class Protection(Protocol):
     """Turns posted events into the form the ledger stores, and back."""
 
-    def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
-        """A stable digest of the posted event (idempotency: same id, same body?)."""
+    def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:
+        """A stable digest of the posted event (idempotency: same id, same body?).
+        ``encoded`` is the event's canonical encoding, when the caller has it."""
         ...
 
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -39,14 +40,23 @@ class Protection(Protocol):
 class Plaintext:
     """Stores events as posted: for benchmarks of the cost of encryption, never for PHI."""
 
-    def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
-        return hashlib.sha256(canonical(event)).hexdigest()
+    def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:
+        return hashlib.sha256(encoded or canonical(event)).hexdigest()
 
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(events)
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(stored)
+
+
+def _encoded(event: Any) -> bytes | None:
+    if not isinstance(event, dict):
+        return None
+    try:
+        return canonical(event)
+    except TypeError:
+        return None
 
 
 class EventConflict(Exception):
@@ -64,22 +74,29 @@ class Ingest:
         self.writer = writer
         self.protection = protection
 
-    def _pending(self, ledger: str, event: dict[str, Any]) -> Pending:
-        # Sealing happens in the writer thread, a whole group at a time (one data-key
-        # lookup for all of it); here only the fingerprint, while the body is at hand.
-        return Pending(event["event_id"], self.protection.fingerprint(ledger, event), event)
-
     def submit(
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False
     ) -> Future[Outcome]:
         """Validate and queue one event, or an all-or-nothing batch (``batch=True``:
         problems are then named ``events[i].field``). Raises EventRejected."""
+        if batch and not isinstance(events, list):
+            validate_batch(events)  # raises: the batch is not a list
+        # One canonical encoding per event serves the size check and the fingerprint.
+        encoded = [_encoded(e) for e in events]
+        sizes = [None if raw is None else len(raw) for raw in encoded]
         if batch:
-            validate_batch(list(events))
+            validate_batch(list(events), sizes)
         else:
-            for event in events:
-                validate_event(event)
-        return self.writer.submit(ledger, [self._pending(ledger, e) for e in events])
+            for event, size in zip(events, sizes, strict=True):
+                validate_event(event, size)
+        # Sealing happens in the writer thread, a whole group at a time (one data-key
+        # lookup for all of it); here only the fingerprint, while the encoding is at hand.
+        fingerprint = self.protection.fingerprint
+        pending = [
+            Pending(e["event_id"], fingerprint(ledger, e, raw), e)
+            for e, raw in zip(events, encoded, strict=True)
+        ]
+        return self.writer.submit(ledger, pending)
 
     @staticmethod
     def _accepted(outcome: Outcome) -> Accepted:

@@ -79,26 +79,35 @@ def _data_aad(prefix: bytes, name: str) -> bytes:
 
 
 def protect(
-    event: dict[str, Any], ledger: str, patient_ref: str, dek: DataKey
+    event: dict[str, Any],
+    ledger: str,
+    patient_ref: str,
+    dek: DataKey,
+    key_id: str | None = None,
 ) -> dict[str, Any]:
     """The stored form of a validated posted ``event``, as a new dict (the input is untouched).
 
     ``patient_ref`` is the blind index of ``event["patient"]["id"]`` in ``ledger`` and
-    ``dek`` that patient's data key. The result holds no PHI in the clear and
-    ``reveal(protect(e, l, r, k), l, k) == e``.
+    ``dek`` that patient's data key; ``key_id``, when given, is stored as
+    ``patient.key`` so a reader knows which key the tokens need. The result holds no PHI
+    in the clear and ``reveal(protect(e, l, r, k), l, k) == e``.
+
+    Only the objects on the paths to protected fields are copied; the rest (actor,
+    resource, source) is shared with the input, which ingest never changes after
+    validation. Copying the whole event cost a third of the recipe's time.
     """
-    out = _copy(event)
-    patient = out.get("patient")
-    if patient is None:
-        return out
+    if event.get("patient") is None:
+        return _copy(event)
+    out = dict(event)
     prefix = field_aad_prefix(ledger, patient_ref)
-    out["patient"] = {
-        "ref": patient_ref,
-        "id": seal(dek, patient["id"].encode("utf-8"), prefix + _PATIENT_ID),
-    }
-    disclosure = out.get("disclosure")
-    if disclosure is not None:
-        recipient = disclosure["recipient"]
+    patient: dict[str, Any] = {"ref": patient_ref}
+    if key_id is not None:
+        patient["key"] = key_id
+    patient["id"] = seal(dek, event["patient"]["id"].encode("utf-8"), prefix + _PATIENT_ID)
+    out["patient"] = patient
+    if out.get("disclosure") is not None:
+        disclosure = out["disclosure"] = dict(out["disclosure"])
+        recipient = disclosure["recipient"] = dict(disclosure["recipient"])
         recipient["name"] = seal(dek, recipient["name"].encode("utf-8"), prefix + _RECIPIENT_NAME)
         address = recipient.get("address")
         if address is not None:
@@ -106,11 +115,11 @@ def protect(
         disclosure["description"] = seal(
             dek, disclosure["description"].encode("utf-8"), prefix + _DESCRIPTION
         )
-    data = out.get("data")
-    if data is not None:
-        for name, value in data.items():
-            if value is not None:
-                data[name] = seal(dek, canonical(value), _data_aad(prefix, name))
+    if out.get("data") is not None:
+        out["data"] = {
+            name: None if value is None else seal(dek, canonical(value), _data_aad(prefix, name))
+            for name, value in out["data"].items()
+        }
     return out
 
 

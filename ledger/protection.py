@@ -9,7 +9,6 @@ under the index key, so the ``ledger_event_ids`` table holds no unkeyed digest o
 from __future__ import annotations
 
 import hashlib
-import hmac
 from collections.abc import Sequence
 from typing import Any
 
@@ -27,7 +26,7 @@ from ledger.store import LedgerStore
 log = structlog.get_logger(__name__)
 
 PATIENT_KIND = "patient"
-_FINGERPRINT_TAG = b"phi-ledger/fingerprint/v1\x00"
+_FINGERPRINT_TAG = b"phi-ledger/fp/v1"  # BLAKE2b personalisation: at most 16 bytes
 
 
 class EnvelopeProtection:
@@ -44,10 +43,11 @@ class EnvelopeProtection:
     def patient_ref(self, ledger: str, patient_id: str) -> str:
         return blind_index(self.ring.index_key, ledger, PATIENT_KIND, patient_id)
 
-    def fingerprint(self, ledger: str, event: dict[str, Any]) -> str:
-        return hmac.new(
-            self.ring.index_key, _FINGERPRINT_TAG + canonical(event), hashlib.sha256
-        ).hexdigest()
+    def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:
+        # Keyed BLAKE2b is a PRF like HMAC-SHA256, in one pass: half the cost per event.
+        digest = hashlib.blake2b(encoded or canonical(event), key=self.ring.index_key,
+                                 person=_FINGERPRINT_TAG, digest_size=32)
+        return digest.hexdigest()
 
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         refs = [
@@ -61,9 +61,7 @@ class EnvelopeProtection:
                 stored.append(event)
                 continue
             key = keys[ref]
-            protected = protect(event, ledger, ref, key.key)
-            protected["patient"]["key"] = key.key_id
-            stored.append(protected)
+            stored.append(protect(event, ledger, ref, key.key, key.key_id))
         return stored
 
     def reveal_many(

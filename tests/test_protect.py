@@ -163,13 +163,22 @@ def test_plaintext_appears_nowhere_in_the_stored_form() -> None:
     assert "Northside Answering" in stored  # not PHI, still readable
 
 
-def test_protect_neither_mutates_nor_shares_with_its_input() -> None:
+def test_protect_never_mutates_and_copies_every_protected_path() -> None:
     event = copy.deepcopy(UPDATE)
     event["resource"] = {"type": "record", "phi": ["phone"]}
     before = copy.deepcopy(event)
     stored = protect(event, LEDGER, ref_of(event), DataKey.generate())
     assert event == before
-    assert not {id(c) for c in containers(stored)} & {id(c) for c in containers(event)}
+    # Objects holding protected fields are new; untouched ones (actor, resource) may be
+    # shared, since ingest never changes a validated event.
+    for path in ("patient", "data"):
+        assert stored[path] is not event[path]
+    assert stored is not event
+    example = copy.deepcopy(EXAMPLE)
+    sealed = protect(example, LEDGER, ref_of(example), DataKey.generate())
+    assert sealed["disclosure"] is not example["disclosure"]
+    assert sealed["disclosure"]["recipient"] is not example["disclosure"]["recipient"]
+    assert example == EXAMPLE
     revealed = reveal(stored, LEDGER, None)
     assert not {id(c) for c in containers(revealed)} & {id(c) for c in containers(stored)}
 

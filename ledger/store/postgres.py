@@ -21,12 +21,8 @@ from contextlib import contextmanager
 from typing import Any
 
 import psycopg
-from eventsourcing.persistence import PersistenceError, StoredEvent
-from eventsourcing.postgres import (
-    PostgresAggregateRecorder,
-    PostgresApplicationRecorder,
-    PostgresDatastore,
-)
+from eventsourcing.persistence import PersistenceError
+from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
 from psycopg.sql import SQL
@@ -117,22 +113,24 @@ class PostgresLedgerStore(LedgerStore):
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
     ) -> None:
-        stored = [StoredEvent(lid, e.seq, ENTRY_TOPIC, e.encode()) for e in entries]
         self.recorder._notify_channel(tx)
-        # The aggregate recorder's plain INSERT ... SELECT FROM unnest(): the application
-        # recorder's override would take the table lock a second time.
-        PostgresAggregateRecorder._insert_stored_events(self.recorder, tx, stored)
-        tx.execute(
-            "INSERT INTO ledger_event_ids (ledger_id, event_id, seq, fingerprint)"
-            " SELECT %s, * FROM unnest(%s::uuid[], %s::bigint[], %s::text[])",
-            (
-                lid,
-                [p.event_id for p in pending],
-                [e.seq for e in entries],
-                [p.fingerprint for p in pending],
-            ),
-            prepare=True,
-        )
+        # COPY in binary, into the library's own table and columns: the recorder's
+        # INSERT ... FROM unnest(composite[]) sends bytea through the text protocol, escaping
+        # every byte with a regex (~6,000 rows/s here); COPY takes ~190,000.
+        with tx.copy(
+            "COPY stored_events (originator_id, originator_version, topic, state)"
+            " FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "int8", "text", "bytea"])
+            for entry in entries:
+                copy.write_row((lid, entry.seq, ENTRY_TOPIC, entry.encode()))
+        with tx.copy(
+            "COPY ledger_event_ids (ledger_id, event_id, seq, fingerprint)"
+            " FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "uuid", "int8", "text"])
+            for p, entry in zip(pending, entries, strict=True):
+                copy.write_row((lid, uuid.UUID(p.event_id), entry.seq, p.fingerprint))
 
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
         if not seqs:
