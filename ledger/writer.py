@@ -60,8 +60,20 @@ class WriterStopped(StoreUnavailable):
     """The writer is shutting down and takes no more submissions."""
 
 
+@dataclass(slots=True)
+class _SealedGroup:
+    jobs: list[_Job]
+    groups: dict[str, list[Sequence[Pending]]]
+    size: int
+
+
 class GroupCommitWriter:
     """Serialises appends of one process into group-committed transactions.
+
+    Two threads form a pipeline: the *sealer* takes every submission waiting, seals the
+    group's PHI (one data-key lookup for the whole group) and hands it on; the
+    *committer* appends everything sealed so far in one transaction. So the next group
+    is encrypted while the database commits the last one.
 
     Guarantees: submissions are chained in the order they were submitted; a
     submission's future resolves only after its transaction committed (or fails with
@@ -85,24 +97,30 @@ class GroupCommitWriter:
         self.retry_delay = retry_delay
         self.stats = WriterStats()
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="ledger-writer", daemon=True)
+        self._sealed: queue.SimpleQueue[_SealedGroup | None] = queue.SimpleQueue()
+        self._sealer = threading.Thread(target=self._seal_loop, name="ledger-sealer",
+                                        daemon=True)
+        self._committer = threading.Thread(target=self._commit_loop, name="ledger-committer",
+                                           daemon=True)
         self._stopping = False
 
     def start(self) -> GroupCommitWriter:
-        self._thread.start()
+        self._sealer.start()
+        self._committer.start()
         return self
 
     @property
     def running(self) -> bool:
-        return self._thread.is_alive() and not self._stopping
+        return self._sealer.is_alive() and self._committer.is_alive() and not self._stopping
 
     def stop(self, timeout: float = 30.0) -> None:
         """Finish what was submitted, then stop."""
-        if not self._thread.is_alive():
+        if not self._sealer.is_alive():
             return
         self._stopping = True
         self._queue.put(None)
-        self._thread.join(timeout)
+        self._sealer.join(timeout)
+        self._committer.join(timeout)
 
     def submit(self, ledger: str, pending: Sequence[Pending]) -> Future[Outcome]:
         """Queue one all-or-nothing submission; the future holds its outcome."""
@@ -116,44 +134,34 @@ class GroupCommitWriter:
         """Submit and wait (for callers without an event loop: the CLI, tests)."""
         return self.submit(ledger, pending).result()
 
-    # -- the writer thread -----------------------------------------------------------
+    # -- the sealer thread -------------------------------------------------------------
 
-    def _run(self) -> None:
-        while True:
+    def _seal_loop(self) -> None:
+        stopping = False
+        while not stopping:
             job = self._queue.get()
             if job is None:
-                return
-            jobs = [job]
-            size = len(job.pending)
-            stop_after = False
+                break
+            jobs, size = [job], len(job.pending)
             while size < self.max_group_events:
                 try:
                     more = self._queue.get_nowait()
                 except queue.Empty:
                     break
                 if more is None:
-                    stop_after = True
+                    stopping = True
                     break
                 jobs.append(more)
                 size += len(more.pending)
-            self._commit(jobs, size)
-            if stop_after:
-                self._drain_rest()
-                return
-
-    def _drain_rest(self) -> None:
-        rest = []
-        while True:
             try:
-                job = self._queue.get_nowait()
-            except queue.Empty:
-                break
-            if job is not None:
-                rest.append(job)
-        if rest:
-            self._commit(rest, sum(len(j.pending) for j in rest))
+                groups = self._seal_jobs(jobs)
+            except Exception as error:
+                self._fail(jobs, size, error)
+                continue
+            self._sealed.put(_SealedGroup(jobs, groups, size))
+        self._sealed.put(None)
 
-    def _sealed(self, jobs: list[_Job]) -> dict[str, list[Sequence[Pending]]]:
+    def _seal_jobs(self, jobs: list[_Job]) -> dict[str, list[Sequence[Pending]]]:
         """Each ledger's submissions with their events sealed, one seal call per ledger."""
         by_ledger: dict[str, list[_Job]] = {}
         for job in jobs:
@@ -167,30 +175,63 @@ class GroupCommitWriter:
             ]
         return groups
 
-    def _commit(self, jobs: list[_Job], size: int) -> None:
+    # -- the committer thread ----------------------------------------------------------
+
+    def _commit_loop(self) -> None:
+        while True:
+            first = self._sealed.get()
+            if first is None:
+                return
+            batch, done = [first], False
+            size = first.size
+            while size < self.max_group_events:
+                try:
+                    more = self._sealed.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    done = True
+                    break
+                batch.append(more)
+                size += more.size
+            self._commit(batch, size)
+            if done:
+                return
+
+    def _commit(self, batch: list[_SealedGroup], size: int) -> None:
+        jobs = [job for sealed in batch for job in sealed.jobs]
+        groups: dict[str, list[Sequence[Pending]]] = {}
+        for sealed in batch:
+            for ledger, submissions in sealed.groups.items():
+                groups.setdefault(ledger, []).extend(submissions)
         for attempt in (1, 2):
             try:
-                results = self.store.append(self._sealed(jobs), self.clock())
+                results = self.store.append(groups, self.clock())
                 break
             except StoreUnavailable as error:
                 if attempt == 2:
-                    self.stats.failures += 1
-                    log.warning("ledger.append_failed", error=str(error), events=size)
-                    for job in jobs:
-                        job.future.set_exception(error)
+                    self._fail(jobs, size, error)
                     return
                 time.sleep(self.retry_delay)
             except Exception as error:  # a bug: fail the callers, keep the writer alive
-                self.stats.failures += 1
-                log.error("ledger.append_crashed", error_type=type(error).__name__)
-                for job in jobs:
-                    job.future.set_exception(StoreUnavailable("append failed"))
+                self._fail(jobs, size, error)
                 return
         self.stats.transactions += 1
         self.stats.events += size
         self.stats.last_group_size = size
-        position = {ledger: 0 for ledger in results}
+        position = dict.fromkeys(results, 0)
         for job in jobs:
             i = position[job.ledger]
             position[job.ledger] = i + 1
             job.future.set_result(results[job.ledger][i])
+
+    def _fail(self, jobs: list[_Job], size: int, error: Exception) -> None:
+        self.stats.failures += 1
+        if isinstance(error, StoreUnavailable):
+            log.warning("ledger.append_failed", error=str(error), events=size)
+        else:
+            # The type only: an exception's message may quote data.
+            log.error("ledger.append_crashed", error_type=type(error).__name__, events=size)
+            error = StoreUnavailable("append failed")
+        for job in jobs:
+            job.future.set_exception(error)
