@@ -67,7 +67,9 @@ class PostgresLedgerStore(LedgerStore):
             password=info.get("password", ""),
             pool_size=pool_size,
             max_overflow=pool_size,
-            connect_timeout=5.0,
+            # How long a request waits for a connection: an outage answers 503 in
+            # seconds, not after a readiness probe has given up.
+            connect_timeout=1.5,
             lock_timeout=10,
             pre_ping=True,
         )
