@@ -175,13 +175,19 @@ def demo(
 ) -> None:
     """Fill the database with a realistic synthetic answering-service day."""
     from api.demo import run_demo
+    from ledger.crypto.keyring import KeyRingError
 
-    run_demo(_settings(), events=events, seed=seed, ledger=ledger, batch=batch,
-             progress=_progress())
+    try:
+        run_demo(_settings(), events=events, seed=seed, ledger=ledger, batch=batch,
+                 progress=_progress())
+    except KeyRingError as error:
+        # A missing, exposed or wrong key ring: one line naming it, not a traceback.
+        raise _fail(str(error)) from None
 
 
 def _fail(message: str) -> typer.Exit:
-    err.print(f"[bold red]phi-ledger:[/] {message}", highlight=False)
+    # soft_wrap: one line whatever the width, so a file path is never split.
+    err.print(f"[bold red]phi-ledger:[/] {message}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
