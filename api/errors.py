@@ -55,31 +55,40 @@ def _query_field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(request)"
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> Response:
+def domain_error_response(exc: Exception) -> Response | None:
+    """The answer to an error of the service layer, or None for anything else."""
+    if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
-
-    @app.exception_handler(EventRejected)
-    async def _rejected(_: Request, exc: EventRejected) -> Response:
+    if isinstance(exc, EventRejected):
         return error_response(422, "invalid_event", str(exc), exc.fields)
-
-    @app.exception_handler(EventConflict)
-    async def _conflict(_: Request, exc: EventConflict) -> Response:
+    if isinstance(exc, EventConflict):
         return error_response(
             409, "event_id_conflict",
             "event_id already recorded with a different body; nothing was written",
             [f"event_id:{event_id}" for event_id in exc.event_ids],
         )
-
-    @app.exception_handler(StoreUnavailable)
-    async def _unavailable(_: Request, exc: StoreUnavailable) -> Response:
+    if isinstance(exc, StoreUnavailable):
         log.warning("store.unavailable", error=str(exc))
         return error_response(
             503, "unavailable",
             "the ledger database is unavailable; nothing was acknowledged, retry with the"
             " same event_id", headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
+    return None
+
+
+def crash_response(exc: Exception) -> Response:
+    # The type only: an exception's message may quote data.
+    log.error("request.crashed", error_type=type(exc).__name__)
+    return error_response(500, "internal", "internal error")
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    async def _domain(_: Request, exc: Exception) -> Response:
+        return domain_error_response(exc) or crash_response(exc)
+
+    for kind in (ApiError, EventRejected, EventConflict, StoreUnavailable):
+        app.add_exception_handler(kind, _domain)
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> Response:
@@ -99,6 +108,4 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _crash(_: Request, exc: Exception) -> Response:
-        # The type only: an exception's message may quote data.
-        log.error("request.crashed", error_type=type(exc).__name__)
-        return error_response(500, "internal", "internal error")
+        return crash_response(exc)

@@ -24,6 +24,7 @@ class Services:
     protection: Protection
 
 
-def services(request: Request) -> Services:
-    """FastAPI dependency: the running application's services."""
+async def services(request: Request) -> Services:
+    """FastAPI dependency: the running application's services (async, so FastAPI does
+    not hand it to a worker thread)."""
     return request.app.state.services

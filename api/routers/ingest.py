@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.errors import ApiError
-from api.routers.common import chosen_ledger, json_body, json_response
-from api.services import Services, services
+from api.routers.common import LEDGER_PARAMETER, json_response, ledger_of, parse_json
+from api.services import Services
 from ledger.event import MAX_BATCH_EVENTS
 
 router = APIRouter(prefix="/v1", tags=["ingest"])
@@ -24,12 +24,13 @@ RECEIPT_DOC = (
 
 
 def _event_body() -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {
+    return {"parameters": [LEDGER_PARAMETER], "requestBody": {"required": True, "content": {
         "application/json": {"schema": {"$ref": "#/components/schemas/Event"}}}}}
 
 
 def _batch_body() -> dict[str, Any]:
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    return {"parameters": [LEDGER_PARAMETER], "requestBody": {"required": True, "content": {
+        "application/json": {"schema": {
         "type": "object", "required": ["events"], "additionalProperties": False,
         "properties": {"events": {
             "type": "array", "minItems": 1, "maxItems": MAX_BATCH_EVENTS,
@@ -40,12 +41,9 @@ def _batch_body() -> dict[str, Any]:
     "/events", status_code=201, summary="Record one access event",
     description=RECEIPT_DOC, openapi_extra=_event_body(),
 )
-async def post_event(
-    request: Request, ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
-) -> Response:
-    event = await json_body(request)
-    outcome = await svc.ingest.record(ledger, [event])
-    return json_response(outcome.receipts[0].as_dict(), 201 if outcome.created else 200)
+async def post_event(request: Request) -> Response:
+    svc = request.app.state.services
+    return await record_event(svc, ledger_of(request), await request.body())
 
 
 @router.post(
@@ -56,10 +54,22 @@ async def post_event(
     "201 when anything was written, 200 when every event was a replay.",
     openapi_extra=_batch_body(),
 )
-async def post_batch(
-    request: Request, ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
-) -> Response:
-    body = await json_body(request)
+async def post_batch(request: Request) -> Response:
+    svc = request.app.state.services
+    return await record_batch(svc, ledger_of(request), await request.body())
+
+
+# The handlers proper, shared by the routes above and by api.fastpath, which serves
+# these two paths without the framework's routing (see there).
+
+
+async def record_event(svc: Services, ledger: str, raw: bytes) -> Response:
+    outcome = await svc.ingest.record(ledger, [parse_json(raw)])
+    return json_response(outcome.receipts[0].as_dict(), 201 if outcome.created else 200)
+
+
+async def record_batch(svc: Services, ledger: str, raw: bytes) -> Response:
+    body = parse_json(raw)
     if not isinstance(body, dict) or set(body) != {"events"}:
         raise ApiError(422, "invalid_event", 'the body must be {"events": [...]}', ["events"])
     outcome = await svc.ingest.record(ledger, body["events"], batch=True)

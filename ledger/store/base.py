@@ -66,9 +66,9 @@ class LedgerStore(ABC):
                 before(tx)
             for ledger, submissions in groups.items():
                 lid = ledger_id(ledger)
-                head = self._head(tx, lid)
                 event_ids = list({p.event_id for s in submissions for p in s})
-                plan = plan_admission(submissions, self._recorded(tx, lid, event_ids))
+                head, recorded = self._snapshot(tx, lid, event_ids)
+                plan = plan_admission(submissions, recorded)
                 entries = chain_plan(plan, head, ledger, recorded_at)
                 if entries:
                     if head.seq == 0:
@@ -81,6 +81,13 @@ class LedgerStore(ABC):
     @abstractmethod
     def _write_transaction(self) -> AbstractContextManager[Any]:
         """A transaction holding the store's write lock, committed on a clean exit."""
+
+    def _snapshot(
+        self, tx: Any, lid: uuid.UUID, event_ids: list[str]
+    ) -> tuple[Head, dict[str, Recorded]]:
+        """The chain's head and the already recorded ids among ``event_ids``, read under
+        the write lock."""
+        return self._head(tx, lid), self._recorded(tx, lid, event_ids)
 
     @abstractmethod
     def _head(self, tx: Any, lid: uuid.UUID) -> Head: ...

@@ -35,6 +35,14 @@ from ledger.store.base import ENTRY_TOPIC, LedgerStore, StoreUnavailable, ledger
 STREAM_BATCH = 10_000
 # Arbitrary, fixed: every process that appends to the ledger takes this advisory lock.
 WRITE_LOCK_KEY = 0x5048494C45444752  # "PHILEDGR"
+HEAD_QUERY = (
+    "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
+    " ORDER BY originator_version DESC LIMIT 1"
+)
+RECORDED_QUERY = (
+    "SELECT event_id, seq, fingerprint FROM ledger_event_ids"
+    " WHERE ledger_id = %s AND event_id = ANY(%s::uuid[])"
+)
 
 
 def postgres_conninfo(url: str) -> dict[str, Any]:
@@ -53,7 +61,10 @@ class PostgresLedgerStore(LedgerStore):
         self.recorder = PostgresApplicationRecorder(datastore, events_table_name="stored_events")
         self.recorder.lock_table_statements = [
             SQL("SET LOCAL lock_timeout = '{0}s'").format(datastore.lock_timeout),
-            SQL("SELECT pg_advisory_xact_lock({0})").format(WRITE_LOCK_KEY),
+            # NOTIFY as a function, so it rides on the lock's round trip.
+            SQL("SELECT pg_advisory_xact_lock({0}), pg_notify({1}, '')").format(
+                WRITE_LOCK_KEY, self.recorder.channel_name
+            ),
         ]
 
     @classmethod
@@ -71,7 +82,9 @@ class PostgresLedgerStore(LedgerStore):
             # seconds, not after a readiness probe has given up.
             connect_timeout=1.5,
             lock_timeout=10,
-            pre_ping=True,
+            # No ping per checkout (a round trip each time): a dead connection fails
+            # its transaction, and the writer retries once on a fresh one.
+            pre_ping=False,
         )
         try:
             return cls(datastore)
@@ -89,33 +102,35 @@ class PostgresLedgerStore(LedgerStore):
                 conn.transaction(),
                 conn.cursor(row_factory=tuple_row) as curs,
             ):
-                self.recorder._lock_table(curs)
+                # Lock (and notify) before anything is read: the head must be the true one.
+                with conn.pipeline():
+                    self.recorder._lock_table(curs)
                 yield curs
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
 
+    def _snapshot(
+        self, tx: Any, lid: uuid.UUID, event_ids: list[str]
+    ) -> tuple[Head, dict[str, Recorded]]:
+        # Both reads in one round trip; each still sees everything committed before the
+        # lock was granted (READ COMMITTED takes a fresh snapshot per statement).
+        with tx.connection.cursor(row_factory=tuple_row) as ids:
+            with tx.connection.pipeline():
+                tx.execute(HEAD_QUERY, (lid,), prepare=True)
+                ids.execute(RECORDED_QUERY, (lid, event_ids), prepare=True)
+            return self._head_of(tx.fetchone()), self._recorded_of(ids.fetchall())
+
     def _head(self, tx: Any, lid: uuid.UUID) -> Head:
-        tx.execute(
-            "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
-            " ORDER BY originator_version DESC LIMIT 1",
-            (lid,),
-            prepare=True,
-        )
+        tx.execute(HEAD_QUERY, (lid,), prepare=True)
         return self._head_of(tx.fetchone())
 
     def _recorded(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> dict[str, Recorded]:
-        tx.execute(
-            "SELECT event_id, seq, fingerprint FROM ledger_event_ids"
-            " WHERE ledger_id = %s AND event_id = ANY(%s::uuid[])",
-            (lid, event_ids),
-            prepare=True,
-        )
+        tx.execute(RECORDED_QUERY, (lid, event_ids), prepare=True)
         return self._recorded_of(tx.fetchall())
 
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
     ) -> None:
-        self.recorder._notify_channel(tx)
         # COPY in binary, into the library's own table and columns: the recorder's
         # INSERT ... FROM unnest(composite[]) sends bytea through the text protocol, escaping
         # every byte with a regex (~6,000 rows/s here); COPY takes ~190,000.
