@@ -23,13 +23,14 @@ from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
 from api.routers import health, ingest, ledger
 from api.services import Services
+from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ledger.ingest import Ingest, Protection
 from ledger.migrate import migrate
 from ledger.protection import protection_from_settings
 from ledger.settings import Settings
 from ledger.store import open_store
-from ledger.writer import Clock, GroupCommitWriter, utc_now
+from ledger.writer import GroupCommitWriter
 
 log = structlog.get_logger(__name__)
 
@@ -53,7 +54,8 @@ def build_services(
         store.close()
         raise
     writer = GroupCommitWriter(
-        store, clock, seal=protection.protect_many, max_group_events=settings.max_group_events
+        store, clock, seal=protection.protect_many, confirm=protection.confirm,
+        max_group_events=settings.max_group_events,
     ).start()
     return Services(
         settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection

@@ -7,6 +7,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from ledger.settings import Settings
@@ -176,18 +177,22 @@ def demo(
     """Fill the database with a realistic synthetic answering-service day."""
     from api.demo import run_demo
     from ledger.crypto.keyring import KeyRingError
+    from ledger.data_keys import DataKeyUnusable
 
+    settings = _settings()
     try:
-        run_demo(_settings(), events=events, seed=seed, ledger=ledger, batch=batch,
+        run_demo(settings, events=events, seed=seed, ledger=ledger, batch=batch,
                  progress=_progress())
     except KeyRingError as error:
         # A missing, exposed or wrong key ring: one line naming it, not a traceback.
         raise _fail(str(error)) from None
+    except DataKeyUnusable as error:
+        raise _fail(f"{_key_source(settings)}: {error}") from None
 
 
 def _fail(message: str) -> typer.Exit:
     # soft_wrap: one line whatever the width, so a file path is never split.
-    err.print(f"[bold red]phi-ledger:[/] {message}", highlight=False, soft_wrap=True)
+    err.print(f"[bold red]phi-ledger:[/] {escape(message)}", highlight=False, soft_wrap=True)
     return typer.Exit(2)
 
 
@@ -217,8 +222,8 @@ def shred(
     reason: Annotated[str | None, typer.Option(help="A note (no PHI): ticket, request.")] = None,
 ) -> None:
     """Crypto-shred a patient: destroy their data key and record it in the ledger."""
+    from ledger.clock import utc_now
     from ledger.shredding import shred_patient
-    from ledger.writer import utc_now
 
     settings = _settings()
     store, protection = _protected_store(settings)
@@ -234,6 +239,10 @@ def shred(
 keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _key_source(settings: Settings) -> str:
+    return "LEDGER_KEYS" if settings.keys_json else str(settings.key_file)
 
 
 def _key_provider(settings: Settings) -> Any:
@@ -269,11 +278,17 @@ def keys_rotate(
     Restart running services afterwards so they wrap new data keys under the new KEK,
     then run `keys rotate --rewrap-only` once more and `keys retire OLD_ID`."""
     from ledger.crypto.keyring import KeyRingError
-    from ledger.data_keys import DataKeys
+    from ledger.data_keys import DataKeys, DataKeyUnusable
 
     settings = _settings()
     store, protection = _protected_store(settings)
     try:
+        # Every data key must unwrap before anything changes: a rotation that stopped
+        # half-way over a corrupted key would leave a new KEK saved and keys unwrapped.
+        try:
+            protection.keys.check_all()
+        except DataKeyUnusable as error:
+            raise _fail(f"{_key_source(settings)}: {error}") from None
         ring = protection.ring
         if not rewrap_only:
             ring = ring.with_new_kek()

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from ledger.data_keys import DataKeyUnusable
 from ledger.event import EventRejected
 from ledger.ingest import EventConflict
 from ledger.store import StoreUnavailable
@@ -73,6 +74,12 @@ def domain_error_response(exc: Exception) -> Response | None:
             503, "unavailable",
             "the ledger database is unavailable; nothing was acknowledged, retry with the"
             " same event_id", headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+    if isinstance(exc, DataKeyUnusable):
+        return error_response(
+            500, "data_key_unusable",
+            "a patient's data key does not unwrap under the configured key ring (wrong key"
+            " file or a corrupted key row); nothing was written. The service log names the KEK",
         )
     return None
 

@@ -7,10 +7,11 @@ from dataclasses import dataclass
 from fastapi import Request
 
 from api.metrics import Metrics
+from ledger.clock import Clock
 from ledger.ingest import Ingest, Protection
 from ledger.settings import Settings
 from ledger.store import LedgerStore
-from ledger.writer import Clock, GroupCommitWriter
+from ledger.writer import GroupCommitWriter
 
 
 @dataclass

@@ -17,16 +17,26 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.clock import Clock, utc_now
 from ledger.crypto.envelope import DataKey, EnvelopeError, dek_aad, unwrap_key, wrap_key
 from ledger.crypto.keyring import KeyRing
 from ledger.entry import format_recorded_at
 from ledger.store import LedgerStore
-from ledger.writer import Clock, utc_now
 
-# Unwrapped keys are kept this long: a shred in another process takes effect there
-# within this many seconds (in this process, at once).
-CACHE_SECONDS = 5.0
+# Unwrapped keys are kept this long for sealing. A shred elsewhere does not wait for it:
+# every append re-checks, under the ledger's write lock, that the keys it sealed with
+# still exist (see ``missing``), and readers never use the cache.
+CACHE_SECONDS = 3600.0
 CACHE_ENTRIES = 200_000
+
+
+class KeysShredded(Exception):
+    """Some events were sealed under data keys destroyed since: seal them again."""
+
+    def __init__(self, ledger: str, refs: list[str]) -> None:
+        super().__init__(f"{len(refs)} data keys of ledger '{ledger}' were shredded")
+        self.ledger = ledger
+        self.refs = refs
 
 
 class DataKeyUnusable(Exception):
@@ -147,23 +157,36 @@ class DataKeys:
         return keys
 
     def lookup(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
-        """The current data keys of the patients that still have one (none after a shred)."""
+        """The current data keys of the patients that still have one (none after a shred).
+
+        Always read from the table, never from the cache: a reader must see a shred made
+        by another process at once."""
         wanted = list(dict.fromkeys(refs))
-        keys: dict[str, PatientKey] = {}
-        missing = []
-        for ref in wanted:
-            hit = self._cached(ledger, ref)
-            if hit is None:
-                missing.append(ref)
-            else:
-                keys[ref] = hit
-        if missing:
-            with self.store.transaction() as tx:
-                loaded = self._load(tx, ledger, missing)
-            for ref, key in loaded.items():
-                self._remember(ledger, ref, key)
-                keys[ref] = key
-        return keys
+        if not wanted:
+            return {}
+        with self.store.transaction() as tx:
+            return self._load(tx, ledger, wanted)
+
+    def missing(self, tx: Any, ledger: str, used: dict[str, str]) -> list[str]:
+        """Of ``used`` (patient ref -> key_id sealed with), the refs whose key is no
+        longer the patient's key; they are dropped from the cache. Runs inside the
+        append's transaction, under the write lock that shredding also takes."""
+        refs = list(used)
+        held: dict[str, str] = {}
+        for start in range(0, len(refs), 500):
+            chunk = refs[start : start + 500]
+            tx.execute(
+                self.store.sql(
+                    "SELECT patient_ref, key_id FROM patient_keys WHERE ledger = %s"
+                    f" AND patient_ref IN ({','.join(['%s'] * len(chunk))})"
+                ),
+                (ledger, *chunk),
+            )
+            held.update((ref, key_id) for ref, key_id in tx.fetchall())
+        gone = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
+        for ref in gone:
+            self.forget(ledger, ref)
+        return gone
 
     # -- shredding and rotation ------------------------------------------------------------
 
@@ -216,6 +239,28 @@ class DataKeys:
                 done += len(rows)
             if progress is not None:
                 progress(done)
+
+    def check_all(self) -> int:
+        """Unwrap every data key (before a rotation commits to a new ring): raises
+        :class:`DataKeyUnusable` at the first that does not unwrap. Returns the count."""
+        count, after = 0, ("", "")
+        while True:
+            with self.store.transaction() as tx:
+                tx.execute(
+                    self.store.sql(
+                        "SELECT ledger, patient_ref, key_id, kek_id, wrapped FROM patient_keys"
+                        " WHERE ledger > %s OR (ledger = %s AND patient_ref > %s)"
+                        " ORDER BY ledger, patient_ref LIMIT 1000"
+                    ),
+                    (after[0], after[0], after[1]),
+                )
+                rows = tx.fetchall()
+            if not rows:
+                return count
+            for ledger, ref, key_id, kek_id, wrapped in rows:
+                self._unwrap(ledger, ref, key_id, kek_id, wrapped)
+            count += len(rows)
+            after = (rows[-1][0], rows[-1][1])
 
     def check_ring(self) -> None:
         """Unwrap one data key per KEK in use: a wrong or incomplete key ring fails here,

@@ -32,6 +32,11 @@ class Protection(Protocol):
         """The events as stored: PHI encrypted, identifiers blind-indexed."""
         ...
 
+    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
+        """Inside the append's transaction, under the write lock: raise if the stored
+        forms are no longer valid (sealed under a key shredded since)."""
+        ...
+
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         """Stored events as posted (PHI of shredded patients reads as erased)."""
         ...
@@ -45,6 +50,9 @@ class Plaintext:
 
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(events)
+
+    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
+        return None
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(stored)

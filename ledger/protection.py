@@ -17,7 +17,7 @@ import structlog
 from ledger.canonical import canonical
 from ledger.crypto.blind_index import blind_index
 from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider, KeyRing, KeyRingError
-from ledger.data_keys import DataKeys, DataKeyUnusable
+from ledger.data_keys import DataKeys, DataKeyUnusable, KeysShredded
 from ledger.ingest import Plaintext, Protection
 from ledger.protect import patient_ref_of, protect, reveal
 from ledger.settings import Settings
@@ -63,6 +63,20 @@ class EnvelopeProtection:
             key = keys[ref]
             stored.append(protect(event, ledger, ref, key.key, key.key_id))
         return stored
+
+    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
+        """Inside the append's transaction: raise :class:`KeysShredded` if any of these
+        events was sealed under a key that has been shredded since (the writer then seals
+        them again, under the patient's new key)."""
+        used = {
+            e["patient"]["ref"]: e["patient"]["key"]
+            for e in stored
+            if e.get("patient") and "key" in e["patient"]
+        }
+        if used:
+            gone = self.keys.missing(tx, ledger, used)
+            if gone:
+                raise KeysShredded(ledger, gone)
 
     def reveal_many(
         self, ledger: str, stored: Sequence[dict[str, Any]]

@@ -12,10 +12,10 @@ import uuid
 from dataclasses import dataclass
 
 from ledger.admission import Accepted, Pending
+from ledger.clock import Clock
 from ledger.entry import Receipt
 from ledger.protection import EnvelopeProtection
 from ledger.store import LedgerStore
-from ledger.writer import Clock
 
 SHREDDED = "patient_shredded"
 

@@ -16,27 +16,31 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime
 from typing import Any
 
 import structlog
 
 from ledger.admission import Outcome, Pending
+from ledger.clock import Clock, utc_now
+from ledger.data_keys import DataKeyUnusable, KeysShredded
 from ledger.store import LedgerStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
-Clock = Callable[[], datetime]
 # Turns a ledger's posted events into their stored form (see ledger.ingest.Protection).
 Seal = Callable[[str, Sequence[dict[str, Any]]], list[dict[str, Any]]]
+# Checks, inside the append's transaction, that stored forms are still valid; raises
+# KeysShredded when some were sealed under a key destroyed since.
+Confirm = Callable[[Any, str, Sequence[dict[str, Any]]], None]
+RESEALS = 3
 
 
 def _as_posted(ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(events)
 
 
-def utc_now() -> datetime:
-    return datetime.now(UTC)
+def _nothing_to_confirm(tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
+    return None
 
 
 @dataclass(slots=True)
@@ -87,12 +91,14 @@ class GroupCommitWriter:
         clock: Clock = utc_now,
         *,
         seal: Seal = _as_posted,
+        confirm: Confirm = _nothing_to_confirm,
         max_group_events: int = 5000,
         retry_delay: float = 0.05,
     ) -> None:
         self.store = store
         self.clock = clock
         self.seal = seal
+        self.confirm = confirm
         self.max_group_events = max_group_events
         self.retry_delay = retry_delay
         self.stats = WriterStats()
@@ -204,12 +210,26 @@ class GroupCommitWriter:
         for sealed in batch:
             for ledger, submissions in sealed.groups.items():
                 groups.setdefault(ledger, []).extend(submissions)
-        for attempt in (1, 2):
+        unavailable, reseals = 0, 0
+        while True:
             try:
-                results = self.store.append(groups, self.clock())
+                results = self.store.append(groups, self.clock(), before=self._confirmer(groups))
                 break
+            except KeysShredded:
+                # A patient was shredded after this group was sealed: seal it again under
+                # the patient's new key (the shredded one is out of the cache by now).
+                reseals += 1
+                if reseals > RESEALS:
+                    self._fail(jobs, size, StoreUnavailable("data keys keep changing"))
+                    return
+                try:
+                    groups = self._seal_jobs(jobs)
+                except Exception as error:
+                    self._fail(jobs, size, error)
+                    return
             except StoreUnavailable as error:
-                if attempt == 2:
+                unavailable += 1
+                if unavailable == 2:
                     self._fail(jobs, size, error)
                     return
                 time.sleep(self.retry_delay)
@@ -225,10 +245,20 @@ class GroupCommitWriter:
             position[job.ledger] = i + 1
             job.future.set_result(results[job.ledger][i])
 
+    def _confirmer(self, groups: dict[str, list[Sequence[Pending]]]) -> Callable[[Any], None]:
+        def confirm(tx: Any) -> None:
+            for ledger, submissions in groups.items():
+                self.confirm(tx, ledger, [p.event for sub in submissions for p in sub])
+
+        return confirm
+
     def _fail(self, jobs: list[_Job], size: int, error: Exception) -> None:
         self.stats.failures += 1
         if isinstance(error, StoreUnavailable):
             log.warning("ledger.append_failed", error=str(error), events=size)
+        elif isinstance(error, DataKeyUnusable):
+            # Its message names a KEK and a blind-index prefix: no PHI, no key material.
+            log.error("ledger.data_key_unusable", error=str(error), events=size)
         else:
             # The type only: an exception's message may quote data.
             log.error("ledger.append_crashed", error_type=type(error).__name__, events=size)

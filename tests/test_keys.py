@@ -354,12 +354,6 @@ def test_rotation_rewraps_every_data_key_and_old_keks_retire(key_settings: Setti
     assert verify.returncode == 0, verify.stdout + verify.stderr
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: api/cli.py keys_rotate does not catch DataKeyUnusable from"
-    " DataKeys.rewrap_all (ledger/data_keys.py), so a corrupted row that the start-up check"
-    " does not sample ends `keys rotate` in a traceback (after the new KEK was saved)",
-)
 def test_rotation_over_a_corrupted_data_key_fails_cleanly(key_settings: Settings) -> None:
     post(key_settings, [patient_event("MRN-0090001", 1), patient_event("MRN-0090002", 2)])
     kek = active_kek(key_settings.key_file)

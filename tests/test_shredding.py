@@ -16,7 +16,6 @@ import json
 import re
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
@@ -215,13 +214,6 @@ def test_shredding_an_unknown_patient_is_recorded_and_says_no_key_was_held(
     assert len(Reader(settings).entries) == last
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="product bug: ledger/data_keys.py DataKeys.current() serves a patient's data key"
-    " from its 5 s cache without checking the row still exists, so a running service keeps"
-    " sealing new events under a key another process has just shredded; those events are"
-    " acknowledged (201) and unreadable",
-)
 def test_an_event_posted_to_a_running_service_right_after_a_shred_stays_readable(
     settings: Settings,
 ) -> None:
