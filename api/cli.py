@@ -45,31 +45,20 @@ def _progress() -> Progress:
 def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="TCP port.")] = 8000,
+    workers: Annotated[int, typer.Option(
+        min=1, help="Worker processes sharing the port (each with its own writer).")] = 1,
     ssl_certfile: Annotated[str | None, typer.Option(help="TLS certificate (PEM).")] = None,
     ssl_keyfile: Annotated[str | None, typer.Option(help="TLS private key (PEM).")] = None,
 ) -> None:
     """Run the HTTP service; creates or migrates its database on first start."""
-    import uvicorn
+    from api.serving import serve as run
 
     settings = _settings()
     if not settings.unsafe_plaintext:
         # Fail here, with one clear line, rather than inside the server's startup.
         store, _ = _protected_store(settings)
         store.close()
-
-    uvicorn.run(
-        "api.app:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        loop="uvloop",
-        http="httptools",
-        access_log=False,
-        log_config=None,
-        ssl_certfile=ssl_certfile,
-        ssl_keyfile=ssl_keyfile,
-        timeout_graceful_shutdown=10,
-    )
+    run(host, port, workers=workers, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
 
 
 @app.command()

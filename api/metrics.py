@@ -31,6 +31,14 @@ class Metrics:
             "phi_ledger_writer_failures", "Failed group-commit transactions",
             registry=self.registry,
         )
+        self.seal_seconds = Gauge(
+            "phi_ledger_writer_seal_seconds", "Time spent sealing PHI of appended groups",
+            registry=self.registry,
+        )
+        self.commit_seconds = Gauge(
+            "phi_ledger_writer_commit_seconds", "Time spent in append transactions",
+            registry=self.registry,
+        )
         self.head_seq = Gauge(
             "phi_ledger_head_seq", "Newest seq of each ledger", ["ledger"],
             registry=self.registry,

@@ -63,6 +63,8 @@ class DataKeys:
         self.ring = ring
         self.clock = clock
         self._cache: OrderedDict[tuple[str, str], tuple[float, PatientKey]] = OrderedDict()
+        # New keys not yet in the table: (ledger, ref) -> (key_id, kek_id, wrapped, created)
+        self._pending: dict[tuple[str, str], tuple[str, str, bytes, str]] = {}
         self._lock = threading.Lock()
 
     # -- the cache ---------------------------------------------------------------------
@@ -88,6 +90,7 @@ class DataKeys:
     def forget(self, ledger: str, ref: str) -> None:
         with self._lock:
             self._cache.pop((ledger, ref), None)
+            self._pending.pop((ledger, ref), None)
 
     # -- reading and creating ------------------------------------------------------------
 
@@ -116,42 +119,33 @@ class DataKeys:
         return found
 
     def current(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
-        """Each patient's current data key, creating the missing ones."""
+        """Each patient's current data key; a patient without one gets a new key.
+
+        A new key is not written here: it waits in ``_pending`` and is inserted by
+        :meth:`missing`, inside the append transaction of the first events sealed under
+        it. So a key costs no commit of its own, and exists exactly when events do."""
         wanted = list(dict.fromkeys(refs))
         keys: dict[str, PatientKey] = {}
-        missing = []
+        unknown = []
         for ref in wanted:
             hit = self._cached(ledger, ref)
             if hit is None:
-                missing.append(ref)
+                unknown.append(ref)
             else:
                 keys[ref] = hit
-        if not missing:
+        if not unknown:
             return keys
         with self.store.transaction() as tx:
-            loaded = self._load(tx, ledger, missing)
-            new = [ref for ref in missing if ref not in loaded]
-            if new:
-                kek_id, kek = self.ring.active_kek()
-                now = format_recorded_at(self.clock())
-                rows = []
-                for ref in new:
-                    dek = DataKey.generate()
-                    key_id = secrets.token_hex(8)
-                    rows.append((ledger, ref, key_id, kek_id,
-                                 wrap_key(kek, dek, dek_aad(ledger, ref)), now))
-                # Two processes may create a first key for the same patient at once: the
-                # first insert wins, and everyone reads back the winner.
-                tx.executemany(
-                    self.store.sql(
-                        "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id,"
-                        " wrapped, created_at) VALUES (%s, %s, %s, %s, %s, %s)"
-                        " ON CONFLICT DO NOTHING"
-                    ),
-                    rows,
-                )
-                loaded.update(self._load(tx, ledger, new))
-        for ref, key in loaded.items():
+            loaded = self._load(tx, ledger, unknown)
+        kek_id, kek = self.ring.active_kek()
+        now = format_recorded_at(self.clock())
+        for ref in unknown:
+            key = loaded.get(ref)
+            if key is None:
+                key = PatientKey(secrets.token_hex(8), DataKey.generate())
+                wrapped = wrap_key(kek, key.key, dek_aad(ledger, ref))
+                with self._lock:
+                    self._pending[(ledger, ref)] = (key.key_id, kek_id, wrapped, now)
             self._remember(ledger, ref, key)
             keys[ref] = key
         return keys
@@ -168,10 +162,23 @@ class DataKeys:
             return self._load(tx, ledger, wanted)
 
     def missing(self, tx: Any, ledger: str, used: dict[str, str]) -> list[str]:
-        """Of ``used`` (patient ref -> key_id sealed with), the refs whose key is no
-        longer the patient's key; they are dropped from the cache. Runs inside the
-        append's transaction, under the write lock that shredding also takes."""
+        """Of ``used`` (patient ref -> key_id sealed with), the refs whose key is not
+        the patient's key; they are dropped from the cache, so sealing again picks the
+        right one. Runs inside the append's transaction, under the write lock that
+        shredding also takes, after inserting the new keys these events were sealed
+        under (a key another process created first for the same patient wins)."""
         refs = list(used)
+        with self._lock:
+            new = [(ledger, ref, *self._pending.pop((ledger, ref)))
+                   for ref in refs if (ledger, ref) in self._pending]
+        if new:
+            tx.executemany(
+                self.store.sql(
+                    "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
+                    " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+                ),
+                new,
+            )
         held: dict[str, str] = {}
         for start in range(0, len(refs), 500):
             chunk = refs[start : start + 500]
@@ -186,6 +193,13 @@ class DataKeys:
         gone = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
         for ref in gone:
             self.forget(ledger, ref)
+        if gone:
+            # The caller will roll this transaction back: the new keys it inserted for
+            # other patients go with it, so they are pending again, not lost.
+            with self._lock:
+                for row in new:
+                    if row[1] not in gone:
+                        self._pending[(ledger, row[1])] = row[2:]
         return gone
 
     # -- shredding and rotation ------------------------------------------------------------

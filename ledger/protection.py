@@ -8,6 +8,7 @@ under the index key, so the ``ledger_event_ids`` table holds no unkeyed digest o
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from collections.abc import Sequence
 from typing import Any
@@ -39,8 +40,10 @@ class EnvelopeProtection:
     def __init__(self, ring: KeyRing, keys: DataKeys) -> None:
         self.ring = ring
         self.keys = keys
+        # The same patients recur all day: an HMAC saved per event.
+        self.patient_ref = functools.lru_cache(maxsize=100_000)(self._patient_ref)
 
-    def patient_ref(self, ledger: str, patient_id: str) -> str:
+    def _patient_ref(self, ledger: str, patient_id: str) -> str:
         return blind_index(self.ring.index_key, ledger, PATIENT_KIND, patient_id)
 
     def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:

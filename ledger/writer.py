@@ -32,7 +32,9 @@ Seal = Callable[[str, Sequence[dict[str, Any]]], list[dict[str, Any]]]
 # Checks, inside the append's transaction, that stored forms are still valid; raises
 # KeysShredded when some were sealed under a key destroyed since.
 Confirm = Callable[[Any, str, Sequence[dict[str, Any]]], None]
-RESEALS = 3
+# Each reseal follows a shred or another process creating a patient's first key at the
+# same moment; several in a row mean a storm of new patients shared by several writers.
+RESEALS = 8
 
 
 def _as_posted(ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -58,6 +60,8 @@ class WriterStats:
     events: int = 0
     failures: int = 0
     last_group_size: int = 0
+    seal_seconds: float = 0.0
+    commit_seconds: float = 0.0
 
 
 class WriterStopped(StoreUnavailable):
@@ -159,11 +163,13 @@ class GroupCommitWriter:
                     break
                 jobs.append(more)
                 size += len(more.pending)
+            started = time.perf_counter()
             try:
                 groups = self._seal_jobs(jobs)
             except Exception as error:
                 self._fail(jobs, size, error)
                 continue
+            self.stats.seal_seconds += time.perf_counter() - started
             self._sealed.put(_SealedGroup(jobs, groups, size))
         self._sealed.put(None)
 
@@ -211,6 +217,7 @@ class GroupCommitWriter:
             for ledger, submissions in sealed.groups.items():
                 groups.setdefault(ledger, []).extend(submissions)
         unavailable, reseals = 0, 0
+        started = time.perf_counter()
         while True:
             try:
                 results = self.store.append(groups, self.clock(), before=self._confirmer(groups))
@@ -236,6 +243,7 @@ class GroupCommitWriter:
             except Exception as error:  # a bug: fail the callers, keep the writer alive
                 self._fail(jobs, size, error)
                 return
+        self.stats.commit_seconds += time.perf_counter() - started
         self.stats.transactions += 1
         self.stats.events += size
         self.stats.last_group_size = size

@@ -106,8 +106,9 @@ class ServerProcess:
     """``phi-ledger serve`` in its own process, as an operator would run it."""
 
     def __init__(self, env: dict[str, str], port: int | None = None,
-                 log_path: Path | None = None) -> None:
+                 log_path: Path | None = None, args: tuple[str, ...] = ()) -> None:
         self.port = port or free_port()
+        self.args = args
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
@@ -119,7 +120,7 @@ class ServerProcess:
     def start(self, timeout: float = 30.0) -> ServerProcess:
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port)],
+            [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args],
             cwd=ROOT, env=self.env, stdout=out, stderr=out,
         )
         deadline = time.monotonic() + timeout

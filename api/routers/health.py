@@ -38,4 +38,6 @@ async def metrics(svc: Services = Depends(services)) -> Response:
     svc.metrics.appended.set(stats.events)
     svc.metrics.transactions.set(stats.transactions)
     svc.metrics.failures.set(stats.failures)
+    svc.metrics.seal_seconds.set(stats.seal_seconds)
+    svc.metrics.commit_seconds.set(stats.commit_seconds)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

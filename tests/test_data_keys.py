@@ -1,0 +1,81 @@
+"""Per-patient data keys under concurrency: two server processes (each with its own key
+cache) meeting the same new patients at the same moment end with one key per patient,
+every request answered 201, and every event opens to exactly what was posted."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import httpx
+import pytest
+
+from api.app import build_services
+from ledger.canonical import parse
+from ledger.settings import Settings
+from tests.support import ServerProcess, make_event
+
+LEDGER = "default"
+ROUNDS, BATCH, PATIENTS = 4, 500, 1500
+
+
+def _events(writer: int, start: int, n: int) -> list[dict[str, Any]]:
+    """Half the events about patients every writer meets, half about its own: a race
+    lost on a shared patient must not cost the keys made for the others."""
+    def patient(i: int) -> str:
+        if i % 2:
+            return f"MRN-{(start + i) % PATIENTS:07d}"
+        return f"MRN-{writer}{start + i:06d}"
+
+    return [
+        make_event(action="update", patient={"id": patient(i)},
+                   data={"phone": f"555-01{i:04d}", "note": f"call {start + i}"})
+        for i in range(n)
+    ]
+
+
+@pytest.mark.slow
+def test_two_processes_meeting_the_same_new_patients(settings: Settings) -> None:
+    env = {"LEDGER_DATABASE_URL": settings.database_url,
+           "LEDGER_KEY_FILE": str(settings.key_file), "LEDGER_LOG_LEVEL": "warning"}
+    first = ServerProcess(env).start()  # creates the key file and the schema
+    second = ServerProcess(env).start()
+    statuses: list[int] = []
+    posted: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def post(url: str, writer: int) -> None:
+        with httpx.Client(base_url=url, timeout=60) as http:
+            for round_ in range(ROUNDS):
+                batch = _events(writer, round_ * BATCH, BATCH)
+                r = http.post("/v1/events/batch", json={"events": batch})
+                with lock:
+                    statuses.append(r.status_code)
+                    if r.status_code == 201:
+                        posted.extend(batch)
+
+    threads = [threading.Thread(target=post, args=(server.url, k + 1))
+               for k, server in enumerate([first, second, first, second])]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+    finally:
+        first.stop()
+        second.stop()
+    assert statuses == [201] * (4 * ROUNDS)
+
+    svc = build_services(settings)
+    try:
+        keys = svc.protection.keys
+        patients = {e["patient"]["id"] for e in posted}
+        assert sum(keys.kek_usage().values()) == len(patients)
+        stored = [parse(raw)["event"] for raw in svc.store.read(LEDGER, 0, 100_000)]
+        assert len(stored) == len(posted)
+        revealed = {e["event_id"]: e for e in svc.protection.reveal_many(LEDGER, stored)}
+        for event in posted:
+            assert revealed[event["event_id"]] == event
+    finally:
+        svc.writer.stop()
+        svc.store.close()
