@@ -18,10 +18,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.clock import Clock, utc_now
-from ledger.crypto.envelope import DataKey, EnvelopeError, dek_aad, unwrap_key, wrap_key
+from ledger.crypto.envelope import DataKey, dek_aad, unwrap_key, wrap_key
 from ledger.crypto.keyring import KeyRing
 from ledger.entry import format_recorded_at
 from ledger.store import LedgerStore
+from ledger.store.base import select_in
 
 # Unwrapped keys are kept this long for sealing. A shred elsewhere does not wait for it:
 # every append re-checks, under the ledger's write lock, that the keys it sealed with
@@ -100,23 +101,20 @@ class DataKeys:
         try:
             kek = self.ring.kek(kek_id)
             return PatientKey(key_id, unwrap_key(kek, bytes(wrapped), dek_aad(ledger, ref)))
-        except (EnvelopeError, Exception) as error:
+        except Exception as error:  # KeyRingError (no such KEK) or EnvelopeError
             raise DataKeyUnusable(ledger, ref, kek_id) from error
 
+    def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
+        return select_in(
+            tx, self.store.sql(f"SELECT {columns} FROM patient_keys WHERE ledger = %s")
+            + " AND patient_ref IN ({marks})", (ledger,), refs, self.store.sql("%s"))
+
     def _load(self, tx: Any, ledger: str, refs: list[str]) -> dict[str, PatientKey]:
-        found: dict[str, PatientKey] = {}
-        for start in range(0, len(refs), 500):
-            chunk = refs[start : start + 500]
-            tx.execute(
-                self.store.sql(
-                    "SELECT patient_ref, key_id, kek_id, wrapped FROM patient_keys"
-                    f" WHERE ledger = %s AND patient_ref IN ({','.join(['%s'] * len(chunk))})"
-                ),
-                (ledger, *chunk),
-            )
-            for ref, key_id, kek_id, wrapped in tx.fetchall():
-                found[ref] = self._unwrap(ledger, ref, key_id, kek_id, wrapped)
-        return found
+        return {
+            ref: self._unwrap(ledger, ref, key_id, kek_id, wrapped)
+            for ref, key_id, kek_id, wrapped in self._rows(
+                tx, "patient_ref, key_id, kek_id, wrapped", ledger, refs)
+        }
 
     def current(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
         """Each patient's current data key; a patient without one gets a new key.
@@ -179,17 +177,7 @@ class DataKeys:
                 ),
                 new,
             )
-        held: dict[str, str] = {}
-        for start in range(0, len(refs), 500):
-            chunk = refs[start : start + 500]
-            tx.execute(
-                self.store.sql(
-                    "SELECT patient_ref, key_id FROM patient_keys WHERE ledger = %s"
-                    f" AND patient_ref IN ({','.join(['%s'] * len(chunk))})"
-                ),
-                (ledger, *chunk),
-            )
-            held.update((ref, key_id) for ref, key_id in tx.fetchall())
+        held = dict(self._rows(tx, "patient_ref, key_id", ledger, refs))
         gone = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
         for ref in gone:
             self.forget(ledger, ref)

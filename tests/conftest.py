@@ -29,17 +29,16 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     if request.param == "sqlite":
         yield f"sqlite:///{tmp_path}/ledger.db"
         return
-    _postgres_or_skip()
-    url = create_pg_database()
-    try:
-        yield url
-    finally:
-        drop_pg_database(url)
+    yield from _fresh_postgres()
 
 
 @pytest.fixture
 def postgres_url() -> Iterator[str]:
     """For the few tests that are about PostgreSQL itself (each says why)."""
+    yield from _fresh_postgres()
+
+
+def _fresh_postgres() -> Iterator[str]:
     _postgres_or_skip()
     url = create_pg_database()
     try:

@@ -194,6 +194,22 @@ class LedgerStore(ABC):
         return {str(event_id): Recorded(int(seq), fp) for event_id, seq, fp in rows}
 
 
+IN_CHUNK = 500  # below SQLite's limit on bound parameters, small enough for any planner
+
+
+def select_in(
+    tx: Any, statement: str, params: Sequence[Any], values: Sequence[Any], mark: str = "%s"
+) -> list[Any]:
+    """Rows of ``statement`` -- whose ``{marks}`` stands for an ``IN (...)`` list -- for
+    all ``values``, queried a chunk at a time; ``params`` come before the list."""
+    rows: list[Any] = []
+    for start in range(0, len(values), IN_CHUNK):
+        chunk = values[start : start + IN_CHUNK]
+        tx.execute(statement.format(marks=",".join([mark] * len(chunk))), (*params, *chunk))
+        rows.extend(tx.fetchall())
+    return rows
+
+
 def open_store(database_url: str, **options: Any) -> LedgerStore:
     """Open the store a ``LEDGER_DATABASE_URL`` names (the schema must be migrated)."""
     if database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):

@@ -22,7 +22,13 @@ from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 from ledger.admission import Pending, Recorded
 from ledger.chain import Head
 from ledger.entry import Entry
-from ledger.store.base import ENTRY_TOPIC, LedgerStore, StoreUnavailable, ledger_id
+from ledger.store.base import (
+    ENTRY_TOPIC,
+    LedgerStore,
+    StoreUnavailable,
+    ledger_id,
+    select_in,
+)
 
 STREAM_BATCH = 10_000
 LOCK_TIMEOUT_SECONDS = 30
@@ -91,17 +97,9 @@ class SQLiteLedgerStore(LedgerStore):
         return self._head_of(tx.fetchone())
 
     def _recorded(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> dict[str, Recorded]:
-        found: dict[str, Recorded] = {}
-        # Chunks stay below SQLite's limit on bound parameters.
-        for start in range(0, len(event_ids), 500):
-            chunk = event_ids[start : start + 500]
-            tx.execute(
-                "SELECT event_id, seq, fingerprint FROM ledger_event_ids WHERE ledger_id = ?"
-                f" AND event_id IN ({','.join('?' * len(chunk))})",
-                (lid.hex, *chunk),
-            )
-            found.update(self._recorded_of(tx.fetchall()))
-        return found
+        return self._recorded_of(select_in(
+            tx, "SELECT event_id, seq, fingerprint FROM ledger_event_ids WHERE ledger_id = ?"
+            " AND event_id IN ({marks})", (lid.hex,), event_ids, "?"))
 
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
@@ -119,16 +117,10 @@ class SQLiteLedgerStore(LedgerStore):
         )
 
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
-        found: dict[int, Entry] = {}
-        for start in range(0, len(seqs), 500):
-            chunk = seqs[start : start + 500]
-            tx.execute(
-                "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"
-                f" AND originator_version IN ({','.join('?' * len(chunk))})",
-                (lid.hex, *chunk),
-            )
-            found.update({int(seq): Entry.decode(bytes(state)) for seq, state in tx.fetchall()})
-        return found
+        rows = select_in(
+            tx, "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"
+            " AND originator_version IN ({marks})", (lid.hex,), seqs, "?")
+        return {int(seq): Entry.decode(bytes(state)) for seq, state in rows}
 
     def _register_ledger(self, tx: Any, name: str, lid: uuid.UUID, created_at: str) -> None:
         tx.execute(
