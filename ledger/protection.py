@@ -92,10 +92,11 @@ class EnvelopeProtection:
             if ref is None:
                 out.append(event)
                 continue
+            # A key with another id is a newer key (the patient was shredded since): the
+            # event's own key is gone, so its PHI reads as erased.
             key = keys.get(ref)
-            usable = key if key is not None and key.key_id == event["patient"].get("key") else None
-            clean = {**event, "patient": {k: v for k, v in event["patient"].items() if k != "key"}}
-            out.append(reveal(clean, ledger, usable.key if usable else None))
+            current = key is not None and key.key_id == event["patient"].get("key")
+            out.append(reveal(event, ledger, key.key if current and key else None))
         return out
 
 

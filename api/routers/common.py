@@ -14,10 +14,6 @@ from api.services import Services, services
 from ledger.store.base import LEDGER_NAME
 
 
-async def json_body(request: Request) -> Any:
-    return parse_json(await request.body())
-
-
 def parse_json(raw: bytes) -> Any:
     if not raw:
         raise ApiError(400, "invalid_json", "the request needs a JSON body", ["(body)"])
