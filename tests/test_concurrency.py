@@ -132,18 +132,24 @@ def test_four_servers_share_one_postgres_chain(postgres_url: str, tmp_path: Path
     each, all writing at once: one chain with no gap, no fork and no event twice."""
     env = _env(postgres_url, tmp_path)
     procs = servers(env, 4)
+    collector, expected = _two_clients_per_server(procs, "p", singles=250)
+    assert collector.statuses[200] > 0, "no replays were exercised"
+    _check_whole_ledger(procs[0], env, collector, expected)
+
+
+def _two_clients_per_server(procs: list[Any], tag: str, singles: int) -> tuple[Collector, int]:
+    """Two keep-alive clients per server, started together; returns what they collected
+    and how many distinct events they posted in all."""
     collector = Collector()
-    singles = 250
-    start = threading.Barrier(8)
+    start = threading.Barrier(2 * len(procs))
     targets = [
-        partial(_mixed_load, s, f"p{i}t{t}", collector, singles, 100 * i + t, start)
+        partial(_mixed_load, s, f"{tag}{i}t{t}", collector, singles, 100 * i + t, start)
         for i, s in enumerate(procs) for t in range(2)
     ]
     run_threads(targets, collector, timeout=120)
     batches_per_thread = len([i for i in range(singles) if i % 50 == 25])
     per_thread = singles - batches_per_thread + batches_per_thread * BATCH_SIZE
-    assert collector.statuses[200] > 0, "no replays were exercised"
-    _check_whole_ledger(procs[0], env, collector, 8 * per_thread)
+    return collector, 2 * len(procs) * per_thread
 
 
 @pytest.mark.slow
@@ -152,17 +158,8 @@ def test_three_servers_share_one_sqlite_file(tmp_path: Path, servers: Any) -> No
     processes on one file from forking the chain."""
     env = _env(f"sqlite:///{tmp_path}/ledger.db", tmp_path)
     procs = servers(env, 3)
-    collector = Collector()
-    singles = 150
-    start = threading.Barrier(6)
-    targets = [
-        partial(_mixed_load, s, f"s{i}t{t}", collector, singles, 100 * i + t, start)
-        for i, s in enumerate(procs) for t in range(2)
-    ]
-    run_threads(targets, collector, timeout=120)
-    batches_per_thread = len([i for i in range(singles) if i % 50 == 25])
-    per_thread = singles - batches_per_thread + batches_per_thread * BATCH_SIZE
-    _check_whole_ledger(procs[0], env, collector, 6 * per_thread)
+    collector, expected = _two_clients_per_server(procs, "s", singles=150)
+    _check_whole_ledger(procs[0], env, collector, expected)
 
 
 def test_two_writers_in_one_process(database_url: str, tmp_path: Path) -> None:
