@@ -55,7 +55,7 @@ def build_services(
         store.close()
         raise
     writer = GroupCommitWriter(
-        store, clock, seal=protection.protect_many, confirm=protection.confirm,
+        store, clock, seal=protection.protect_many, settle=protection.settle,
         max_group_events=settings.max_group_events,
     ).start()
     return Services(

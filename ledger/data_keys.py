@@ -25,19 +25,10 @@ from ledger.store import LedgerStore
 from ledger.store.base import select_in
 
 # Unwrapped keys are kept this long for sealing. A shred elsewhere does not wait for it:
-# every append re-checks, under the ledger's write lock, that the keys it sealed with
-# still exist (see ``missing``), and readers never use the cache.
+# every append settles, under the ledger's write lock, the keys it sealed with against
+# the table (see ``settle``), and readers never use the cache.
 CACHE_SECONDS = 3600.0
 CACHE_ENTRIES = 200_000
-
-
-class KeysShredded(Exception):
-    """Some events were sealed under data keys destroyed since: seal them again."""
-
-    def __init__(self, ledger: str, refs: list[str]) -> None:
-        super().__init__(f"{len(refs)} data keys of ledger '{ledger}' were shredded")
-        self.ledger = ledger
-        self.refs = refs
 
 
 class DataKeyUnusable(Exception):
@@ -121,7 +112,8 @@ class DataKeys:
 
         A new key is not written here: it waits in ``_pending`` and is inserted by
         :meth:`missing`, inside the append transaction of the first events sealed under
-        it. So a key costs no commit of its own, and exists exactly when events do."""
+        it (see :meth:`settle`). So a key costs no commit of its own, and exists exactly
+        when events sealed under it do."""
         wanted = list(dict.fromkeys(refs))
         keys: dict[str, PatientKey] = {}
         unknown = []
@@ -135,15 +127,12 @@ class DataKeys:
             return keys
         with self.store.transaction() as tx:
             loaded = self._load(tx, ledger, unknown)
-        kek_id, kek = self.ring.active_kek()
-        now = format_recorded_at(self.clock())
         for ref in unknown:
             key = loaded.get(ref)
             if key is None:
-                key = PatientKey(secrets.token_hex(8), DataKey.generate())
-                wrapped = wrap_key(kek, key.key, dek_aad(ledger, ref))
+                key, pending = self._new_key(ledger, ref)
                 with self._lock:
-                    self._pending[(ledger, ref)] = (key.key_id, kek_id, wrapped, now)
+                    self._pending[(ledger, ref)] = pending
             self._remember(ledger, ref, key)
             keys[ref] = key
         return keys
@@ -159,36 +148,55 @@ class DataKeys:
         with self.store.transaction() as tx:
             return self._load(tx, ledger, wanted)
 
-    def missing(self, tx: Any, ledger: str, used: dict[str, str]) -> list[str]:
-        """Of ``used`` (patient ref -> key_id sealed with), the refs whose key is not
-        the patient's key; they are dropped from the cache, so sealing again picks the
-        right one. Runs inside the append's transaction, under the write lock that
-        shredding also takes, after inserting the new keys these events were sealed
-        under (a key another process created first for the same patient wins)."""
+    def settle(self, tx: Any, ledger: str, used: dict[str, str]) -> dict[str, PatientKey]:
+        """Make the table agree with the keys a group was sealed with (``used``: patient
+        ref -> key_id), inside the append's transaction and under the ledger's write lock.
+
+        New keys are inserted. Returns the patients whose events must be sealed again,
+        with the key to use: the key another process created first for the same patient,
+        or a fresh one (inserted here) when the patient was shredded since. Every writer
+        of ``patient_keys`` -- appends and shredding -- holds the same lock, so nothing
+        changes between this check and the commit: no retry, no race left to lose.
+        """
         refs = list(used)
         with self._lock:
             new = [(ledger, ref, *self._pending.pop((ledger, ref)))
                    for ref in refs if (ledger, ref) in self._pending]
         if new:
-            tx.executemany(
-                self.store.sql(
-                    "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
-                    " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-                ),
-                new,
-            )
-        held = dict(self._rows(tx, "patient_ref, key_id", ledger, refs))
-        gone = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
-        for ref in gone:
-            self.forget(ledger, ref)
-        if gone:
-            # The caller will roll this transaction back: the new keys it inserted for
-            # other patients go with it, so they are pending again, not lost.
-            with self._lock:
-                for row in new:
-                    if row[1] not in gone:
-                        self._pending[(ledger, row[1])] = row[2:]
-        return gone
+            self._insert(tx, new)
+        held = {ref: rest for ref, *rest in self._rows(
+            tx, "patient_ref, key_id, kek_id, wrapped", ledger, refs)}
+        fixes: dict[str, PatientKey] = {}
+        fresh = []
+        for ref, key_id in used.items():
+            row = held.get(ref)
+            if row is not None and row[0] == key_id:
+                continue
+            if row is not None:
+                key = self._unwrap(ledger, ref, *row)
+            else:
+                key, pending = self._new_key(ledger, ref)
+                fresh.append((ledger, ref, *pending))
+            self._remember(ledger, ref, key)
+            fixes[ref] = key
+        if fresh:
+            self._insert(tx, fresh)
+        return fixes
+
+    def _new_key(self, ledger: str, ref: str) -> tuple[PatientKey, tuple[str, str, bytes, str]]:
+        kek_id, kek = self.ring.active_kek()
+        key = PatientKey(secrets.token_hex(8), DataKey.generate())
+        wrapped = wrap_key(kek, key.key, dek_aad(ledger, ref))
+        return key, (key.key_id, kek_id, wrapped, format_recorded_at(self.clock()))
+
+    def _insert(self, tx: Any, rows: list[Any]) -> None:
+        tx.executemany(
+            self.store.sql(
+                "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
+                " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
+            ),
+            rows,
+        )
 
     # -- shredding and rotation ------------------------------------------------------------
 

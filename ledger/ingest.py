@@ -32,9 +32,15 @@ class Protection(Protocol):
         """The events as stored: PHI encrypted, identifiers blind-indexed."""
         ...
 
-    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
-        """Inside the append's transaction, under the write lock: raise if the stored
-        forms are no longer valid (sealed under a key shredded since)."""
+    def settle(
+        self,
+        tx: Any,
+        ledger: str,
+        posted: Sequence[dict[str, Any]],
+        stored: Sequence[dict[str, Any]],
+    ) -> dict[int, dict[str, Any]]:
+        """Inside the append's transaction, under the write lock: stored forms to
+        replace (by index), where the key they were sealed with is no longer current."""
         ...
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -51,8 +57,14 @@ class Plaintext:
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(events)
 
-    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
-        return None
+    def settle(
+        self,
+        tx: Any,
+        ledger: str,
+        posted: Sequence[dict[str, Any]],
+        stored: Sequence[dict[str, Any]],
+    ) -> dict[int, dict[str, Any]]:
+        return {}
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(stored)

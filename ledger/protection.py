@@ -18,7 +18,7 @@ import structlog
 from ledger.canonical import canonical
 from ledger.crypto.blind_index import blind_index
 from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider, KeyRing, KeyRingError
-from ledger.data_keys import DataKeys, DataKeyUnusable, KeysShredded
+from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
 from ledger.protect import patient_ref_of, protect, reveal
 from ledger.settings import Settings
@@ -67,19 +67,34 @@ class EnvelopeProtection:
             stored.append(protect(event, ledger, ref, key.key, key.key_id))
         return stored
 
-    def confirm(self, tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
-        """Inside the append's transaction: raise :class:`KeysShredded` if any of these
-        events was sealed under a key that has been shredded since (the writer then seals
-        them again, under the patient's new key)."""
+    def settle(
+        self,
+        tx: Any,
+        ledger: str,
+        posted: Sequence[dict[str, Any]],
+        stored: Sequence[dict[str, Any]],
+    ) -> dict[int, dict[str, Any]]:
+        """Inside the append's transaction, under the write lock: the stored forms that
+        must change (by index) because their patient's key is not the one they were
+        sealed with -- another process made the patient's first key at the same moment,
+        or the patient was shredded since. Those events are sealed again, here."""
         used = {
             e["patient"]["ref"]: e["patient"]["key"]
             for e in stored
             if e.get("patient") and "key" in e["patient"]
         }
-        if used:
-            gone = self.keys.missing(tx, ledger, used)
-            if gone:
-                raise KeysShredded(ledger, gone)
+        if not used:
+            return {}
+        fixes = self.keys.settle(tx, ledger, used)
+        if not fixes:
+            return {}
+        changed = {}
+        for i, (event, sealed) in enumerate(zip(posted, stored, strict=True)):
+            ref = (sealed.get("patient") or {}).get("ref")
+            key = fixes.get(ref) if ref else None
+            if key is not None:
+                changed[i] = protect(event, ledger, ref, key.key, key.key_id)
+        return changed
 
     def reveal_many(
         self, ledger: str, stored: Sequence[dict[str, Any]]

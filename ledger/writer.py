@@ -22,27 +22,28 @@ import structlog
 
 from ledger.admission import Outcome, Pending
 from ledger.clock import Clock, utc_now
-from ledger.data_keys import DataKeyUnusable, KeysShredded
+from ledger.data_keys import DataKeyUnusable
 from ledger.store import LedgerStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 # Turns a ledger's posted events into their stored form (see ledger.ingest.Protection).
 Seal = Callable[[str, Sequence[dict[str, Any]]], list[dict[str, Any]]]
-# Checks, inside the append's transaction, that stored forms are still valid; raises
-# KeysShredded when some were sealed under a key destroyed since.
-Confirm = Callable[[Any, str, Sequence[dict[str, Any]]], None]
-# Each reseal follows a shred or another process creating a patient's first key at the
-# same moment; several in a row mean a storm of new patients shared by several writers.
-RESEALS = 8
+# Inside the append's transaction, under the write lock: (tx, ledger, posted, stored) ->
+# the stored forms to replace, by index (see ledger.ingest.Protection.settle).
+Settle = Callable[
+    [Any, str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]], dict[int, dict[str, Any]]
+]
 
 
 def _as_posted(ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(events)
 
 
-def _nothing_to_confirm(tx: Any, ledger: str, stored: Sequence[dict[str, Any]]) -> None:
-    return None
+def _nothing_to_settle(
+    tx: Any, ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
+) -> dict[int, dict[str, Any]]:
+    return {}
 
 
 @dataclass(slots=True)
@@ -95,14 +96,14 @@ class GroupCommitWriter:
         clock: Clock = utc_now,
         *,
         seal: Seal = _as_posted,
-        confirm: Confirm = _nothing_to_confirm,
+        settle: Settle = _nothing_to_settle,
         max_group_events: int = 5000,
         retry_delay: float = 0.05,
     ) -> None:
         self.store = store
         self.clock = clock
         self.seal = seal
-        self.confirm = confirm
+        self.settle = settle
         self.max_group_events = max_group_events
         self.retry_delay = retry_delay
         self.stats = WriterStats()
@@ -216,24 +217,13 @@ class GroupCommitWriter:
         for sealed in batch:
             for ledger, submissions in sealed.groups.items():
                 groups.setdefault(ledger, []).extend(submissions)
-        unavailable, reseals = 0, 0
+        unavailable = 0
         started = time.perf_counter()
         while True:
             try:
-                results = self.store.append(groups, self.clock(), before=self._confirmer(groups))
+                before = self._settler(jobs, groups)
+                results = self.store.append(groups, self.clock(), before=before)
                 break
-            except KeysShredded:
-                # A patient was shredded after this group was sealed: seal it again under
-                # the patient's new key (the shredded one is out of the cache by now).
-                reseals += 1
-                if reseals > RESEALS:
-                    self._fail(jobs, size, StoreUnavailable("data keys keep changing"))
-                    return
-                try:
-                    groups = self._seal_jobs(jobs)
-                except Exception as error:
-                    self._fail(jobs, size, error)
-                    return
             except StoreUnavailable as error:
                 unavailable += 1
                 if unavailable == 2:
@@ -253,12 +243,27 @@ class GroupCommitWriter:
             position[job.ledger] = i + 1
             job.future.set_result(results[job.ledger][i])
 
-    def _confirmer(self, groups: dict[str, list[Sequence[Pending]]]) -> Callable[[Any], None]:
-        def confirm(tx: Any) -> None:
-            for ledger, submissions in groups.items():
-                self.confirm(tx, ledger, [p.event for sub in submissions for p in sub])
+    def _settler(
+        self, jobs: list[_Job], groups: dict[str, list[Sequence[Pending]]]
+    ) -> Callable[[Any], None]:
+        """The step that settles data keys inside the append transaction, replacing in
+        ``groups`` the stored forms it has to seal again."""
 
-        return confirm
+        def settle(tx: Any) -> None:
+            for ledger, submissions in groups.items():
+                posted = [p.event for job in jobs if job.ledger == ledger for p in job.pending]
+                stored = [p.event for sub in submissions for p in sub]
+                changed = self.settle(tx, ledger, posted, stored)
+                if not changed:
+                    continue
+                i = 0
+                for sub in submissions:
+                    for j, pending in enumerate(sub):
+                        if i in changed:
+                            sub[j] = replace(pending, event=changed[i])  # type: ignore[index]
+                        i += 1
+
+        return settle
 
     def _fail(self, jobs: list[_Job], size: int, error: Exception) -> None:
         self.stats.failures += 1
