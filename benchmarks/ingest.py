@@ -141,8 +141,8 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=100_000, help="events for batch runs")
     parser.add_argument("--singles", type=int, default=30_000, help="single-event POSTs")
     parser.add_argument("--clients", type=int, default=64, help="concurrent single clients")
-    parser.add_argument("--batch-clients", type=int, default=4)
-    parser.add_argument("--workers", type=int, default=1, help="server worker processes")
+    parser.add_argument("--batch-clients", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=2, help="server worker processes")
     parser.add_argument("--verify-entries", type=int, default=1_000_000)
     args = parser.parse_args()
 
