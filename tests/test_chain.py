@@ -109,3 +109,21 @@ def test_float_in_stored_entry_is_caught() -> None:
     rows[1] = (2, rows[1][1].replace(b'"n":1', b'"n":1.5'))
     verdict = check_chain("default", rows)
     assert verdict.first_bad_seq == 2
+
+
+_tricky_keys = st.sampled_from(["hash", "ledger", "seq", "prev_hash", "event", "recorded_at",
+                                "x"])
+_tricky_values = st.text(alphabet=st.sampled_from(list(',":{}\\hashledger ')), max_size=30)
+
+
+@given(st.dictionaries(_tricky_keys, _tricky_values, max_size=7), st.integers(1, 10**9))
+def test_spliced_encoding_is_canonical_and_verifies(data: dict[str, str], seq: int) -> None:
+    """Entries are encoded by splicing the hash into the canonical body, and verified by
+    cutting it out again; both must hold whatever the event holds -- even members named
+    like the entry's own fields, and strings full of quotes and commas."""
+    event = {"event_id": "e", "data": data, "nested": {"hash": "h", "ledger": "l"}}
+    entry = Entry.seal("default", seq, T, "ab" * 32, event)
+    assert entry.encode() == canonical(entry.as_dict())
+    assert _independent_hash(entry.encode()) == entry.hash
+    start = Head(seq - 1, "ab" * 32, None)
+    assert check_chain("default", [(seq, entry.encode())], start).ok
