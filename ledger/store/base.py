@@ -6,7 +6,7 @@ import re
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager
+from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -61,13 +61,16 @@ class LedgerStore(ABC):
         together with the entries recording it (crypto-shredding a patient)."""
         recorded_at = format_recorded_at(now)
         results: dict[str, list[Outcome]] = {}
-        with self._write_transaction() as tx:
+        wanted = {
+            ledger: (ledger_id(ledger), list({p.event_id for s in submissions for p in s}))
+            for ledger, submissions in groups.items()
+        }
+        with self._begin(wanted) as (tx, snapshots):
             if before is not None:
                 before(tx)
             for ledger, submissions in groups.items():
-                lid = ledger_id(ledger)
-                event_ids = list({p.event_id for s in submissions for p in s})
-                head, recorded = self._snapshot(tx, lid, event_ids)
+                lid = wanted[ledger][0]
+                head, recorded = snapshots[ledger]
                 plan = plan_admission(submissions, recorded)
                 entries = chain_plan(plan, head, ledger, recorded_at)
                 if entries:
@@ -81,6 +84,18 @@ class LedgerStore(ABC):
     @abstractmethod
     def _write_transaction(self) -> AbstractContextManager[Any]:
         """A transaction holding the store's write lock, committed on a clean exit."""
+
+    @contextmanager
+    def _begin(
+        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
+    ) -> Iterator[tuple[Any, dict[str, tuple[Head, dict[str, Recorded]]]]]:
+        """Open the write transaction and read, under its lock, each wanted ledger's head
+        and which of its event ids are already recorded."""
+        with self._write_transaction() as tx:
+            yield tx, {
+                ledger: self._snapshot(tx, lid, event_ids)
+                for ledger, (lid, event_ids) in wanted.items()
+            }
 
     def _snapshot(
         self, tx: Any, lid: uuid.UUID, event_ids: list[str]

@@ -16,8 +16,8 @@ class, so serialising on the advisory lock gives the same ordering guarantee.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -96,16 +96,36 @@ class PostgresLedgerStore(LedgerStore):
 
     @contextmanager
     def _write_transaction(self) -> Iterator[Any]:
+        with self._begin({}) as (curs, _):
+            yield curs
+
+    @contextmanager
+    def _begin(
+        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
+    ) -> Iterator[tuple[Any, dict[str, tuple[Head, dict[str, Recorded]]]]]:
+        # The lock (and NOTIFY) and every head and recorded-ids read go out as one
+        # pipeline: one round trip. The reads still run after the lock is granted -- the
+        # server executes a pipeline in order -- and each takes its own snapshot then.
+        # (BEGIN stays outside: a transaction opened in pipeline mode keeps the connection
+        # there, and the COPYs that follow cannot run in it.)
         try:
-            with (
-                self.datastore.get_connection() as conn,
-                conn.transaction(),
-                conn.cursor(row_factory=tuple_row) as curs,
-            ):
-                # Lock (and notify) before anything is read: the head must be the true one.
+            with self.datastore.get_connection() as conn, ExitStack() as stack:
+                reads = {}
+                stack.enter_context(conn.transaction())
+                curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
                 with conn.pipeline():
                     self.recorder._lock_table(curs)
-                yield curs
+                    for ledger, (lid, event_ids) in wanted.items():
+                        head = stack.enter_context(conn.cursor(row_factory=tuple_row))
+                        ids = stack.enter_context(conn.cursor(row_factory=tuple_row))
+                        head.execute(HEAD_QUERY, (lid,), prepare=True)
+                        ids.execute(RECORDED_QUERY, (lid, event_ids), prepare=True)
+                        reads[ledger] = (head, ids)
+                snapshots = {
+                    ledger: (self._head_of(head.fetchone()), self._recorded_of(ids.fetchall()))
+                    for ledger, (head, ids) in reads.items()
+                }
+                yield curs, snapshots
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
 
@@ -133,7 +153,8 @@ class PostgresLedgerStore(LedgerStore):
     ) -> None:
         # COPY in binary, into the library's own table and columns: the recorder's
         # INSERT ... FROM unnest(composite[]) sends bytea through the text protocol, escaping
-        # every byte with a regex (~6,000 rows/s here); COPY takes ~190,000.
+        # every byte with a regex (~6,000 rows/s here); COPY takes ~190,000. (Binary INSERT
+        # ... FROM unnest(arrays) pipelined was slower even for single-event groups.)
         with tx.copy(
             "COPY stored_events (originator_id, originator_version, topic, state)"
             " FROM STDIN (FORMAT BINARY)"
