@@ -1,34 +1,46 @@
 """Running the ASGI app under uvicorn, one process or several.
 
-Several workers share one listening socket bound here, with ``IPPROTO_TCP`` set
-explicitly: uvicorn's own ``bind_socket`` leaves the protocol at 0, accepted connections
-inherit it, and asyncio then never sets TCP_NODELAY on them, so every keep-alive request
-after the first waits ~40 ms for a delayed ACK (uvicorn issue #3149, measured in
-NOTES.md). This is the upstream fix, applied at our edge until a release carries it.
+Several workers each get their own listening socket on the same port (SO_REUSEPORT), so
+the kernel spreads connections evenly over them: with one shared socket, whichever worker
+wakes first accepts every pending connection, and a burst of clients can land on one
+worker while the other idles (measured: 80,000 of 80,000 events on one of two). Sockets
+are bound here with ``IPPROTO_TCP`` set explicitly: uvicorn's own ``bind_socket`` leaves
+the protocol at 0, accepted connections inherit it, and asyncio then never sets
+TCP_NODELAY on them, so every keep-alive request after the first waits ~40 ms for a
+delayed ACK (uvicorn issue #3149, measured in NOTES.md).
+
+If a worker dies the whole service exits non-zero, for its supervisor (systemd, the
+orchestrator) to restart: nothing acknowledged is lost, and a half-staffed port is worse
+than a restart.
 """
 
 from __future__ import annotations
 
+import signal
 import socket
 import sys
+import time
+from types import FrameType
 
 import uvicorn
-from uvicorn.supervisors import Multiprocess
+from uvicorn._subprocess import get_subprocess
 
 APP = "api.app:app_from_env"
 
 
-class _TcpConfig(uvicorn.Config):
-    def bind_socket(self) -> socket.socket:
-        family = socket.AF_INET6 if self.host and ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            sock.bind((self.host, self.port))
-        except OSError as error:
-            sys.exit(f"phi-ledger: cannot listen on {self.host}:{self.port}: {error.strerror}")
-        sock.set_inheritable(True)
-        return sock
+def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    if reuse_port:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sys.exit(f"phi-ledger: cannot listen on {host}:{port}: {error.strerror}")
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
 
 
 def serve(
@@ -39,12 +51,11 @@ def serve(
     ssl_certfile: str | None = None,
     ssl_keyfile: str | None = None,
 ) -> None:
-    config = _TcpConfig(
+    config = uvicorn.Config(
         APP,
         factory=True,
         host=host,
         port=port,
-        workers=workers,
         loop="uvloop",
         http="httptools",
         access_log=False,
@@ -53,11 +64,37 @@ def serve(
         ssl_keyfile=ssl_keyfile,
         timeout_graceful_shutdown=10,
     )
-    server = uvicorn.Server(config)
-    if workers > 1:
-        Multiprocess(config, sockets=[config.bind_socket()]).run()
-    else:
-        config.load_app()
-        server.run()
+    if workers == 1:
+        server = uvicorn.Server(config)
+        server.run(sockets=[listening_socket(host, port, reuse_port=False)])
         if not server.started:
             sys.exit(3)
+        return
+    _supervise(config, [listening_socket(host, port, reuse_port=True) for _ in range(workers)])
+
+
+def _supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+    workers = [get_subprocess(config, uvicorn.Server(config).run, [sock]) for sock in sockets]
+    for worker in workers:
+        worker.start()
+    asked_to_stop = False
+
+    def terminate_all() -> None:
+        for worker in workers:
+            if worker.is_alive():
+                worker.terminate()
+
+    def on_signal(signum: int, frame: FrameType | None) -> None:
+        nonlocal asked_to_stop
+        asked_to_stop = True
+        terminate_all()
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    while not asked_to_stop and all(worker.is_alive() for worker in workers):
+        time.sleep(0.2)
+    terminate_all()  # a worker died (or we were asked): take the others down too
+    for worker in workers:
+        worker.join(30)
+    if not asked_to_stop:
+        sys.exit("phi-ledger: a worker process died; stopping the service")
