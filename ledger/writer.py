@@ -1,11 +1,11 @@
 """Group commit: one transaction for everything that arrived while the last one ran.
 
 A fsync costs about as much as thousands of rows (NOTES.md), so committing each request
-on its own caps the ledger at a few thousand events a second. The writer owns one
-thread; callers hand it submissions and get futures back. Each turn of its loop takes
-every submission waiting (up to ``max_group_events``), appends them all in one store
-transaction, and only then resolves their futures: a resolved future is a committed
-event, never a hope.
+on its own caps the ledger at a few thousand events a second. Callers hand the writer
+submissions and get futures back. Its sealing thread takes every submission waiting (up
+to ``max_group_events``) and seals their PHI as one group; its committing thread appends
+every sealed group waiting in one store transaction, and only then resolves their
+futures: a resolved future is a committed event, never a hope.
 """
 
 from __future__ import annotations
