@@ -96,9 +96,13 @@ class DataKeys:
             raise DataKeyUnusable(ledger, ref, kek_id) from error
 
     def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
-        return select_in(
-            tx, self.store.sql(f"SELECT {columns} FROM patient_keys WHERE ledger = %s")
-            + " AND patient_ref IN ({marks})", (ledger,), refs, self.store.sql("%s"))
+        query = f"SELECT {columns} FROM patient_keys WHERE ledger = %s"
+        if self.store.dialect == "postgresql":
+            # One array parameter: one prepared plan whatever the number of refs.
+            tx.execute(query + " AND patient_ref = ANY(%s)", (ledger, refs), prepare=True)
+            return list(tx.fetchall())
+        return select_in(tx, self.store.sql(query) + " AND patient_ref IN ({marks})",
+                         (ledger,), refs, "?")
 
     def _load(self, tx: Any, ledger: str, refs: list[str]) -> dict[str, PatientKey]:
         return {
@@ -164,14 +168,17 @@ class DataKeys:
                    for ref in refs if (ledger, ref) in self._pending]
         if new:
             self._insert(tx, new)
-        held = {ref: rest for ref, *rest in self._rows(
-            tx, "patient_ref, key_id, kek_id, wrapped", ledger, refs)}
+        held = dict(self._rows(tx, "patient_ref, key_id", ledger, refs))
+        changed = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
+        if not changed:
+            return {}
+        # Rare (a shred, or another process first with a patient's key): unwrap those only.
+        winners = {ref: rest for ref, *rest in self._rows(
+            tx, "patient_ref, key_id, kek_id, wrapped", ledger, changed)}
         fixes: dict[str, PatientKey] = {}
         fresh = []
-        for ref, key_id in used.items():
-            row = held.get(ref)
-            if row is not None and row[0] == key_id:
-                continue
+        for ref in changed:
+            row = winners.get(ref)
             if row is not None:
                 key = self._unwrap(ledger, ref, *row)
             else:
@@ -190,6 +197,16 @@ class DataKeys:
         return key, (key.key_id, kek_id, wrapped, format_recorded_at(self.clock()))
 
     def _insert(self, tx: Any, rows: list[Any]) -> None:
+        if self.store.dialect == "postgresql":
+            # One statement with array parameters rather than a statement per row.
+            tx.execute(
+                "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
+                " created_at) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
+                " %s::text[], %s::bytea[], %s::text[]) ON CONFLICT DO NOTHING",
+                [list(column) for column in zip(*rows, strict=True)],
+                prepare=True,
+            )
+            return
         tx.executemany(
             self.store.sql(
                 "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
