@@ -11,17 +11,9 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.settings import Settings
-from tests.support import IN_CI, create_pg_database, drop_pg_database, pg_available
+from tests.support import create_pg_database, drop_pg_database, require_postgres
 
 BACKENDS = ["sqlite", "postgres"]
-
-
-def _postgres_or_skip() -> None:
-    if pg_available():
-        return
-    if IN_CI:
-        pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not skip")
-    pytest.skip("PostgreSQL is not reachable (start it, or run with CI=true to fail)")
 
 
 @pytest.fixture(params=BACKENDS)
@@ -39,7 +31,7 @@ def postgres_url() -> Iterator[str]:
 
 
 def _fresh_postgres() -> Iterator[str]:
-    _postgres_or_skip()
+    require_postgres()
     url = create_pg_database()
     try:
         yield url

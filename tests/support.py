@@ -29,6 +29,18 @@ def pg_available() -> bool:
         return False
 
 
+def require_postgres() -> None:
+    """Skip a PostgreSQL test when the server is down -- except with CI=true, where it
+    fails: CI may never skip a PostgreSQL test."""
+    import pytest
+
+    if pg_available():
+        return
+    if IN_CI:
+        pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not skip")
+    pytest.skip("PostgreSQL is not reachable (start it, or run with CI=true to fail)")
+
+
 def create_pg_database() -> str:
     """A new, empty database; returns its URL."""
     name = f"phi_test_{uuid.uuid4().hex[:16]}"

@@ -52,12 +52,11 @@ from ledger.settings import Settings
 from ledger.store import open_store
 from tests.conftest import BACKENDS
 from tests.support import (
-    IN_CI,
     ROOT,
     ServerProcess,
     create_pg_database,
     drop_pg_database,
-    pg_available,
+    require_postgres,
 )
 
 SEED = 5
@@ -197,14 +196,6 @@ def database_at_rest(url: str) -> dict[str, bytes]:
 # -- running the product as an operator would --------------------------------------------
 
 
-def _postgres_or_skip() -> None:
-    if pg_available():
-        return
-    if IN_CI:
-        pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not skip")
-    pytest.skip("PostgreSQL is not reachable")
-
-
 def env_for(url: str, key_file: Path, **extra: str) -> dict[str, str]:
     """An operator's environment for this database and key file only."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
@@ -282,7 +273,7 @@ def proof(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFacto
           ) -> Iterator[Proof]:
     tmp = tmp_path_factory.mktemp(f"proof-{request.param}")
     if request.param == "postgres":
-        _postgres_or_skip()
+        require_postgres()
         url = create_pg_database()
     else:
         url = f"sqlite:///{tmp}/ledger.db"
