@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -188,6 +189,37 @@ class LedgerStore(ABC):
                 problems.append(f"ledger '{listed}' is listed but its chain holds no entries")
         return sorted(names), problems
 
+    # -- following (the read side) -------------------------------------------------
+
+    @abstractmethod
+    def reading(self) -> AbstractContextManager[Any]:
+        """A cursor for queries of the store's other tables (views), taking no write lock.
+        Queries use ``%s`` placeholders (see :meth:`sql`)."""
+
+    def notifications(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        """Up to ``limit`` ``(notification id, stored entry)`` of every ledger, in commit
+        order, with ids above ``after``. Ids increase with commit order (every append
+        holds the write lock), so a follower that remembers the last id it applied
+        misses nothing and sees nothing twice."""
+        found = self.recorder.select_notifications(  # type: ignore[attr-defined]
+            start=after, limit=limit, inclusive_of_start=False
+        )
+        return [(n.id, n.state) for n in found]
+
+    @abstractmethod
+    def last_notification(self) -> int:
+        """The id of the newest entry of any ledger (0 when there is none)."""
+
+    @abstractmethod
+    def notification_of(self, ledger: str, seq: int) -> int | None:
+        """The notification id of one entry, or None when it is not recorded (yet)."""
+
+    def listener(self) -> AbstractContextManager[Callable[[float], bool]]:
+        """A ``wait(timeout)`` that returns when new entries may have been appended.
+
+        Without notifications from the database (SQLite) it simply sleeps: followers poll."""
+        return _polling()
+
     @abstractmethod
     def ping(self) -> None:
         """Raise :class:`StoreUnavailable` unless the database answers."""
@@ -207,6 +239,15 @@ class LedgerStore(ABC):
     @staticmethod
     def _recorded_of(rows: Iterable[tuple[Any, int, str]]) -> dict[str, Recorded]:
         return {str(event_id): Recorded(int(seq), fp) for event_id, seq, fp in rows}
+
+
+@contextmanager
+def _polling() -> Iterator[Callable[[float], bool]]:
+    def wait(timeout: float) -> bool:
+        time.sleep(timeout)
+        return True
+
+    yield wait
 
 
 IN_CHUNK = 500  # below SQLite's limit on bound parameters, small enough for any planner

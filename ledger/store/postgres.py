@@ -16,8 +16,8 @@ class, so serialising on the advisory lock gives the same ordering guarantee.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import AbstractContextManager, ExitStack, contextmanager
 from typing import Any
 
 import psycopg
@@ -25,7 +25,7 @@ from eventsourcing.persistence import PersistenceError
 from eventsourcing.postgres import PostgresApplicationRecorder, PostgresDatastore
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import tuple_row
-from psycopg.sql import SQL
+from psycopg.sql import SQL, Identifier
 
 from ledger.admission import Pending, Recorded
 from ledger.chain import Head
@@ -56,8 +56,11 @@ class PostgresLedgerStore(LedgerStore):
 
     dialect = "postgresql"
 
-    def __init__(self, datastore: PostgresDatastore) -> None:
+    def __init__(
+        self, datastore: PostgresDatastore, conninfo: dict[str, Any] | None = None
+    ) -> None:
         self.datastore = datastore
+        self.conninfo = conninfo or {}
         self.recorder = PostgresApplicationRecorder(datastore, events_table_name="stored_events")
         self.recorder.lock_table_statements = [
             SQL("SET LOCAL lock_timeout = '{0}s'").format(datastore.lock_timeout),
@@ -87,7 +90,7 @@ class PostgresLedgerStore(LedgerStore):
             pre_ping=False,
         )
         try:
-            return cls(datastore)
+            return cls(datastore, info)
         except (PersistenceError, psycopg.Error) as error:
             datastore.close()
             raise StoreUnavailable(_describe(error)) from None
@@ -288,6 +291,49 @@ class PostgresLedgerStore(LedgerStore):
             )
             row = curs.fetchone()
             return bytes(row[0]) if row else None
+
+    # -- following -------------------------------------------------------------------
+
+    def reading(self) -> AbstractContextManager[Any]:
+        return self._reading()
+
+    def last_notification(self) -> int:
+        with self._reading() as curs:
+            curs.execute("SELECT max(notification_id) FROM stored_events")
+            row = curs.fetchone()
+            return int(row[0] or 0)
+
+    def notification_of(self, ledger: str, seq: int) -> int | None:
+        with self._reading() as curs:
+            curs.execute(
+                "SELECT notification_id FROM stored_events WHERE originator_id = %s"
+                " AND originator_version = %s",
+                (ledger_id(ledger), seq),
+                prepare=True,
+            )
+            row = curs.fetchone()
+            return None if row is None else int(row[0])
+
+    @contextmanager
+    def listener(self) -> Iterator[Callable[[float], bool]]:
+        # Its own connection, outside the pool: it stays open for as long as a follower
+        # runs, and a pooled one would be missed by the writers.
+        try:
+            conn = psycopg.connect(**self.conninfo, autocommit=True, connect_timeout=5)
+        except psycopg.Error as error:
+            raise StoreUnavailable(_describe(error)) from None
+        try:
+            conn.execute(SQL("LISTEN {0}").format(Identifier(self.recorder.channel_name)))
+
+            def wait(timeout: float) -> bool:
+                try:
+                    return any(True for _ in conn.notifies(timeout=timeout, stop_after=1))
+                except psycopg.Error as error:
+                    raise StoreUnavailable(_describe(error)) from None
+
+            yield wait
+        finally:
+            conn.close()
 
     def ping(self) -> None:
         with self._reading() as curs:

@@ -192,6 +192,32 @@ class SQLiteLedgerStore(LedgerStore):
             ).fetchone()
             return bytes(row[0]) if row else None
 
+    # -- following -------------------------------------------------------------------
+
+    @contextmanager
+    def reading(self) -> Iterator[Any]:
+        with self._connection(writer=False) as raw:
+            curs = raw.cursor()
+            curs.row_factory = None  # plain tuples, as psycopg gives on PostgreSQL
+            try:
+                yield curs
+            finally:
+                curs.close()
+
+    def last_notification(self) -> int:
+        with self._connection(writer=False) as raw:
+            row = raw.execute("SELECT max(rowid) FROM stored_events").fetchone()
+            return int(row[0] or 0)
+
+    def notification_of(self, ledger: str, seq: int) -> int | None:
+        with self._connection(writer=False) as raw:
+            row = raw.execute(
+                "SELECT rowid FROM stored_events WHERE originator_id = ?"
+                " AND originator_version = ?",
+                (ledger_id(ledger).hex, seq),
+            ).fetchone()
+            return None if row is None else int(row[0])
+
     def ping(self) -> None:
         with self._connection(writer=False) as raw:
             raw.execute("SELECT 1").fetchone()

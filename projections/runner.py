@@ -1,0 +1,194 @@
+"""The projector: feeds every view the entries it has not applied yet, exactly once.
+
+Positions are notification ids (the store's commit order over every ledger), kept per
+view in the eventsourcing library's single-row ``notification_tracking`` table. A batch
+is applied in one transaction that also moves each view's position with a
+compare-and-set on the position the batch was read from. So:
+
+* a crash before the commit loses the batch's rows *and* the move: it is applied again;
+* a crash after it has applied both: nothing is applied twice;
+* two projectors at once (two processes, or a rebuild beside a running service) never
+  both apply a batch: the second compare-and-set finds the position moved and its
+  transaction is rolled back.
+
+On PostgreSQL the follower sleeps on LISTEN/NOTIFY (every append notifies); on SQLite it
+polls. Either way it reads the entries in batches, never one at a time.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import structlog
+
+from ledger.store.base import LedgerStore, StoreUnavailable
+from projections.accesses import AccessesView
+from projections.disclosures import DisclosuresView
+from projections.patients import PatientsView
+from projections.view import Change, View
+from projections.workforce import WorkforceView
+
+log = structlog.get_logger("projections")
+
+BATCH = 2000
+
+
+def all_views() -> list[View]:
+    """Every view the service keeps, in the order they are applied."""
+    return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView()]
+
+
+class PositionMoved(Exception):
+    """Another projector applied this batch first; nothing of ours was committed."""
+
+
+@dataclass(frozen=True, slots=True)
+class Progress:
+    done: int
+    total: int
+
+
+class Projector:
+    """Keeps ``views`` equal to a fold of the ledger in ``store``.
+
+    Guarantees: after :meth:`catch_up` returns, every view has applied every entry that
+    was committed before it was called; every entry is applied to a view exactly once,
+    however the projector is interrupted or however many run at once.
+    """
+
+    def __init__(self, store: LedgerStore, views: Sequence[View] | None = None,
+                 *, batch: int = BATCH) -> None:
+        self.store = store
+        self.views = list(views) if views is not None else all_views()
+        self.batch = batch
+        self._moved = threading.Condition()
+
+    # -- positions -------------------------------------------------------------------
+
+    def positions(self) -> dict[str, int]:
+        """Each view's position: the newest notification id it has applied (0: none)."""
+        names = [v.name for v in self.views]
+        with self.store.reading() as curs:
+            curs.execute(
+                self.store.sql(
+                    "SELECT application_name, notification_id FROM notification_tracking"
+                    f" WHERE application_name IN ({', '.join(['%s'] * len(names))})"
+                ),
+                names,
+            )
+            found = {name: int(position) for name, position in curs.fetchall()}
+        return {name: found.get(name, 0) for name in names}
+
+    def lag(self) -> dict[str, int]:
+        """How many notification ids each view is behind the newest entry."""
+        last = self.store.last_notification()
+        return {name: max(0, last - p) for name, p in self.positions().items()}
+
+    def _move(self, tx: Any, view: str, was: int, now: int) -> None:
+        sql = self.store.sql
+        if was == 0:
+            tx.execute(sql("INSERT INTO notification_tracking VALUES (%s, %s)"
+                           " ON CONFLICT (application_name) DO NOTHING"), (view, now))
+            if tx.rowcount == 1:
+                return
+        tx.execute(
+            sql("UPDATE notification_tracking SET notification_id = %s"
+                " WHERE application_name = %s AND notification_id = %s"),
+            (now, view, was),
+        )
+        if tx.rowcount != 1:
+            raise PositionMoved(view)
+
+    # -- applying --------------------------------------------------------------------
+
+    def step(self) -> int:
+        """Apply the next batch to every view behind it; the number of entries read."""
+        positions = self.positions()
+        low = min(positions.values())
+        found = self.store.notifications(low, self.batch)
+        if not found:
+            return 0
+        changes = [Change.of(position, stored) for position, stored in found]
+        last = changes[-1].position
+        try:
+            with self.store.transaction() as tx:
+                for view in self.views:
+                    at = positions[view.name]
+                    if at >= last:
+                        continue
+                    new = [c for c in changes if c.position > at] if at > low else changes
+                    view.apply(tx, self.store.sql, new)
+                    self._move(tx, view.name, at, last)
+        except PositionMoved:
+            log.info("projection_batch_skipped", reason="position moved by another projector")
+            return 0
+        with self._moved:
+            self._moved.notify_all()
+        return len(changes)
+
+    def catch_up(self, progress: Callable[[Progress], None] | None = None) -> int:
+        """Apply everything committed so far; the number of entries read."""
+        start = min(self.positions().values())
+        target = self.store.last_notification()
+        done = 0
+        while True:
+            read = self.step()
+            if read == 0:
+                positions = self.positions()
+                if min(positions.values()) >= target:
+                    return done
+                # Another projector holds the batch; let it finish.
+                time.sleep(0.05)
+                continue
+            done += read
+            if progress is not None:
+                reached = min(self.positions().values())
+                progress(Progress(reached - start, max(target - start, reached - start)))
+
+    def rebuild(self, names: Sequence[str] | None = None,
+                progress: Callable[[Progress], None] | None = None) -> int:
+        """Empty the named views (all by default) and project them again from the start."""
+        chosen = [v for v in self.views if names is None or v.name in names]
+        with self.store.transaction() as tx:
+            for view in chosen:
+                view.clear(tx)
+                tx.execute(
+                    self.store.sql(
+                        "DELETE FROM notification_tracking WHERE application_name = %s"),
+                    (view.name,),
+                )
+        return Projector(self.store, chosen, batch=self.batch).catch_up(progress)
+
+    # -- following -------------------------------------------------------------------
+
+    def follow(self, stop: threading.Event, *, poll: float = 0.1) -> None:
+        """Keep the views current until ``stop`` is set: catch up, then apply each new
+        batch as it is committed (woken by NOTIFY on PostgreSQL, polling on SQLite).
+        An unreachable database is waited out, not fatal."""
+        while not stop.is_set():
+            try:
+                with self.store.listener() as wait:
+                    while not stop.is_set():
+                        while self.step():
+                            if stop.is_set():
+                                return
+                        wait(poll)
+            except StoreUnavailable:
+                log.warning("projection_paused", reason="database unavailable")
+                stop.wait(1.0)
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Block until every view has applied ``position`` (True), or ``timeout`` passes."""
+        deadline = time.monotonic() + timeout
+        while min(self.positions().values()) < position:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            with self._moved:
+                self._moved.wait(min(remaining, 0.01))
+        return True
+

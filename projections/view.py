@@ -1,0 +1,66 @@
+"""What a view is: tables of rows derived from ledger entries, and nothing else."""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from ledger.entry import Entry
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """One ledger entry as views see it: where it sits in the store's commit order
+    (``position``, the notification id) and in its chain (``ledger``, ``seq``)."""
+
+    position: int
+    ledger: str
+    seq: int
+    recorded_at: str
+    event: dict[str, Any]
+
+    @classmethod
+    def of(cls, position: int, stored: bytes) -> Change:
+        entry = Entry.decode(stored)
+        return cls(position, entry.ledger, entry.seq, entry.recorded_at, entry.event)
+
+
+Sql = Callable[[str], str]
+"""Turns a ``%s``-placeholder statement into the database's own style."""
+
+
+class View(ABC):
+    """A named set of tables that :meth:`apply` keeps equal to a function of the ledger.
+
+    Guarantees asked of every view: :meth:`apply` writes only its own tables, through the
+    cursor it is given (the projector commits it together with the view's position), and
+    applying the same entries to the same tables always gives the same rows, so an
+    incremental projection and a rebuild agree.
+    """
+
+    name: str
+    tables: tuple[str, ...]
+
+    @abstractmethod
+    def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
+        """Fold ``changes`` (in commit order, all new to this view) into the tables."""
+
+    def clear(self, tx: Any) -> None:
+        """Empty the view's tables (before a rebuild)."""
+        for table in self.tables:
+            tx.execute(f"DELETE FROM {table}")
+
+
+def select_keyed(
+    tx: Any, sql: Sql, statement: str, ledger: str, keys: Sequence[str]
+) -> list[tuple[Any, ...]]:
+    """Rows of ``statement`` -- ``... WHERE ledger = %s AND <key> IN ({marks})`` -- for
+    ``keys``, a few hundred at a time (SQLite's bound-parameter limit)."""
+    rows: list[tuple[Any, ...]] = []
+    for start in range(0, len(keys), 500):
+        chunk = keys[start : start + 500]
+        tx.execute(sql(statement.format(marks=",".join(["%s"] * len(chunk)))), (ledger, *chunk))
+        rows.extend(tx.fetchall())
+    return rows
