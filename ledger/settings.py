@@ -23,6 +23,10 @@ class Settings:
     ``LEDGER_DEFAULT_LEDGER``  the ledger used until access control names one
     ``LEDGER_UNSAFE_PLAINTEXT``  store PHI unencrypted: for benchmarks that measure the
                              cost of encryption, never for real data
+    ``LEDGER_SESSION_MINUTES``  lifetime of a login's bearer token (default 15)
+    ``LEDGER_CORS_ORIGINS``  comma-separated origins allowed by CORS (default: none, no CORS)
+    ``LEDGER_RATE_INGEST`` / ``_READ`` / ``_ADMIN``  requests a second per identity
+    ``LEDGER_RATE_LOGIN``    login attempts a minute per client address and per name
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -34,6 +38,14 @@ class Settings:
     unsafe_plaintext: bool = False
     # Group commit: the most events one transaction takes.
     max_group_events: int = 5000
+    # Access control (api.auth): token lifetime, CORS, rate limits, credential cache.
+    session_minutes: int = 15
+    cors_origins: tuple[str, ...] = ()
+    rate_ingest: float = 10_000.0
+    rate_read: float = 100.0
+    rate_admin: float = 10.0
+    rate_login: float = 10.0
+    auth_cache_seconds: float = 2.0
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -46,6 +58,14 @@ class Settings:
             log_level=(env.get("LEDGER_LOG_LEVEL") or "info").lower(),
             default_ledger=env.get("LEDGER_DEFAULT_LEDGER") or "default",
             unsafe_plaintext=env.get("LEDGER_UNSAFE_PLAINTEXT", "") in ("1", "true", "yes"),
+            session_minutes=int(env.get("LEDGER_SESSION_MINUTES") or 15),
+            cors_origins=tuple(
+                o.strip() for o in (env.get("LEDGER_CORS_ORIGINS") or "").split(",") if o.strip()
+            ),
+            rate_ingest=float(env.get("LEDGER_RATE_INGEST") or 10_000),
+            rate_read=float(env.get("LEDGER_RATE_READ") or 100),
+            rate_admin=float(env.get("LEDGER_RATE_ADMIN") or 10),
+            rate_login=float(env.get("LEDGER_RATE_LOGIN") or 10),
         )
 
     @property
