@@ -38,9 +38,14 @@ WORKFORCE_ACTIONS = frozenset(
     {"staff_added", "staff_removed", "role_changed", "training_completed", "mfa_enrolled",
      "baa_signed", "baa_ended"}
 )
-# Events the ledger writes about itself (shredding, key changes, ...); applications
-# cannot post them.
-SYSTEM_ACTIONS = frozenset({"patient_shredded"})
+# Events the ledger writes about itself (shredding, access control: identities, keys,
+# lockouts); applications cannot post them. (Logins, failed logins and logouts use the
+# public AUTH_ACTIONS, which the service also writes for its own users.)
+SYSTEM_ACTIONS = frozenset({
+    "patient_shredded",
+    "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
+    "account_locked", "account_unlocked",
+})
 DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS
 
 Action = Literal[
