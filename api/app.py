@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import gc
 import sys
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -22,7 +23,7 @@ from api.fastpath import IngestFastPath
 from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import health, ingest, ledger
+from api.routers import audit, health, ingest, ledger
 from api.services import Services
 from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
@@ -32,6 +33,8 @@ from ledger.protection import protection_from_settings
 from ledger.settings import Settings
 from ledger.store import open_store
 from ledger.writer import GroupCommitWriter
+from projections.queries import AuditQueries
+from projections.runner import Projector
 
 log = structlog.get_logger(__name__)
 
@@ -59,7 +62,8 @@ def build_services(
         max_group_events=settings.max_group_events,
     ).start()
     return Services(
-        settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection
+        settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection,
+        Projector(store), AuditQueries(store),
     )
 
 
@@ -99,10 +103,20 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings, protection=protection, clock=clock)
         app.state.services = svc
-        log.info("service.started", dialect=svc.store.dialect)
+        stop = threading.Event()
+        follower = None
+        if settings.project_inline:
+            follower = threading.Thread(
+                target=svc.projector.follow, args=(stop,), name="projector", daemon=True
+            )
+            follower.start()
+        log.info("service.started", dialect=svc.store.dialect, projections=follower is not None)
         try:
             yield
         finally:
+            stop.set()
+            if follower is not None:
+                follower.join(timeout=10)
             svc.writer.stop()
             svc.store.close()
             log.info("service.stopped")
@@ -118,7 +132,7 @@ def create_app(
                    "operation_spans": False, "auto_configure": False},
     )
     install_error_handlers(app)
-    for router in (ingest.router, ledger.router, health.router):
+    for router in (ingest.router, ledger.router, audit.router, health.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
 

@@ -12,6 +12,8 @@ from ledger.ingest import Ingest, Protection
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 from ledger.writer import GroupCommitWriter
+from projections.queries import AuditQueries
+from projections.runner import Projector
 
 
 @dataclass
@@ -23,6 +25,8 @@ class Services:
     metrics: Metrics
     clock: Clock
     protection: Protection
+    projector: Projector
+    queries: AuditQueries
 
 
 async def services(request: Request) -> Services:

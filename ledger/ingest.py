@@ -47,6 +47,10 @@ class Protection(Protocol):
         """Stored events as posted (PHI of shredded patients reads as erased)."""
         ...
 
+    def patient_ref(self, ledger: str, patient_id: str) -> str:
+        """How views find a patient: the blind index of ``patient_id`` in ``ledger``."""
+        ...
+
 
 class Plaintext:
     """Stores events as posted: for benchmarks of the cost of encryption, never for PHI."""
@@ -68,6 +72,9 @@ class Plaintext:
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(stored)
+
+    def patient_ref(self, ledger: str, patient_id: str) -> str:
+        return patient_id  # stored in the clear, so views key patients by the id itself
 
 
 def _encoded(event: Any) -> bytes | None:

@@ -141,7 +141,10 @@ def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str
     if not isinstance(ref, str):
         raise EnvelopeError("stored event has a patient without a ref; it is not protected")
     prefix = field_aad_prefix(ledger, ref)
-    out["patient"] = {"id": _open_text(dek, patient.get("id"), prefix + _PATIENT_ID)}
+    # A view row may carry a patient's other PHI without the id token: open what is there.
+    out["patient"] = {} if patient.get("id") is None else {
+        "id": _open_text(dek, patient["id"], prefix + _PATIENT_ID)
+    }
     disclosure = out.get("disclosure")
     if disclosure is not None:
         recipient = disclosure["recipient"]
@@ -178,7 +181,7 @@ def _open_json(dek: DataKey, token: Any, aad: bytes) -> Any:
 
 
 def _erase(out: dict[str, Any]) -> dict[str, Any]:
-    out["patient"] = {"id": ERASED}
+    out["patient"] = {} if out["patient"].get("id") is None else {"id": ERASED}
     disclosure = out.get("disclosure")
     if isinstance(disclosure, dict):
         recipient = disclosure.get("recipient")

@@ -21,6 +21,8 @@ class Settings:
     ``LEDGER_LOG_FORMAT``    ``json`` (default) or ``console``
     ``LEDGER_LOG_LEVEL``     ``info`` (default), ``debug``, ``warning``
     ``LEDGER_DEFAULT_LEDGER``  the ledger used until access control names one
+    ``LEDGER_PROJECTIONS``   ``inline`` (default): ``serve`` keeps the views current itself;
+                             ``off``: a separate ``phi-ledger project`` does
     ``LEDGER_UNSAFE_PLAINTEXT``  store PHI unencrypted: for benchmarks that measure the
                              cost of encryption, never for real data
     ``LEDGER_SESSION_MINUTES``  lifetime of a login's bearer token (default 15)
@@ -36,6 +38,7 @@ class Settings:
     log_level: str = "info"
     default_ledger: str = "default"
     unsafe_plaintext: bool = False
+    project_inline: bool = True
     # Group commit: the most events one transaction takes.
     max_group_events: int = 5000
     # Access control (api.auth): token lifetime, CORS, rate limits, credential cache.
@@ -58,6 +61,7 @@ class Settings:
             log_level=(env.get("LEDGER_LOG_LEVEL") or "info").lower(),
             default_ledger=env.get("LEDGER_DEFAULT_LEDGER") or "default",
             unsafe_plaintext=env.get("LEDGER_UNSAFE_PLAINTEXT", "") in ("1", "true", "yes"),
+            project_inline=(env.get("LEDGER_PROJECTIONS") or "inline").lower() != "off",
             session_minutes=int(env.get("LEDGER_SESSION_MINUTES") or 15),
             cors_origins=tuple(
                 o.strip() for o in (env.get("LEDGER_CORS_ORIGINS") or "").split(",") if o.strip()

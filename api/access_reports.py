@@ -1,0 +1,175 @@
+"""The audit service: answers from the views, opened for the reader, and the read recorded.
+
+Every answer that shows PHI passes through here, which does three things in order:
+
+1. reads sealed rows from the views (:mod:`projections.queries`);
+2. opens them with the patients' data keys (a crypto-shredded patient reads as erased);
+3. appends a ``query`` event per patient shown -- the caller, the purpose they gave,
+   what they looked at -- and waits until it is durable, so no PHI leaves the service
+   without the ledger knowing. (That read shows up in the next report of the patient's
+   accesses, like any other access.)
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any
+
+from ledger.protect import ERASED
+from projections.accounting import Disclosure
+from projections.cursor import Position
+from projections.patients import PatientRow
+from projections.queries import AccessFilter, Order
+
+# What a ``query`` event says was looked at (its ``resource.type``).
+PATIENT_RECORD = "patient_record"
+ACCESS_REPORT = "access_report"
+USER_ACCESS_REPORT = "user_access_report"
+DISCLOSURE_ACCOUNTING = "disclosure_accounting"
+
+ACCOUNTING_YEARS = 6
+
+
+@dataclass(frozen=True, slots=True)
+class Reader:
+    """Who is reading, as the ``query`` events name them."""
+
+    id: str
+    kind: str
+    role: str | None = None
+    organization: str | None = None
+
+    @classmethod
+    def of(cls, caller: Any) -> Reader:
+        if caller is None:
+            return cls("anonymous", "application")
+        roles = sorted(getattr(caller, "roles", ()) or ())
+        return cls(caller.id, caller.kind, ",".join(roles) or None)
+
+
+def _sealed_patient(ref: str | None, key_id: str | None, token: str | None) -> dict[str, Any]:
+    patient: dict[str, Any] = {"id": token}
+    if key_id is not None:
+        patient = {"ref": ref, "key": key_id, "id": token}
+    return patient
+
+
+def access_item(row: dict[str, Any], patient_id: str | None) -> dict[str, Any]:
+    """One access row as the API shows it (``patient_id`` already opened)."""
+    actor = {k: row[c] for k, c in (
+        ("id", "actor_id"), ("kind", "actor_kind"), ("role", "actor_role"),
+        ("organization", "actor_organization"), ("device_id", "device_id"), ("ip", "ip"),
+        ("session_id", "session_id"),
+    ) if row[c] is not None}
+    if row["actor_mfa"] is not None:
+        actor["mfa"] = bool(row["actor_mfa"])
+    item: dict[str, Any] = {
+        "seq": row["seq"], "event_id": row["event_id"], "occurred_at": row["occurred_at"],
+        "recorded_at": row["recorded_at"], "action": row["action"], "outcome": row["outcome"],
+        "purpose": row["purpose"], "channel": row["channel"], "actor": actor,
+        "patient": None if row["patient_ref"] is None else {"id": patient_id},
+        "resource": None, "source": None,
+    }
+    if row["resource_type"] is not None:
+        import orjson
+
+        item["resource"] = {"type": row["resource_type"], "id": row["resource_id"],
+                            "phi": None if row["resource_phi"] is None
+                            else orjson.loads(row["resource_phi"])}
+    if row["source_system"] is not None:
+        item["source"] = {"system": row["source_system"], "site": row["source_site"]}
+    return item
+
+
+class AccessReports:
+    """Patient records, access histories and accountings, opened for one reader."""
+
+    def __init__(self, svc: Any) -> None:
+        self.svc = svc
+
+    # -- opening ---------------------------------------------------------------------
+
+    def _open(self, ledger: str, sealed: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self.svc.protection.reveal_many(ledger, list(sealed))
+
+    def patient_ref(self, ledger: str, patient_id: str) -> str:
+        return self.svc.protection.patient_ref(ledger, patient_id)
+
+    def open_record(self, ledger: str, row: PatientRow) -> tuple[str, dict[str, Any]]:
+        """The patient's id and record, opened (erased values stay erased)."""
+        sealed = {k: v for k, v in row.record.items() if v != ERASED}
+        opened = self._open(ledger, [{
+            "patient": _sealed_patient(row.patient_ref, row.key_id, row.patient_token),
+            "data": sealed,
+        }])[0]
+        record = {k: ERASED for k, v in row.record.items() if v == ERASED}
+        record.update(opened.get("data") or {})
+        return opened["patient"]["id"], dict(sorted(record.items()))
+
+    def open_accesses(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        opened = self._open(ledger, [
+            {"patient": _sealed_patient(r["patient_ref"], r["key_id"], r["patient_token"])}
+            if r["patient_ref"] is not None else {}
+            for r in rows
+        ])
+        return [access_item(r, (o.get("patient") or {}).get("id"))
+                for r, o in zip(rows, opened, strict=True)]
+
+    def open_disclosures(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[Disclosure]:
+        opened = self._open(ledger, [{
+            "patient": _sealed_patient(r["patient_ref"], r["key_id"], None),
+            "disclosure": {"recipient": {"name": r["recipient_name"],
+                                         "address": r["recipient_address"]},
+                           "description": r["description"]},
+        } for r in rows])
+        out = []
+        for r, o in zip(rows, opened, strict=True):
+            d = o["disclosure"]
+            out.append(Disclosure(
+                seq=r["seq"], occurred_at=r["occurred_at"], occurred_utc=r["occurred_utc"],
+                recipient_name=d["recipient"]["name"],
+                recipient_address=d["recipient"].get("address"),
+                recipient_kind=r["recipient_kind"], description=d["description"],
+                purpose=r["purpose"], channel=r["channel"], outcome=r["outcome"],
+                exempt=r["exempt"], authorization_id=r["authorization_id"],
+            ))
+        return out
+
+    # -- recording the read ------------------------------------------------------------
+
+    async def record_reads(self, ledger: str, reader: Reader, patient_ids: Iterable[str],
+                           purpose: str, what: str) -> None:
+        """Append one ``query`` event per patient shown; returns once they are durable."""
+        now = self.svc.clock()
+        actor: dict[str, Any] = {"id": reader.id, "kind": reader.kind}
+        if reader.role:
+            actor["role"] = reader.role[:256]
+        events = [{
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": now.isoformat(timespec="microseconds"),
+            "action": "query", "outcome": "success", "actor": actor,
+            "patient": {"id": patient_id}, "resource": {"type": what},
+            "purpose": purpose, "channel": "api",
+            "source": {"system": "phi-ledger"},
+        } for patient_id in dict.fromkeys(p for p in patient_ids if p and p != ERASED)]
+        if events:
+            await self.svc.ingest.record(ledger, events, batch=True)
+
+    # -- the questions -----------------------------------------------------------------
+
+    def accesses(self, ledger: str, where: AccessFilter, after: Position | None,
+                 order: Order, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A page of opened access items, and whether more follow."""
+        rows = self.svc.queries.accesses(ledger, where, after=after, order=order,
+                                         limit=limit + 1)
+        return self.open_accesses(ledger, rows[:limit]), len(rows) > limit
+
+    def accounting_period(self, since: str | None, until: str | None) -> tuple[str, str]:
+        from projections.instants import format_utc
+
+        now = self.svc.clock()
+        start = since or format_utc(now - timedelta(days=365 * ACCOUNTING_YEARS + 2))
+        return start, until or format_utc(now)

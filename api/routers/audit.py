@@ -1,0 +1,267 @@
+"""Audit queries: patient records, access histories and the accounting of disclosures.
+
+Every route here shows PHI, so every route requires a ``purpose`` (a PurposeOfUse code)
+and records the read in the ledger before answering (see :mod:`api.access_reports`).
+``min_seq`` asks to see the views at least as far as that seq of the ledger (waiting up
+to ``wait_ms``): read-your-writes for a client that has just posted.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, get_args
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+
+from api.access_reports import (
+    ACCESS_REPORT,
+    DISCLOSURE_ACCOUNTING,
+    PATIENT_RECORD,
+    USER_ACCESS_REPORT,
+    AccessReports,
+    Reader,
+)
+from api.accounting_report import as_csv, as_html, as_json
+from api.errors import ApiError
+from api.routers.common import chosen_ledger, json_response
+from api.services import Services, services
+from ledger.event import Action, PurposeOfUse
+from projections.accounting import account
+from projections.cursor import BadCursor, decode_cursor, encode_cursor
+from projections.instants import format_utc, parse_bound
+from projections.queries import AccessFilter
+
+router = APIRouter(prefix="/v1", tags=["audit"])
+
+PURPOSES = frozenset(get_args(PurposeOfUse))
+ACTIONS = frozenset(get_args(Action)) | {"patient_shredded"}
+MAX_LIMIT = 1000
+MAX_WAIT_MS = 10_000
+
+Purpose = Annotated[str | None, Query(
+    description="Why you are looking (HL7 PurposeOfUse, e.g. HOPERAT for an audit); "
+                "recorded in the ledger with the read.")]
+From = Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")]
+To = Annotated[str | None, Query(alias="to", description="RFC 3339, exclusive")]
+MinSeq = Annotated[int | None, Query(
+    ge=1, description="Answer only once the views include this seq of the ledger.")]
+WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
+
+
+class Problems:
+    """Collects every bad parameter, so one 400 names them all."""
+
+    def __init__(self) -> None:
+        self.fields: list[str] = []
+        self.messages: list[str] = []
+
+    def add(self, field: str, message: str) -> None:
+        self.fields.append(field)
+        self.messages.append(f"{field} {message}")
+
+    def bound(self, field: str, value: str | None) -> str | None:
+        if value is None:
+            return None
+        try:
+            return parse_bound(value)
+        except ValueError as error:
+            self.add(field, str(error))
+            return None
+
+    def raise_any(self) -> None:
+        if self.fields:
+            raise ApiError(400, "invalid_request", "; ".join(self.messages), self.fields)
+
+
+def _purpose(problems: Problems, purpose: str | None) -> str:
+    if purpose is None:
+        problems.add("purpose", "is required: say why you are looking (e.g. HOPERAT)")
+    elif purpose not in PURPOSES:
+        problems.add("purpose", "must be an HL7 PurposeOfUse code (e.g. TREAT, HOPERAT)")
+    return purpose or ""
+
+
+def _actions(problems: Problems, action: str | None) -> tuple[str, ...]:
+    if not action:
+        return ()
+    chosen = tuple(dict.fromkeys(a.strip() for a in action.split(",") if a.strip()))
+    if not chosen or any(a not in ACTIONS for a in chosen):
+        problems.add("action", "must be a comma-separated list of event actions")
+    return chosen
+
+
+def _period(problems: Problems, since: str | None, until: str | None) -> None:
+    if since is not None and until is not None and since >= until:
+        problems.add("from", "must be before to")
+
+
+async def _await_views(svc: Services, ledger: str, min_seq: int | None, wait_ms: int) -> None:
+    if min_seq is None:
+        return
+    import asyncio
+
+    position = await asyncio.to_thread(svc.store.notification_of, ledger, min_seq)
+    if position is None:
+        raise ApiError(400, "invalid_request",
+                       "min_seq is beyond the ledger's newest entry", ["min_seq"])
+    reached = await asyncio.to_thread(svc.projector.wait_for, position, wait_ms / 1000)
+    if not reached:
+        raise ApiError(503, "views_behind",
+                       "the views have not reached min_seq yet; retry shortly", ["min_seq"],
+                       headers={"Retry-After": "1"})
+
+
+def _reader(request: Request) -> Reader:
+    return Reader.of(getattr(request.state, "caller", None))
+
+
+@router.get("/patients/{patient_id}", summary="A patient's current record")
+async def patient_record(
+    patient_id: str, request: Request, purpose: Purpose = None, min_seq: MinSeq = None,
+    wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    svc: Services = Depends(services),
+) -> Response:
+    problems = Problems()
+    purpose = _purpose(problems, purpose)
+    problems.raise_any()
+    await _await_views(svc, ledger, min_seq, wait_ms)
+    reports = AccessReports(svc)
+    row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
+    if row is None:
+        raise ApiError(404, "patient_not_found", "no record of this patient", ["patient_id"])
+    if row.deleted:
+        raise ApiError(404, "patient_deleted",
+                       "this patient's record was deleted; its access history remains",
+                       ["patient_id"])
+    _, record = reports.open_record(ledger, row)
+    await reports.record_reads(ledger, _reader(request), [patient_id], purpose, PATIENT_RECORD)
+    return json_response({
+        "patient": {"id": patient_id}, "ledger": ledger, "record": record,
+        "shredded": row.shredded, "created_seq": row.created_seq,
+        "updated_seq": row.updated_seq, "updated_at": row.updated_utc,
+    })
+
+
+def _page(
+    svc: Services, reports: AccessReports, ledger: str, where: AccessFilter,
+    scope: dict[str, Any], cursor: str | None, order: str, limit: int, problems: Problems,
+) -> dict[str, Any]:
+    after = None
+    if cursor is not None:
+        try:
+            after = decode_cursor(cursor, scope)
+        except BadCursor as error:
+            problems.add("cursor", str(error))
+    problems.raise_any()
+    items, more = reports.accesses(ledger, where, after, order, limit)  # type: ignore[arg-type]
+    next_cursor = None
+    if more and items:
+        from projections.cursor import Position
+        from projections.instants import utc_of
+
+        last = items[-1]
+        next_cursor = encode_cursor(Position(utc_of(last["occurred_at"]), last["seq"]), scope)
+    return {"items": items, "next_cursor": next_cursor}
+
+
+def _list_params(problems: Problems, since: str | None, until: str | None,
+                 action: str | None, order: str, limit: int) -> tuple[str | None, str | None,
+                                                                     tuple[str, ...]]:
+    since_utc, until_utc = problems.bound("from", since), problems.bound("to", until)
+    _period(problems, since_utc, until_utc)
+    if order not in ("asc", "desc"):
+        problems.add("order", "must be asc or desc")
+    if not 1 <= limit <= MAX_LIMIT:
+        problems.add("limit", f"must be between 1 and {MAX_LIMIT}")
+    return since_utc, until_utc, _actions(problems, action)
+
+
+@router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
+async def patient_accesses(
+    patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
+    until: To = None, action: str | None = None, actor: str | None = None,
+    cursor: str | None = None, limit: int = 100, order: str = "asc",
+    min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    svc: Services = Depends(services),
+) -> Response:
+    problems = Problems()
+    purpose = _purpose(problems, purpose)
+    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
+    problems.raise_any()
+    await _await_views(svc, ledger, min_seq, wait_ms)
+    reports = AccessReports(svc)
+    ref = reports.patient_ref(ledger, patient_id)
+    if not svc.queries.has_accesses(ledger, patient_ref=ref):
+        raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+                       ["patient_id"])
+    where = AccessFilter(patient_ref=ref, actor_id=actor, since_utc=since_utc,
+                         until_utc=until_utc, actions=actions)
+    scope = {"p": ref, "a": actor, "f": since_utc, "t": until_utc, "x": actions, "o": order}
+    page = _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+    await reports.record_reads(ledger, _reader(request), [patient_id], purpose, ACCESS_REPORT)
+    return json_response({"patient": {"id": patient_id}, "ledger": ledger, **page})
+
+
+@router.get("/users/{user_id}/accesses",
+            summary="Everything one workforce member or application did")
+async def user_accesses(
+    user_id: str, request: Request, purpose: Purpose = None, since: From = None,
+    until: To = None, action: str | None = None, patient: str | None = None,
+    cursor: str | None = None, limit: int = 100, order: str = "asc",
+    min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    svc: Services = Depends(services),
+) -> Response:
+    problems = Problems()
+    purpose = _purpose(problems, purpose)
+    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
+    problems.raise_any()
+    await _await_views(svc, ledger, min_seq, wait_ms)
+    reports = AccessReports(svc)
+    if not svc.queries.has_accesses(ledger, actor_id=user_id):
+        raise ApiError(404, "user_not_found", "nothing is recorded for this user", ["user_id"])
+    ref = reports.patient_ref(ledger, patient) if patient else None
+    where = AccessFilter(patient_ref=ref, actor_id=user_id, since_utc=since_utc,
+                         until_utc=until_utc, actions=actions)
+    scope = {"u": user_id, "p": ref, "f": since_utc, "t": until_utc, "x": actions, "o": order}
+    page = _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+    shown = [item["patient"]["id"] for item in page["items"] if item["patient"]]
+    await reports.record_reads(ledger, _reader(request), shown, purpose, USER_ACCESS_REPORT)
+    return json_response({"user": {"id": user_id}, "ledger": ledger, **page})
+
+
+@router.get(
+    "/patients/{patient_id}/disclosures",
+    summary="The 45 CFR 164.528 accounting of disclosures",
+    response_class=Response,
+)
+async def patient_disclosures(
+    patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
+    until: To = None, format: str = "json", summarize: bool = True,
+    min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    svc: Services = Depends(services),
+) -> Response:
+    problems = Problems()
+    purpose = _purpose(problems, purpose)
+    since_utc, until_utc = problems.bound("from", since), problems.bound("to", until)
+    _period(problems, since_utc, until_utc)
+    if format not in ("json", "csv", "html"):
+        problems.add("format", "must be json, csv or html")
+    problems.raise_any()
+    await _await_views(svc, ledger, min_seq, wait_ms)
+    reports = AccessReports(svc)
+    ref = reports.patient_ref(ledger, patient_id)
+    if not svc.queries.has_accesses(ledger, patient_ref=ref):
+        raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+                       ["patient_id"])
+    period = reports.accounting_period(since_utc, until_utc)
+    rows = svc.queries.disclosures(ledger, ref, *period)
+    accounting = account(reports.open_disclosures(ledger, rows), summarise=summarize)
+    await reports.record_reads(ledger, _reader(request), [patient_id], purpose,
+                               DISCLOSURE_ACCOUNTING)
+    generated = format_utc(svc.clock())
+    if format == "csv":
+        return Response(as_csv(accounting), media_type="text/csv; charset=utf-8", headers={
+            "Content-Disposition": 'attachment; filename="accounting-of-disclosures.csv"'})
+    if format == "html":
+        return HTMLResponse(as_html(patient_id, ledger, period, generated, accounting))
+    return json_response(as_json(patient_id, ledger, period, generated, accounting))

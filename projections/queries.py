@@ -1,0 +1,114 @@
+"""Reading the views: the questions auditors ask, as parameterised SQL.
+
+Rows come back as the views store them -- PHI still sealed; the API opens it for the
+caller. Lists are keyset-paged on ``(occurred_utc, seq)`` (see :mod:`projections.cursor`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from ledger.store.base import LedgerStore
+from projections.accesses import COLUMNS as ACCESS_COLUMNS
+from projections.cursor import Position
+from projections.disclosures import COLUMNS as DISCLOSURE_COLUMNS
+from projections.patients import PatientRow, PatientsView
+
+Order = Literal["asc", "desc"]
+
+
+@dataclass(frozen=True, slots=True)
+class AccessFilter:
+    """Which accesses a list shows. ``patient_ref``/``actor_id`` choose whose history;
+    the rest narrow it."""
+
+    patient_ref: str | None = None
+    actor_id: str | None = None
+    since_utc: str | None = None
+    until_utc: str | None = None
+    actions: tuple[str, ...] = field(default_factory=tuple)
+
+
+class AuditQueries:
+    """Read-only questions over the views of one store."""
+
+    def __init__(self, store: LedgerStore) -> None:
+        self.store = store
+
+    def patient(self, ledger: str, patient_ref: str) -> PatientRow | None:
+        with self.store.reading() as curs:
+            curs.execute(
+                self.store.sql(
+                    PatientsView._select.format(marks="%s")
+                ),
+                (ledger, patient_ref),
+            )
+            row = curs.fetchone()
+        return None if row is None else PatientRow.from_row(row)
+
+    def has_accesses(self, ledger: str, *, patient_ref: str | None = None,
+                     actor_id: str | None = None) -> bool:
+        column, value = ("patient_ref", patient_ref) if patient_ref else ("actor_id", actor_id)
+        with self.store.reading() as curs:
+            curs.execute(
+                self.store.sql(
+                    f"SELECT 1 FROM view_accesses WHERE ledger = %s AND {column} = %s LIMIT 1"
+                ),
+                (ledger, value),
+            )
+            return curs.fetchone() is not None
+
+    def accesses(self, ledger: str, where: AccessFilter, *, after: Position | None,
+                 order: Order, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` access rows (as column -> value) after ``after``, in
+        ``(occurred_utc, seq)`` order."""
+        clauses = ["ledger = %s"]
+        params: list[Any] = [ledger]
+        if where.patient_ref is not None:
+            clauses.append("patient_ref = %s")
+            params.append(where.patient_ref)
+        if where.actor_id is not None:
+            clauses.append("actor_id = %s")
+            params.append(where.actor_id)
+        rows = self._page("view_accesses", ACCESS_COLUMNS, clauses, params, where, after,
+                          order, limit)
+        return rows
+
+    def disclosures(self, ledger: str, patient_ref: str, since_utc: str | None,
+                    until_utc: str | None) -> list[dict[str, Any]]:
+        """Every disclosure of one patient's PHI in the period, oldest first."""
+        where = AccessFilter(since_utc=since_utc, until_utc=until_utc)
+        return self._page("view_disclosures", DISCLOSURE_COLUMNS,
+                          ["ledger = %s", "patient_ref = %s"], [ledger, patient_ref], where,
+                          None, "asc", None)
+
+    def _page(self, table: str, columns: Sequence[str], clauses: list[str],
+              params: list[Any], where: AccessFilter, after: Position | None, order: Order,
+              limit: int | None) -> list[dict[str, Any]]:
+        if where.since_utc is not None:
+            clauses.append("occurred_utc >= %s")
+            params.append(where.since_utc)
+        if where.until_utc is not None:
+            clauses.append("occurred_utc < %s")
+            params.append(where.until_utc)
+        if where.actions:
+            clauses.append(f"action IN ({', '.join(['%s'] * len(where.actions))})")
+            params.extend(where.actions)
+        if after is not None:
+            # Row-value comparison: both databases use the (…, occurred_utc, seq) index.
+            clauses.append("(occurred_utc, seq) > (%s, %s)" if order == "asc"
+                           else "(occurred_utc, seq) < (%s, %s)")
+            params.extend((after.occurred_utc, after.seq))
+        direction = "ASC" if order == "asc" else "DESC"
+        statement = (
+            f"SELECT {', '.join(columns)} FROM {table} WHERE {' AND '.join(clauses)}"
+            f" ORDER BY occurred_utc {direction}, seq {direction}"
+        )
+        if limit is not None:
+            statement += " LIMIT %s"
+            params.append(limit)
+        with self.store.reading() as curs:
+            curs.execute(self.store.sql(statement), params)
+            return [dict(zip(columns, row, strict=True)) for row in curs.fetchall()]
