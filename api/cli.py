@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from api.logs import configure_logging
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -69,6 +70,85 @@ def migrate() -> None:
     settings = _settings()
     revision = run(settings.database_url)
     typer.echo(f"database at revision {revision}")
+
+
+def _projector(settings: Settings) -> Any:
+    from ledger.migrate import migrate as run
+    from ledger.store import StoreUnavailable, open_store
+    from projections.runner import Projector
+
+    try:
+        run(settings.database_url)
+        return Projector(open_store(settings.database_url))
+    except StoreUnavailable as error:
+        raise _fail(str(error)) from None
+    except Exception as error:  # the driver's own errors: say which, not what they quote
+        raise _fail(f"database unavailable ({type(error).__name__})") from None
+
+
+def _project_with_bar(title: str, work: Any) -> int:
+    import time
+
+    started = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(title, total=None, rate="")
+
+        def advance(p: Any) -> None:
+            rate = p.done / max(time.perf_counter() - started, 1e-9)
+            progress.update(task, completed=p.done, total=p.total, rate=f"{rate:,.0f} entries/s")
+
+        done = work(advance)
+    elapsed = time.perf_counter() - started
+    typer.echo(f"{title}: {done:,} entries in {elapsed:.1f}s "
+               f"({done / max(elapsed, 1e-9):,.0f} entries/s)")
+    return done
+
+
+@app.command()
+def project(
+    once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
+) -> None:
+    """Keep every view current: follow the ledger (LISTEN/NOTIFY on PostgreSQL, polling
+    on SQLite). Safe beside `serve` and beside other `project` processes: each entry is
+    applied to each view exactly once."""
+    import signal
+    import threading
+
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    projector = _projector(settings)
+    try:
+        _project_with_bar("catching up", lambda advance: projector.catch_up(advance))
+        if once:
+            return
+        stop = threading.Event()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: stop.set())
+        typer.echo("following the ledger (Ctrl-C to stop)")
+        projector.follow(stop)
+    finally:
+        projector.store.close()
+
+
+@app.command()
+def rebuild(
+    view: Annotated[str | None, typer.Argument(help="One view; all views when omitted.")] = None,
+) -> None:
+    """Empty views and build them again from the whole ledger, with a progress bar."""
+    from projections.runner import all_views
+
+    names = [v.name for v in all_views()]
+    if view is not None and view not in names:
+        raise _fail(f"no view named '{view}': the views are {', '.join(names)}")
+    settings = _settings()
+    configure_logging(settings.log_format, settings.log_level)
+    projector = _projector(settings)
+    try:
+        chosen = [view] if view else names
+        _project_with_bar(f"rebuilding {', '.join(chosen)}",
+                          lambda advance: projector.rebuild(chosen, advance))
+    finally:
+        projector.store.close()
 
 
 def _reader_store(settings: Settings) -> Any:
