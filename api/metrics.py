@@ -44,6 +44,17 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.projection_lag = Gauge(
+            "phi_ledger_projection_lag_entries",
+            "Entries committed to the ledger but not yet applied to a view",
+            ["view"], registry=self.registry,
+        )
+        self.projection_lag_seconds = Gauge(
+            "phi_ledger_projection_lag_seconds",
+            "How long the oldest entry not yet in every view has waited",
+            registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)

@@ -21,6 +21,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import structlog
@@ -87,6 +88,19 @@ class Projector:
         """How many notification ids each view is behind the newest entry."""
         last = self.store.last_notification()
         return {name: max(0, last - p) for name, p in self.positions().items()}
+
+    def behind(self, now: datetime) -> tuple[dict[str, int], float]:
+        """Each view's lag in entries, and how long the oldest entry not yet in every
+        view has waited (seconds; 0 when all are current)."""
+        positions = self.positions()
+        last = self.store.last_notification()
+        lag = {name: max(0, last - p) for name, p in positions.items()}
+        waiting = 0.0
+        oldest = self.store.notifications(min(positions.values()), 1)
+        if oldest:
+            recorded = Change.of(*oldest[0]).recorded_at.replace("Z", "+00:00")
+            waiting = max(0.0, (now - datetime.fromisoformat(recorded)).total_seconds())
+        return lag, waiting
 
     def _move(self, tx: Any, view: str, was: int, now: int) -> None:
         sql = self.store.sql

@@ -29,7 +29,13 @@ async def readyz(svc: Services = Depends(services)) -> Response:
         checks["database"] = "unavailable"
     checks["writer"] = "ok" if svc.writer.running else "stopped"
     ready = all(v == "ok" for v in checks.values())
-    return json_response({"ready": ready, "checks": checks}, 200 if ready else 503)
+    body: dict[str, object] = {"ready": ready, "checks": checks}
+    if checks["database"] == "ok":
+        # Reported, not judged: views behind the ledger do not stop ingest.
+        lag, waited = await asyncio.to_thread(svc.projector.behind, svc.clock())
+        body["projections"] = {"lag_entries": lag, "lag_seconds": round(waited, 3),
+                               "inline": svc.settings.project_inline}
+    return json_response(body, 200 if ready else 503)
 
 
 @router.get("/metrics", summary="Prometheus metrics")
@@ -40,4 +46,11 @@ async def metrics(svc: Services = Depends(services)) -> Response:
     svc.metrics.failures.set(stats.failures)
     svc.metrics.seal_seconds.set(stats.seal_seconds)
     svc.metrics.commit_seconds.set(stats.commit_seconds)
+    try:
+        lag, waited = await asyncio.to_thread(svc.projector.behind, svc.clock())
+    except StoreUnavailable:
+        lag, waited = {}, 0.0
+    for view, entries in lag.items():
+        svc.metrics.projection_lag.labels(view=view).set(entries)
+    svc.metrics.projection_lag_seconds.set(waited)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
