@@ -16,6 +16,7 @@ than a restart.
 
 from __future__ import annotations
 
+import os
 import signal
 import socket
 import sys
@@ -75,8 +76,17 @@ def serve(
 
 def _supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
     workers = [get_subprocess(config, uvicorn.Server(config).run, [sock]) for sock in sockets]
-    for worker in workers:
+    # One worker keeps the views current; in the others it would only lose the race for
+    # each batch (exactly-once holds either way). Workers read the environment as started.
+    inline = os.environ.get("LEDGER_PROJECTIONS")
+    for number, worker in enumerate(workers):
+        if number == 1:
+            os.environ["LEDGER_PROJECTIONS"] = "off"
         worker.start()
+    if inline is None:
+        os.environ.pop("LEDGER_PROJECTIONS", None)
+    else:
+        os.environ["LEDGER_PROJECTIONS"] = inline
     asked_to_stop = False
 
     def terminate_all() -> None:
