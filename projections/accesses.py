@@ -12,8 +12,7 @@ from collections.abc import Sequence
 from typing import Any, Final
 
 from ledger.canonical import canonical
-from projections.instants import utc_of
-from projections.view import Change, Sql, View
+from projections.view import Change, Sql, View, insert_rows
 
 COLUMNS: Final = (
     "ledger", "seq", "event_id", "occurred_at", "occurred_utc", "recorded_at", "action",
@@ -47,7 +46,7 @@ def access_row(change: Change) -> tuple[Any, ...]:
     phi = resource.get("phi")
     return (
         change.ledger, change.seq, event["event_id"], event["occurred_at"],
-        utc_of(event["occurred_at"]), change.recorded_at, event["action"], event["outcome"],
+        change.occurred_utc, change.recorded_at, event["action"], event["outcome"],
         event.get("purpose"), event.get("channel"), actor["id"], actor["kind"],
         actor.get("role"), actor.get("organization"), actor.get("mfa"),
         actor.get("device_id"), actor.get("ip"), actor.get("session_id"), ref, token, key_id,
@@ -62,12 +61,6 @@ class AccessesView(View):
 
     name = "accesses"
     tables = ("view_accesses",)
-    _insert = (
-        f"INSERT INTO view_accesses ({', '.join(COLUMNS)})"
-        f" VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-    )
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
-        rows = [access_row(c) for c in changes]
-        if rows:
-            tx.executemany(sql(self._insert), rows)
+        insert_rows(tx, sql, "view_accesses", COLUMNS, [access_row(c) for c in changes])

@@ -11,8 +11,7 @@ from typing import Any, Final
 
 from projections.accesses import patient_of
 from projections.accounting import exemption
-from projections.instants import utc_of
-from projections.view import Change, Sql, View
+from projections.view import Change, Sql, View, insert_rows
 
 COLUMNS: Final = (
     "ledger", "seq", "event_id", "occurred_at", "occurred_utc", "outcome", "patient_ref",
@@ -29,7 +28,7 @@ def disclosure_row(change: Change) -> tuple[Any, ...] | None:
     disclosure = event["disclosure"]
     recipient = disclosure["recipient"]
     ref, _, key_id = patient_of(event)
-    occurred_utc = utc_of(event["occurred_at"])
+    occurred_utc = change.occurred_utc
     return (
         change.ledger, change.seq, event["event_id"], event["occurred_at"], occurred_utc,
         event["outcome"], ref, key_id, recipient["name"], recipient.get("address"),
@@ -44,12 +43,7 @@ class DisclosuresView(View):
 
     name = "disclosures"
     tables = ("view_disclosures",)
-    _insert = (
-        f"INSERT INTO view_disclosures ({', '.join(COLUMNS)})"
-        f" VALUES ({', '.join(['%s'] * len(COLUMNS))})"
-    )
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         rows = [row for c in changes if (row := disclosure_row(c)) is not None]
-        if rows:
-            tx.executemany(sql(self._insert), rows)
+        insert_rows(tx, sql, "view_disclosures", COLUMNS, rows)

@@ -22,10 +22,13 @@ from typing import Any
 from ledger.protect import ERASED
 from ledger.shredding import SHREDDED
 from projections.accesses import patient_of
-from projections.instants import utc_of
-from projections.view import Change, Sql, View, select_keyed
+from projections.view import Change, Sql, View, select_keyed, upsert_rows
 
 RECORD_ACTIONS = frozenset({"create", "update", "delete"})
+COLUMNS = (
+    "ledger", "patient_ref", "patient_token", "key_id", "record", "deleted", "shredded",
+    "created_seq", "updated_seq", "updated_utc",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +84,7 @@ def fold(current: PatientRow | None, change: Change) -> PatientRow | None:
                        updated_seq=change.seq)
     ref, token, key_id = patient_of(event)
     assert ref is not None and token is not None
-    when = utc_of(event["occurred_at"])
+    when = change.occurred_utc
     if current is None:
         current = PatientRow(change.ledger, ref, token, key_id, {}, action == "delete", False,
                              change.seq, change.seq, when)
@@ -110,22 +113,11 @@ class PatientsView(View):
 
     name = "patients"
     tables = ("view_patients",)
-    _columns = (
-        "ledger, patient_ref, patient_token, key_id, record, deleted, shredded, created_seq,"
-        " updated_seq, updated_utc"
-    )
+    _columns = ", ".join(COLUMNS)
     _select = (
         f"SELECT {_columns} FROM view_patients"
         " WHERE ledger = %s AND patient_ref IN ({marks})"
     )
-    _upsert = (
-        f"INSERT INTO view_patients ({_columns}) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"
-        " ON CONFLICT (ledger, patient_ref) DO UPDATE SET patient_token = excluded.patient_token,"
-        " key_id = excluded.key_id, record = excluded.record, deleted = excluded.deleted,"
-        " shredded = excluded.shredded, created_seq = excluded.created_seq,"
-        " updated_seq = excluded.updated_seq, updated_utc = excluded.updated_utc"
-    )
-
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         relevant = [c for c in changes if touches_record(c)]
         if not relevant:
@@ -148,5 +140,4 @@ class PatientsView(View):
             rows[key] = fold(rows[key], c)
             changed.add(key)
         out = [row.as_row() for key in sorted(changed) if (row := rows[key]) is not None]
-        if out:
-            tx.executemany(sql(self._upsert), out)
+        upsert_rows(tx, sql, "view_patients", COLUMNS, ("ledger", "patient_ref"), out)

@@ -20,6 +20,7 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -30,7 +31,7 @@ from ledger.store.base import LedgerStore, StoreUnavailable
 from projections.accesses import AccessesView
 from projections.disclosures import DisclosuresView
 from projections.patients import PatientsView
-from projections.view import Change, View
+from projections.view import Change, Sql, View
 from projections.workforce import WorkforceView
 
 log = structlog.get_logger("projections")
@@ -66,6 +67,7 @@ class Projector:
         self.store = store
         self.views = list(views) if views is not None else all_views()
         self.batch = batch
+        self.sql = Sql(store.dialect, store.sql)
         self._moved = threading.Condition()
 
     # -- positions -------------------------------------------------------------------
@@ -122,12 +124,18 @@ class Projector:
     def step(self) -> int:
         """Apply the next batch to every view behind it; the number of entries read."""
         positions = self.positions()
+        found = self.store.notifications(min(positions.values()), self.batch)
+        return len(found) if found and self._apply(positions, found) is not None else 0
+
+    def _apply(
+        self, positions: dict[str, int], found: Sequence[tuple[int, bytes]]
+    ) -> dict[str, int] | None:
+        """Apply ``found`` (read after the lowest of ``positions``) in one transaction;
+        the positions after it, or None when another projector got there first."""
         low = min(positions.values())
-        found = self.store.notifications(low, self.batch)
-        if not found:
-            return 0
         changes = [Change.of(position, stored) for position, stored in found]
         last = changes[-1].position
+        moved = dict(positions)
         try:
             with self.store.transaction() as tx:
                 for view in self.views:
@@ -135,33 +143,51 @@ class Projector:
                     if at >= last:
                         continue
                     new = [c for c in changes if c.position > at] if at > low else changes
-                    view.apply(tx, self.store.sql, new)
+                    view.apply(tx, self.sql, new)
                     self._move(tx, view.name, at, last)
+                    moved[view.name] = last
         except PositionMoved:
             log.info("projection_batch_skipped", reason="position moved by another projector")
-            return 0
+            return None
         with self._moved:
             self._moved.notify_all()
-        return len(changes)
+        return moved
 
     def catch_up(self, progress: Callable[[Progress], None] | None = None) -> int:
-        """Apply everything committed so far; the number of entries read."""
-        start = min(self.positions().values())
+        """Apply everything committed so far; the number of entries read.
+
+        The next batch is read while the current one is applied: the database works on
+        one while Python decodes and folds the other."""
+        positions = self.positions()
+        start = min(positions.values())
         target = self.store.last_notification()
         done = 0
-        while True:
-            read = self.step()
-            if read == 0:
-                positions = self.positions()
-                if min(positions.values()) >= target:
-                    return done
-                # Another projector holds the batch; let it finish.
-                time.sleep(0.05)
-                continue
-            done += read
-            if progress is not None:
-                reached = min(self.positions().values())
-                progress(Progress(reached - start, max(target - start, reached - start)))
+        with ThreadPoolExecutor(1, thread_name_prefix="projection-read") as reader:
+            ahead = reader.submit(self.store.notifications, start, self.batch)
+            while True:
+                found = ahead.result()
+                if not found:
+                    if min(positions.values()) >= target:
+                        return done
+                    # Another projector holds the batch; let it finish, then look again.
+                    time.sleep(0.05)
+                    positions = self.positions()
+                    ahead = reader.submit(self.store.notifications, min(positions.values()),
+                                          self.batch)
+                    continue
+                ahead = reader.submit(self.store.notifications, found[-1][0], self.batch)
+                moved = self._apply(positions, found)
+                if moved is None:
+                    ahead.result()  # stale: read from where the other projector left off
+                    positions = self.positions()
+                    ahead = reader.submit(self.store.notifications, min(positions.values()),
+                                          self.batch)
+                    continue
+                positions = moved
+                done += len(found)
+                if progress is not None:
+                    reached = min(positions.values())
+                    progress(Progress(reached - start, max(target - start, reached - start)))
 
     def rebuild(self, names: Sequence[str] | None = None,
                 progress: Callable[[Progress], None] | None = None) -> int:
@@ -187,9 +213,7 @@ class Projector:
             try:
                 with self.store.listener() as wait:
                     while not stop.is_set():
-                        while self.step():
-                            if stop.is_set():
-                                return
+                        self.catch_up()
                         wait(poll)
             except StoreUnavailable:
                 log.warning("projection_paused", reason="database unavailable")

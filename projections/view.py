@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ledger.entry import Entry
+from projections.instants import utc_of
 
 
 @dataclass(frozen=True, slots=True)
@@ -20,15 +21,64 @@ class Change:
     seq: int
     recorded_at: str
     event: dict[str, Any]
+    occurred_utc: str
 
     @classmethod
     def of(cls, position: int, stored: bytes) -> Change:
         entry = Entry.decode(stored)
-        return cls(position, entry.ledger, entry.seq, entry.recorded_at, entry.event)
+        event = entry.event
+        return cls(position, entry.ledger, entry.seq, entry.recorded_at, event,
+                   utc_of(event["occurred_at"]))
 
 
-Sql = Callable[[str], str]
-"""Turns a ``%s``-placeholder statement into the database's own style."""
+class Sql:
+    """Turns a ``%s``-placeholder statement into the database's own style, and knows
+    which database it speaks to (bulk writes differ: COPY on PostgreSQL)."""
+
+    def __init__(self, dialect: str, placeholders: Callable[[str], str]) -> None:
+        self.dialect = dialect
+        self._placeholders = placeholders
+
+    def __call__(self, statement: str) -> str:
+        return self._placeholders(statement)
+
+
+def insert_rows(tx: Any, sql: Sql, table: str, columns: Sequence[str],
+                rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows`` -- COPY on PostgreSQL (an order of magnitude above pipelined
+    INSERTs there), one executemany on SQLite."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    if sql.dialect == "postgresql":
+        with tx.copy(f"COPY {table} ({names}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        return
+    tx.executemany(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})",
+                   rows)
+
+
+def upsert_rows(tx: Any, sql: Sql, table: str, columns: Sequence[str], keys: Sequence[str],
+                rows: Sequence[Sequence[Any]]) -> None:
+    """Insert ``rows``, replacing the rows with the same ``keys``. On PostgreSQL they are
+    COPYed into a transaction-scoped staging table and merged with one statement."""
+    if not rows:
+        return
+    names = ", ".join(columns)
+    updates = ", ".join(f"{c} = excluded.{c}" for c in columns if c not in keys)
+    conflict = f"ON CONFLICT ({', '.join(keys)}) DO UPDATE SET {updates}"
+    if sql.dialect == "postgresql":
+        staging = f"staging_{table}"
+        tx.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table})"
+                   " ON COMMIT DELETE ROWS")
+        insert_rows(tx, sql, staging, columns, rows)
+        tx.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} {conflict}")
+        return
+    tx.executemany(
+        f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))}) {conflict}",
+        rows,
+    )
 
 
 class View(ABC):

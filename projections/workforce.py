@@ -14,8 +14,7 @@ from collections.abc import Sequence
 from dataclasses import astuple, dataclass, replace
 from typing import Any
 
-from projections.instants import utc_of
-from projections.view import Change, Sql, View, select_keyed
+from projections.view import Change, Sql, View, select_keyed, upsert_rows
 
 STAFF_ACTIONS = frozenset(
     {"staff_added", "staff_removed", "role_changed", "training_completed", "mfa_enrolled"}
@@ -76,7 +75,7 @@ def subject_of(change: Change) -> tuple[str, str] | None:
 def fold_staff(current: StaffRow | None, change: Change, staff_id: str) -> StaffRow:
     event, data = change.event, change.event.get("data") or {}
     row = current or StaffRow(change.ledger, staff_id)
-    when = utc_of(event["occurred_at"])
+    when = change.occurred_utc
     match event["action"]:
         case "staff_added":
             row = replace(row, role=_text(data.get("role")) or row.role,
@@ -97,7 +96,7 @@ def fold_staff(current: StaffRow | None, change: Change, staff_id: str) -> Staff
 def fold_partner(current: PartnerRow | None, change: Change, partner: str) -> PartnerRow:
     event, data = change.event, change.event.get("data") or {}
     row = current or PartnerRow(change.ledger, partner)
-    when = utc_of(event["occurred_at"])
+    when = change.occurred_utc
     if event["action"] == "baa_signed":
         row = replace(row, baa_active=True, signed_utc=when, ended_utc=None,
                       service=_text(data.get("service")) or row.service,
@@ -116,13 +115,8 @@ _PARTNER_COLUMNS = (
 )
 
 
-def _upsert(table: str, columns: str, keys: str) -> str:
-    names = [c.strip() for c in columns.split(",")]
-    updates = ", ".join(f"{c} = excluded.{c}" for c in names if c not in keys)
-    return (
-        f"INSERT INTO {table} ({columns}) VALUES ({', '.join(['%s'] * len(names))})"
-        f" ON CONFLICT ({keys}) DO UPDATE SET {updates}"
-    )
+def _names(columns: str) -> list[str]:
+    return [c.strip() for c in columns.split(",")]
 
 
 class WorkforceView(View):
@@ -138,8 +132,6 @@ class WorkforceView(View):
         f"SELECT {_PARTNER_COLUMNS} FROM view_partners WHERE ledger = %s"
         " AND partner IN ({marks})"
     )
-    _staff_upsert = _upsert("view_workforce", _STAFF_COLUMNS, "ledger, staff_id")
-    _partner_upsert = _upsert("view_partners", _PARTNER_COLUMNS, "ledger, partner")
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         subjects = [(c, s) for c in changes if (s := subject_of(c)) is not None]
@@ -166,9 +158,7 @@ class WorkforceView(View):
                 staff[(c.ledger, who)] = fold_staff(staff[(c.ledger, who)], c, who)
             else:
                 partners[(c.ledger, who)] = fold_partner(partners[(c.ledger, who)], c, who)
-        if staff:
-            tx.executemany(sql(self._staff_upsert),
-                           [astuple(r) for _, r in sorted(staff.items()) if r is not None])
-        if partners:
-            tx.executemany(sql(self._partner_upsert),
-                           [astuple(r) for _, r in sorted(partners.items()) if r is not None])
+        upsert_rows(tx, sql, "view_workforce", _names(_STAFF_COLUMNS), ("ledger", "staff_id"),
+                    [astuple(r) for _, r in sorted(staff.items()) if r is not None])
+        upsert_rows(tx, sql, "view_partners", _names(_PARTNER_COLUMNS), ("ledger", "partner"),
+                    [astuple(r) for _, r in sorted(partners.items()) if r is not None])
