@@ -16,14 +16,17 @@ from typing import Any
 import structlog
 from fastapi import FastAPI
 from pydantic import TypeAdapter
+from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from api.auth.access import build_access
+from api.auth.middleware import AccessControl, SecurityHeaders
 from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import audit, health, ingest, ledger
+from api.routers import admin, audit, auth, health, ingest, ledger
 from api.services import Services
 from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
@@ -42,6 +45,8 @@ log = structlog.get_logger(__name__)
 BODY_LIMITS = {
     "/v1/events": 2 * MAX_EVENT_BYTES,
     "/v1/events/batch": 32 * 1024 * 1024,
+    "/v1/auth/login": 4 * 1024,
+    "/v1/admin/keys": 4 * 1024,
 }
 
 
@@ -64,6 +69,7 @@ def build_services(
     return Services(
         settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection,
         Projector(store), AuditQueries(store),
+        access=build_access(settings, store, protection, clock),
     )
 
 
@@ -132,7 +138,8 @@ def create_app(
                    "operation_spans": False, "auto_configure": False},
     )
     install_error_handlers(app)
-    for router in (ingest.router, ledger.router, audit.router, health.router):
+    for router in (ingest.router, ledger.router, audit.router, auth.router, admin.router,
+                   health.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
 
@@ -142,9 +149,17 @@ def create_app(
             svc.metrics.observe(method, route, status, seconds)
 
     # Outside the framework's own middleware: ingest requests pay for nothing else.
-    return RequestContext(
-        IngestFastPath(app, owner=app), body_limit=body_limits(BODY_LIMITS), observe=observe
-    )
+    # Access control sits in front of the fast path, so no route escapes it (api.auth).
+    inner: ASGIApp = AccessControl(IngestFastPath(app, owner=app), owner=app)
+    if settings.cors_origins:  # no CORS unless configured; preflights answered before auth
+        inner = CORSMiddleware(
+            inner, allow_origins=list(settings.cors_origins),
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "X-Request-ID"],
+        )
+    return SecurityHeaders(RequestContext(
+        inner, body_limit=body_limits(BODY_LIMITS), observe=observe
+    ))
 
 
 # The writer's threads wait on the database a dozen times per transaction and need the

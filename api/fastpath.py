@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.errors import crash_response, domain_error_response
 from api.middleware import BodyTooLarge
-from api.routers.common import ledger_in_query
+from api.routers.common import caller_ledger
 from api.routers.ingest import record_batch, record_event
 from api.services import Services
 
@@ -53,8 +53,9 @@ class IngestFastPath:
         scope["route"] = template
         svc: Services = self.owner.state.services
         try:
-            ledger = ledger_in_query(scope.get("query_string", b""),
-                                     svc.settings.default_ledger)
+            # AccessControl, in front of this, authenticated the caller: its ledger is
+            # the only one this request may append to.
+            ledger = caller_ledger(scope)
             response = await handler(svc, ledger, await _body(receive))
         except BodyTooLarge:
             raise  # RequestContext answers it

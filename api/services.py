@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 from fastapi import Request
 
+from api.auth.access import Access
 from api.metrics import Metrics
 from ledger.clock import Clock
 from ledger.ingest import Ingest, Protection
@@ -27,6 +28,7 @@ class Services:
     protection: Protection
     projector: Projector
     queries: AuditQueries
+    access: Access  # authentication and rate limits (api.auth)
 
 
 async def services(request: Request) -> Services:

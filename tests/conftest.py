@@ -11,7 +11,13 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.settings import Settings
-from tests.support import create_pg_database, drop_pg_database, require_postgres
+from tests.support import (
+    auth_headers,
+    create_pg_database,
+    drop_pg_database,
+    provision_key,
+    require_postgres,
+)
 
 BACKENDS = ["sqlite", "postgres"]
 
@@ -45,6 +51,15 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def client(settings: Settings) -> Iterator[TestClient]:
-    with TestClient(create_app(settings, configure_logs=False)) as c:
+def api_key(settings: Settings) -> str:
+    """A key of ledger `default` holding every role but admin (tests.support.TEST_ROLES),
+    made without ledger entries so the ledger starts empty."""
+    return provision_key(settings.database_url)
+
+
+@pytest.fixture
+def client(settings: Settings, api_key: str) -> Iterator[TestClient]:
+    """The service, authenticated by default as ``api_key``'s identity."""
+    app = create_app(settings, configure_logs=False)
+    with TestClient(app, headers=auth_headers(api_key)) as c:
         yield c

@@ -56,6 +56,38 @@ def drop_pg_database(url: str) -> None:
         conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
+# What the `client` fixture and servers started by tests hold: every role but admin, so
+# tests written before access control existed keep working unchanged.
+TEST_ROLES = ("ingest", "auditor", "investigator", "verifier")
+
+
+def provision_key(
+    database_url: str, *, roles: tuple[str, ...] | list[str] = TEST_ROLES,
+    ledger: str = "default", name: str | None = None, expires_at: Any = None,
+) -> str:
+    """An API key for a new application identity, written straight into the database
+    (migrated first) *without* ledger entries, so a test's ledgers start empty and its
+    seqs count from 1. The CLI and the admin routes always record keys; see
+    tests/test_auth_* for that."""
+    from api.auth.identities import Actor, Identities
+    from ledger.clock import utc_now
+    from ledger.migrate import migrate
+    from ledger.store import open_store
+
+    migrate(database_url)
+    store = open_store(database_url)
+    try:
+        identities = Identities(store, utc_now, fingerprint=lambda _l, _e: "")
+        return identities.issue_key(ledger, roles, name=name, expires_at=expires_at,
+                                    actor=Actor("test-support"), record=False).secret
+    finally:
+        store.close()
+
+
+def auth_headers(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
 def make_event(**overrides: Any) -> dict[str, Any]:
     """A valid ``read`` event with a fresh event_id; override any field."""
     event: dict[str, Any] = {
@@ -118,18 +150,35 @@ class ServerProcess:
     """``phi-ledger serve`` in its own process, as an operator would run it."""
 
     def __init__(self, env: dict[str, str], port: int | None = None,
-                 log_path: Path | None = None, args: tuple[str, ...] = ()) -> None:
+                 log_path: Path | None = None, args: tuple[str, ...] = (),
+                 api_key: str | None = None) -> None:
         self.port = port or free_port()
         self.args = args
         self.env = {**os.environ, **env}
         self.log_path = log_path
         self.proc: subprocess.Popen[bytes] | None = None
+        # Made on first start (TEST_ROLES, in LEDGER_DEFAULT_LEDGER) unless one is given.
+        self.api_key = api_key
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """The Authorization header of this server's test key (after start)."""
+        assert self.api_key is not None, "start the server first"
+        return auth_headers(self.api_key)
+
+    def client(self, **options: Any) -> httpx.Client:
+        """An httpx client for this server, sending its test key."""
+        return httpx.Client(base_url=self.url, headers=self.headers, **options)
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
+        if self.api_key is None:
+            self.api_key = provision_key(
+                self.env.get("LEDGER_DATABASE_URL") or "sqlite:///./var/ledger.db",
+                ledger=self.env.get("LEDGER_DEFAULT_LEDGER") or "default")
         out = open(self.log_path, "ab") if self.log_path else subprocess.DEVNULL  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "api.cli", "serve", "--port", str(self.port), *self.args],

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
-from tests.support import contract_example, make_event
+from ledger.settings import Settings
+from tests.support import auth_headers, contract_example, make_event, provision_key
 
 
 def _head(client: TestClient) -> dict[str, Any]:
@@ -179,13 +180,16 @@ def test_entries_paging_and_bounds(client: TestClient) -> None:
     assert r.status_code == 400 and r.json()["error"]["fields"] == ["after"]
 
 
-def test_ledgers_are_separate_chains(client: TestClient) -> None:
-    a = client.post("/v1/events?ledger=clinic-a", json=make_event()).json()
-    b = client.post("/v1/events?ledger=clinic-b", json=make_event()).json()
-    assert a["seq"] == b["seq"] == 1 and a["ledger"] == "clinic-a"
-    assert client.get("/v1/ledger?ledger=clinic-a").json()["seq"] == 1
+def test_ledgers_are_separate_chains(client: TestClient, settings: Settings) -> None:
+    # Each identity's ledger is the one it appends to and reads (tests/test_auth_*).
+    clinic_a = auth_headers(provision_key(settings.database_url, ledger="clinic-a"))
+    clinic_b = auth_headers(provision_key(settings.database_url, ledger="clinic-b"))
+    a = client.post("/v1/events", json=make_event(), headers=clinic_a).json()
+    b = client.post("/v1/events?ledger=clinic-b", json=make_event(), headers=clinic_b).json()
+    assert a["seq"] == b["seq"] == 1 and a["ledger"] == "clinic-a" and b["ledger"] == "clinic-b"
+    assert client.get("/v1/ledger", headers=clinic_a).json()["seq"] == 1
     assert client.get("/v1/ledger").json()["seq"] == 0
-    assert client.get("/v1/ledger?ledger=Bad%20Name").status_code == 400
+    assert client.get("/v1/ledger?ledger=clinic-a").status_code == 403
 
 
 def test_request_id_is_echoed_and_generated(client: TestClient) -> None:

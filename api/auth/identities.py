@@ -1,0 +1,616 @@
+"""Identities and their credentials in the store, and the ledger entries recording them.
+
+Every change that access control makes -- an identity created, a key issued or revoked,
+a password or TOTP seed set, a login, a failed login, a lockout, a logout -- is appended
+to the identity's own ledger *in the same transaction* as the row change (the store's
+``append(..., before=...)``, as crypto-shredding does). So the ledger says a key exists
+exactly when it does, and a lockout cannot happen without its entry.
+
+Logins decide on a snapshot of the identity's row outside the write lock (argon2 is
+slow) and apply only if the row is still at the revision they read (compare and set);
+a login that lost a race is decided again. Two logins racing with the same TOTP code
+therefore cannot both succeed.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
+from datetime import datetime
+from typing import Any
+
+import structlog
+
+from api.auth.caller import ROLES, Caller, IdentityKind, format_roles, parse_roles
+from api.auth.credentials import (
+    LoginState,
+    LoginVerdict,
+    accepted_totp_step,
+    format_time,
+    hash_password,
+    is_locked,
+    judge_login,
+    new_api_key,
+    new_id,
+    new_session_token,
+    new_totp_secret,
+    parse_time,
+    password_matches,
+    secret_digest,
+    session_expiry,
+    still_valid,
+    totp_uri,
+)
+from api.auth.sealing import SeedSeal
+from ledger.admission import Accepted, Pending
+from ledger.clock import Clock
+from ledger.entry import Receipt
+from ledger.store import LedgerStore
+from ledger.store.base import LEDGER_NAME
+
+log = structlog.get_logger(__name__)
+
+IDENTITY_CREATED = "identity_created"
+KEY_CREATED = "key_created"
+KEY_REVOKED = "key_revoked"
+PASSWORD_SET = "password_set"
+TOTP_ENROLLED = "totp_enrolled"
+ACCOUNT_LOCKED = "account_locked"
+ACCOUNT_UNLOCKED = "account_unlocked"
+SOURCE = {"system": "phi-ledger"}
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
+Fingerprint = Callable[[str, dict[str, Any]], str]
+
+_IDENTITY_COLUMNS = (
+    "id, ledger, kind, name, roles, password_hash, totp_secret, totp_last_step,"
+    " failed_logins, locked_until, revision, created_at"
+)
+
+
+class AccessError(Exception):
+    """An administrative request that cannot be done as asked (the message says why and
+    quotes no secret)."""
+
+
+class NotFound(AccessError):
+    pass
+
+
+class Raced(Exception):
+    """The identity's row changed between the decision and the write: decide again."""
+
+
+@dataclass(frozen=True)
+class Identity:
+    """One person or application, confined to ``ledger``. Never holds a secret in the
+    clear: ``password_hash`` is argon2id, ``totp_secret`` is sealed."""
+
+    id: str
+    ledger: str
+    kind: IdentityKind
+    name: str | None
+    roles: frozenset[str]
+    password_hash: str | None = field(repr=False)
+    totp_secret: str | None = field(repr=False)
+    totp_last_step: int | None
+    failed_logins: int
+    locked_until: datetime | None
+    revision: int
+    created_at: str
+
+    @classmethod
+    def of_row(cls, row: Sequence[Any]) -> Identity:
+        return cls(
+            id=row[0], ledger=row[1], kind=row[2], name=row[3], roles=parse_roles(row[4]),
+            password_hash=row[5], totp_secret=row[6],
+            totp_last_step=None if row[7] is None else int(row[7]),
+            failed_logins=int(row[8]), locked_until=parse_time(row[9]),
+            revision=int(row[10]), created_at=row[11],
+        )
+
+    @property
+    def login_state(self) -> LoginState:
+        return LoginState(self.failed_logins, self.locked_until, self.totp_last_step)
+
+    def caller(self, credential: str | None) -> Caller:
+        return Caller(self.id, self.kind, self.ledger, self.roles, self.name, credential)
+
+
+@dataclass(frozen=True)
+class CredentialInfo:
+    """A key or session as administrators see it: never the secret, nor its digest."""
+
+    id: str
+    identity_id: str
+    kind: str
+    name: str | None
+    created_at: str
+    expires_at: str | None
+    revoked_at: str | None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"id": self.id, "identity": self.identity_id, "kind": self.kind,
+                "name": self.name, "created_at": self.created_at,
+                "expires_at": self.expires_at, "revoked_at": self.revoked_at}
+
+
+@dataclass(frozen=True)
+class IssuedKey:
+    """A key just made. ``secret`` is shown once and kept nowhere."""
+
+    secret: str = field(repr=False)
+    key_id: str
+    identity: Identity
+    expires_at: str | None
+    receipt: Receipt | None
+
+
+@dataclass(frozen=True)
+class Enrolment:
+    """A TOTP seed just set: ``uri`` (which holds the seed) is shown once."""
+
+    uri: str = field(repr=False)
+    seed: str = field(repr=False)
+    receipt: Receipt
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    verdict: LoginVerdict | None  # None: no such identity
+    token: str | None = field(default=None, repr=False)
+    expires_at: datetime | None = None
+    caller: Caller | None = None
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who makes an administrative change, as the ledger entry names them: the
+    operator at the command line (``kind`` system), or an admin over HTTP."""
+
+    id: str
+    kind: str = "system"
+
+    @classmethod
+    def of(cls, caller: Caller) -> Actor:
+        return cls(caller.id, caller.kind)
+
+    def as_event(self) -> dict[str, Any]:
+        return {"id": self.id, "kind": self.kind}
+
+
+def check_roles(roles: Sequence[str] | frozenset[str]) -> frozenset[str]:
+    wanted = frozenset(roles)
+    if not wanted:
+        raise AccessError("an identity needs at least one role")
+    unknown = sorted(wanted - ROLES)
+    if unknown:
+        raise AccessError(
+            f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(sorted(ROLES))}")
+    return wanted
+
+
+def check_ledger(ledger: str) -> str:
+    if not LEDGER_NAME.match(ledger):
+        raise AccessError("a ledger name is 1-63 of [a-z0-9_-], starting with a letter or digit")
+    return ledger
+
+
+def check_name(name: str) -> str:
+    if not NAME.match(name):
+        raise AccessError("a name is 1-64 of letters, digits, '.', '_', '@' or '-'")
+    return name
+
+
+def _ip_or_none(ip: str | None) -> str | None:
+    import socket
+
+    if not ip:
+        return None
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, ip)
+            return ip
+        except OSError:
+            continue
+    return None
+
+
+class Identities:
+    """The ``identities`` and ``credentials`` tables of a store, and the entries that
+    record their changes.
+
+    Guarantees: every change listed in the module docstring commits together with its
+    ledger entry or not at all; secrets are returned once and stored only as SHA-256
+    (keys, tokens), argon2id (passwords) or sealed (TOTP seeds).
+    """
+
+    def __init__(
+        self, store: LedgerStore, clock: Clock, *, fingerprint: Fingerprint,
+        seeds: SeedSeal | None = None, session_minutes: int = 15,
+    ) -> None:
+        self.store = store
+        self.clock = clock
+        self.fingerprint = fingerprint
+        self.seeds = seeds
+        self.session_minutes = session_minutes
+
+    # -- the ledger side ------------------------------------------------------------
+
+    def _event(self, action: str, now: datetime, actor: dict[str, Any], **fields: Any
+               ) -> dict[str, Any]:
+        event = {
+            "event_id": str(uuid.uuid4()),
+            "occurred_at": now.isoformat(timespec="microseconds"),
+            "action": action,
+            "outcome": fields.pop("outcome", "success"),
+            "actor": actor,
+            "source": SOURCE,
+        }
+        event.update({k: v for k, v in fields.items() if v is not None})
+        return event
+
+    def _record(
+        self, ledger: str, now: datetime, events: list[dict[str, Any]],
+        change: Callable[[Any], None] | None,
+    ) -> list[Receipt]:
+        pending = [Pending(e["event_id"], self.fingerprint(ledger, e), e) for e in events]
+        outcome = self.store.append({ledger: [pending]}, now, before=change)[ledger][0]
+        assert isinstance(outcome, Accepted)  # fresh event ids: never a replay or conflict
+        return outcome.receipts
+
+    def _sql(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+        tx.execute(self.store.sql(statement), tuple(params))
+        return tx
+
+    # -- reading --------------------------------------------------------------------
+
+    def _identity_where(self, tx: Any, where: str, value: str) -> Identity | None:
+        row = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE {where} = %s",
+                        (value,)).fetchone()
+        return None if row is None else Identity.of_row(row)
+
+    def get(self, identity_id: str) -> Identity | None:
+        with self.store.transaction() as tx:
+            return self._identity_where(tx, "id", identity_id)
+
+    def by_name(self, name: str) -> Identity | None:
+        with self.store.transaction() as tx:
+            return self._identity_where(tx, "name", name)
+
+    def find(self, id_or_name: str) -> Identity:
+        found = self.get(id_or_name) or self.by_name(id_or_name)
+        if found is None:
+            raise NotFound(f"no identity {id_or_name!r}")
+        return found
+
+    def identities(self, ledger: str | None = None) -> list[Identity]:
+        with self.store.transaction() as tx:
+            if ledger is None:
+                rows = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
+                                 " ORDER BY ledger, created_at, id").fetchall()
+            else:
+                rows = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
+                                 " WHERE ledger = %s ORDER BY created_at, id", (ledger,)
+                                 ).fetchall()
+        return [Identity.of_row(r) for r in rows]
+
+    def credentials(self, identity_ids: Sequence[str], kind: str = "api_key"
+                    ) -> list[CredentialInfo]:
+        if not identity_ids:
+            return []
+        marks = ",".join(["%s"] * len(identity_ids))
+        with self.store.transaction() as tx:
+            rows = self._sql(
+                tx, "SELECT id, identity_id, kind, name, created_at, expires_at, revoked_at"
+                f" FROM credentials WHERE kind = %s AND identity_id IN ({marks})"
+                " ORDER BY created_at, id", (kind, *identity_ids)).fetchall()
+        return [CredentialInfo(*r) for r in rows]
+
+    def authenticate(self, secret: str) -> tuple[Caller, datetime | None] | None:
+        """The caller a key or token stands for, and when the credential expires; None
+        when it is unknown, revoked or expired."""
+        with self.store.transaction() as tx:
+            row = self._sql(
+                tx, "SELECT c.id, c.expires_at, c.revoked_at, i.id, i.kind, i.ledger, i.roles,"
+                " i.name FROM credentials c JOIN identities i ON i.id = c.identity_id"
+                " WHERE c.secret_hash = %s", (secret_digest(secret),)).fetchone()
+        if row is None:
+            return None
+        credential, expires_text, revoked_at, ident, kind, ledger, roles, name = row
+        expires = parse_time(expires_text)
+        if not still_valid(expires, revoked_at is not None, self.clock()):
+            return None
+        granted = parse_roles(roles)
+        if not granted:
+            return None
+        return Caller(ident, kind, ledger, granted, name, credential), expires
+
+    # -- administration -----------------------------------------------------------------
+
+    def _insert_identity(self, tx: Any, ident: Identity, created_by: str) -> None:
+        self._sql(
+            tx, "INSERT INTO identities (id, ledger, kind, name, roles, password_hash,"
+            " totp_secret, totp_last_step, failed_logins, locked_until, revision, created_at,"
+            " created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, NULL, 0, %s, %s)",
+            (ident.id, ident.ledger, ident.kind, ident.name, format_roles(ident.roles),
+             ident.password_hash, ident.totp_secret, ident.totp_last_step, ident.created_at,
+             created_by))
+
+    def _insert_key(self, tx: Any, key_id: str, identity_id: str, secret: str,
+                    name: str | None, now: str, expires: str | None) -> None:
+        self._sql(
+            tx, "INSERT INTO credentials (id, identity_id, kind, secret_hash, name,"
+            " created_at, expires_at, revoked_at) VALUES (%s, %s, 'api_key', %s, %s, %s, %s,"
+            " NULL)", (key_id, identity_id, secret_digest(secret), name, now, expires))
+
+    def _check_name_free(self, name: str | None) -> None:
+        if name is not None and self.by_name(name) is not None:
+            raise AccessError(f"the name {name!r} is taken")
+
+    def _new_identity(self, ledger: str, kind: IdentityKind, roles: frozenset[str],
+                      name: str | None, now: datetime, password_hash: str | None = None
+                      ) -> Identity:
+        prefix = "usr" if kind == "user" else "app"
+        return Identity(new_id(prefix), check_ledger(ledger), kind, name, check_roles(roles),
+                        password_hash, None, None, 0, None, 0, format_time(now))
+
+    def _identity_event(self, ident: Identity, now: datetime, actor: Actor) -> dict[str, Any]:
+        return self._event(
+            IDENTITY_CREATED, now, actor.as_event(),
+            resource={"type": "identity", "id": ident.id},
+            data={"identity": ident.id, "kind": ident.kind, "name": ident.name,
+                  "roles": sorted(ident.roles)})
+
+    def _key_event(self, ident: Identity, key_id: str, name: str | None,
+                   expires: str | None, now: datetime, actor: Actor) -> dict[str, Any]:
+        return self._event(
+            KEY_CREATED, now, actor.as_event(), resource={"type": "api_key", "id": key_id},
+            data={"identity": ident.id, "name": name, "roles": sorted(ident.roles),
+                  "expires_at": expires})
+
+    def issue_key(
+        self, ledger: str, roles: Sequence[str] | frozenset[str], *, name: str | None = None,
+        expires_at: datetime | None = None, actor: Actor, identity_id: str | None = None,
+        record: bool = True,
+    ) -> IssuedKey:
+        """A new API key: for a new application identity holding ``roles`` in ``ledger``,
+        or (``identity_id``) one more key for an existing application of that ledger.
+
+        ``record=False`` writes the rows without ledger entries: only for test fixtures
+        whose ledgers must start empty (no command or route passes it)."""
+        now = self.clock()
+        if name is not None:
+            check_name(name)
+        if expires_at is not None and expires_at <= now:
+            raise AccessError("the expiry must be in the future")
+        if identity_id is None:
+            self._check_name_free(name)
+            ident = self._new_identity(ledger, "application", frozenset(roles), name, now)
+            fresh = True
+        else:
+            found = self.get(identity_id)
+            if found is None or found.ledger != ledger or found.kind != "application":
+                raise NotFound(f"no application {identity_id!r} in ledger {ledger!r}")
+            ident, fresh = found, False
+        secret, key_id = new_api_key(), new_id("key")
+        expires = None if expires_at is None else format_time(expires_at)
+        created = format_time(now)
+
+        def change(tx: Any) -> None:
+            if fresh:
+                self._insert_identity(tx, ident, actor.id)
+            self._insert_key(tx, key_id, ident.id, secret, name, created, expires)
+
+        if not record:
+            with self.store.transaction() as tx:
+                change(tx)
+            return IssuedKey(secret, key_id, ident, expires, None)
+        events = [self._identity_event(ident, now, actor)] if fresh else []
+        events.append(self._key_event(ident, key_id, name, expires, now, actor))
+        receipts = self._record(ident.ledger, now, events, change)
+        log.info("auth.key_created", key=key_id, identity=ident.id, ledger=ident.ledger)
+        return IssuedKey(secret, key_id, ident, expires, receipts[-1])
+
+    def create_user(self, ledger: str, name: str, roles: Sequence[str] | frozenset[str],
+                    password: str, *, actor: Actor) -> tuple[Identity, Enrolment]:
+        """A person: password (argon2id) and a TOTP seed, enrolled at once, so no user
+        ever exists without a second factor. Returns the enrolment to show once."""
+        now = self.clock()
+        check_name(name)
+        self._check_name_free(name)
+        ident = self._new_identity(ledger, "user", frozenset(roles), name, now,
+                                   hash_password(password))
+        seed = new_totp_secret()
+        sealed = self._seeds().seal(ident.id, seed)
+        ident = replace(ident, totp_secret=sealed)
+
+        def change(tx: Any) -> None:
+            self._insert_identity(tx, ident, actor.id)
+
+        events = [self._identity_event(ident, now, actor),
+                  self._event(TOTP_ENROLLED, now, actor.as_event(),
+                              resource={"type": "identity", "id": ident.id})]
+        receipts = self._record(ident.ledger, now, events, change)
+        log.info("auth.user_created", identity=ident.id, ledger=ident.ledger)
+        return ident, Enrolment(self._uri(ident, seed), seed, receipts[-1])
+
+    def _seeds(self) -> SeedSeal:
+        if self.seeds is None:
+            raise AccessError("TOTP needs the key ring, and none is configured")
+        return self.seeds
+
+    @staticmethod
+    def _uri(ident: Identity, seed: str) -> str:
+        return totp_uri(seed, ident.name or ident.id, f"phi-ledger {ident.ledger}")
+
+    def _update_user(self, ident: Identity, assignments: str, params: Sequence[Any],
+                     event: dict[str, Any], now: datetime) -> Receipt:
+        def change(tx: Any) -> None:
+            cursor = self._sql(tx, f"UPDATE identities SET {assignments},"
+                               " revision = revision + 1 WHERE id = %s AND revision = %s",
+                               (*params, ident.id, ident.revision))
+            if cursor.rowcount != 1:
+                raise AccessError("the identity changed meanwhile; try again")
+
+        return self._record(ident.ledger, now, [event], change)[0]
+
+    def _user(self, id_or_name: str) -> Identity:
+        ident = self.find(id_or_name)
+        if ident.kind != "user":
+            raise AccessError(f"{id_or_name!r} is an application: applications use keys")
+        return ident
+
+    def enroll_totp(self, id_or_name: str, *, actor: Actor) -> Enrolment:
+        """A new TOTP seed for a person (the old one stops working)."""
+        ident = self._user(id_or_name)
+        now = self.clock()
+        seed = new_totp_secret()
+        receipt = self._update_user(
+            ident, "totp_secret = %s, totp_last_step = NULL",
+            (self._seeds().seal(ident.id, seed),),
+            self._event(TOTP_ENROLLED, now, actor.as_event(),
+                        resource={"type": "identity", "id": ident.id}), now)
+        return Enrolment(self._uri(ident, seed), seed, receipt)
+
+    def set_password(self, id_or_name: str, password: str, *, actor: Actor) -> Receipt:
+        ident = self._user(id_or_name)
+        now = self.clock()
+        return self._update_user(
+            ident, "password_hash = %s", (hash_password(password),),
+            self._event(PASSWORD_SET, now, actor.as_event(),
+                        resource={"type": "identity", "id": ident.id}), now)
+
+    def unlock(self, id_or_name: str, *, actor: Actor) -> Receipt:
+        ident = self._user(id_or_name)
+        now = self.clock()
+        return self._update_user(
+            ident, "failed_logins = 0, locked_until = NULL", (),
+            self._event(ACCOUNT_UNLOCKED, now, actor.as_event(),
+                        resource={"type": "identity", "id": ident.id}), now)
+
+    def revoke(self, credential_id: str, *, actor: Actor, ledger: str | None = None
+               ) -> Receipt:
+        """Revoke a key or session; ``ledger`` confines it (an admin's own ledger).
+        Revoking twice is refused: the first revocation stands and is recorded once."""
+        with self.store.transaction() as tx:
+            row = self._sql(
+                tx, "SELECT c.kind, c.revoked_at, i.id, i.ledger FROM credentials c"
+                " JOIN identities i ON i.id = c.identity_id WHERE c.id = %s",
+                (credential_id,)).fetchone()
+        if row is None or (ledger is not None and row[3] != ledger):
+            raise NotFound(f"no key {credential_id!r}")
+        kind, revoked_at, identity_id, owner_ledger = row
+        if revoked_at is not None:
+            raise AccessError(f"{credential_id} was revoked at {revoked_at}")
+        now = self.clock()
+
+        def change(tx: Any) -> None:
+            cursor = self._sql(tx, "UPDATE credentials SET revoked_at = %s"
+                               " WHERE id = %s AND revoked_at IS NULL",
+                               (format_time(now), credential_id))
+            if cursor.rowcount != 1:
+                raise AccessError(f"{credential_id} was revoked meanwhile")
+
+        event = self._event(KEY_REVOKED, now, actor.as_event(),
+                            resource={"type": kind, "id": credential_id},
+                            data={"identity": identity_id})
+        receipt = self._record(owner_ledger, now, [event], change)[0]
+        log.info("auth.key_revoked", key=credential_id, identity=identity_id)
+        return receipt
+
+    # -- sessions -------------------------------------------------------------------------
+
+    def login(self, name: str, password: str, code: str, ip: str | None) -> LoginResult:
+        """One login attempt by a person: password, then TOTP, then a session token.
+        Every attempt on a known identity is recorded (``login`` or ``login_failed``,
+        plus ``account_locked`` when this failure locks it)."""
+        for _ in range(5):
+            try:
+                return self._login_once(name, password, code, ip)
+            except Raced:
+                continue
+        raise AccessError("too many concurrent logins for this identity")
+
+    def _login_once(self, name: str, password: str, code: str, ip: str | None
+                    ) -> LoginResult:
+        ident = self.by_name(name)
+        if ident is None or ident.kind != "user":
+            password_matches(None, password)  # as slow as a real check
+            return LoginResult(None)
+        now = self.clock()
+        state = ident.login_state
+        if is_locked(state, now):
+            verdict = judge_login(state, now, enrolled=True, password_ok=False, totp_step=None)
+        else:
+            enrolled = ident.password_hash is not None and ident.totp_secret is not None
+            password_ok = password_matches(ident.password_hash, password)
+            step = None
+            if enrolled and password_ok:
+                seed = self._seeds().open(ident.id, ident.totp_secret or "")
+                step = accepted_totp_step(seed, code, now, ident.totp_last_step)
+            verdict = judge_login(state, now, enrolled=enrolled, password_ok=password_ok,
+                                  totp_step=step)
+        actor: dict[str, Any] = {"id": ident.id, "kind": "user"}
+        if (address := _ip_or_none(ip)) is not None:
+            actor["ip"] = address
+        token = session_id = expires = None
+        if verdict.outcome == "success":
+            token, session_id = new_session_token(), new_id("ses")
+            expires = session_expiry(now, self.session_minutes)
+            events = [self._event("login", now, {
+                **actor, "role": "+".join(sorted(ident.roles)), "mfa": True,
+                "session_id": session_id})]
+        else:
+            events = [self._event(
+                "login_failed", now, actor,
+                outcome="denied" if verdict.outcome == "locked" else "failure",
+                resource={"type": "login_factor", "id": verdict.factor})]
+            if verdict.locked_now:
+                events.append(self._event(
+                    ACCOUNT_LOCKED, now, actor, resource={"type": "identity", "id": ident.id},
+                    data={"locked_until": format_time(verdict.state.locked_until or now)}))
+        new = verdict.state
+
+        def change(tx: Any) -> None:
+            if new != state:
+                cursor = self._sql(
+                    tx, "UPDATE identities SET failed_logins = %s, locked_until = %s,"
+                    " totp_last_step = %s, revision = revision + 1"
+                    " WHERE id = %s AND revision = %s",
+                    (new.failed_logins,
+                     None if new.locked_until is None else format_time(new.locked_until),
+                     new.totp_last_step, ident.id, ident.revision))
+                if cursor.rowcount != 1:
+                    raise Raced()
+            if token is not None and expires is not None:
+                self._sql(
+                    tx, "INSERT INTO credentials (id, identity_id, kind, secret_hash, name,"
+                    " created_at, expires_at, revoked_at) VALUES (%s, %s, 'session', %s, NULL,"
+                    " %s, %s, NULL)",
+                    (session_id, ident.id, secret_digest(token), format_time(now),
+                     format_time(expires)))
+                # Sessions are short-lived: each login clears this identity's expired ones.
+                self._sql(tx, "DELETE FROM credentials WHERE identity_id = %s AND kind ="
+                          " 'session' AND expires_at < %s", (ident.id, format_time(now)))
+
+        self._record(ident.ledger, now, events, change)
+        log.info("auth.login", identity=ident.id, outcome=verdict.outcome,
+                 factor=verdict.factor, locked=verdict.locked_now)
+        caller = ident.caller(session_id) if token is not None else None
+        return LoginResult(verdict, token, expires, caller)
+
+    def logout(self, caller: Caller) -> Receipt:
+        """End the caller's login session and record it."""
+        if caller.credential is None or not caller.credential.startswith("ses-"):
+            raise AccessError("only a login session can log out; API keys are revoked")
+        now = self.clock()
+
+        def change(tx: Any) -> None:
+            self._sql(tx, "UPDATE credentials SET revoked_at = %s WHERE id = %s"
+                      " AND revoked_at IS NULL", (format_time(now), caller.credential))
+
+        event = self._event("logout", now, {"id": caller.id, "kind": "user",
+                                            "session_id": caller.credential})
+        return self._record(caller.ledger, now, [event], change)[0]

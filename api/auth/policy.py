@@ -1,0 +1,135 @@
+"""The access policy: one table of (method, route template) -> who may call it.
+
+Deny by default. :class:`api.auth.middleware.AccessControl` looks up the rule of the route
+a request matched; a route with no rule here answers 403 (and the authorisation-matrix
+test, which walks the application's own route table, fails until the route gets one).
+Rules for contract routes that do not exist yet are filled in ahead, so a router that
+adds them is covered the moment it is included.
+
+Templates are compared with their parameter names blanked (``/v1/patients/{}``), so a
+router may call its parameter ``{id}`` or ``{patient_id}``.
+
+Tenancy: every non-public rule confines the request to the caller's ledger. A request
+naming another ledger (``?ledger=other``) is refused with 403 ``forbidden`` -- whether or
+not that ledger exists, so the answer says nothing about other tenants.
+
+Everything here is pure: the middleware does the I/O.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from enum import StrEnum
+
+from api.auth.caller import ADMIN, AUDITOR, INGEST, INVESTIGATOR, ROLES, VERIFIER, Caller
+
+
+class Limit(StrEnum):
+    """Which per-identity rate limit a route counts against."""
+
+    INGEST = "ingest"
+    READ = "read"
+    ADMIN = "admin"
+    LOGIN = "login"
+    PUBLIC = "public"
+
+
+@dataclass(frozen=True)
+class Rule:
+    """Who may call one route. ``roles is None`` means public (no credential needed)."""
+
+    roles: frozenset[str] | None
+    limit: Limit = Limit.READ
+
+    @property
+    def public(self) -> bool:
+        return self.roles is None
+
+
+def _allow(*roles: str, limit: Limit = Limit.READ) -> Rule:
+    return Rule(frozenset(roles), limit)
+
+
+PUBLIC = Rule(None, Limit.PUBLIC)
+PHI_READERS = (AUDITOR, INVESTIGATOR)
+# The chain, checkpoints and proofs: ciphertext and hashes only. Auditors (and so
+# investigators) may read them too.
+CHAIN_READERS = (VERIFIER, AUDITOR, INVESTIGATOR)
+ANY_ROLE = tuple(sorted(ROLES))
+
+RULES: dict[tuple[str, str], Rule] = {
+    # ingest
+    ("POST", "/v1/events"): _allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/v1/events/batch"): _allow(INGEST, limit=Limit.INGEST),
+    # the chain, for verification
+    ("GET", "/v1/ledger"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/ledger/entries"): _allow(*CHAIN_READERS),
+    ("POST", "/v1/ledger/verify"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/latest"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/key"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/inclusion"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/consistency"): _allow(*CHAIN_READERS),
+    # PHI: every answer is itself recorded as a `query` event
+    ("GET", "/v1/patients/{}"): _allow(*PHI_READERS),
+    ("GET", "/v1/patients/{}/accesses"): _allow(*PHI_READERS),
+    ("GET", "/v1/patients/{}/disclosures"): _allow(*PHI_READERS),
+    ("GET", "/v1/users/{}/accesses"): _allow(*PHI_READERS),
+    ("POST", "/v1/investigations"): _allow(INVESTIGATOR),
+    ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
+    ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
+    # sessions
+    ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
+    ("POST", "/v1/auth/logout"): _allow(*ANY_ROLE),
+    ("GET", "/v1/auth/whoami"): _allow(*ANY_ROLE),
+    # administration of the caller's own ledger: identities and keys, never PHI
+    ("GET", "/v1/admin/identities"): _allow(ADMIN, limit=Limit.ADMIN),
+    ("POST", "/v1/admin/keys"): _allow(ADMIN, limit=Limit.ADMIN),
+    ("DELETE", "/v1/admin/keys/{}"): _allow(ADMIN, limit=Limit.ADMIN),
+    # operations: orchestrators and Prometheus call these without credentials; they
+    # carry no PHI, no tenant data and no secret (see README, "Access control")
+    ("GET", "/healthz"): PUBLIC,
+    ("GET", "/readyz"): PUBLIC,
+    ("GET", "/metrics"): PUBLIC,
+    # the API's own description
+    ("GET", "/openapi.json"): PUBLIC,
+    ("GET", "/docs"): PUBLIC,
+    ("GET", "/docs/oauth2-redirect"): PUBLIC,
+    ("GET", "/redoc"): PUBLIC,
+}
+
+_PARAMETER = re.compile(r"\{[^}]*\}")
+
+
+def shape(template: str) -> str:
+    """A route template with its parameter names blanked: ``/v1/patients/{}``."""
+    return _PARAMETER.sub("{}", template)
+
+
+def rule_for(method: str, template: str, rules: dict[tuple[str, str], Rule] = RULES
+             ) -> Rule | None:
+    """The rule for a route, or None: no rule, no access. HEAD is judged as GET."""
+    method = "GET" if method == "HEAD" else method
+    return rules.get((method, shape(template)))
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    reason: str = ""
+
+
+ALLOWED = Decision(True)
+
+
+def decide(rule: Rule, caller: Caller, requested_ledgers: list[str]) -> Decision:
+    """May ``caller`` make a request the ``rule`` governs, naming ``requested_ledgers``
+    in its ``ledger`` parameter (empty when it names none)?"""
+    if rule.roles is None:
+        return ALLOWED
+    if not caller.has_any(rule.roles):
+        return Decision(False, "your roles do not allow this request")
+    if any(name != caller.ledger for name in requested_ledgers):
+        return Decision(False, "you may only use your own ledger")
+    return ALLOWED

@@ -1,0 +1,121 @@
+"""Administration of the caller's own ledger: identities and API keys. Never PHI.
+
+People (password + TOTP) are created with ``phi-ledger admin create-user``: a password
+is not something to send over an API to be set on someone else's behalf.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.auth.identities import AccessError, Actor, Identity, NotFound
+from api.errors import ApiError
+from api.routers.auth import caller
+from api.routers.common import json_response, parse_json
+from api.services import Services
+
+router = APIRouter(prefix="/v1/admin", tags=["admin"])
+
+KEY_FIELDS = ("roles", "name", "expires_at", "identity")
+
+
+def _identity_dict(ident: Identity, keys: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "id": ident.id, "kind": ident.kind, "name": ident.name, "ledger": ident.ledger,
+        "roles": sorted(ident.roles), "created_at": ident.created_at,
+        "totp_enrolled": ident.totp_secret is not None if ident.kind == "user" else None,
+        "locked_until": None if ident.locked_until is None
+        else ident.locked_until.isoformat().replace("+00:00", "Z"),
+        "keys": keys,
+    }
+
+
+@router.get("/identities", summary="Identities of your ledger and their API keys")
+async def identities(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    who = caller(request)
+    store = svc.access.identities
+
+    def read() -> list[dict[str, Any]]:
+        found = store.identities(who.ledger)
+        keys = store.credentials([i.id for i in found])
+        by_owner: dict[str, list[dict[str, Any]]] = {}
+        for key in keys:
+            by_owner.setdefault(key.identity_id, []).append(key.as_dict())
+        return [_identity_dict(i, by_owner.get(i.id, [])) for i in found]
+
+    return json_response({"ledger": who.ledger, "identities": await asyncio.to_thread(read)})
+
+
+def _key_request(raw: bytes) -> tuple[list[str], str | None, datetime | None, str | None]:
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object", ["(body)"])
+    bad = sorted(str(k) for k in body if k not in KEY_FIELDS)
+    roles = body.get("roles")
+    if not (isinstance(roles, list) and roles and all(isinstance(r, str) for r in roles)):
+        bad.append("roles")
+    for name in ("name", "identity", "expires_at"):
+        if body.get(name) is not None and not isinstance(body[name], str):
+            bad.append(name)
+    expires = None
+    if isinstance(body.get("expires_at"), str):
+        try:
+            expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
+        except ValueError:
+            bad.append("expires_at")
+        else:
+            if expires.tzinfo is None:
+                bad.append("expires_at")
+    if bad:
+        raise ApiError(422, "invalid_request",
+                       "roles (a non-empty list) is required; name, identity and expires_at"
+                       " (RFC 3339 with an offset) are optional strings", bad)
+    return roles, body.get("name"), expires, body.get("identity")
+
+
+@router.post(
+    "/keys", status_code=201, summary="Create an API key (shown once)",
+    description="`{roles, name?, expires_at?, identity?}` -> `{key, key_id, identity, "
+    "expires_at}`: a new application identity of your ledger holding `roles` (or, with "
+    "`identity`, one more key for an existing application). The key is shown in this "
+    "answer only; the service keeps its SHA-256. Recorded as `key_created`.",
+)
+async def create_key(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    who = caller(request)
+    roles, name, expires, identity = _key_request(await request.body())
+    try:
+        issued = await asyncio.to_thread(
+            svc.access.identities.issue_key, who.ledger, roles, name=name,
+            expires_at=expires, actor=Actor.of(who), identity_id=identity)
+    except NotFound as error:
+        raise ApiError(404, "not_found", str(error), ["identity"]) from None
+    except AccessError as error:
+        raise ApiError(422, "invalid_request", str(error)) from None
+    return json_response({
+        "key": issued.secret, "key_id": issued.key_id,
+        "identity": {"id": issued.identity.id, "name": issued.identity.name,
+                     "roles": sorted(issued.identity.roles)},
+        "ledger": issued.identity.ledger, "expires_at": issued.expires_at,
+    }, 201)
+
+
+@router.delete("/keys/{key_id}", summary="Revoke an API key or login session")
+async def revoke_key(key_id: str, request: Request) -> Response:
+    svc: Services = request.app.state.services
+    who = caller(request)
+    try:
+        receipt = await asyncio.to_thread(
+            svc.access.identities.revoke, key_id, actor=Actor.of(who), ledger=who.ledger)
+    except NotFound:
+        raise ApiError(404, "not_found", "no such key in your ledger", ["key_id"]) from None
+    except AccessError as error:
+        raise ApiError(409, "conflict", str(error), ["key_id"]) from None
+    svc.access.forget()
+    return json_response({"revoked": key_id, "seq": receipt.seq})

@@ -1,0 +1,113 @@
+"""Sessions for people: password + TOTP -> a short-lived bearer token; logout; whoami.
+
+Applications do not log in: they present their API key on every request.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.auth.caller import Caller
+from api.auth.identities import AccessError, Identities
+from api.auth.limits import retry_after
+from api.auth.middleware import REALM, client_address
+from api.errors import ApiError
+from api.routers.common import json_response, parse_json
+from api.services import Services
+
+router = APIRouter(prefix="/v1/auth", tags=["access"])
+
+LOGIN_FIELDS = ("username", "password", "totp")
+FAILED = "invalid credentials (or the account is locked after repeated failures)"
+
+
+def _login_body(raw: bytes) -> tuple[str, str, str]:
+    body = parse_json(raw)
+    if not isinstance(body, dict):
+        raise ApiError(422, "invalid_request", "the body must be a JSON object", ["(body)"])
+    bad = [f for f in LOGIN_FIELDS
+           if not isinstance(body.get(f), str) or not 0 < len(body[f]) <= 1024]
+    bad += sorted(str(k) for k in body if k not in LOGIN_FIELDS)
+    if bad:
+        raise ApiError(422, "invalid_request",
+                       "username, password and totp are required strings; nothing else",
+                       bad)
+    return body["username"], body["password"], body["totp"]
+
+
+def caller(request: Request) -> Caller:
+    """The authenticated caller (AccessControl guarantees one on non-public routes)."""
+    found = getattr(request.state, "caller", None)
+    if found is None:
+        raise ApiError(401, "unauthenticated", "a bearer credential is required",
+                       headers={"WWW-Authenticate": REALM})
+    return found
+
+
+def _identities(svc: Services) -> Identities:
+    return svc.access.identities
+
+
+def caller_dict(who: Caller) -> dict[str, Any]:
+    return {"id": who.id, "kind": who.kind, "name": who.name, "ledger": who.ledger,
+            "roles": sorted(who.roles)}
+
+
+@router.post(
+    "/login", summary="Log in with password and TOTP code; get a bearer token",
+    description="`{username, password, totp}` -> `{token, token_type, expires_at, "
+    "expires_in, identity}`. Every attempt on a known account is a ledger entry "
+    "(`login` or `login_failed`); repeated failures lock the account for a while "
+    "(`account_locked`). A TOTP code is accepted once. 401 for any failure, whatever its "
+    "cause; 429 with Retry-After when attempts come too fast.",
+    openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
+        "schema": {"type": "object", "required": list(LOGIN_FIELDS),
+                   "additionalProperties": False,
+                   "properties": {f: {"type": "string"} for f in LOGIN_FIELDS}}}}}},
+)
+async def login(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    access = svc.access
+    # Strict limits, by address and by name, before anything is checked.
+    for key in (f"ip:{client_address(request.scope)}",):
+        wait = access.wait("login", key)
+        if wait:
+            raise ApiError(429, "rate_limited", "too many login attempts",
+                           headers={"Retry-After": retry_after(wait)})
+    username, password, code = _login_body(await request.body())
+    wait = access.wait("login", f"name:{username.lower()}")
+    if wait:
+        raise ApiError(429, "rate_limited", "too many login attempts",
+                       headers={"Retry-After": retry_after(wait)})
+    result = await asyncio.to_thread(
+        _identities(svc).login, username, password, code, client_address(request.scope))
+    if result.token is None or result.caller is None or result.expires_at is None:
+        raise ApiError(401, "unauthenticated", FAILED, headers={"WWW-Authenticate": REALM})
+    now = svc.clock()
+    return json_response({
+        "token": result.token, "token_type": "Bearer",
+        "expires_at": result.expires_at.isoformat().replace("+00:00", "Z"),
+        "expires_in": int((result.expires_at - now).total_seconds()),
+        "identity": caller_dict(result.caller),
+    })
+
+
+@router.post("/logout", summary="End this login session (its token stops working)")
+async def logout(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    who = caller(request)
+    try:
+        receipt = await asyncio.to_thread(_identities(svc).logout, who)
+    except AccessError as error:
+        raise ApiError(400, "invalid_request", str(error)) from None
+    svc.access.forget()
+    return json_response({"logged_out": who.credential, "seq": receipt.seq})
+
+
+@router.get("/whoami", summary="The authenticated caller: identity, ledger and roles")
+async def whoami(request: Request) -> Response:
+    return json_response(caller_dict(caller(request)))
