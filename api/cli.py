@@ -10,6 +10,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+from api.admin_cli import admin_app
 from api.logs import configure_logging
 from ledger.settings import Settings
 
@@ -20,6 +21,7 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True)
+app.add_typer(admin_app, name="admin")  # identities and keys: api/admin_cli.py
 
 LedgerOption = Annotated[
     str | None, typer.Option("--ledger", "-l", help="The ledger (tenant); default: 'default'.")
