@@ -75,10 +75,12 @@ def migrate() -> None:
 
 
 def _projector(settings: Settings) -> Any:
+    from api.app import tune_gc
     from ledger.migrate import migrate as run
     from ledger.store import StoreUnavailable, open_store
     from projections.runner import Projector
 
+    tune_gc()
     try:
         run(settings.database_url)
         return Projector(open_store(settings.database_url))

@@ -12,17 +12,14 @@ import re
 from datetime import UTC, datetime
 from functools import lru_cache
 
-_FRACTION = re.compile(r"\.(\d+)")
 
-
+@lru_cache(maxsize=65_536)
 def utc_of(moment: str) -> str:
     """``moment`` (RFC 3339, any offset) as fixed-width UTC; sub-microsecond digits are
-    dropped (the ledger's ``seq`` orders anything closer than that)."""
-    match = _FRACTION.search(moment)
-    if match:
-        digits = match.group(1)
-        moment = moment[: match.start(1)] + (digits + "000000")[:6] + moment[match.end(1) :]
-    return format_utc(datetime.fromisoformat(moment.replace("Z", "+00:00")))
+    dropped (the ledger's ``seq`` orders anything closer than that). Cached: events of
+    one minute share their times more often than not."""
+    # Python 3.11's fromisoformat reads RFC 3339 whole, truncating past microseconds.
+    return format_utc(datetime.fromisoformat(moment))
 
 
 def format_utc(moment: datetime) -> str:

@@ -7,7 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.entry import Entry
+from ledger.canonical import parse
 from projections.instants import utc_of
 
 
@@ -25,9 +25,10 @@ class Change:
 
     @classmethod
     def of(cls, position: int, stored: bytes) -> Change:
-        entry = Entry.decode(stored)
-        event = entry.event
-        return cls(position, entry.ledger, entry.seq, entry.recorded_at, event,
+        # The entry's fields only: views need not rebuild an Entry (or its hash) for each.
+        entry = parse(stored)
+        event = entry["event"]
+        return cls(position, entry["ledger"], entry["seq"], entry["recorded_at"], event,
                    utc_of(event["occurred_at"]))
 
 

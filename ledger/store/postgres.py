@@ -297,6 +297,17 @@ class PostgresLedgerStore(LedgerStore):
     def reading(self) -> AbstractContextManager[Any]:
         return self._reading()
 
+    def notifications(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        # The library's select_notifications, as plain binary rows: it builds a dict and a
+        # Notification per row and sends bytea as hex text, a third of a follower's time.
+        with self._reading() as curs:
+            curs.execute(
+                "SELECT notification_id, state FROM stored_events WHERE notification_id > %s"
+                " ORDER BY notification_id LIMIT %s",
+                (after, limit), prepare=True, binary=True,
+            )
+            return [(row[0], row[1]) for row in curs.fetchall()]
+
     def last_notification(self) -> int:
         with self._reading() as curs:
             curs.execute("SELECT max(notification_id) FROM stored_events")
