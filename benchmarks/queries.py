@@ -1,0 +1,310 @@
+"""Read-side benchmark on PostgreSQL (fsync on): audit queries, catch-up and lag.
+
+    .venv/bin/python -m benchmarks.queries [--events 10000000] [--database URL]
+
+1. Loads ``--events`` synthetic events through the ingest path (validation, encryption,
+   group commit; ``--loaders`` processes, each its own seeded workload), with no projection
+   running. With ``--database`` an existing database is reused and only topped up.
+2. Projection catch-up: every view from nothing to the head, in this process
+   (target >= 25,000 events/s).
+3. History pages over HTTP: 100-row pages of ``/v1/users/{id}/accesses`` and
+   ``/v1/patients/{id}/accesses`` for random users and patients, from concurrent keep-alive
+   clients, each page also recording its ``query`` events (target p99 <= 15 ms).
+4. Steady-state lag while ingesting 2,000 events/s: from each batch's receipt to the moment
+   every view holds it (target p99 <= 1 s).
+
+Prints each figure beside its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from tempfile import TemporaryDirectory
+from typing import Any
+from urllib.parse import quote
+
+import orjson
+import psycopg
+
+from benchmarks.httpload import post_request, run_load
+from ledger.settings import Settings
+from tests.support import ServerProcess, create_pg_database, drop_pg_database
+
+ROOT = Path(__file__).resolve().parents[1]
+LOAD_BATCH = 1000
+
+
+def line(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+    mark = "" if ok is None else ("  PASS" if ok else "  MISS")
+    print(f"{name:<46} {value:>26}  {target}{mark}", flush=True)
+
+
+def get_request(path: str, headers: dict[str, str], host: str = "127.0.0.1") -> bytes:
+    extra = "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{extra}\r\n".encode()
+
+
+# -- 1. loading ---------------------------------------------------------------------------
+
+
+def load_part(url: str, key_file: str, seed: int, events: int, out: str) -> None:
+    """One loader process: its seeded workload through ``Ingest``; writes the patient and
+    user ids it used to ``out`` (the benchmark needs real ones to ask about)."""
+    from api.app import build_services, tune_gc
+    from api.workload import Workload
+
+    tune_gc()
+    svc = build_services(Settings(database_url=url, key_file=Path(key_file),
+                                  project_inline=False))
+    patients: set[str] = set()
+    users: set[str] = set()
+    chunk: list[dict[str, Any]] = []
+    done = 0
+    started = time.perf_counter()
+    try:
+        for event in Workload(seed=seed).events(events):
+            chunk.append(event)
+            if event.get("patient"):
+                patients.add(event["patient"]["id"])
+            users.add(event["actor"]["id"])
+            if len(chunk) == LOAD_BATCH:
+                svc.ingest.record_sync("default", chunk, batch=True)
+                done += len(chunk)
+                chunk = []
+                if done % 200_000 == 0:
+                    rate = done / (time.perf_counter() - started)
+                    print(f"  loader {seed}: {done:,} ({rate:,.0f}/s)", flush=True)
+        if chunk:
+            svc.ingest.record_sync("default", chunk, batch=True)
+    finally:
+        svc.writer.stop()
+        svc.store.close()
+    Path(out).write_text(json.dumps({"patients": sorted(patients), "users": sorted(users)}))
+
+
+def head_seq(url: str) -> int:
+    from ledger.store import open_store
+
+    store = open_store(url)
+    try:
+        return store.head("default").seq
+    finally:
+        store.close()
+
+
+def load(url: str, tmp: Path, key_file: str, events: int, loaders: int) -> dict[str, list[str]]:
+    have = head_seq(url)
+    ids: dict[str, set[str]] = {"patients": set(), "users": set()}
+    missing = max(0, events - have)
+    # Seeds continue from what is there, so a top-up adds new events rather than replays.
+    first_seed = 1000 + have // max(1, events // loaders)
+    procs = []
+    started = time.perf_counter()
+    for i in range(loaders):
+        share = missing // loaders + (1 if i < missing % loaders else 0)
+        out = tmp / f"ids-{i}.json"
+        procs.append((out, subprocess.Popen(
+            [sys.executable, "-m", "benchmarks.queries", "--load-part", url, key_file,
+             str(first_seed + i), str(share), str(out)], cwd=ROOT)))
+    for _, proc in procs:
+        if proc.wait() != 0:
+            raise SystemExit("a loader failed")
+    elapsed = time.perf_counter() - started
+    if missing:
+        line("load through ingest (no projection)", f"{missing / elapsed:,.0f} events/s")
+    for out, _ in procs:
+        found = json.loads(out.read_text())
+        ids["patients"].update(found["patients"])
+        ids["users"].update(found["users"])
+    return {k: sorted(v) for k, v in ids.items()}
+
+
+def sample_ids(url: str) -> dict[str, list[str]]:
+    """Ids for an already loaded database: regenerate a slice of the seeded workload."""
+    from api.workload import Workload
+
+    patients: set[str] = set()
+    users: set[str] = set()
+    for event in Workload(seed=1000).events(200_000):
+        if event.get("patient"):
+            patients.add(event["patient"]["id"])
+        users.add(event["actor"]["id"])
+    return {"patients": sorted(patients), "users": sorted(users)}
+
+
+# -- 2. catch-up --------------------------------------------------------------------------
+
+
+def catch_up(url: str) -> tuple[int, float]:
+    from api.app import tune_gc
+    from ledger.store import open_store
+    from projections.runner import Projector
+
+    tune_gc()
+    store = open_store(url)
+    try:
+        projector = Projector(store)
+        started = time.perf_counter()
+        done = projector.catch_up()
+        return done, time.perf_counter() - started
+    finally:
+        store.close()
+
+
+# -- 3. pages -----------------------------------------------------------------------------
+
+
+def pages(server: ServerProcess, ids: dict[str, list[str]], count: int, clients: int,
+          seed: int = 7) -> tuple[Any, Any]:
+    rng = random.Random(seed)
+    requests = []
+    for i in range(count):
+        if i % 2:
+            who = quote(rng.choice(ids["users"]), safe="")
+            path = f"/v1/users/{who}/accesses?purpose=HOPERAT&limit=100"
+        else:
+            who = quote(rng.choice(ids["patients"]), safe="")
+            path = f"/v1/patients/{who}/accesses?purpose=HOPERAT&limit=100"
+        requests.append(get_request(path, server.headers))
+    warm = requests[: count // 5]
+    run_load("127.0.0.1", server.port, [warm[i::clients] for i in range(clients)])
+    measured = requests[count // 5 :]
+    return run_load("127.0.0.1", server.port, [measured[i::clients] for i in range(clients)]), \
+        len(measured)
+
+
+# -- 4. lag -------------------------------------------------------------------------------
+
+
+def lag_under_load(url: str, server: ServerProcess, rate: int, seconds: int,
+                   seed: int = 99) -> list[float]:
+    """Post ``rate`` events/s in batches of 100 for ``seconds``; for each batch, the time
+    from its receipt until every view's position covers it."""
+    from api.workload import Workload
+
+    events = list(Workload(seed=seed).events(rate * seconds))
+    batches = [events[i : i + 100] for i in range(0, len(events), 100)]
+    acks: list[tuple[float, int]] = []
+    samples: list[tuple[float, int]] = []
+    stop = threading.Event()
+
+    def poll() -> None:
+        with psycopg.connect(url, autocommit=True) as conn:
+            while not stop.is_set():
+                row = conn.execute(
+                    "SELECT min(notification_id) FROM notification_tracking"
+                    " WHERE application_name <> '__migration__'").fetchone()
+                samples.append((time.perf_counter(), int(row[0] or 0)))
+                time.sleep(0.01)
+
+    poller = threading.Thread(target=poll, daemon=True)
+    poller.start()
+    import httpx
+
+    interval = 100 / rate
+    with httpx.Client(base_url=server.url, headers=server.headers, timeout=30) as client:
+        start = time.perf_counter()
+        for n, batch in enumerate(batches):
+            wait = start + n * interval - time.perf_counter()
+            if wait > 0:
+                time.sleep(wait)
+            response = client.post("/v1/events/batch", content=orjson.dumps({"events": batch}),
+                                   headers={"content-type": "application/json"})
+            response.raise_for_status()
+            acks.append((time.perf_counter(), response.json()["receipts"][-1]["seq"]))
+    time.sleep(3)
+    stop.set()
+    poller.join()
+    with psycopg.connect(url) as conn:
+        positions = dict(conn.execute(
+            "SELECT originator_version, notification_id FROM stored_events"
+            " WHERE originator_version = ANY(%s)", ([seq for _, seq in acks],)).fetchall())
+    lags = []
+    for acked, seq in acks:
+        wanted = positions[seq]
+        seen = next((t for t, p in samples if p >= wanted), None)
+        lags.append(float("inf") if seen is None else max(0.0, seen - acked))
+    return lags
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def main() -> None:
+    if len(sys.argv) > 1 and sys.argv[1] == "--load-part":
+        url, key_file, seed, events, out = sys.argv[2:7]
+        load_part(url, key_file, int(seed), int(events), out)
+        return
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--events", type=int, default=10_000_000)
+    parser.add_argument("--database", help="reuse (and keep) this PostgreSQL database")
+    parser.add_argument("--loaders", type=int, default=2)
+    parser.add_argument("--pages", type=int, default=5000)
+    parser.add_argument("--clients", type=int, default=4)
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--seconds", type=int, default=30)
+    args = parser.parse_args()
+
+    url = args.database or create_pg_database()
+    with TemporaryDirectory() as tmpdir:
+        tmp = Path(tmpdir)
+        # A reused database keeps its key ring beside the project; a fresh one is temporary.
+        kept = ROOT / "var" / "bench-queries-keys.json"
+        key_file = os.environ.get("LEDGER_KEY_FILE") or str(kept if args.database
+                                                            else tmp / "keys.json")
+        try:
+            # One key ring for every process: made (with the schema) before any loader.
+            from api.app import build_services
+
+            svc = build_services(Settings(database_url=url, key_file=Path(key_file),
+                                          project_inline=False))
+            svc.writer.stop()
+            svc.store.close()
+            print(f"database {url}", flush=True)
+            ids = load(url, tmp, key_file, args.events, args.loaders)
+            if not ids["patients"]:
+                ids = sample_ids(url)
+            line("ledger size", f"{head_seq(url):,} entries")
+
+            done, seconds = catch_up(url)
+            rate = done / max(seconds, 1e-9)
+            line("projection catch-up, all views", f"{rate:,.0f} events/s", ">= 25,000",
+                 rate >= 25_000)
+            line("  (entries applied)", f"{done:,} in {seconds:,.1f} s")
+
+            env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": key_file,
+                   "LEDGER_LOG_LEVEL": "warning"}
+            with ServerProcess(env, args=("--workers", str(args.workers))) as server:
+                result, measured = pages(server, ids, args.pages, args.clients)
+                bad = {s: n for s, n in result.statuses.items() if s != 200}
+                p50, p99 = result.percentile(50) * 1000, result.percentile(99) * 1000
+                line(f"history page, 100 rows, {args.clients} clients",
+                     f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "p99 <= 15 ms", p99 <= 15)
+                line("  (pages)", f"{measured:,} at {measured / result.seconds:,.0f}/s"
+                     + (f", non-200: {bad}" if bad else ""))
+                lags = lag_under_load(url, server, args.rate, args.seconds)
+                lag99 = percentile(lags, 99)
+                line(f"view lag while ingesting {args.rate:,}/s",
+                     f"p50 {percentile(lags, 50) * 1000:.0f} ms, p99 {lag99 * 1000:.0f} ms",
+                     "p99 <= 1 s", lag99 <= 1.0)
+        finally:
+            if not args.database:
+                drop_pg_database(url)
+
+
+if __name__ == "__main__":
+    main()
+
+__all__ = ["get_request", "post_request"]
