@@ -215,3 +215,59 @@ class ServerProcess:
 
     def __exit__(self, *_: object) -> None:
         self.stop()
+
+
+def provision_user(
+    settings: Any, name: str, password: str, *, roles: tuple[str, ...] | list[str] = ("auditor",),
+    ledger: str = "default",
+) -> str:
+    """A person with a password and TOTP, made as ``phi-ledger admin create-user`` makes
+    them (recorded in their ledger: ``identity_created``, ``totp_enrolled``). Returns the
+    TOTP seed, for the test to make codes with (api.auth.credentials.totp_code)."""
+    from api.auth.identities import Actor, Identities
+    from api.auth.sealing import SeedSeal
+    from ledger.clock import utc_now
+    from ledger.migrate import migrate
+    from ledger.protection import load_key_ring
+    from ledger.store import open_store
+
+    migrate(settings.database_url)
+    store = open_store(settings.database_url)
+    try:
+        ring = load_key_ring(settings, store)
+        identities = Identities(store, utc_now, fingerprint=lambda _l, e: e["event_id"],
+                                seeds=SeedSeal(lambda: ring))
+        _, enrolment = identities.create_user(ledger, name, roles, password,
+                                              actor=Actor("test-support"))
+        return enrolment.seed
+    finally:
+        store.close()
+
+
+class FakeClock:
+    """A clock a test moves by hand (create_app(..., clock=FakeClock(...)))."""
+
+    def __init__(self, start: Any = None) -> None:
+        from datetime import UTC, datetime
+
+        self.now = start or datetime.now(UTC)
+
+    def __call__(self) -> Any:
+        return self.now
+
+    def advance(self, **delta: float) -> None:
+        from datetime import timedelta
+
+        self.now = self.now + timedelta(**delta)
+
+
+def fastapi_app(asgi: Any) -> Any:
+    """The FastAPI application inside create_app's middleware stack."""
+    from fastapi import FastAPI
+
+    seen = asgi
+    for _ in range(20):
+        if isinstance(seen, FastAPI):
+            return seen
+        seen = getattr(seen, "owner", None) or seen.app
+    raise AssertionError("no FastAPI app inside")
