@@ -172,7 +172,8 @@ class ServerProcess:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        scheme = "https" if "--ssl-certfile" in self.args else "http"
+        return f"{scheme}://127.0.0.1:{self.port}"
 
     def start(self, timeout: float = 30.0) -> ServerProcess:
         if self.api_key is None:
@@ -189,7 +190,8 @@ class ServerProcess:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"server exited with {self.proc.returncode}")
             try:
-                if httpx.get(f"{self.url}/healthz", timeout=1).status_code == 200:
+                # (a test's self-signed certificate when serving TLS)
+                if httpx.get(f"{self.url}/healthz", timeout=1, verify=False).status_code == 200:
                     return self
             except httpx.HTTPError:
                 pass
