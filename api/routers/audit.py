@@ -8,7 +8,9 @@ to ``wait_ms``): read-your-writes for a client that has just posted.
 
 from __future__ import annotations
 
-from typing import Annotated, Any, get_args
+import asyncio
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
@@ -26,12 +28,13 @@ from api.errors import ApiError
 from api.routers.common import chosen_ledger, json_response
 from api.services import Services, services
 from ledger.event import Action, PurposeOfUse
-from projections.accounting import account
+from projections.accounting import Accounting, account
 from projections.cursor import BadCursor, decode_cursor, encode_cursor
 from projections.instants import format_utc, parse_bound
 from projections.queries import AccessFilter
 
 router = APIRouter(prefix="/v1", tags=["audit"])
+T = TypeVar("T")
 
 PURPOSES = frozenset(get_args(PurposeOfUse))
 ACTIONS = frozenset(get_args(Action)) | {"patient_shredded"}
@@ -98,8 +101,6 @@ def _period(problems: Problems, since: str | None, until: str | None) -> None:
 async def _await_views(svc: Services, ledger: str, min_seq: int | None, wait_ms: int) -> None:
     if min_seq is None:
         return
-    import asyncio
-
     position = await asyncio.to_thread(svc.store.notification_of, ledger, min_seq)
     if position is None:
         raise ApiError(400, "invalid_request",
@@ -109,6 +110,12 @@ async def _await_views(svc: Services, ledger: str, min_seq: int | None, wait_ms:
         raise ApiError(503, "views_behind",
                        "the views have not reached min_seq yet; retry shortly", ["min_seq"],
                        headers={"Retry-After": "1"})
+
+
+async def off_loop(read: Callable[[], T]) -> T:
+    """Run a request's reads (several database round trips and the decryption) on a
+    worker thread: on the event loop they would hold up every other request meanwhile."""
+    return await asyncio.to_thread(read)
 
 
 def _reader(request: Request) -> Reader:
@@ -126,14 +133,19 @@ async def patient_record(
     problems.raise_any()
     await _await_views(svc, ledger, min_seq, wait_ms)
     reports = AccessReports(svc)
-    row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
-    if row is None:
-        raise ApiError(404, "patient_not_found", "no record of this patient", ["patient_id"])
-    if row.deleted:
-        raise ApiError(404, "patient_deleted",
-                       "this patient's record was deleted; its access history remains",
-                       ["patient_id"])
-    _, record = reports.open_record(ledger, row)
+
+    def read() -> tuple[Any, dict[str, Any]]:
+        row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
+        if row is None:
+            raise ApiError(404, "patient_not_found", "no record of this patient",
+                           ["patient_id"])
+        if row.deleted:
+            raise ApiError(404, "patient_deleted",
+                           "this patient's record was deleted; its access history remains",
+                           ["patient_id"])
+        return row, reports.open_record(ledger, row)[1]
+
+    row, record = await off_loop(read)
     await reports.record_reads(ledger, _reader(request), [patient_id], purpose, PATIENT_RECORD)
     return json_response({
         "patient": {"id": patient_id}, "ledger": ledger, "record": record,
@@ -191,13 +203,17 @@ async def patient_accesses(
     await _await_views(svc, ledger, min_seq, wait_ms)
     reports = AccessReports(svc)
     ref = reports.patient_ref(ledger, patient_id)
-    if not svc.queries.has_accesses(ledger, patient_ref=ref):
-        raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
-                       ["patient_id"])
     where = AccessFilter(patient_ref=ref, actor_id=actor, since_utc=since_utc,
                          until_utc=until_utc, actions=actions)
     scope = {"p": ref, "a": actor, "f": since_utc, "t": until_utc, "x": actions, "o": order}
-    page = _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+
+    def read() -> dict[str, Any]:
+        if not svc.queries.has_accesses(ledger, patient_ref=ref):
+            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+                           ["patient_id"])
+        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+
+    page = await off_loop(read)
     await reports.record_reads(ledger, _reader(request), [patient_id], purpose, ACCESS_REPORT)
     return json_response({"patient": {"id": patient_id}, "ledger": ledger, **page})
 
@@ -217,13 +233,18 @@ async def user_accesses(
     problems.raise_any()
     await _await_views(svc, ledger, min_seq, wait_ms)
     reports = AccessReports(svc)
-    if not svc.queries.has_accesses(ledger, actor_id=user_id):
-        raise ApiError(404, "user_not_found", "nothing is recorded for this user", ["user_id"])
     ref = reports.patient_ref(ledger, patient) if patient else None
     where = AccessFilter(patient_ref=ref, actor_id=user_id, since_utc=since_utc,
                          until_utc=until_utc, actions=actions)
     scope = {"u": user_id, "p": ref, "f": since_utc, "t": until_utc, "x": actions, "o": order}
-    page = _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+
+    def read() -> dict[str, Any]:
+        if not svc.queries.has_accesses(ledger, actor_id=user_id):
+            raise ApiError(404, "user_not_found", "nothing is recorded for this user",
+                           ["user_id"])
+        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+
+    page = await off_loop(read)
     shown = [item["patient"]["id"] for item in page["items"] if item["patient"]]
     await reports.record_reads(ledger, _reader(request), shown, purpose, USER_ACCESS_REPORT)
     return json_response({"user": {"id": user_id}, "ledger": ledger, **page})
@@ -250,12 +271,16 @@ async def patient_disclosures(
     await _await_views(svc, ledger, min_seq, wait_ms)
     reports = AccessReports(svc)
     ref = reports.patient_ref(ledger, patient_id)
-    if not svc.queries.has_accesses(ledger, patient_ref=ref):
-        raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
-                       ["patient_id"])
     period = reports.accounting_period(since_utc, until_utc)
-    rows = svc.queries.disclosures(ledger, ref, *period)
-    accounting = account(reports.open_disclosures(ledger, rows), summarise=summarize)
+
+    def read() -> Accounting:
+        if not svc.queries.has_accesses(ledger, patient_ref=ref):
+            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+                           ["patient_id"])
+        rows = svc.queries.disclosures(ledger, ref, *period)
+        return account(reports.open_disclosures(ledger, rows), summarise=summarize)
+
+    accounting = await off_loop(read)
     await reports.record_reads(ledger, _reader(request), [patient_id], purpose,
                                DISCLOSURE_ACCOUNTING)
     generated = format_utc(svc.clock())
