@@ -15,10 +15,13 @@ from dataclasses import dataclass, field
 import uvloop
 
 
-def post_request(path: str, body: bytes, host: str = "127.0.0.1") -> bytes:
+def post_request(path: str, body: bytes, host: str = "127.0.0.1", key: str | None = None
+                 ) -> bytes:
+    """A POST with its body; ``key`` goes in ``Authorization: Bearer``."""
+    auth = f"Authorization: Bearer {key}\r\n" if key else ""
     return (
         f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-        f"Content-Length: {len(body)}\r\n\r\n"
+        f"{auth}Content-Length: {len(body)}\r\n\r\n"
     ).encode() + body
 
 

@@ -34,7 +34,7 @@ from ledger.chain import EMPTY_HEAD, extend
 from ledger.migrate import migrate
 from ledger.store import open_store
 from ledger.verifier import verify
-from tests.support import ServerProcess, create_pg_database, drop_pg_database
+from tests.support import ServerProcess, create_pg_database, drop_pg_database, provision_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3000
@@ -69,22 +69,25 @@ def raw_copy_ceiling(url: str, events: list[dict]) -> float:
     return len(rows) / elapsed
 
 
-def serving(url: str, tmp: Path, workers: int, *, plaintext: bool = False) -> ServerProcess:
+def serving(url: str, tmp: Path, workers: int, key: str, *, plaintext: bool = False
+            ) -> ServerProcess:
     env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(tmp / f"keys-{url[-8:]}.json"),
            "LEDGER_LOG_LEVEL": "warning"}
     if plaintext:
         env["LEDGER_UNSAFE_PLAINTEXT"] = "1"
-    return ServerProcess(env, args=("--workers", str(workers)))
+    return ServerProcess(env, args=("--workers", str(workers)), api_key=key)
 
 
 def bench_batches(url: str, tmp: Path, events: list[dict], clients: int, workers: int, *,
                   plaintext: bool = False) -> float:
+    migrate(url)
+    key = provision_key(url, roles=["ingest"])  # made before the server starts
     bodies = [
-        post_request("/v1/events/batch", orjson.dumps({"events": events[i : i + 1000]}))
+        post_request("/v1/events/batch", orjson.dumps({"events": events[i : i + 1000]}),
+                     key=key)
         for i in range(0, len(events), 1000)
     ]
-    migrate(url)
-    with serving(url, tmp, workers, plaintext=plaintext) as server:
+    with serving(url, tmp, workers, key, plaintext=plaintext) as server:
         result = run_load("127.0.0.1", server.port, [bodies[i::clients] for i in range(clients)])
     assert set(result.statuses) == {201}, result.statuses
     return len(events) / result.seconds
@@ -92,10 +95,11 @@ def bench_batches(url: str, tmp: Path, events: list[dict], clients: int, workers
 
 def bench_singles(url: str, tmp: Path, events: list[dict], clients: int,
                   workers: int) -> tuple[float, float, float]:
-    requests = [post_request("/v1/events", orjson.dumps(e)) for e in events]
-    warm, measured = requests[:WARMUP], requests[WARMUP:]
     migrate(url)
-    with serving(url, tmp, workers) as server:
+    key = provision_key(url, roles=["ingest"])
+    requests = [post_request("/v1/events", orjson.dumps(e), key=key) for e in events]
+    warm, measured = requests[:WARMUP], requests[WARMUP:]
+    with serving(url, tmp, workers, key) as server:
         run_load("127.0.0.1", server.port, [warm[i::clients] for i in range(clients)])
         result = run_load("127.0.0.1", server.port,
                           [measured[i::clients] for i in range(clients)])

@@ -88,6 +88,11 @@ def auth_headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 
 
+def key_headers(database_url: str, **options: Any) -> dict[str, str]:
+    """The Authorization header of a new key (``provision_key``)."""
+    return auth_headers(provision_key(database_url, **options))
+
+
 def make_event(**overrides: Any) -> dict[str, Any]:
     """A valid ``read`` event with a fresh event_id; override any field."""
     event: dict[str, Any] = {

@@ -69,7 +69,7 @@ def _mixed_load(
     """One keep-alive client: single events, a batch every 50th, and replays of events
     already acknowledged (by any server) that must come back 200 with the same receipt."""
     rng = random.Random(seed)
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         client.get("/healthz").raise_for_status()  # open the keep-alive connection
         start.wait(timeout=60)
         batches: list[list[dict[str, Any]]] = []
@@ -113,7 +113,7 @@ def _check_whole_ledger(server: ServerProcess, env: dict[str, str], collector: C
     n = len(collector.posted)
     seqs = sorted(r["seq"] for r in collector.receipts.values())
     assert seqs == list(range(1, n + 1)), "receipts do not hold each seq 1..N exactly once"
-    with httpx.Client(base_url=server.url, timeout=60) as client:
+    with server.client(timeout=60) as client:
         head = client.get("/v1/ledger").json()
         assert head["seq"] == n
         entries = entries_over_http(client)
@@ -238,7 +238,7 @@ def test_same_event_id_raced_across_servers(database_url: str, tmp_path: Path,
     ledger_view = Collector()  # what the ledger must end up holding
     with ExitStack() as stack:
         clients = [
-            stack.enter_context(httpx.Client(base_url=procs[k % len(procs)].url, timeout=60))
+            stack.enter_context(procs[k % len(procs)].client(timeout=60))
             for k in range(n_clients)
         ]
         for client in clients:

@@ -40,9 +40,10 @@ MAX_EVENTS_PER_CLIENT = 1500
 PROGRESS = 20  # acknowledged events that show the load is flowing again
 
 
-def _client(url: str, name: str, collector: Collector, stop: threading.Event,
-            deadline: float) -> None:
-    with httpx.Client(base_url=url, timeout=httpx.Timeout(10, connect=2)) as client:
+def _client(url: str, headers: dict[str, str], name: str, collector: Collector,
+            stop: threading.Event, deadline: float) -> None:
+    with httpx.Client(base_url=url, headers=headers,
+                      timeout=httpx.Timeout(10, connect=2)) as client:
         for _ in range(MAX_EVENTS_PER_CLIENT):
             if stop.is_set():
                 return
@@ -87,7 +88,7 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(database_url: str,
         stop.set()
 
     try:
-        targets = [partial(_client, server.url, f"c{k}", collector, stop, deadline)
+        targets = [partial(_client, server.url, server.headers, f"c{k}", collector, stop, deadline)
                    for k in range(CLIENTS)]
         targets.append(crash_loop)
         run_threads(targets, collector, timeout=120)
@@ -102,7 +103,7 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(database_url: str,
         n = len(collector.posted)
         print(f"seed {seed}: {n} events, answers {dict(collector.statuses)}, "
               f"{collector.transport_errors} connection errors")
-        with httpx.Client(base_url=server.url, timeout=60) as client:
+        with server.client(timeout=60) as client:
             head = client.get("/v1/ledger").json()
             assert head["seq"] == n, f"seed {seed}: head {head['seq']} != {n} events posted"
             entries = entries_over_http(client)

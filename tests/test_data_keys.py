@@ -7,7 +7,6 @@ from __future__ import annotations
 import threading
 from typing import Any
 
-import httpx
 import pytest
 
 from api.app import build_services
@@ -44,8 +43,8 @@ def test_two_processes_meeting_the_same_new_patients(settings: Settings) -> None
     posted: list[dict[str, Any]] = []
     lock = threading.Lock()
 
-    def post(url: str, writer: int) -> None:
-        with httpx.Client(base_url=url, timeout=60) as http:
+    def post(server: ServerProcess, writer: int) -> None:
+        with server.client(timeout=60) as http:
             for round_ in range(ROUNDS):
                 batch = _events(writer, round_ * BATCH, BATCH)
                 r = http.post("/v1/events/batch", json={"events": batch})
@@ -54,7 +53,7 @@ def test_two_processes_meeting_the_same_new_patients(settings: Settings) -> None
                     if r.status_code == 201:
                         posted.extend(batch)
 
-    threads = [threading.Thread(target=post, args=(server.url, k + 1))
+    threads = [threading.Thread(target=post, args=(server, k + 1))
                for k, server in enumerate([first, second, first, second])]
     try:
         for t in threads:

@@ -20,7 +20,6 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 
@@ -376,8 +375,7 @@ def test_keys_never_appear_in_logs_errors_or_export(key_settings: Settings,
     assert demo.returncode == 0, demo.stderr
 
     log_path = tmp_path / "server.log"
-    with ServerProcess(env, log_path=log_path) as server, httpx.Client(
-            base_url=server.url, timeout=30) as http:
+    with ServerProcess(env, log_path=log_path) as server, server.client(timeout=30) as http:
         assert http.post("/v1/events", json=patient_event(MRN)).status_code == 201
         assert http.post("/v1/events", json={"event_id": "x"}).status_code == 422
         assert http.get("/v1/ledger").status_code == 200

@@ -22,7 +22,6 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psycopg
 import pytest
 from fastapi.testclient import TestClient
@@ -42,7 +41,7 @@ from tests.loadgen import (
     tagged_event,
     wait_until,
 )
-from tests.support import ServerProcess, contract_example
+from tests.support import ServerProcess, contract_example, key_headers
 
 RECOVERY_SECONDS = 45
 
@@ -191,7 +190,8 @@ def test_outage_answers_503_writes_nothing_and_recovers(
 ) -> None:
     settings = Settings(database_url=proxy.url_for(postgres_url),
                         key_file=tmp_path / "keys.json")
-    with TestClient(create_app(settings, configure_logs=False)) as client:
+    with TestClient(create_app(settings, configure_logs=False),
+                    headers=key_headers(settings.database_url)) as client:
         before = [client.post("/v1/events", json=tagged_event("before")) for _ in range(5)]
         assert [r.status_code for r in before] == [201] * 5
         assert client.get("/readyz").status_code == 200
@@ -261,8 +261,8 @@ def test_outage_mid_load_loses_and_duplicates_nothing(
     stop = threading.Event()
     deadline = time.monotonic() + 120
 
-    def client_load(url: str, name: str) -> None:
-        with httpx.Client(base_url=url, timeout=60) as client:
+    def client_load(server: ServerProcess, name: str) -> None:
+        with server.client(timeout=60) as client:
             for _ in range(2000):
                 if stop.is_set():
                     return
@@ -284,7 +284,7 @@ def test_outage_mid_load_loses_and_duplicates_nothing(
                        "clients to get receipts again after the outage", interval=0.1)
             stop.set()
 
-        targets = [partial(client_load, server.url, f"o{k}") for k in range(3)]
+        targets = [partial(client_load, server, f"o{k}") for k in range(3)]
         targets.append(outage)
         try:
             run_threads(targets, collector, timeout=150)

@@ -41,7 +41,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
 
 from api.workload import Workload
@@ -231,7 +230,7 @@ def json_lines(text: bytes) -> list[dict[str, Any]]:
 def post_over_http(server: ServerProcess, events: list[dict[str, Any]]) -> None:
     """The events in batches, a replay, and bad requests that carry PHI in every place a
     careless service might log it: bodies, paths, query strings, conflicting replays."""
-    with httpx.Client(base_url=server.url, timeout=60) as http:
+    with server.client(timeout=60) as http:
         for start in range(0, len(events), 250):
             r = http.post("/v1/events/batch", json={"events": events[start : start + 250]})
             assert r.status_code == 201, r.text

@@ -25,7 +25,7 @@ from ledger.protection import EnvelopeProtection, load_key_ring
 from ledger.settings import Settings
 from ledger.shredding import SHREDDED
 from ledger.store import open_store
-from tests.support import contract_example, make_event
+from tests.support import contract_example, key_headers, make_event
 from tests.test_tamper import LEDGER, run_cli
 
 A = "MRN-0070001"
@@ -58,7 +58,8 @@ def patient_events(mrn: str, name: str) -> list[dict[str, Any]]:
 
 def post(settings: Settings, events: list[dict[str, Any]]) -> list[int]:
     """Post through the HTTP API of a service that is then shut down; the seqs."""
-    with TestClient(create_app(settings, configure_logs=False)) as client:
+    with TestClient(create_app(settings, configure_logs=False),
+                    headers=key_headers(settings.database_url)) as client:
         r = client.post("/v1/events/batch", json={"events": events})
     assert r.status_code == 201, r.text
     return [receipt["seq"] for receipt in r.json()["receipts"]]
@@ -219,7 +220,8 @@ def test_an_event_posted_to_a_running_service_right_after_a_shred_stays_readable
 ) -> None:
     """Shredding from the CLI while the service runs (the normal case): an event the
     service accepts after the shred must be sealed under a new key, not the destroyed one."""
-    with TestClient(create_app(settings, configure_logs=False)) as client:
+    with TestClient(create_app(settings, configure_logs=False),
+                    headers=key_headers(settings.database_url)) as client:
         r = client.post("/v1/events", json=make_event(patient={"id": A}))
         assert r.status_code == 201, r.text
         _, what, shred_seq = shred(settings, A)

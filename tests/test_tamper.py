@@ -38,7 +38,7 @@ from ledger.settings import Settings
 from ledger.store import ledger_id, open_store
 from ledger.store.base import ENTRY_TOPIC
 from ledger.verifier import verify_ledger
-from tests.support import ROOT, make_event
+from tests.support import ROOT, key_headers, make_event
 
 LEDGER = "default"
 N_EVENTS = 30
@@ -95,7 +95,8 @@ def verify_direct(url: str) -> Verdict:
 
 
 def verify_http(settings: Settings) -> dict[str, Any]:
-    with TestClient(create_app(settings, configure_logs=False)) as client:
+    with TestClient(create_app(settings, configure_logs=False),
+                    headers=key_headers(settings.database_url)) as client:
         response = client.post("/v1/ledger/verify")
     assert response.status_code == 200, response.text
     return response.json()

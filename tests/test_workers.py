@@ -31,13 +31,14 @@ def test_two_workers_share_the_port_and_one_chain(settings: Settings) -> None:
     with ServerProcess(env, args=("--workers", "2")) as server:
         receipts = []
         for _ in range(16):  # new connections: the kernel spreads them over the sockets
-            with httpx.Client(base_url=server.url, timeout=30) as http:
+            with server.client(timeout=30) as http:
                 batch = [make_event() for _ in range(10)]
                 r = http.post("/v1/events/batch", json={"events": batch})
                 assert r.status_code == 201
                 receipts += r.json()["receipts"]
         assert sorted(x["seq"] for x in receipts) == list(range(1, 161))
-        verdict = httpx.post(f"{server.url}/v1/ledger/verify", timeout=30).json()
+        verdict = httpx.post(f"{server.url}/v1/ledger/verify", timeout=30,
+                             headers=server.headers).json()
         assert verdict == {"ok": True, "verified_through": 160, "first_bad_seq": None,
                            "reason": None}
         assert len(_worker_pids(server)) == 2

@@ -19,6 +19,7 @@ TOTP codes, lockout. No I/O here; :mod:`api.auth.identities` stores what these d
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -43,9 +44,13 @@ LOCKOUT_MINUTES: Final = 15
 SESSION_MINUTES: Final = 15
 
 _HASHER = PasswordHasher()  # argon2id
-# Verified against when the named identity does not exist, so an unknown name costs as
-# long as a wrong password and the timing does not tell which names exist.
-_DUMMY_HASH = _HASHER.hash(secrets.token_urlsafe(16))
+
+
+@functools.cache
+def _dummy_hash() -> str:
+    """Verified against when the named identity does not exist, so an unknown name costs
+    as long as a wrong password and the timing does not tell which names exist."""
+    return _HASHER.hash(secrets.token_urlsafe(16))
 
 
 def _random_secret(prefix: str) -> str:
@@ -98,7 +103,7 @@ def password_matches(stored: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         return False
     try:
-        return _HASHER.verify(stored or _DUMMY_HASH, password) and stored is not None
+        return _HASHER.verify(stored or _dummy_hash(), password) and stored is not None
     except (VerifyMismatchError, VerificationError, InvalidHashError):
         return False
 
