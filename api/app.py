@@ -21,6 +21,7 @@ from starlette.types import ASGIApp
 
 from api.auth.access import build_access
 from api.auth.middleware import AccessControl, SecurityHeaders
+from api.auth.openapi import document_access
 from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.logs import configure_logging
@@ -142,6 +143,7 @@ def create_app(
                    health.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
+    app.openapi = document_access(app)  # type: ignore[method-assign]
 
     def observe(method: str, route: str, status: int, seconds: float) -> None:
         svc = getattr(app.state, "services", None)

@@ -170,3 +170,14 @@ def test_decide() -> None:
     assert not decide(rule, ALICE, ["clinic-a", "clinic-b"]).allowed
     assert not decide(Rule(frozenset({"admin"})), ALICE, []).allowed
     assert decide(PUBLIC, ALICE, ["anything"]).allowed
+
+
+def test_the_openapi_schema_documents_the_policy(client: TestClient) -> None:
+    schema = client.get("/openapi.json", headers={"Authorization": ""}).json()
+    assert schema["components"]["securitySchemes"]["bearer"]["scheme"] == "bearer"
+    post = schema["paths"]["/v1/events"]["post"]
+    assert post["security"] == [{"bearer": []}] and "`ingest`" in post["description"]
+    audit = schema["paths"]["/v1/ledger/entries"]["get"]
+    assert "`verifier`" in audit["description"] and "`ingest`" not in audit["description"]
+    assert schema["paths"]["/healthz"]["get"]["security"] == []
+    assert schema["paths"]["/v1/auth/login"]["post"]["security"] == []
