@@ -211,3 +211,65 @@ def test_admin_key_requests_are_checked(
     missing = client.post("/v1/admin/keys", json={"roles": ["ingest"], "identity": "app-x"},
                           headers=headers)
     assert missing.status_code == 404
+
+
+def test_cli_manages_people(settings: Settings) -> None:
+    from urllib.parse import parse_qs, urlsplit
+
+    from api.auth.credentials import totp_code, totp_step
+
+    def seed_of(done: subprocess.CompletedProcess) -> str:
+        assert done.returncode == 0, done.stderr
+        uri = done.stdout.splitlines()[-1]
+        assert uri.startswith("otpauth://totp/")
+        return parse_qs(urlsplit(uri).query)["secret"][0]
+
+    first_password, second_password = "first passphrase here", "second passphrase here"
+    seed = seed_of(cli(settings, "create-user", "--name", "dana", "--role", "auditor",
+                       "--password-stdin", stdin=first_password + "\n"))
+    taken = cli(settings, "create-user", "--name", "dana", "--role", "auditor",
+                "--password-stdin", stdin=first_password + "\n")
+    assert taken.returncode == 2 and "taken" in taken.stderr
+    weak = cli(settings, "create-user", "--name", "eve", "--role", "auditor",
+               "--password-stdin", stdin="short\n")
+    assert weak.returncode == 2 and "at least 12" in weak.stderr and "short" not in (
+        weak.stderr.replace("at least", ""))
+
+    clock = FakeClock(datetime.now(UTC))
+    verifier = auth_headers(provision_key(settings.database_url, roles=["verifier"]))
+    with TestClient(create_app(settings, clock=clock, configure_logs=False)) as client:
+
+        def login(password: str, secret: str) -> int:
+            code = totp_code(secret, totp_step(clock.now))
+            return client.post("/v1/auth/login", json={
+                "username": "dana", "password": password, "totp": code}).status_code
+
+        assert login(first_password, seed) == 200
+        new_seed = seed_of(cli(settings, "enroll-totp", "dana"))
+        clock.advance(seconds=60)
+        assert login(first_password, seed) == 401, "the old seed stopped working"
+        assert login(first_password, new_seed) == 200
+
+        clock.advance(seconds=60)
+        for _ in range(5):
+            assert login("wrong password!!", new_seed) == 401
+        clock.advance(seconds=30)
+        assert login(first_password, new_seed) == 401, "locked"
+        assert cli(settings, "unlock", "dana").returncode == 0
+        clock.advance(seconds=30)
+        assert login(first_password, new_seed) == 200
+
+        assert cli(settings, "set-password", "dana", "--password-stdin",
+                   stdin=second_password + "\n").returncode == 0
+        clock.advance(seconds=60)
+        assert login(first_password, new_seed) == 401
+        clock.advance(seconds=30)
+        assert login(second_password, new_seed) == 200
+        actions = [e["action"] for e in entries(client, verifier)]
+    for action in ("identity_created", "totp_enrolled", "account_locked", "account_unlocked",
+                   "password_set", "login", "login_failed"):
+        assert action in actions, action
+    listing = cli(settings, "list")
+    assert listing.returncode == 0 and "dana" in listing.stdout
+    for secret in (seed, new_seed, first_password, second_password):
+        assert secret not in listing.stdout + listing.stderr

@@ -27,6 +27,7 @@ from api.auth.caller import ROLES, Caller, IdentityKind, format_roles, parse_rol
 from api.auth.credentials import (
     LoginState,
     LoginVerdict,
+    WeakPassword,
     accepted_totp_step,
     format_time,
     hash_password,
@@ -201,6 +202,13 @@ def check_name(name: str) -> str:
     if not NAME.match(name):
         raise AccessError("a name is 1-64 of letters, digits, '.', '_', '@' or '-'")
     return name
+
+
+def _password_hash(password: str) -> str:
+    try:
+        return hash_password(password)
+    except WeakPassword as error:
+        raise AccessError(str(error)) from None
 
 
 def _ip_or_none(ip: str | None) -> str | None:
@@ -421,7 +429,7 @@ class Identities:
         check_name(name)
         self._check_name_free(name)
         ident = self._new_identity(ledger, "user", frozenset(roles), name, now,
-                                   hash_password(password))
+                                   _password_hash(password))
         seed = new_totp_secret()
         sealed = self._seeds().seal(ident.id, seed)
         ident = replace(ident, totp_secret=sealed)
@@ -478,7 +486,7 @@ class Identities:
         ident = self._user(id_or_name)
         now = self.clock()
         return self._update_user(
-            ident, "password_hash = %s", (hash_password(password),),
+            ident, "password_hash = %s", (_password_hash(password),),
             self._event(PASSWORD_SET, now, actor.as_event(),
                         resource={"type": "identity", "id": ident.id}), now)
 
