@@ -146,6 +146,8 @@ def remembered_ids(ids: dict[str, list[str]], keep: bool) -> dict[str, list[str]
 
 
 def catch_up(url: str) -> tuple[int, float]:
+    """Every view from empty to the head: a rebuild, timed (on a reused database the
+    views may already be current)."""
     from api.app import tune_gc
     from ledger.store import open_store
     from projections.runner import Projector
@@ -155,7 +157,7 @@ def catch_up(url: str) -> tuple[int, float]:
     try:
         projector = Projector(store)
         started = time.perf_counter()
-        done = projector.catch_up()
+        done = projector.rebuild()
         return done, time.perf_counter() - started
     finally:
         store.close()
@@ -254,6 +256,7 @@ def main() -> None:
     parser.add_argument("--pages", type=int, default=3000, help="per kind")
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--load-only", action="store_true", help="stop after loading")
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
@@ -277,6 +280,8 @@ def main() -> None:
             ids = remembered_ids(load(url, tmp, key_file, args.events, args.loaders),
                                  keep=bool(args.database))
             line("ledger size", f"{head_seq(url):,} entries")
+            if args.load_only:
+                return
 
             done, seconds = catch_up(url)
             rate = done / max(seconds, 1e-9)
