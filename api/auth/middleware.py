@@ -121,6 +121,8 @@ class AccessControl:
         self.owner = owner
         self.rules = rules
         self.table = RouteTable(owner)
+        # (method, template) -> rule: the table is fixed, and the hot path pays no regex.
+        self._rule_cache: dict[tuple[str, str], Rule | None] = {}
 
     def _access(self) -> Access:
         return self.owner.state.services.access
@@ -135,7 +137,11 @@ class AccessControl:
             return
         scope["route"] = route  # the access log names the template even when refused
         template = getattr(route, "path", "")
-        rule = rule_for(scope["method"], template, self.rules)
+        cache_key = (scope["method"], template)
+        if cache_key in self._rule_cache:
+            rule = self._rule_cache[cache_key]
+        else:
+            rule = self._rule_cache[cache_key] = rule_for(*cache_key, self.rules)
         if rule is None:
             log.error("access.no_rule", method=scope["method"], route=template)
             await self._refuse(scope, receive, send, 403, "forbidden",
