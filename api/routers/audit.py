@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Annotated, Any, TypeVar, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -188,6 +189,33 @@ def _list_params(problems: Problems, since: str | None, until: str | None,
     return since_utc, until_utc, _actions(problems, action)
 
 
+async def _history(
+    svc: Services, ledger: str, where: AccessFilter, *, purpose: str | None,
+    since: str | None, until: str | None, action: str | None, cursor: str | None,
+    limit: int, order: str, min_seq: int | None, wait_ms: int,
+    exists: Callable[[], bool], missing: ApiError,
+) -> tuple[str, AccessReports, dict[str, Any]]:
+    """One page of an access history (a patient's or a user's): parameters checked
+    (every bad one named at once), views awaited, rows read and opened off the loop.
+    ``where`` names whose history; the time and action filters are added here."""
+    problems = Problems()
+    purpose = _purpose(problems, purpose)
+    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
+    problems.raise_any()
+    await _await_views(svc, ledger, min_seq, wait_ms)
+    reports = AccessReports(svc)
+    where = replace(where, since_utc=since_utc, until_utc=until_utc, actions=actions)
+    scope = {"p": where.patient_ref, "a": where.actor_id, "f": since_utc, "t": until_utc,
+             "x": actions, "o": order}
+
+    def read() -> dict[str, Any]:
+        if not exists():
+            raise missing
+        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+
+    return purpose, reports, await off_loop(read)
+
+
 @router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
 async def patient_accesses(
     patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
@@ -196,24 +224,15 @@ async def patient_accesses(
     min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    problems = Problems()
-    purpose = _purpose(problems, purpose)
-    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
-    problems.raise_any()
-    await _await_views(svc, ledger, min_seq, wait_ms)
-    reports = AccessReports(svc)
-    ref = reports.patient_ref(ledger, patient_id)
-    where = AccessFilter(patient_ref=ref, actor_id=actor, since_utc=since_utc,
-                         until_utc=until_utc, actions=actions)
-    scope = {"p": ref, "a": actor, "f": since_utc, "t": until_utc, "x": actions, "o": order}
-
-    def read() -> dict[str, Any]:
-        if not svc.queries.has_accesses(ledger, patient_ref=ref):
-            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
-                           ["patient_id"])
-        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
-
-    page = await off_loop(read)
+    ref = svc.protection.patient_ref(ledger, patient_id)
+    purpose, reports, page = await _history(
+        svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), purpose=purpose,
+        since=since, until=until, action=action, cursor=cursor, limit=limit, order=order,
+        min_seq=min_seq, wait_ms=wait_ms,
+        exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
+        missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
+                         ["patient_id"]),
+    )
     await reports.record_reads(ledger, _reader(request), [patient_id], purpose, ACCESS_REPORT)
     return json_response({"patient": {"id": patient_id}, "ledger": ledger, **page})
 
@@ -227,24 +246,15 @@ async def user_accesses(
     min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    problems = Problems()
-    purpose = _purpose(problems, purpose)
-    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
-    problems.raise_any()
-    await _await_views(svc, ledger, min_seq, wait_ms)
-    reports = AccessReports(svc)
-    ref = reports.patient_ref(ledger, patient) if patient else None
-    where = AccessFilter(patient_ref=ref, actor_id=user_id, since_utc=since_utc,
-                         until_utc=until_utc, actions=actions)
-    scope = {"u": user_id, "p": ref, "f": since_utc, "t": until_utc, "x": actions, "o": order}
-
-    def read() -> dict[str, Any]:
-        if not svc.queries.has_accesses(ledger, actor_id=user_id):
-            raise ApiError(404, "user_not_found", "nothing is recorded for this user",
-                           ["user_id"])
-        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
-
-    page = await off_loop(read)
+    ref = svc.protection.patient_ref(ledger, patient) if patient else None
+    purpose, reports, page = await _history(
+        svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), purpose=purpose,
+        since=since, until=until, action=action, cursor=cursor, limit=limit, order=order,
+        min_seq=min_seq, wait_ms=wait_ms,
+        exists=lambda: svc.queries.has_accesses(ledger, actor_id=user_id),
+        missing=ApiError(404, "user_not_found", "nothing is recorded for this user",
+                         ["user_id"]),
+    )
     shown = [item["patient"]["id"] for item in page["items"] if item["patient"]]
     await reports.record_reads(ledger, _reader(request), shown, purpose, USER_ACCESS_REPORT)
     return json_response({"user": {"id": user_id}, "ledger": ledger, **page})
