@@ -27,15 +27,17 @@ from api.fastpath import IngestFastPath
 from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import admin, audit, auth, health, ingest, ledger
+from api.routers import admin, audit, auth, health, ingest, ledger, transparency
 from api.services import Services
+from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ledger.ingest import Ingest, Protection
 from ledger.migrate import migrate
 from ledger.protection import protection_from_settings
 from ledger.settings import Settings
-from ledger.store import open_store
+from ledger.store import StoreUnavailable, open_store
+from ledger.tlog import TransparencyLog, load_log_identity
 from ledger.writer import GroupCommitWriter
 from projections.queries import AuditQueries
 from projections.runner import Projector
@@ -56,10 +58,11 @@ def build_services(
 ) -> Services:
     """Migrate, open the store, start the writer: everything a running service holds."""
     migrate(settings.database_url)
-    store = open_store(settings.database_url)
+    store = open_store(settings.database_url, maintain_tree=not settings.unsafe_no_tree)
     try:
         if protection is None:
             protection = protection_from_settings(settings, store)
+        tlog = TransparencyLog(store, load_log_identity(settings), clock)
     except BaseException:
         store.close()
         raise
@@ -71,6 +74,9 @@ def build_services(
         settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection,
         Projector(store), AuditQueries(store),
         access=build_access(settings, store, protection, clock),
+        tlog=tlog,
+        checkpointer=Checkpointer(tlog, interval=settings.checkpoint_interval_ms / 1000,
+                                  every=settings.checkpoint_entries),
     )
 
 
@@ -117,7 +123,14 @@ def create_app(
                 target=svc.projector.follow, args=(stop,), name="projector", daemon=True
             )
             follower.start()
-        log.info("service.started", dialect=svc.store.dialect, projections=follower is not None)
+        signer = None
+        if settings.checkpoints_inline and not settings.unsafe_no_tree and svc.checkpointer:
+            signer = threading.Thread(
+                target=svc.checkpointer.run, args=(stop,), name="checkpointer", daemon=True
+            )
+            signer.start()
+        log.info("service.started", dialect=svc.store.dialect, projections=follower is not None,
+                 checkpoints=signer is not None)
         try:
             yield
         finally:
@@ -125,6 +138,12 @@ def create_app(
             if follower is not None:
                 follower.join(timeout=10)
             svc.writer.stop()
+            if signer is not None and svc.checkpointer is not None:
+                signer.join(timeout=10)
+                try:  # what the writer committed last gets its checkpoint too
+                    svc.checkpointer.sign_all()
+                except StoreUnavailable:
+                    log.warning("checkpoint.final_failed")
             svc.store.close()
             log.info("service.stopped")
 
@@ -139,8 +158,8 @@ def create_app(
                    "operation_spans": False, "auto_configure": False},
     )
     install_error_handlers(app)
-    for router in (ingest.router, ledger.router, audit.router, auth.router, admin.router,
-                   health.router):
+    for router in (ingest.router, ledger.router, transparency.router, audit.router,
+                   auth.router, admin.router, health.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]

@@ -76,17 +76,21 @@ def serve(
 
 def _supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
     workers = [get_subprocess(config, uvicorn.Server(config).run, [sock]) for sock in sockets]
-    # One worker keeps the views current; in the others it would only lose the race for
-    # each batch (exactly-once holds either way). Workers read the environment as started.
-    inline = os.environ.get("LEDGER_PROJECTIONS")
+    # One worker keeps the views current and signs checkpoints; in the others it would
+    # only lose the race for each batch or each size (exactly-once and one checkpoint per
+    # size hold either way). Workers read the environment as started.
+    first_only = ("LEDGER_PROJECTIONS", "LEDGER_CHECKPOINTS")
+    inline = {name: os.environ.get(name) for name in first_only}
     for number, worker in enumerate(workers):
         if number == 1:
-            os.environ["LEDGER_PROJECTIONS"] = "off"
+            for name in first_only:
+                os.environ[name] = "off"
         worker.start()
-    if inline is None:
-        os.environ.pop("LEDGER_PROJECTIONS", None)
-    else:
-        os.environ["LEDGER_PROJECTIONS"] = inline
+    for name, value in inline.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
     asked_to_stop = False
 
     def terminate_all() -> None:

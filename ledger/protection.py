@@ -131,7 +131,7 @@ def load_key_ring(settings: Settings, store: LedgerStore) -> KeyRing:
                 " wrapped under an existing key ring; point LEDGER_KEY_FILE at that ring"
                 " (refusing to create a new one)"
             )
-        ring = provider.load_or_create()
+        ring = provider.load_or_create(settings.log_name)
     source = "LEDGER_KEYS" if settings.keys_json else str(settings.key_file)
     try:
         DataKeys(store, ring).check_ring()

@@ -29,6 +29,14 @@ class Settings:
     ``LEDGER_CORS_ORIGINS``  comma-separated origins allowed by CORS (default: none, no CORS)
     ``LEDGER_RATE_INGEST`` / ``_READ`` / ``_ADMIN``  requests a second per identity
     ``LEDGER_RATE_LOGIN``    login attempts a minute per client address and per name
+    ``LEDGER_LOG_NAME``      the transparency log's name, when the key ring's log key is
+                             made (default ``phi-ledger.<host name>``); fixed afterwards
+    ``LEDGER_CHECKPOINTS``   ``inline`` (default): ``serve`` signs checkpoints; ``off``: not
+    ``LEDGER_CHECKPOINT_INTERVAL_MS``  a signed checkpoint covers an append at most this
+                             long after it (default 1000)
+    ``LEDGER_CHECKPOINT_ENTRIES``  ... or as soon as the tree grew by this many (10,000)
+    ``LEDGER_UNSAFE_NO_TREE``  appends without the Merkle tree: only for measuring its cost;
+                             a ledger written so has no proofs and no checkpoints
     """
 
     database_url: str = DEFAULT_DATABASE_URL
@@ -49,6 +57,12 @@ class Settings:
     rate_admin: float = 10.0
     rate_login: float = 10.0
     auth_cache_seconds: float = 2.0
+    # Transparency (ledger.tlog, ledger.checkpointer).
+    log_name: str | None = None
+    checkpoints_inline: bool = True
+    checkpoint_interval_ms: int = 1000
+    checkpoint_entries: int = 10_000
+    unsafe_no_tree: bool = False
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -70,6 +84,11 @@ class Settings:
             rate_read=float(env.get("LEDGER_RATE_READ") or 100),
             rate_admin=float(env.get("LEDGER_RATE_ADMIN") or 10),
             rate_login=float(env.get("LEDGER_RATE_LOGIN") or 10),
+            log_name=env.get("LEDGER_LOG_NAME") or None,
+            checkpoints_inline=(env.get("LEDGER_CHECKPOINTS") or "inline").lower() != "off",
+            checkpoint_interval_ms=int(env.get("LEDGER_CHECKPOINT_INTERVAL_MS") or 1000),
+            checkpoint_entries=int(env.get("LEDGER_CHECKPOINT_ENTRIES") or 10_000),
+            unsafe_no_tree=env.get("LEDGER_UNSAFE_NO_TREE", "") in ("1", "true", "yes"),
         )
 
     @property

@@ -23,17 +23,30 @@ from ledger.ingest import Plaintext
 from ledger.migrate import migrate
 from ledger.settings import Settings
 from ledger.store import open_store
+from ledger.tlog import TransparencyLog, load_log_identity
 from ledger.verifier import verify_ledger
 from tests.support import PG_ADMIN_URL, make_event
 from tests.test_tamper import LEDGER, fill
 
-TABLES = ("stored_events", "ledger_event_ids", "ledgers")
+TABLES = ("stored_events", "ledger_event_ids", "ledgers", "merkle_nodes", "checkpoints")
 # One UPDATE per table that would matter to an attacker.
 UPDATES = {
     "stored_events": "UPDATE stored_events SET state = state || state",
     "ledger_event_ids": "UPDATE ledger_event_ids SET seq = seq + 1",
     "ledgers": "UPDATE ledgers SET created_at = '1970-01-01T00:00:00.000000Z'",
+    "merkle_nodes": "UPDATE merkle_nodes SET hash = hash || hash",
+    "checkpoints": "UPDATE checkpoints SET size = size + 1",
 }
+
+
+def fill_and_sign(settings: Settings) -> None:
+    """Five entries (so tree nodes), and a signed checkpoint of them."""
+    fill(settings, n=5, batch=5)
+    store = open_store(settings.database_url)
+    try:
+        assert TransparencyLog(store, load_log_identity(settings)).sign(LEDGER) is not None
+    finally:
+        store.close()
 
 
 def is_postgres(url: str) -> bool:
@@ -72,7 +85,7 @@ def assert_refused(url: str, statement: str) -> None:
 
 @pytest.fixture
 def filled(settings: Settings) -> str:
-    fill(settings, n=5, batch=5)
+    fill_and_sign(settings)
     rows = snapshot(settings.database_url)
     assert all(rows[t] for t in TABLES), rows  # something to lose in every table
     return settings.database_url
@@ -98,7 +111,7 @@ def test_truncate_is_refused_on_postgresql(postgres_url: str, tmp_path: Path,
                                            table: str) -> None:
     """PostgreSQL only: SQLite has no TRUNCATE (its truncate optimisation of a bare DELETE
     is disabled by the DELETE triggers, which the test above covers)."""
-    fill(Settings(database_url=postgres_url, key_file=tmp_path / "keys.json"), n=5, batch=5)
+    fill_and_sign(Settings(database_url=postgres_url, key_file=tmp_path / "keys.json"))
     before = snapshot(postgres_url)
     assert_refused(postgres_url, f"TRUNCATE {table}")
     assert_refused(postgres_url, f"TRUNCATE {table} CASCADE")

@@ -77,7 +77,8 @@ def key_strings(ring_json: bytes | str) -> list[str]:
     URL-safe, padded or not) and hex."""
     document = json.loads(ring_json)
     spellings = []
-    for value in [*document["keks"].values(), document["index_key"]]:
+    log_seeds = [k["seed"] for k in document.get("log_keys", {}).values() if k["seed"]]
+    for value in [*document["keks"].values(), document["index_key"], *log_seeds]:
         raw = base64.b64decode(value)
         b64 = base64.b64encode(raw).decode()
         url = base64.urlsafe_b64encode(raw).decode()
@@ -197,7 +198,8 @@ def test_key_file_is_created_0600_on_first_start_and_reused(key_settings: Settin
     assert stat.S_ISREG(info.st_mode)
     assert stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
     content = key_settings.key_file.read_bytes()
-    assert set(json.loads(content)) == {"version", "active_kek", "keks", "index_key"}
+    assert set(json.loads(content)) == {"version", "active_kek", "keks", "index_key",
+                                        "log_name", "log_keys", "active_log_key"}
     assert sorted(os.listdir(key_settings.key_file.parent)) == ["keys.json"]  # no temp files
 
     post(key_settings, [second])  # a restart
@@ -393,8 +395,9 @@ def test_keys_never_appear_in_logs_errors_or_export(key_settings: Settings,
     key_settings.key_file.chmod(0o600)
     assert exposed.returncode == 2
 
-    secrets = key_strings(key_settings.key_file.read_bytes())  # old and new KEKs, index key
-    assert len(secrets) == 3 * 6
+    # old and new KEKs, index key, log key
+    secrets = key_strings(key_settings.key_file.read_bytes())
+    assert len(secrets) == 4 * 6
     outputs = [demo.stdout, demo.stderr, server_log, export.stdout, export.stderr,
                status.stdout, status.stderr, rotate.stdout, rotate.stderr,
                exposed.stdout, exposed.stderr]

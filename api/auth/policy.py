@@ -68,8 +68,11 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/ledger/verify"): _allow(*CHAIN_READERS),
     ("GET", "/v1/checkpoints/latest"): _allow(*CHAIN_READERS),
     ("GET", "/v1/checkpoints/key"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/keys"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/{}"): _allow(*CHAIN_READERS),
     ("GET", "/v1/proofs/inclusion"): _allow(*CHAIN_READERS),
     ("GET", "/v1/proofs/consistency"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/bundle"): _allow(*CHAIN_READERS),
     # PHI: every answer is itself recorded as a `query` event
     ("GET", "/v1/patients/{}"): _allow(*PHI_READERS),
     ("GET", "/v1/patients/{}/accesses"): _allow(*PHI_READERS),

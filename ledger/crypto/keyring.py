@@ -10,7 +10,18 @@ Providers load and save a ring: :class:`FileKeyProvider` (a 0600 JSON file) and
 implement :class:`KeyProvider`. The on-disk form is::
 
     {"version": 1, "active_kek": "kek-1a2b3c4d",
-     "keks": {"kek-1a2b3c4d": "<base64 of 32 bytes>"}, "index_key": "<base64 of 32 bytes>"}
+     "keks": {"kek-1a2b3c4d": "<base64 of 32 bytes>"}, "index_key": "<base64 of 32 bytes>",
+     "log_name": "phi-ledger.example.org", "active_log_key": "log-5e6f7a8b",
+     "log_keys": {"log-5e6f7a8b": {"public": "<base64 of 32 bytes>",
+                                   "seed": "<base64 of 32 bytes> or null",
+                                   "created_at": "2026-11-26T19:03:22Z"}}}
+
+The three ``log_*`` fields are the transparency log's checkpoint signing keys (Ed25519):
+``log_name`` names the log (each ledger's checkpoints have origin ``<log_name>/<ledger>``),
+the active key signs new checkpoints, other keys with a seed co-sign them until retired,
+and a retired key keeps only its public half so that old checkpoints still verify. A
+ring written before they existed lacks them; :meth:`FileKeyProvider.ensure_log_key`
+adds them.
 
 Every failure is a :class:`KeyRingError` whose message names the file (or variable) and
 says what is wrong, and never contains key material.
@@ -25,8 +36,10 @@ import json
 import os
 import re
 import secrets
+import socket
 import stat
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
 
@@ -35,6 +48,9 @@ FORMAT_VERSION: Final = 1
 ENV_SOURCE: Final = "LEDGER_KEYS"
 _KEK_ID = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _FIELDS: Final = frozenset({"version", "active_kek", "keks", "index_key"})
+_LOG_FIELDS: Final = frozenset({"log_name", "log_keys", "active_log_key"})
+# A log name is part of every checkpoint's origin and key name: a host-like name.
+_LOG_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:/-]{0,199}")
 
 
 class KeyRingError(Exception):
@@ -45,11 +61,78 @@ class KeyRingError(Exception):
     """
 
 
-def _new_kek_id(taken: set[str] | frozenset[str] = frozenset()) -> str:
+def _new_kek_id(taken: set[str] | frozenset[str] = frozenset(), prefix: str = "kek-") -> str:
     while True:
-        kek_id = "kek-" + secrets.token_hex(4)
+        kek_id = prefix + secrets.token_hex(4)
         if kek_id not in taken:
             return kek_id
+
+
+def default_log_name() -> str:
+    """``phi-ledger.<host name>``: the log's name when ``LEDGER_LOG_NAME`` gives none.
+
+    It is written into the ring when the log key is made and never read from the host
+    again, so a renamed host keeps its log's name (a log's origin must never change).
+    """
+    host = re.sub(r"[^A-Za-z0-9.-]", "-", socket.gethostname()).strip(".-").lower()
+    return f"phi-ledger.{host or 'localhost'}"
+
+
+def check_log_name(name: str) -> str:
+    if not isinstance(name, str) or not _LOG_NAME.fullmatch(name) or name.endswith("/"):
+        raise KeyRingError(
+            "a log name is 1-200 characters of letters, digits, '.', '_', ':', '/' or '-'"
+            " (a host name, optionally with a path), starting with a letter or digit"
+        )
+    return name
+
+
+def _ed25519_public(seed: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    return Ed25519PrivateKey.from_private_bytes(seed).public_key().public_bytes(
+        Encoding.Raw, PublicFormat.Raw)
+
+
+def _utc_now() -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+
+
+@dataclass(frozen=True, repr=False)
+class LogKey:
+    """One of the log's Ed25519 checkpoint keys: ``seed`` while it signs, None once retired
+    (the public key stays, so checkpoints it signed still verify). ``repr`` shows no key."""
+
+    key_id: str
+    public: bytes
+    seed: bytes | None
+    created_at: str
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.key_id, str) or not _KEK_ID.fullmatch(self.key_id):
+            raise KeyRingError(
+                "log key ids must be 1-64 characters of letters, digits, '.', '_' or '-'")
+        if not isinstance(self.public, bytes) or len(self.public) != KEY_BYTES:
+            raise KeyRingError(f"log key {self.key_id!r}: the public key must be 32 bytes")
+        if self.seed is not None:
+            if not isinstance(self.seed, bytes) or len(self.seed) != KEY_BYTES:
+                raise KeyRingError(f"log key {self.key_id!r}: the seed must be 32 bytes")
+            if _ed25519_public(self.seed) != self.public:
+                raise KeyRingError(
+                    f"log key {self.key_id!r}: the public key does not belong to the seed")
+
+    @classmethod
+    def generate(cls, taken: set[str] | frozenset[str] = frozenset()) -> LogKey:
+        seed = os.urandom(KEY_BYTES)
+        return cls(_new_kek_id(taken, "log-"), _ed25519_public(seed), seed, _utc_now())
+
+    @property
+    def signing(self) -> bool:
+        return self.seed is not None
+
+    def __repr__(self) -> str:
+        return f"LogKey({self.key_id!r}, signing={self.signing})"
 
 
 @dataclass(frozen=True, repr=False)
@@ -63,6 +146,11 @@ class KeyRing:
     keks: dict[str, bytes]
     active_kek_id: str
     index_key: bytes
+    # The transparency log's checkpoint keys (see the module doc); empty in a ring made
+    # before they existed.
+    log_name: str | None = None
+    log_keys: tuple[LogKey, ...] = field(default=())
+    active_log_key: str | None = None
 
     def __post_init__(self) -> None:
         # A private copy, so a caller's later edits to its dict cannot change this ring.
@@ -80,12 +168,54 @@ class KeyRing:
             raise KeyRingError(f"the active KEK {self.active_kek_id!r} is not in the ring")
         if not isinstance(self.index_key, bytes) or len(self.index_key) != KEY_BYTES:
             raise KeyRingError(f"the index key must be exactly {KEY_BYTES} bytes")
+        object.__setattr__(self, "log_keys", tuple(self.log_keys))
+        if self.log_keys or self.log_name is not None or self.active_log_key is not None:
+            if self.log_name is None or self.active_log_key is None or not self.log_keys:
+                raise KeyRingError("log_name, log_keys and active_log_key come together")
+            check_log_name(self.log_name)
+            ids = [k.key_id for k in self.log_keys]
+            if len(set(ids)) != len(ids):
+                raise KeyRingError("two log keys share an id")
+            active = {k.key_id: k for k in self.log_keys}.get(self.active_log_key)
+            if active is None or not active.signing:
+                raise KeyRingError(
+                    f"the active log key {self.active_log_key!r} is not a signing key in the"
+                    " ring")
 
     @classmethod
-    def generate(cls) -> KeyRing:
-        """A new ring: one fresh active KEK and a fresh index key."""
+    def generate(cls, log_name: str | None = None) -> KeyRing:
+        """A new ring: one fresh active KEK, a fresh index key and a fresh log key."""
         kek_id = _new_kek_id()
-        return cls({kek_id: os.urandom(KEY_BYTES)}, kek_id, os.urandom(KEY_BYTES))
+        log_key = LogKey.generate()
+        return cls({kek_id: os.urandom(KEY_BYTES)}, kek_id, os.urandom(KEY_BYTES),
+                   check_log_name(log_name or default_log_name()), (log_key,), log_key.key_id)
+
+    def active_log(self) -> LogKey:
+        """The log key that signs new checkpoints first."""
+        for key in self.log_keys:
+            if key.key_id == self.active_log_key:
+                return key
+        raise KeyRingError("the key ring holds no log signing key")
+
+    def with_new_log_key(self, log_name: str | None = None) -> KeyRing:
+        """A ring with one more, fresh log key, made active; every other log key is kept
+        (and keeps co-signing until retired). ``log_name`` names the log when the ring
+        has no log key yet; a log's name never changes afterwards."""
+        name = self.log_name or check_log_name(log_name or default_log_name())
+        key = LogKey.generate({k.key_id for k in self.log_keys})
+        return replace(self, log_name=name, log_keys=(*self.log_keys, key),
+                       active_log_key=key.key_id)
+
+    def with_log_key_retired(self, key_id: str) -> KeyRing:
+        """A ring where log key ``key_id`` no longer signs: its seed is dropped, its public
+        key kept. Refuses the active key and ids not in the ring."""
+        if key_id == self.active_log_key:
+            raise KeyRingError(
+                f"log key {key_id!r} is active; rotate to a new log key before retiring it")
+        if key_id not in {k.key_id for k in self.log_keys}:
+            raise KeyRingError(f"log key {key_id!r} is not in the key ring")
+        keys = tuple(replace(k, seed=None) if k.key_id == key_id else k for k in self.log_keys)
+        return replace(self, log_keys=keys)
 
     def active_kek(self) -> tuple[str, bytes]:
         """``(id, key)`` of the KEK that wraps new data keys."""
@@ -104,7 +234,8 @@ class KeyRing:
     def with_new_kek(self) -> KeyRing:
         """A ring with one more, fresh KEK, made active; every existing KEK is kept."""
         kek_id = _new_kek_id(set(self.keks))
-        return KeyRing({**self.keks, kek_id: os.urandom(KEY_BYTES)}, kek_id, self.index_key)
+        return replace(self, keks={**self.keks, kek_id: os.urandom(KEY_BYTES)},
+                       active_kek_id=kek_id)
 
     def without_kek(self, kek_id: str) -> KeyRing:
         """A ring without ``kek_id``. Refuses the active KEK and ids not in the ring.
@@ -115,12 +246,11 @@ class KeyRing:
         if kek_id == self.active_kek_id:
             raise KeyRingError(f"KEK {kek_id!r} is active; rotate to a new KEK before retiring it")
         self.kek(kek_id)
-        return KeyRing(
-            {k: v for k, v in self.keks.items() if k != kek_id}, self.active_kek_id, self.index_key
-        )
+        return replace(self, keks={k: v for k, v in self.keks.items() if k != kek_id})
 
     def __repr__(self) -> str:
-        return f"KeyRing(active_kek_id={self.active_kek_id!r}, kek_ids={sorted(self.keks)!r})"
+        return (f"KeyRing(active_kek_id={self.active_kek_id!r}, kek_ids={sorted(self.keks)!r},"
+                f" active_log_key={self.active_log_key!r})")
 
 
 @runtime_checkable
@@ -135,6 +265,10 @@ class KeyProvider(Protocol):
         """Replace the stored ring with ``ring``, atomically."""
         ...
 
+    def ensure_log_key(self, log_name: str | None = None) -> KeyRing:
+        """The ring, with a log signing key (added first, when the provider can)."""
+        ...
+
 
 def encode_ring(ring: KeyRing) -> bytes:
     """The JSON form of ``ring`` (contains key material: write it only somewhere private)."""
@@ -144,6 +278,17 @@ def encode_ring(ring: KeyRing) -> bytes:
         "keks": {k: base64.b64encode(v).decode("ascii") for k, v in sorted(ring.keks.items())},
         "index_key": base64.b64encode(ring.index_key).decode("ascii"),
     }
+    if ring.log_keys:
+        document["log_name"] = ring.log_name
+        document["active_log_key"] = ring.active_log_key
+        document["log_keys"] = {
+            k.key_id: {
+                "public": base64.b64encode(k.public).decode("ascii"),
+                "seed": None if k.seed is None else base64.b64encode(k.seed).decode("ascii"),
+                "created_at": k.created_at,
+            }
+            for k in ring.log_keys
+        }
     return json.dumps(document, indent=2).encode("utf-8") + b"\n"
 
 
@@ -181,7 +326,7 @@ def decode_ring(text: bytes | str, source: str) -> KeyRing:
     missing = sorted(_FIELDS - document.keys())
     if missing:
         raise KeyRingError(f"{source}: missing field(s) {', '.join(missing)}")
-    unknown = sorted(str(k) for k in document.keys() - _FIELDS)
+    unknown = sorted(str(k) for k in document.keys() - _FIELDS - _LOG_FIELDS)
     if unknown:
         raise KeyRingError(f"{source}: unexpected field(s) {', '.join(unknown)}")
     if document["version"] != FORMAT_VERSION or isinstance(document["version"], bool):
@@ -200,7 +345,39 @@ def decode_ring(text: bytes | str, source: str) -> KeyRing:
     if not isinstance(active, str) or active not in decoded:
         raise KeyRingError(f"{source}: active_kek must be the id of one of the keks")
     index_key = _key(document["index_key"], source, "index_key")
-    return KeyRing(decoded, active, index_key)
+    log_name, log_keys, active_log = _log_keys(document, source)
+    try:
+        return KeyRing(decoded, active, index_key, log_name, log_keys, active_log)
+    except KeyRingError as error:
+        raise KeyRingError(f"{source}: {error}") from None
+
+
+def _log_keys(
+    document: dict[str, Any], source: str
+) -> tuple[str | None, tuple[LogKey, ...], str | None]:
+    present = _LOG_FIELDS & document.keys()
+    if not present:
+        return None, (), None
+    if present != _LOG_FIELDS:
+        raise KeyRingError(f"{source}: log_name, log_keys and active_log_key come together")
+    entries = document["log_keys"]
+    if not isinstance(entries, dict) or not entries:
+        raise KeyRingError(f"{source}: log_keys must be a non-empty object of id -> key")
+    keys = []
+    for key_id, value in entries.items():
+        if not isinstance(value, dict) or set(value) != {"public", "seed", "created_at"}:
+            raise KeyRingError(f"{source}: log_keys.{key_id} must hold public, seed and"
+                               " created_at")
+        seed = None if value["seed"] is None else _key(value["seed"], source,
+                                                       f"log_keys.{key_id}.seed")
+        public = _key(value["public"], source, f"log_keys.{key_id}.public")
+        if not isinstance(value["created_at"], str):
+            raise KeyRingError(f"{source}: log_keys.{key_id}.created_at must be a string")
+        keys.append(LogKey(key_id, public, seed, value["created_at"]))
+    name, active = document["log_name"], document["active_log_key"]
+    if not isinstance(name, str) or not isinstance(active, str):
+        raise KeyRingError(f"{source}: log_name and active_log_key must be strings")
+    return name, tuple(keys), active
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -258,15 +435,40 @@ class FileKeyProvider:
             os.close(fd)
         return decode_ring(data, self._source)
 
-    def load_or_create(self) -> KeyRing:
+    def load_or_create(self, log_name: str | None = None) -> KeyRing:
         """The ring in the file, creating the file (and its directory) with a new ring first.
 
         Creation is atomic and exclusive: when several processes start at once, exactly one
-        ring is created and every process returns that one.
+        ring is created and every process returns that one. ``log_name`` names the log in
+        a new ring (default :func:`default_log_name`).
         """
         if not self.path.exists():
-            self._create(KeyRing.generate())
+            self._create(KeyRing.generate(log_name))
         return self.load()
+
+    def ensure_log_key(self, log_name: str | None = None) -> KeyRing:
+        """The ring, given a log signing key first if it has none (a ring written before
+        checkpoints existed).
+
+        Several processes may start at once: each takes an exclusive lock on the file it
+        opened, then reads the file again by name, and only adds a key when that ring still
+        has none. So exactly one key is added, and every process signs with that one.
+        """
+        ring = self.load()
+        if ring.log_keys:
+            return ring
+        import fcntl
+
+        fd = os.open(self.path, os.O_RDONLY)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            ring = self.load()
+            if not ring.log_keys:
+                ring = ring.with_new_log_key(log_name)
+                self.save(ring)
+        finally:
+            os.close(fd)  # releases the lock
+        return ring
 
     def save(self, ring: KeyRing) -> None:
         """Replace the file with ``ring`` atomically (readers see the old or the new ring).
@@ -344,6 +546,18 @@ class EnvKeyProvider:
     def load(self) -> KeyRing:
         """The ring in the variable; :class:`KeyRingError` naming the variable if invalid."""
         return decode_ring(self._value, f"environment variable {self._name}")
+
+    def ensure_log_key(self, log_name: str | None = None) -> KeyRing:
+        """The ring, which must already hold a log signing key (it cannot be added here)."""
+        ring = self.load()
+        if not ring.log_keys:
+            raise KeyRingError(
+                f"environment variable {self._name}: holds no log signing key (log_name,"
+                " log_keys, active_log_key): write the ring to a private file, run"
+                " `phi-ledger keys rotate-log-key` with LEDGER_KEY_FILE pointing at it, and"
+                f" put the file's content back into {self._name}"
+            )
+        return ring
 
     def save(self, ring: KeyRing) -> None:
         """Always refuses: the process cannot change its own environment's source."""

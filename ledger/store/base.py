@@ -14,10 +14,16 @@ from typing import Any
 from ledger.admission import Outcome, Pending, Recorded, chain_plan, outcomes, plan_admission
 from ledger.chain import EMPTY_HEAD, Head
 from ledger.entry import Entry, format_recorded_at
+from ledger.transparency.tree import Frontier, Node, SubtreeHash, range_nodes
 
 LEDGER_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _LEDGER_NAMESPACE = uuid.UUID("5f0c3e1e-8d57-4c4e-9a55-0c8f1a3f6b21")
 ENTRY_TOPIC = "ledger.entry:Entry"
+
+
+class TreeIncomplete(Exception):
+    """The Merkle tree table lacks a node the chain says it must hold (it was appended
+    without the tree, or rows were removed); nothing is written until it is repaired."""
 
 
 class StoreUnavailable(Exception):
@@ -37,15 +43,26 @@ Submission = Sequence[Pending]
 
 
 class LedgerStore(ABC):
-    """An append-only home for chains of entries.
+    """An append-only home for chains of entries, and the Merkle tree over each chain.
 
     Guarantees: :meth:`append` commits a whole group of submissions in one transaction or
     nothing; while it runs no other writer (thread or process) appends to the same
     store, so every chain stays gapless and fork-free; reads never see a partly written
-    group.
+    group. The same transaction stores every perfect subtree the new entries complete
+    (table ``merkle_nodes``, level 1 and up; level 0 is each entry's own hash), so the
+    tree always covers exactly the chain: :meth:`subtrees` serves any tree size up to the
+    head.
     """
 
     dialect: str
+    # Off only where a benchmark measures what the tree costs (LEDGER_UNSAFE_NO_TREE): a
+    # ledger appended without it has no proofs and no checkpoints, ever.
+    maintain_tree: bool = True
+
+    def __init__(self) -> None:
+        # Each ledger's tree edge as of the head it was computed at (seq, hash): reused
+        # while no other process appended, read again from the table when one did.
+        self._frontiers: dict[uuid.UUID, tuple[int, str, Frontier]] = {}
 
     # -- writing -------------------------------------------------------------------
 
@@ -66,6 +83,7 @@ class LedgerStore(ABC):
             ledger: (ledger_id(ledger), list({p.event_id for s in submissions for p in s}))
             for ledger, submissions in groups.items()
         }
+        grown: dict[uuid.UUID, tuple[int, str, Frontier]] = {}
         with self._begin(wanted) as (tx, snapshots):
             if before is not None:
                 before(tx)
@@ -78,9 +96,66 @@ class LedgerStore(ABC):
                     if head.seq == 0:
                         self._register_ledger(tx, ledger, lid, recorded_at)
                     self._insert(tx, lid, entries, plan.new)
+                    if self.maintain_tree:
+                        grown[lid] = self._grow_tree(tx, lid, head, entries)
                 replayed = self._entries_at(tx, lid, sorted(plan.replayed_seqs()))
                 results[ledger] = outcomes(plan, entries, replayed)
+        self._frontiers.update(grown)  # committed: the new edges are the heads' edges
         return results
+
+    def _grow_tree(
+        self, tx: Any, lid: uuid.UUID, head: Head, entries: Sequence[Entry]
+    ) -> tuple[int, str, Frontier]:
+        """Store the subtrees ``entries`` complete, under the write lock: the edge of the
+        tree at ``head`` is all it needs (at most log2(n) hashes)."""
+        cached = self._frontiers.get(lid)
+        if cached is not None and cached[:2] == (head.seq, head.hash):
+            frontier = cached[2]
+        else:
+            frontier = self._load_frontier(tx, lid, head)
+        frontier, created = frontier.grow([bytes.fromhex(e.hash) for e in entries])
+        if created:
+            self._insert_nodes(tx, lid, created)
+        return frontier.size, entries[-1].hash, frontier
+
+    def _load_frontier(self, tx: Any, lid: uuid.UUID, head: Head) -> Frontier:
+        nodes = range_nodes(0, head.seq) if head.seq else []
+        # Only the last node of an odd-sized tree is a leaf: the head itself.
+        stored = self._select_nodes(tx, lid, [n for n in nodes if n.level])
+        stored[Node(0, head.seq - 1)] = bytes.fromhex(head.hash)
+        try:
+            return Frontier(head.seq, tuple(stored[n] for n in nodes))
+        except KeyError:
+            raise TreeIncomplete(
+                f"the Merkle tree of a ledger lacks nodes of its edge at seq {head.seq}"
+            ) from None
+
+    @abstractmethod
+    def _insert_nodes(self, tx: Any, lid: uuid.UUID, nodes: Sequence[SubtreeHash]) -> None:
+        """Write new ``merkle_nodes`` rows (level >= 1) in the append's transaction."""
+
+    @abstractmethod
+    def _select_nodes(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node]) -> dict[Node, bytes]:
+        """The stored hashes of ``nodes`` (all of level >= 1) that exist."""
+
+    @abstractmethod
+    def _select_leaves(self, curs: Any, lid: uuid.UUID, seqs: Sequence[int]) -> dict[int, bytes]:
+        """``seq -> entry hash`` (raw bytes) for the entries at ``seqs`` that exist."""
+
+    def subtrees(self, ledger: str, nodes: Iterable[Node]) -> dict[Node, bytes]:
+        """The hashes of perfect subtrees of ``ledger``'s tree, read in one go (two
+        indexed queries: level 0 from the entries, the rest from ``merkle_nodes``). A
+        subtree not (yet) in the tree is absent from the answer."""
+        wanted = list(dict.fromkeys(nodes))
+        leaves = [n for n in wanted if n.level == 0]
+        inner = [n for n in wanted if n.level]
+        lid = ledger_id(ledger)
+        with self.reading() as curs:
+            found = self._select_nodes(curs, lid, inner) if inner else {}
+            if leaves:
+                hashes = self._select_leaves(curs, lid, [n.index + 1 for n in leaves])
+                found.update({Node(0, seq - 1): h for seq, h in hashes.items()})
+        return found
 
     @abstractmethod
     def _write_transaction(self) -> AbstractContextManager[Any]:
@@ -250,6 +325,15 @@ def _polling() -> Iterator[Callable[[float], bool]]:
     yield wait
 
 
+def stored_hash(state: bytes) -> bytes:
+    """The ``hash`` of a stored entry, as bytes, without parsing it: stored entries are
+    canonical JSON, whose top-level ``hash`` member is the last ``,"hash":"`` (only
+    scalars follow it, and a quote inside a string is always escaped)."""
+    data = bytes(state)
+    cut = data.rfind(b',"hash":"')
+    return bytes.fromhex(data[cut + 9 : cut + 73].decode("ascii"))
+
+
 IN_CHUNK = 500  # below SQLite's limit on bound parameters, small enough for any planner
 
 
@@ -266,14 +350,18 @@ def select_in(
     return rows
 
 
-def open_store(database_url: str, **options: Any) -> LedgerStore:
+def open_store(database_url: str, *, maintain_tree: bool = True, **options: Any) -> LedgerStore:
     """Open the store a ``LEDGER_DATABASE_URL`` names (the schema must be migrated)."""
+    store: LedgerStore
     if database_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         from ledger.store.postgres import PostgresLedgerStore
 
-        return PostgresLedgerStore.from_url(database_url, **options)
-    if database_url.startswith("sqlite:///"):
+        store = PostgresLedgerStore.from_url(database_url, **options)
+    elif database_url.startswith("sqlite:///"):
         from ledger.store.sqlite import SQLiteLedgerStore
 
-        return SQLiteLedgerStore.from_url(database_url, **options)
-    raise ValueError("LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://")
+        store = SQLiteLedgerStore.from_url(database_url, **options)
+    else:
+        raise ValueError("LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://")
+    store.maintain_tree = maintain_tree
+    return store

@@ -30,7 +30,8 @@ from psycopg.sql import SQL, Identifier
 from ledger.admission import Pending, Recorded
 from ledger.chain import Head
 from ledger.entry import Entry
-from ledger.store.base import ENTRY_TOPIC, LedgerStore, StoreUnavailable, ledger_id
+from ledger.store.base import ENTRY_TOPIC, LedgerStore, StoreUnavailable, ledger_id, stored_hash
+from ledger.transparency.tree import Node, SubtreeHash
 
 STREAM_BATCH = 10_000
 # Arbitrary, fixed: every process that appends to the ledger takes this advisory lock.
@@ -38,6 +39,15 @@ WRITE_LOCK_KEY = 0x5048494C45444752  # "PHILEDGR"
 HEAD_QUERY = (
     "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
     " ORDER BY originator_version DESC LIMIT 1"
+)
+# One index probe per wanted node (a handful: at most 2 log2(n) for a proof).
+NODES_QUERY = (
+    "SELECT n.level, n.idx, n.hash FROM unnest(%s::int2[], %s::int8[]) AS w(level, idx)"
+    " JOIN merkle_nodes n ON n.ledger_id = %s AND n.level = w.level AND n.idx = w.idx"
+)
+LEAVES_QUERY = (
+    "SELECT originator_version, state FROM stored_events"
+    " WHERE originator_id = %s AND originator_version = ANY(%s::int8[])"
 )
 RECORDED_QUERY = (
     "SELECT event_id, seq, fingerprint FROM ledger_event_ids"
@@ -59,6 +69,7 @@ class PostgresLedgerStore(LedgerStore):
     def __init__(
         self, datastore: PostgresDatastore, conninfo: dict[str, Any] | None = None
     ) -> None:
+        super().__init__()
         self.datastore = datastore
         self.conninfo = conninfo or {}
         self.recorder = PostgresApplicationRecorder(datastore, events_table_name="stored_events")
@@ -172,6 +183,25 @@ class PostgresLedgerStore(LedgerStore):
             copy.set_types(["uuid", "uuid", "int8", "text"])
             for p, entry in zip(pending, entries, strict=True):
                 copy.write_row((lid, uuid.UUID(p.event_id), entry.seq, p.fingerprint))
+
+    def _insert_nodes(self, tx: Any, lid: uuid.UUID, nodes: Sequence[SubtreeHash]) -> None:
+        with tx.copy(
+            "COPY merkle_nodes (ledger_id, level, idx, hash) FROM STDIN (FORMAT BINARY)"
+        ) as copy:
+            copy.set_types(["uuid", "int2", "int8", "bytea"])
+            for node in nodes:
+                copy.write_row((lid, *node))
+
+    def _select_nodes(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node]) -> dict[Node, bytes]:
+        if not nodes:
+            return {}
+        curs.execute(NODES_QUERY, ([n.level for n in nodes], [n.index for n in nodes], lid),
+                     prepare=True, binary=True)
+        return {Node(level, idx): bytes(digest) for level, idx, digest in curs.fetchall()}
+
+    def _select_leaves(self, curs: Any, lid: uuid.UUID, seqs: Sequence[int]) -> dict[int, bytes]:
+        curs.execute(LEAVES_QUERY, (lid, list(seqs)), prepare=True, binary=True)
+        return {int(seq): stored_hash(state) for seq, state in curs.fetchall()}
 
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
         if not seqs:

@@ -24,11 +24,14 @@ from ledger.chain import Head
 from ledger.entry import Entry
 from ledger.store.base import (
     ENTRY_TOPIC,
+    IN_CHUNK,
     LedgerStore,
     StoreUnavailable,
     ledger_id,
     select_in,
+    stored_hash,
 )
+from ledger.transparency.tree import Node, SubtreeHash
 
 STREAM_BATCH = 10_000
 LOCK_TIMEOUT_SECONDS = 30
@@ -45,6 +48,7 @@ class SQLiteLedgerStore(LedgerStore):
     dialect = "sqlite"
 
     def __init__(self, datastore: SQLiteDatastore) -> None:
+        super().__init__()
         self.datastore = datastore
         self.recorder = SQLiteApplicationRecorder(datastore, events_table_name="stored_events")
 
@@ -115,6 +119,33 @@ class SQLiteLedgerStore(LedgerStore):
             [(lid.hex, p.event_id, e.seq, p.fingerprint)
              for p, e in zip(pending, entries, strict=True)],
         )
+
+    def _insert_nodes(self, tx: Any, lid: uuid.UUID, nodes: Sequence[SubtreeHash]) -> None:
+        key = lid.hex
+        tx.executemany(
+            "INSERT INTO merkle_nodes (ledger_id, level, idx, hash) VALUES (?, ?, ?, ?)",
+            [(key, level, idx, digest) for level, idx, digest in nodes],
+        )
+
+    def _select_nodes(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node]) -> dict[Node, bytes]:
+        found: dict[Node, bytes] = {}
+        for start in range(0, len(nodes), IN_CHUNK // 2):
+            chunk = nodes[start : start + IN_CHUNK // 2]
+            # A VALUES list joined on the primary key: one index probe per node.
+            curs.execute(
+                "WITH w(level, idx) AS (VALUES " + ",".join(["(?, ?)"] * len(chunk)) + ")"
+                " SELECT n.level, n.idx, n.hash FROM w JOIN merkle_nodes n"
+                " ON n.ledger_id = ? AND n.level = w.level AND n.idx = w.idx",
+                (*(v for n in chunk for v in n), lid.hex),
+            )
+            found.update({Node(level, idx): bytes(h) for level, idx, h in curs.fetchall()})
+        return found
+
+    def _select_leaves(self, curs: Any, lid: uuid.UUID, seqs: Sequence[int]) -> dict[int, bytes]:
+        rows = select_in(
+            curs, "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"
+            " AND originator_version IN ({marks})", (lid.hex,), list(seqs), "?")
+        return {int(seq): stored_hash(state) for seq, state in rows}
 
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
         rows = select_in(

@@ -274,3 +274,62 @@ class Frontier:
                 created.append(node)
             edge.append(node)
         return Frontier(size, tuple(node.hash for node in edge)), created
+
+    def grow(
+        self, leaf_hashes: Iterable[bytes], keep_from: int = 1
+    ) -> tuple[Frontier, list[SubtreeHash]]:
+        """:meth:`append`, keeping only the new subtrees of level ``keep_from`` and up.
+
+        What a store that keeps level 0 elsewhere (the entries' own hashes) calls on
+        every append: the same carries as :meth:`append`, without building a node per
+        leaf, in creation order (each subtree after the two it combines).
+        """
+        sha256 = hashlib.sha256
+        levels = [node.level for node in self.nodes]
+        hashes = list(self.hashes)
+        created: list[SubtreeHash] = []
+        size = self.size
+        for leaf in leaf_hashes:
+            if len(leaf) != HASH_SIZE:
+                raise ValueError("a leaf hash is not 32 bytes")
+            if keep_from <= 0:
+                created.append(SubtreeHash(0, size, leaf))
+            digest, level, index = leaf, 0, size
+            while levels and levels[-1] == level:
+                levels.pop()
+                digest = sha256(NODE_PREFIX + hashes.pop() + digest).digest()
+                level += 1
+                index >>= 1
+                if level >= keep_from:
+                    created.append(SubtreeHash(level, index, digest))
+            levels.append(level)
+            hashes.append(digest)
+            size += 1
+        return Frontier(size, tuple(hashes)), created
+
+    def extend(self, other: Frontier) -> Frontier:
+        """The frontier of this tree's leaves followed by ``other``'s.
+
+        ``other`` is the right edge of a tree of its own, to be placed at leaf
+        ``self.size``; that is only possible when ``self.size`` is a multiple of its
+        largest subtree (a verifier that hashes a chain in stretches aligned to a power
+        of two joins their edges this way).
+        """
+        if not other.size:
+            return self
+        top = other.nodes[0].level
+        if self.size % (1 << top):
+            raise ValueError(
+                f"a tree of {other.size} leaves cannot start at leaf {self.size}: unaligned"
+            )
+        levels = [node.level for node in self.nodes]
+        hashes = list(self.hashes)
+        for node, digest in zip(other.nodes, other.hashes, strict=True):
+            level = node.level
+            while levels and levels[-1] == level:
+                levels.pop()
+                digest = node_hash(hashes.pop(), digest)
+                level += 1
+            levels.append(level)
+            hashes.append(digest)
+        return Frontier(self.size + other.size, tuple(hashes))
