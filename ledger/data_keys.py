@@ -54,7 +54,8 @@ class DataKeys:
         self.store = store
         self.ring = ring
         self.clock = clock
-        self._cache: OrderedDict[tuple[str, str], tuple[float, PatientKey]] = OrderedDict()
+        # (ledger, ref) -> (expiry, key, the ledger's shred count when the key was read)
+        self._cache: OrderedDict[tuple[str, str], tuple[float, PatientKey, int]] = OrderedDict()
         # New keys not yet in the table: (ledger, ref) -> (key_id, kek_id, wrapped, created)
         self._pending: dict[tuple[str, str], tuple[str, str, bytes, str]] = {}
         self._lock = threading.Lock()
@@ -72,9 +73,16 @@ class DataKeys:
             self._cache.move_to_end((ledger, ref))
             return hit[1]
 
-    def _remember(self, ledger: str, ref: str, key: PatientKey) -> None:
+    def _confirmed(self, ledger: str, ref: str, key_id: str, epoch: int) -> bool:
+        """Whether ``key_id`` is the cached key of the patient, read from the table when
+        the ledger's shred count was ``epoch`` (so, under the write lock, still there)."""
         with self._lock:
-            self._cache[(ledger, ref)] = (time.monotonic() + CACHE_SECONDS, key)
+            hit = self._cache.get((ledger, ref))
+            return hit is not None and hit[1].key_id == key_id and hit[2] == epoch
+
+    def _remember(self, ledger: str, ref: str, key: PatientKey, epoch: int = -1) -> None:
+        with self._lock:
+            self._cache[(ledger, ref)] = (time.monotonic() + CACHE_SECONDS, key, epoch)
             self._cache.move_to_end((ledger, ref))
             while len(self._cache) > CACHE_ENTRIES:
                 self._cache.popitem(last=False)
@@ -130,6 +138,9 @@ class DataKeys:
         if not unknown:
             return keys
         with self.store.transaction() as tx:
+            # The count first: a shred between the two reads then shows as a newer count
+            # at settling, never as an older one beside a key that is already gone.
+            epoch = self._epoch(tx, ledger)
             loaded = self._load(tx, ledger, unknown)
         for ref in unknown:
             key = loaded.get(ref)
@@ -137,7 +148,11 @@ class DataKeys:
                 key, pending = self._new_key(ledger, ref)
                 with self._lock:
                     self._pending[(ledger, ref)] = pending
-            self._remember(ledger, ref, key)
+                # Doubtful until a settle finds it in the table: the transaction that
+                # inserts it may roll back.
+                self._remember(ledger, ref, key)
+            else:
+                self._remember(ledger, ref, key, epoch)
             keys[ref] = key
         return keys
 
@@ -163,13 +178,23 @@ class DataKeys:
         changes between this check and the commit: no retry, no race left to lose.
         """
         refs = list(used)
+        epoch = self._epoch(tx, ledger)
         with self._lock:
             new = [(ledger, ref, *self._pending.pop((ledger, ref)))
                    for ref in refs if (ledger, ref) in self._pending]
-        if new:
-            self._insert(tx, new)
-        held = dict(self._rows(tx, "patient_ref, key_id", ledger, refs))
-        changed = [ref for ref, key_id in used.items() if held.get(ref) != key_id]
+        lost = set(self._insert(tx, new)) if new else set()
+        created = {row[1] for row in new}
+        # Only keys that may have changed are looked up: those read before the ledger's
+        # latest shred, and new ones another process had already created. With no shred
+        # since, a group of thousands of known patients costs one one-row read.
+        doubtful = [ref for ref in refs if ref in lost or (
+            ref not in created and not self._confirmed(ledger, ref, used[ref], epoch))]
+        held = dict(self._rows(tx, "patient_ref, key_id", ledger, doubtful)) if doubtful else {}
+        changed = [ref for ref in doubtful if held.get(ref) != used[ref]]
+        for ref in doubtful:
+            # Keys this transaction inserts stay doubtful: it may yet roll back.
+            if ref not in changed:
+                self._confirm(ledger, ref, used[ref], epoch)
         if not changed:
             return {}
         # Rare (a shred, or another process first with a patient's key): unwrap those only.
@@ -181,14 +206,27 @@ class DataKeys:
             row = winners.get(ref)
             if row is not None:
                 key = self._unwrap(ledger, ref, *row)
+                self._remember(ledger, ref, key, epoch)
             else:
                 key, pending = self._new_key(ledger, ref)
                 fresh.append((ledger, ref, *pending))
-            self._remember(ledger, ref, key)
+                self._remember(ledger, ref, key)  # doubtful until a later settle sees it
             fixes[ref] = key
         if fresh:
             self._insert(tx, fresh)
         return fixes
+
+    def _confirm(self, ledger: str, ref: str, key_id: str, epoch: int) -> None:
+        with self._lock:
+            hit = self._cache.get((ledger, ref))
+            if hit is not None and hit[1].key_id == key_id and hit[2] != epoch:
+                self._cache[(ledger, ref)] = (hit[0], hit[1], epoch)
+
+    def _epoch(self, tx: Any, ledger: str) -> int:
+        """How many keys of ``ledger`` have been shredded (see migration 0006)."""
+        tx.execute(self.store.sql("SELECT shreds FROM key_shreds WHERE ledger = %s"), (ledger,))
+        row = tx.fetchone()
+        return 0 if row is None else int(row[0])
 
     def _new_key(self, ledger: str, ref: str) -> tuple[PatientKey, tuple[str, str, bytes, str]]:
         kek_id, kek = self.ring.active_kek()
@@ -196,24 +234,30 @@ class DataKeys:
         wrapped = wrap_key(kek, key.key, dek_aad(ledger, ref))
         return key, (key.key_id, kek_id, wrapped, format_recorded_at(self.clock()))
 
-    def _insert(self, tx: Any, rows: list[Any]) -> None:
+    def _insert(self, tx: Any, rows: list[Any]) -> list[str]:
+        """Insert new keys; the refs that already had one (another process was first)."""
         if self.store.dialect == "postgresql":
             # One statement with array parameters rather than a statement per row.
             tx.execute(
                 "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
                 " created_at) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
-                " %s::text[], %s::bytea[], %s::text[]) ON CONFLICT DO NOTHING",
+                " %s::text[], %s::bytea[], %s::text[]) ON CONFLICT DO NOTHING"
+                " RETURNING patient_ref",
                 [list(column) for column in zip(*rows, strict=True)],
                 prepare=True,
             )
-            return
-        tx.executemany(
-            self.store.sql(
-                "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
-                " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
-            ),
-            rows,
+            inserted = {row[0] for row in tx.fetchall()}
+            return [row[1] for row in rows if row[1] not in inserted]
+        statement = self.store.sql(
+            "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
+            " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
         )
+        lost = []
+        for row in rows:
+            tx.execute(statement, row)
+            if tx.rowcount != 1:
+                lost.append(row[1])
+        return lost
 
     # -- shredding and rotation ------------------------------------------------------------
 
@@ -224,6 +268,15 @@ class DataKeys:
             tx.execute(
                 self.store.sql("DELETE FROM patient_keys WHERE ledger = %s AND patient_ref = %s"),
                 (ledger, ref),
+            )
+            # Every writer that read a key of this ledger before now looks its keys up
+            # again when it next settles (see settle).
+            tx.execute(
+                self.store.sql(
+                    "INSERT INTO key_shreds (ledger, shreds) VALUES (%s, 1) ON CONFLICT (ledger)"
+                    " DO UPDATE SET shreds = key_shreds.shreds + 1"
+                ),
+                (ledger,),
             )
             self.forget(ledger, ref)
 

@@ -78,3 +78,71 @@ def test_two_processes_meeting_the_same_new_patients(settings: Settings) -> None
     finally:
         svc.writer.stop()
         svc.store.close()
+
+
+class _RolledBack(Exception):
+    pass
+
+
+def _keys_on(settings: Settings) -> tuple[Any, Any, Any]:
+    """Two DataKeys on one database -- two processes' caches -- and the store."""
+    from ledger.crypto.keyring import KeyRing
+    from ledger.data_keys import DataKeys
+    from ledger.migrate import migrate
+    from ledger.store import open_store
+
+    migrate(settings.database_url)
+    store = open_store(settings.database_url)
+    ring = KeyRing.generate()
+    return DataKeys(store, ring), DataKeys(store, ring), store
+
+
+def _held(store: Any, ref: str) -> str | None:
+    with store.transaction() as tx:
+        tx.execute(store.sql("SELECT key_id FROM patient_keys WHERE patient_ref = %s"), (ref,))
+        row = tx.fetchone()
+    return None if row is None else row[0]
+
+
+def test_a_new_key_whose_transaction_rolled_back_is_made_again(settings: Settings) -> None:
+    """The settle that inserts a new key may belong to a transaction that rolls back: the
+    key must not then be trusted as stored just because the cache holds it."""
+    keys, _, store = _keys_on(settings)
+    try:
+        first = keys.current(LEDGER, ["ref-a"])["ref-a"]
+        with pytest.raises(_RolledBack), store.transaction() as tx:
+            assert keys.settle(tx, LEDGER, {"ref-a": first.key_id}) == {}
+            raise _RolledBack
+        assert _held(store, "ref-a") is None
+        again = keys.current(LEDGER, ["ref-a"])["ref-a"]
+        assert again.key_id == first.key_id  # the cache still offers the lost key...
+        with store.transaction() as tx:
+            fixes = keys.settle(tx, LEDGER, {"ref-a": again.key_id})
+        # ...and settling notices it is not in the table and seals under a stored one.
+        assert set(fixes) == {"ref-a"}
+        assert _held(store, "ref-a") == fixes["ref-a"].key_id
+    finally:
+        store.close()
+
+
+def test_a_shred_elsewhere_makes_every_cached_key_of_the_ledger_doubtful(
+    settings: Settings,
+) -> None:
+    """Settling trusts a cached key only while its ledger's shred count is unchanged; a
+    shred by another process (another cache) forces a look-up, which finds the key gone."""
+    mine, other, store = _keys_on(settings)
+    try:
+        key = mine.current(LEDGER, ["ref-b"])["ref-b"]
+        with store.transaction() as tx:
+            mine.settle(tx, LEDGER, {"ref-b": key.key_id})
+        with store.transaction() as tx:  # a second settle confirms it at the current count
+            assert mine.settle(tx, LEDGER, {"ref-b": key.key_id}) == {}
+        with store.transaction() as tx:
+            other.shredder(LEDGER, "ref-b")(tx)
+        assert _held(store, "ref-b") is None
+        with store.transaction() as tx:
+            fixes = mine.settle(tx, LEDGER, {"ref-b": key.key_id})
+        assert set(fixes) == {"ref-b"} and fixes["ref-b"].key_id != key.key_id
+        assert _held(store, "ref-b") == fixes["ref-b"].key_id
+    finally:
+        store.close()
