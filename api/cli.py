@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -12,6 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from api.admin_cli import admin_app
 from api.logs import configure_logging
+from api.transparency_cli import register as register_transparency
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -173,16 +175,27 @@ def _reader_store(settings: Settings) -> Any:
 
 
 @app.command()
-def verify(ledger: LedgerOption = None) -> None:
-    """Recompute every hash chain; exit 0 only when all are intact.
+def verify(
+    ledger: LedgerOption = None,
+    checkpoint: Annotated[list[Path] | None, typer.Option(
+        help="A signed checkpoint held elsewhere (a witness's --state file): the chain must"
+        " reproduce it, so a database rolled back with its checkpoints is caught.")] = None,
+    key: Annotated[str | None, typer.Option(
+        help="The log's verifier key: --checkpoint files and the newest stored checkpoint"
+        " must verify with it.")] = None,
+) -> None:
+    """Recompute every hash chain, and the Merkle root at every signed checkpoint; exit 0
+    only when all are intact.
 
     Without --ledger every chain in the store is checked, found from the entries
     themselves, and cross-checked against the list of ledgers."""
     import time
 
+    from api.transparency_cli import newest_note_problem, signed_elsewhere
     from ledger.verifier import verify as verify_chain
 
     settings = _settings()
+    elsewhere = signed_elsewhere(checkpoint or [], key)
     store = _reader_store(settings)
     intact = True
     try:
@@ -193,8 +206,13 @@ def verify(ledger: LedgerOption = None) -> None:
             for problem in problems:
                 intact = False
                 typer.echo(f"BROKEN: {problem}")
-            names = names or [settings.default_ledger]
+            names = sorted({*names, *elsewhere}) or [settings.default_ledger]
         for name in names:
+            if key and key.split("+", 1)[0].rsplit("/", 1)[-1] == name:
+                problem = newest_note_problem(store, name, key)
+                if problem:
+                    intact = False
+                    typer.echo(f"{name}: BROKEN: {problem}")
             total = store.head(name).seq
             started = time.perf_counter()
             with _progress() as progress:
@@ -204,17 +222,26 @@ def verify(ledger: LedgerOption = None) -> None:
                     rate = n / max(time.perf_counter() - _t0, 1e-9)
                     progress.update(_task, completed=n, rate=f"{rate:,.0f} entries/s")
 
-                verdict = verify_chain(store, settings.database_url, name, progress=advance)
+                verdict = verify_chain(store, settings.database_url, name, progress=advance,
+                                       checkpoints=elsewhere.get(name))
             elapsed = time.perf_counter() - started
             if verdict.ok:
                 typer.echo(
                     f"{name}: intact through seq {verdict.verified_through} "
                     f"({verdict.verified_through / max(elapsed, 1e-9):,.0f} entries/s)"
                 )
+                continue
+            intact = False
+            reason = verdict.reason or ""
+            if reason.startswith("truncated: "):
+                typer.echo(f"{name}: TRUNCATED: {reason.removeprefix('truncated: ')} "
+                           f"(intact through seq {verdict.verified_through})")
+            elif verdict.first_bad_seq is None:
+                typer.echo(f"{name}: BROKEN: {reason} "
+                           f"(chain intact through seq {verdict.verified_through})")
             else:
-                intact = False
                 typer.echo(
-                    f"{name}: BROKEN at seq {verdict.first_bad_seq}: {verdict.reason} "
+                    f"{name}: BROKEN at seq {verdict.first_bad_seq}: {reason} "
                     f"(intact through seq {verdict.verified_through})"
                 )
     finally:
@@ -309,8 +336,9 @@ def shred(
     typer.echo(f"patient ref {done.patient_ref}: {what}; recorded at seq {done.receipt.seq}")
 
 
-keys_app = typer.Typer(help="Key-encryption keys: status, rotation, retirement.",
-                       no_args_is_help=True)
+keys_app = typer.Typer(
+    help="Key-encryption keys (status, rotation, retirement) and the log's checkpoint keys.",
+    no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 
 
@@ -398,6 +426,9 @@ def keys_retire(kek_id: Annotated[str, typer.Argument(help="The KEK to remove.")
     except KeyRingError as error:
         raise _fail(str(error)) from None
     typer.echo(f"retired {kek_id}")
+
+
+register_transparency(app, keys_app)  # verify-proof, witness, checkpoint, keys *-log-key*
 
 
 def main() -> None:

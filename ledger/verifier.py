@@ -1,54 +1,184 @@
-"""Walking a store's chains and checking every link (the shell around ledger.chain).
+"""Walking a store's chains and checking every link, and every signed checkpoint (the
+shell around ledger.chain and ledger.transparency).
 
 Checking an entry costs a JSON parse, a canonical re-encoding and a SHA-256: a few
 microseconds, which is more than reading it. Long chains are therefore checked in
 stretches by several processes, each reading its own seq range from the database; the
 stretches are then linked (each one's first ``prev_hash`` against the previous one's
 last hash), so the verdict is the same as a single walk, first bad seq included.
+
+Checkpoints. Along the way every entry hash is folded into the RFC 9162 tree (a stretch
+is a power of two long, so each is a perfect subtree and their edges join), and at every
+size a checkpoint was signed at (the ``checkpoints`` table, plus any the caller holds,
+such as a witness's) the root recomputed from the entries must be the signed root. A
+chain that is intact but shorter than a signed size was truncated (or rolled back); an
+intact chain whose root differs from a signed one was rewritten. Finally the stored tree
+must agree with the chain at its head, or the proofs it serves would not verify.
 """
 
 from __future__ import annotations
 
+import hashlib
 import multiprocessing
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
 from ledger.chain import ChainBroken, ChainCheck, Head, Verdict
 from ledger.entry import GENESIS_HASH
 from ledger.store import LedgerStore, open_store
+from ledger.transparency.tree import NODE_PREFIX, Frontier, fold, range_nodes
 
 Progress = Callable[[int], None]
 PROGRESS_EVERY = 10_000
 PARALLEL_FROM = 200_000
-STRETCH = 250_000
+STRETCH = 1 << 18  # rounded down to a power of two: each stretch is a perfect subtree
+
+STORED = "signed checkpoint"
+_sha256 = hashlib.sha256
+Signed = Mapping[int, tuple[bytes, str]]  # size -> (root, where it comes from)
 
 
-def verify_ledger(store: LedgerStore, ledger: str, progress: Progress | None = None) -> Verdict:
-    """Stream ``ledger`` in seq order and check it whole; stop at the first bad entry.
+def _stored_checkpoints(store: LedgerStore, ledger: str, after: int, upto: int | None,
+                        extra: Signed) -> dict[int, list[tuple[bytes, str]]]:
+    """Every signed root to check with ``after < size <= upto``: the stored ones and the
+    caller's (several may claim one size: each is checked)."""
+    from ledger.tlog import TransparencyLog
 
-    ``progress`` is called with the number of entries checked so far, every
-    ``PROGRESS_EVERY`` entries.
-    """
-    check = ChainCheck(ledger)
-    count = 0
+    found: dict[int, list[tuple[bytes, str]]] = {}
+    for size, root in TransparencyLog(store).roots_between(ledger, after, upto):
+        found.setdefault(size, []).append((root, STORED))
+    for size, (root, source) in extra.items():
+        if size > after and (upto is None or size <= upto):
+            found.setdefault(size, []).append((root, source))
+    return found
+
+
+class TreeCheck:
+    """Folds entry hashes into the Merkle tree from ``start``, keeping the tree's edge at
+    each size in ``marks`` (a stretch starts from an empty tree: its sizes are relative)."""
+
+    __slots__ = ("hashes", "levels", "marks", "seen", "size")
+
+    def __init__(self, start: Frontier, marks: Sequence[int] = ()) -> None:
+        self.levels = [node.level for node in start.nodes]
+        self.hashes = list(start.hashes)
+        self.size = start.size
+        self.marks = set(marks)
+        self.seen: dict[int, tuple[bytes, ...]] = {}
+
+    def add(self, leaf_hex: str) -> None:
+        digest, level = bytes.fromhex(leaf_hex), 0
+        levels, hashes = self.levels, self.hashes
+        while levels and levels[-1] == level:
+            levels.pop()
+            digest = _sha256(NODE_PREFIX + hashes.pop() + digest).digest()
+            level += 1
+        levels.append(level)
+        hashes.append(digest)
+        self.size += 1
+        if self.size in self.marks:
+            self.seen[self.size] = tuple(hashes)
+
+    @property
+    def frontier(self) -> Frontier:
+        return Frontier(self.size, tuple(self.hashes))
+
+
+@dataclass(frozen=True)
+class Mismatch:
+    """A signed root the entries do not reproduce."""
+
+    size: int
+    source: str
+
+
+class SignedRoots:
+    """Compares the roots recomputed from the entries with the signed ones."""
+
+    def __init__(self) -> None:
+        self.matched = 0  # the largest size whose signed roots all matched, so far
+        self.mismatch: Mismatch | None = None
+
+    def judge(self, size: int, root: bytes, claims: list[tuple[bytes, str]]) -> None:
+        if self.mismatch is not None:
+            return
+        for signed, source in claims:
+            if signed != root:
+                self.mismatch = Mismatch(size, source)
+                return
+        self.matched = size
+
+
+def _walk(check: ChainCheck, tree: TreeCheck, rows: Iterable[tuple[int, bytes]],
+          progress: Progress | None, count: int = 0) -> ChainBroken | None:
     try:
-        for position, data in store.stream(ledger):
+        for position, data in rows:
             check.feed(position, data)
+            tree.add(check.head.hash)
             count += 1
             if progress is not None and count % PROGRESS_EVERY == 0:
                 progress(count)
     except ChainBroken as broken:
-        return check.verdict(broken)
+        return broken
     if progress is not None:
         progress(count)
-    return check.verdict()
+    return None
+
+
+def verify_ledger(
+    store: LedgerStore, ledger: str, progress: Progress | None = None, *,
+    checkpoints: Signed | None = None,
+) -> Verdict:
+    """Stream ``ledger`` in seq order and check it whole; stop at the first bad entry.
+    Then check every signed checkpoint (stored, and ``checkpoints``: size -> (root,
+    source)) against the tree of the entries, and the stored tree at the head.
+
+    ``progress`` is called with the number of entries checked so far, every
+    ``PROGRESS_EVERY`` entries.
+    """
+    signed = _stored_checkpoints(store, ledger, 0, None, checkpoints or {})
+    check = ChainCheck(ledger)
+    tree = TreeCheck(Frontier(), signed)
+    broken = _walk(check, tree, store.stream(ledger), progress)
+    if broken is not None:
+        return check.verdict(broken)
+    roots = SignedRoots()
+    for size in sorted(tree.seen):
+        roots.judge(size, fold(list(tree.seen[size])), signed[size])
+    return _judge(store, ledger, check.verdict(), tree.frontier, roots, max(signed, default=0))
+
+
+def _judge(store: LedgerStore, ledger: str, verdict: Verdict, frontier: Frontier,
+           roots: SignedRoots, newest: int) -> Verdict:
+    """An intact chain's verdict, once the checkpoints and the stored tree are judged."""
+    head = verdict.verified_through
+    if newest > head:
+        return Verdict(False, head, head + 1,
+                       f"truncated: a signed checkpoint covers {newest} entries but the chain"
+                       f" ends at seq {head} (entries removed, or the database rolled back)",
+                       verdict.head_hash)
+    if roots.mismatch is not None:
+        after = roots.matched
+        return Verdict(False, after, after + 1,
+                       f"the entries do not reproduce the {roots.mismatch.source} of size"
+                       f" {roots.mismatch.size}: entries after seq {after} (the last signed"
+                       f" size that matches) were rewritten", verdict.head_hash)
+    if head and store.maintain_tree:
+        edge = range_nodes(0, head)
+        stored = store.subtrees(ledger, edge)
+        if [stored.get(n) for n in edge] != list(frontier.hashes):
+            return Verdict(False, head, None,
+                           "the stored Merkle tree does not match the entries at the head:"
+                           " proofs served from it would not verify", verdict.head_hash)
+    return verdict
 
 
 @dataclass(frozen=True)
 class Stretch:
-    """The outcome of checking the entries with ``after < seq <= upto``."""
+    """The outcome of checking the entries with ``after < seq <= upto``, with the edge of
+    their Merkle subtree, the edges at the signed sizes inside, and those signed roots."""
 
     after: int
     upto: int
@@ -56,26 +186,33 @@ class Stretch:
     last: Head
     broken_at: int | None
     reason: str | None
+    edge: tuple[bytes, ...] = ()
+    marks: tuple[tuple[int, tuple[bytes, ...], tuple[tuple[bytes, str], ...]], ...] = ()
 
 
 _worker_store: LedgerStore | None = None
 
 
-def _check_stretch(database_url: str, ledger: str, after: int, upto: int) -> Stretch:
+def _check_stretch(database_url: str, ledger: str, after: int, upto: int,
+                   extra: Signed | None = None) -> Stretch:
     global _worker_store
     if _worker_store is None:
         _worker_store = open_store(database_url)
+    signed = _stored_checkpoints(_worker_store, ledger, after, upto, extra or {})
     check = ChainCheck(ledger, Head(after, GENESIS_HASH, None), link_first=False)
-    try:
-        for position, data in _worker_store.stream(ledger, after=after, upto=upto):
-            check.feed(position, data)
-    except ChainBroken as broken:
+    tree = TreeCheck(Frontier(), [size - after for size in signed])
+    rows = _worker_store.stream(ledger, after=after, upto=upto)
+    broken = _walk(check, tree, rows, None)
+    if broken is not None:
         return Stretch(after, upto, check.first_prev_hash, check.head, broken.seq, broken.reason)
     if check.head.seq != upto:
         missing = check.head.seq + 1
         return Stretch(after, upto, check.first_prev_hash, check.head, missing,
                        f"entry missing (stretch ends at seq {check.head.seq})")
-    return Stretch(after, upto, check.first_prev_hash, check.head, None, None)
+    marks = tuple((after + rel, hashes, tuple(signed[after + rel]))
+                  for rel, hashes in sorted(tree.seen.items()))
+    return Stretch(after, upto, check.first_prev_hash, check.head, None, None,
+                   tuple(tree.hashes), marks)
 
 
 def verify_ledger_parallel(
@@ -85,16 +222,26 @@ def verify_ledger_parallel(
     *,
     workers: int | None = None,
     progress: Progress | None = None,
+    checkpoints: Signed | None = None,
+    roots: SignedRoots | None = None,
+    tree: list[Frontier] | None = None,
 ) -> Verdict:
-    """Check seqs 1..``upto`` of ``ledger`` in stretches on ``workers`` processes."""
+    """Check seqs 1..``upto`` of ``ledger`` in stretches on ``workers`` processes.
+
+    The chain's verdict; the signed roots inside are judged into ``roots`` and the
+    tree's edge at ``upto`` is left in ``tree`` (when given) for the caller to go on."""
     workers = workers or max(2, os.cpu_count() or 2)
-    bounds = [(a, min(a + STRETCH, upto)) for a in range(0, upto, STRETCH)]
+    step = 1 << (max(STRETCH, 1).bit_length() - 1)
+    bounds = [(a, min(a + step, upto)) for a in range(0, upto, step)]
+    roots = roots if roots is not None else SignedRoots()
+    prefix = Frontier()
     last = Head(0, GENESIS_HASH, None)
     done = 0
     # spawn, not fork: the caller may be a threaded server holding database connections.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(_check_stretch, database_url, ledger, a, b) for a, b in bounds]
+        futures = [pool.submit(_check_stretch, database_url, ledger, a, b, checkpoints)
+                   for a, b in bounds]
         for future in futures:
             stretch = future.result()
             first_seq = stretch.after + 1
@@ -111,29 +258,50 @@ def verify_ledger_parallel(
                 return Verdict(False, verified, stretch.broken_at, stretch.reason, head.hash)
             last = stretch.last
             done = stretch.upto
+            for size, hashes, claims in stretch.marks:
+                edge = Frontier(size - stretch.after, hashes)
+                roots.judge(size, prefix.extend(edge).root(), list(claims))
+            prefix = prefix.extend(Frontier(stretch.upto - stretch.after, stretch.edge))
             if progress is not None:
                 progress(done)
+    if tree is not None:
+        tree.append(prefix)
     return Verdict(True, last.seq, None, None, last.hash)
 
 
 def verify(
-    store: LedgerStore, database_url: str, ledger: str, progress: Progress | None = None
+    store: LedgerStore, database_url: str, ledger: str, progress: Progress | None = None,
+    *, checkpoints: Signed | None = None,
 ) -> Verdict:
-    """Check ``ledger`` whole: in parallel stretches when it is long, in one walk if not.
+    """Check ``ledger`` whole: in parallel stretches when it is long, in one walk if not;
+    then its signed checkpoints (stored, and ``checkpoints``: size -> (root, source))
+    and its stored tree, as :func:`verify_ledger` does.
 
     Entries appended while the check runs are left for the next one: a long chain is
     checked up to the head it had when the check began, then the rest in one walk.
     """
+    from ledger.tlog import TransparencyLog
+
+    # The newest signed size is read before the head: a checkpoint signed meanwhile can
+    # only cover entries that exist, so a signed size beyond the chain is a truncation.
+    newest = TransparencyLog(store).latest(ledger)
     head = store.head(ledger)
     if head.seq < PARALLEL_FROM:
-        return verify_ledger(store, ledger, progress)
-    verdict = verify_ledger_parallel(database_url, ledger, head.seq, progress=progress)
+        return verify_ledger(store, ledger, progress, checkpoints=checkpoints)
+    roots, edges = SignedRoots(), []
+    verdict = verify_ledger_parallel(database_url, ledger, head.seq, progress=progress,
+                                     checkpoints=checkpoints, roots=roots, tree=edges)
     if not verdict.ok:
         return verdict
+    signed = _stored_checkpoints(store, ledger, verdict.verified_through, None,
+                                 checkpoints or {})
     check = ChainCheck(ledger, Head(verdict.verified_through, verdict.head_hash, None))
-    try:
-        for position, data in store.stream(ledger, after=verdict.verified_through):
-            check.feed(position, data)
-    except ChainBroken as broken:
+    tree = TreeCheck(edges[0], signed)
+    rows = store.stream(ledger, after=verdict.verified_through)
+    broken = _walk(check, tree, rows, None, verdict.verified_through)
+    if broken is not None:
         return check.verdict(broken)
-    return check.verdict()
+    for size in sorted(tree.seen):
+        roots.judge(size, fold(list(tree.seen[size])), signed[size])
+    largest = max([newest.size if newest else 0, *signed, *(checkpoints or {})])
+    return _judge(store, ledger, check.verdict(), tree.frontier, roots, largest)
