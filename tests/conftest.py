@@ -15,8 +15,9 @@ from tests.support import (
     auth_headers,
     create_pg_database,
     drop_pg_database,
-    provision_key,
+    fastapi_app,
     require_postgres,
+    service_key,
 )
 
 BACKENDS = ["sqlite", "postgres"]
@@ -51,15 +52,11 @@ def settings(database_url: str, tmp_path: Path) -> Settings:
 
 
 @pytest.fixture
-def api_key(settings: Settings) -> str:
-    """A key of ledger `default` holding every role but admin (tests.support.TEST_ROLES),
-    made without ledger entries so the ledger starts empty."""
-    return provision_key(settings.database_url)
-
-
-@pytest.fixture
-def client(settings: Settings, api_key: str) -> Iterator[TestClient]:
-    """The service, authenticated by default as ``api_key``'s identity."""
+def client(settings: Settings) -> Iterator[TestClient]:
+    """The service, authenticated by default (headers) as an application of ledger
+    `default` holding every role but admin (tests.support.TEST_ROLES). Its key is made
+    without ledger entries, so the ledger starts empty and seqs count from 1."""
     app = create_app(settings, configure_logs=False)
-    with TestClient(app, headers=auth_headers(api_key)) as c:
+    with TestClient(app) as c:
+        c.headers.update(auth_headers(service_key(fastapi_app(app).state.services)))
         yield c

@@ -84,6 +84,15 @@ def provision_key(
         store.close()
 
 
+def service_key(services: Any, roles: tuple[str, ...] | list[str] = TEST_ROLES,
+             ledger: str = "default") -> str:
+    """``provision_key`` through a running app's own services (no second connection)."""
+    from api.auth.identities import Actor
+
+    return services.access.identities.issue_key(
+        ledger, roles, actor=Actor("test-support"), record=False).secret
+
+
 def auth_headers(key: str) -> dict[str, str]:
     return {"Authorization": f"Bearer {key}"}
 

@@ -46,8 +46,7 @@ def test_every_answer_carries_security_headers(client: TestClient) -> None:
     assert docs.status_code == 200 and "content-security-policy" not in docs.headers
 
 
-def test_no_cors_unless_configured(client: TestClient, settings: Settings, api_key: str
-                                   ) -> None:
+def test_no_cors_unless_configured(client: TestClient, settings: Settings) -> None:
     origin = {"Origin": "https://evil.example", "Access-Control-Request-Method": "GET"}
     assert "access-control-allow-origin" not in client.options("/v1/ledger",
                                                                headers=origin).headers
@@ -55,7 +54,7 @@ def test_no_cors_unless_configured(client: TestClient, settings: Settings, api_k
                                                            headers=origin).headers
     allowed = replace(settings, cors_origins=("https://audit.example",))
     with TestClient(create_app(allowed, configure_logs=False),
-                    headers=auth_headers(api_key)) as cors:
+                    headers={"Authorization": client.headers["authorization"]}) as cors:
         ok = cors.options("/v1/ledger", headers={**origin, "Origin": "https://audit.example"})
         assert ok.headers["access-control-allow-origin"] == "https://audit.example"
         evil = cors.options("/v1/ledger", headers=origin)
