@@ -21,6 +21,7 @@ from api.auth.identities import Identities
 from api.auth.limits import Rate, RateLimiter
 from api.auth.policy import Limit
 from api.auth.sealing import SeedSeal
+from api.auth.sessions import Sessions
 from ledger.clock import Clock
 from ledger.crypto.keyring import KeyRing
 from ledger.ingest import Protection
@@ -54,6 +55,7 @@ class Access:
 
     def __init__(self, identities: Identities, settings: Settings, clock: Clock) -> None:
         self.identities = identities
+        self.sessions = Sessions(identities)
         self.clock = clock
         self.cache_seconds = settings.auth_cache_seconds
         self.rates = rates_of(settings)

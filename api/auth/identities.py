@@ -1,15 +1,11 @@
 """Identities and their credentials in the store, and the ledger entries recording them.
 
 Every change that access control makes -- an identity created, a key issued or revoked,
-a password or TOTP seed set, a login, a failed login, a lockout, a logout -- is appended
-to the identity's own ledger *in the same transaction* as the row change (the store's
-``append(..., before=...)``, as crypto-shredding does). So the ledger says a key exists
-exactly when it does, and a lockout cannot happen without its entry.
-
-Logins decide on a snapshot of the identity's row outside the write lock (argon2 is
-slow) and apply only if the row is still at the revision they read (compare and set);
-a login that lost a race is decided again. Two logins racing with the same TOTP code
-therefore cannot both succeed.
+a password or TOTP seed set, a lockout lifted, and (in :mod:`api.auth.sessions`) a login,
+a failed login, a lockout, a logout -- is appended to the identity's own ledger *in the
+same transaction* as the row change (the store's ``append(..., before=...)``, as
+crypto-shredding does). So the ledger says a key exists exactly when it does, and a
+lockout cannot happen without its entry.
 """
 
 from __future__ import annotations
@@ -26,21 +22,14 @@ import structlog
 from api.auth.caller import ROLES, Caller, IdentityKind, format_roles, parse_roles
 from api.auth.credentials import (
     LoginState,
-    LoginVerdict,
     WeakPassword,
-    accepted_totp_step,
     format_time,
     hash_password,
-    is_locked,
-    judge_login,
     new_api_key,
     new_id,
-    new_session_token,
     new_totp_secret,
     parse_time,
-    password_matches,
     secret_digest,
-    session_expiry,
     still_valid,
     totp_uri,
 )
@@ -77,10 +66,6 @@ class AccessError(Exception):
 
 class NotFound(AccessError):
     pass
-
-
-class Raced(Exception):
-    """The identity's row changed between the decision and the write: decide again."""
 
 
 @dataclass(frozen=True)
@@ -158,14 +143,6 @@ class Enrolment:
 
 
 @dataclass(frozen=True)
-class LoginResult:
-    verdict: LoginVerdict | None  # None: no such identity
-    token: str | None = field(default=None, repr=False)
-    expires_at: datetime | None = None
-    caller: Caller | None = None
-
-
-@dataclass(frozen=True)
 class Actor:
     """Who makes an administrative change, as the ledger entry names them: the
     operator at the command line (``kind`` system), or an admin over HTTP."""
@@ -211,20 +188,6 @@ def _password_hash(password: str) -> str:
         raise AccessError(str(error)) from None
 
 
-def _ip_or_none(ip: str | None) -> str | None:
-    import socket
-
-    if not ip:
-        return None
-    for family in (socket.AF_INET, socket.AF_INET6):
-        try:
-            socket.inet_pton(family, ip)
-            return ip
-        except OSError:
-            continue
-    return None
-
-
 class Identities:
     """The ``identities`` and ``credentials`` tables of a store, and the entries that
     record their changes.
@@ -244,9 +207,9 @@ class Identities:
         self.seeds = seeds
         self.session_minutes = session_minutes
 
-    # -- the ledger side ------------------------------------------------------------
+    # -- the ledger side (also used by api.auth.sessions) ----------------------------
 
-    def _event(self, action: str, now: datetime, actor: dict[str, Any], **fields: Any
+    def event(self, action: str, now: datetime, actor: dict[str, Any], **fields: Any
                ) -> dict[str, Any]:
         event = {
             "event_id": str(uuid.uuid4()),
@@ -259,7 +222,7 @@ class Identities:
         event.update({k: v for k, v in fields.items() if v is not None})
         return event
 
-    def _record(
+    def record(
         self, ledger: str, now: datetime, events: list[dict[str, Any]],
         change: Callable[[Any], None] | None,
     ) -> list[Receipt]:
@@ -268,14 +231,14 @@ class Identities:
         assert isinstance(outcome, Accepted)  # fresh event ids: never a replay or conflict
         return outcome.receipts
 
-    def _sql(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+    def execute(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
         tx.execute(self.store.sql(statement), tuple(params))
         return tx
 
     # -- reading --------------------------------------------------------------------
 
     def _identity_where(self, tx: Any, where: str, value: str) -> Identity | None:
-        row = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE {where} = %s",
+        row = self.execute(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities WHERE {where} = %s",
                         (value,)).fetchone()
         return None if row is None else Identity.of_row(row)
 
@@ -296,10 +259,10 @@ class Identities:
     def identities(self, ledger: str | None = None) -> list[Identity]:
         with self.store.transaction() as tx:
             if ledger is None:
-                rows = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
+                rows = self.execute(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
                                  " ORDER BY ledger, created_at, id").fetchall()
             else:
-                rows = self._sql(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
+                rows = self.execute(tx, f"SELECT {_IDENTITY_COLUMNS} FROM identities"
                                  " WHERE ledger = %s ORDER BY created_at, id", (ledger,)
                                  ).fetchall()
         return [Identity.of_row(r) for r in rows]
@@ -310,7 +273,7 @@ class Identities:
             return []
         marks = ",".join(["%s"] * len(identity_ids))
         with self.store.transaction() as tx:
-            rows = self._sql(
+            rows = self.execute(
                 tx, "SELECT id, identity_id, kind, name, created_at, expires_at, revoked_at"
                 f" FROM credentials WHERE kind = %s AND identity_id IN ({marks})"
                 " ORDER BY created_at, id", (kind, *identity_ids)).fetchall()
@@ -320,7 +283,7 @@ class Identities:
         """The caller a key or token stands for, and when the credential expires; None
         when it is unknown, revoked or expired."""
         with self.store.transaction() as tx:
-            row = self._sql(
+            row = self.execute(
                 tx, "SELECT c.id, c.expires_at, c.revoked_at, i.id, i.kind, i.ledger, i.roles,"
                 " i.name FROM credentials c JOIN identities i ON i.id = c.identity_id"
                 " WHERE c.secret_hash = %s", (secret_digest(secret),)).fetchone()
@@ -338,7 +301,7 @@ class Identities:
     # -- administration -----------------------------------------------------------------
 
     def _insert_identity(self, tx: Any, ident: Identity, created_by: str) -> None:
-        self._sql(
+        self.execute(
             tx, "INSERT INTO identities (id, ledger, kind, name, roles, password_hash,"
             " totp_secret, totp_last_step, failed_logins, locked_until, revision, created_at,"
             " created_by) VALUES (%s, %s, %s, %s, %s, %s, %s, %s, 0, NULL, 0, %s, %s)",
@@ -348,7 +311,7 @@ class Identities:
 
     def _insert_key(self, tx: Any, key_id: str, identity_id: str, secret: str,
                     name: str | None, now: str, expires: str | None) -> None:
-        self._sql(
+        self.execute(
             tx, "INSERT INTO credentials (id, identity_id, kind, secret_hash, name,"
             " created_at, expires_at, revoked_at) VALUES (%s, %s, 'api_key', %s, %s, %s, %s,"
             " NULL)", (key_id, identity_id, secret_digest(secret), name, now, expires))
@@ -365,7 +328,7 @@ class Identities:
                         password_hash, None, None, 0, None, 0, format_time(now))
 
     def _identity_event(self, ident: Identity, now: datetime, actor: Actor) -> dict[str, Any]:
-        return self._event(
+        return self.event(
             IDENTITY_CREATED, now, actor.as_event(),
             resource={"type": "identity", "id": ident.id},
             data={"identity": ident.id, "kind": ident.kind, "name": ident.name,
@@ -373,7 +336,7 @@ class Identities:
 
     def _key_event(self, ident: Identity, key_id: str, name: str | None,
                    expires: str | None, now: datetime, actor: Actor) -> dict[str, Any]:
-        return self._event(
+        return self.event(
             KEY_CREATED, now, actor.as_event(), resource={"type": "api_key", "id": key_id},
             data={"identity": ident.id, "name": name, "roles": sorted(ident.roles),
                   "expires_at": expires})
@@ -417,7 +380,7 @@ class Identities:
             return IssuedKey(secret, key_id, ident, expires, None)
         events = [self._identity_event(ident, now, actor)] if fresh else []
         events.append(self._key_event(ident, key_id, name, expires, now, actor))
-        receipts = self._record(ident.ledger, now, events, change)
+        receipts = self.record(ident.ledger, now, events, change)
         log.info("auth.key_created", key=key_id, identity=ident.id, ledger=ident.ledger)
         return IssuedKey(secret, key_id, ident, expires, receipts[-1])
 
@@ -431,20 +394,20 @@ class Identities:
         ident = self._new_identity(ledger, "user", frozenset(roles), name, now,
                                    _password_hash(password))
         seed = new_totp_secret()
-        sealed = self._seeds().seal(ident.id, seed)
+        sealed = self.seed_seal().seal(ident.id, seed)
         ident = replace(ident, totp_secret=sealed)
 
         def change(tx: Any) -> None:
             self._insert_identity(tx, ident, actor.id)
 
         events = [self._identity_event(ident, now, actor),
-                  self._event(TOTP_ENROLLED, now, actor.as_event(),
+                  self.event(TOTP_ENROLLED, now, actor.as_event(),
                               resource={"type": "identity", "id": ident.id})]
-        receipts = self._record(ident.ledger, now, events, change)
+        receipts = self.record(ident.ledger, now, events, change)
         log.info("auth.user_created", identity=ident.id, ledger=ident.ledger)
         return ident, Enrolment(self._uri(ident, seed), seed, receipts[-1])
 
-    def _seeds(self) -> SeedSeal:
+    def seed_seal(self) -> SeedSeal:
         if self.seeds is None:
             raise AccessError("TOTP needs the key ring, and none is configured")
         return self.seeds
@@ -456,13 +419,13 @@ class Identities:
     def _update_user(self, ident: Identity, assignments: str, params: Sequence[Any],
                      event: dict[str, Any], now: datetime) -> Receipt:
         def change(tx: Any) -> None:
-            cursor = self._sql(tx, f"UPDATE identities SET {assignments},"
+            cursor = self.execute(tx, f"UPDATE identities SET {assignments},"
                                " revision = revision + 1 WHERE id = %s AND revision = %s",
                                (*params, ident.id, ident.revision))
             if cursor.rowcount != 1:
                 raise AccessError("the identity changed meanwhile; try again")
 
-        return self._record(ident.ledger, now, [event], change)[0]
+        return self.record(ident.ledger, now, [event], change)[0]
 
     def _user(self, id_or_name: str) -> Identity:
         ident = self.find(id_or_name)
@@ -477,8 +440,8 @@ class Identities:
         seed = new_totp_secret()
         receipt = self._update_user(
             ident, "totp_secret = %s, totp_last_step = NULL",
-            (self._seeds().seal(ident.id, seed),),
-            self._event(TOTP_ENROLLED, now, actor.as_event(),
+            (self.seed_seal().seal(ident.id, seed),),
+            self.event(TOTP_ENROLLED, now, actor.as_event(),
                         resource={"type": "identity", "id": ident.id}), now)
         return Enrolment(self._uri(ident, seed), seed, receipt)
 
@@ -487,7 +450,7 @@ class Identities:
         now = self.clock()
         return self._update_user(
             ident, "password_hash = %s", (_password_hash(password),),
-            self._event(PASSWORD_SET, now, actor.as_event(),
+            self.event(PASSWORD_SET, now, actor.as_event(),
                         resource={"type": "identity", "id": ident.id}), now)
 
     def unlock(self, id_or_name: str, *, actor: Actor) -> Receipt:
@@ -495,7 +458,7 @@ class Identities:
         now = self.clock()
         return self._update_user(
             ident, "failed_logins = 0, locked_until = NULL", (),
-            self._event(ACCOUNT_UNLOCKED, now, actor.as_event(),
+            self.event(ACCOUNT_UNLOCKED, now, actor.as_event(),
                         resource={"type": "identity", "id": ident.id}), now)
 
     def revoke(self, credential_id: str, *, actor: Actor, ledger: str | None = None
@@ -503,7 +466,7 @@ class Identities:
         """Revoke a key or session; ``ledger`` confines it (an admin's own ledger).
         Revoking twice is refused: the first revocation stands and is recorded once."""
         with self.store.transaction() as tx:
-            row = self._sql(
+            row = self.execute(
                 tx, "SELECT c.kind, c.revoked_at, i.id, i.ledger FROM credentials c"
                 " JOIN identities i ON i.id = c.identity_id WHERE c.id = %s",
                 (credential_id,)).fetchone()
@@ -515,110 +478,15 @@ class Identities:
         now = self.clock()
 
         def change(tx: Any) -> None:
-            cursor = self._sql(tx, "UPDATE credentials SET revoked_at = %s"
+            cursor = self.execute(tx, "UPDATE credentials SET revoked_at = %s"
                                " WHERE id = %s AND revoked_at IS NULL",
                                (format_time(now), credential_id))
             if cursor.rowcount != 1:
                 raise AccessError(f"{credential_id} was revoked meanwhile")
 
-        event = self._event(KEY_REVOKED, now, actor.as_event(),
+        event = self.event(KEY_REVOKED, now, actor.as_event(),
                             resource={"type": kind, "id": credential_id},
                             data={"identity": identity_id})
-        receipt = self._record(owner_ledger, now, [event], change)[0]
+        receipt = self.record(owner_ledger, now, [event], change)[0]
         log.info("auth.key_revoked", key=credential_id, identity=identity_id)
         return receipt
-
-    # -- sessions -------------------------------------------------------------------------
-
-    def login(self, name: str, password: str, code: str, ip: str | None) -> LoginResult:
-        """One login attempt by a person: password, then TOTP, then a session token.
-        Every attempt on a known identity is recorded (``login`` or ``login_failed``,
-        plus ``account_locked`` when this failure locks it)."""
-        for _ in range(5):
-            try:
-                return self._login_once(name, password, code, ip)
-            except Raced:
-                continue
-        raise AccessError("too many concurrent logins for this identity")
-
-    def _login_once(self, name: str, password: str, code: str, ip: str | None
-                    ) -> LoginResult:
-        ident = self.by_name(name)
-        if ident is None or ident.kind != "user":
-            password_matches(None, password)  # as slow as a real check
-            return LoginResult(None)
-        now = self.clock()
-        state = ident.login_state
-        if is_locked(state, now):
-            verdict = judge_login(state, now, enrolled=True, password_ok=False, totp_step=None)
-        else:
-            enrolled = ident.password_hash is not None and ident.totp_secret is not None
-            password_ok = password_matches(ident.password_hash, password)
-            step = None
-            if enrolled and password_ok:
-                seed = self._seeds().open(ident.id, ident.totp_secret or "")
-                step = accepted_totp_step(seed, code, now, ident.totp_last_step)
-            verdict = judge_login(state, now, enrolled=enrolled, password_ok=password_ok,
-                                  totp_step=step)
-        actor: dict[str, Any] = {"id": ident.id, "kind": "user"}
-        if (address := _ip_or_none(ip)) is not None:
-            actor["ip"] = address
-        token = session_id = expires = None
-        if verdict.outcome == "success":
-            token, session_id = new_session_token(), new_id("ses")
-            expires = session_expiry(now, self.session_minutes)
-            events = [self._event("login", now, {
-                **actor, "role": "+".join(sorted(ident.roles)), "mfa": True,
-                "session_id": session_id})]
-        else:
-            events = [self._event(
-                "login_failed", now, actor,
-                outcome="denied" if verdict.outcome == "locked" else "failure",
-                resource={"type": "login_factor", "id": verdict.factor})]
-            if verdict.locked_now:
-                events.append(self._event(
-                    ACCOUNT_LOCKED, now, actor, resource={"type": "identity", "id": ident.id},
-                    data={"locked_until": format_time(verdict.state.locked_until or now)}))
-        new = verdict.state
-
-        def change(tx: Any) -> None:
-            if new != state:
-                cursor = self._sql(
-                    tx, "UPDATE identities SET failed_logins = %s, locked_until = %s,"
-                    " totp_last_step = %s, revision = revision + 1"
-                    " WHERE id = %s AND revision = %s",
-                    (new.failed_logins,
-                     None if new.locked_until is None else format_time(new.locked_until),
-                     new.totp_last_step, ident.id, ident.revision))
-                if cursor.rowcount != 1:
-                    raise Raced()
-            if token is not None and expires is not None:
-                self._sql(
-                    tx, "INSERT INTO credentials (id, identity_id, kind, secret_hash, name,"
-                    " created_at, expires_at, revoked_at) VALUES (%s, %s, 'session', %s, NULL,"
-                    " %s, %s, NULL)",
-                    (session_id, ident.id, secret_digest(token), format_time(now),
-                     format_time(expires)))
-                # Sessions are short-lived: each login clears this identity's expired ones.
-                self._sql(tx, "DELETE FROM credentials WHERE identity_id = %s AND kind ="
-                          " 'session' AND expires_at < %s", (ident.id, format_time(now)))
-
-        self._record(ident.ledger, now, events, change)
-        log.info("auth.login", identity=ident.id, outcome=verdict.outcome,
-                 factor=verdict.factor, locked=verdict.locked_now)
-        caller = ident.caller(session_id) if token is not None else None
-        return LoginResult(verdict, token, expires, caller)
-
-    def logout(self, caller: Caller) -> Receipt:
-        """End the caller's login session and record it."""
-        if caller.credential is None or not caller.credential.startswith("ses-"):
-            raise AccessError("only a login session can log out; API keys are revoked")
-        now = self.clock()
-
-        def change(tx: Any) -> None:
-            self._sql(tx, "UPDATE credentials SET revoked_at = %s WHERE id = %s"
-                      " AND revoked_at IS NULL", (format_time(now), caller.credential))
-
-        event = self._event("logout", now, {"id": caller.id, "kind": "user",
-                                            "session_id": caller.credential})
-        return self._record(caller.ledger, now, [event], change)[0]

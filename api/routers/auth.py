@@ -12,7 +12,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth.caller import Caller
-from api.auth.identities import AccessError, Identities
+from api.auth.identities import AccessError
 from api.auth.limits import retry_after
 from api.auth.middleware import REALM, client_address
 from api.errors import ApiError
@@ -48,10 +48,6 @@ def caller(request: Request) -> Caller:
     return found
 
 
-def _identities(svc: Services) -> Identities:
-    return svc.access.identities
-
-
 def caller_dict(who: Caller) -> dict[str, Any]:
     return {"id": who.id, "kind": who.kind, "name": who.name, "ledger": who.ledger,
             "roles": sorted(who.roles)}
@@ -84,7 +80,7 @@ async def login(request: Request) -> Response:
         raise ApiError(429, "rate_limited", "too many login attempts",
                        headers={"Retry-After": retry_after(wait)})
     result = await asyncio.to_thread(
-        _identities(svc).login, username, password, code, client_address(request.scope))
+        svc.access.sessions.login, username, password, code, client_address(request.scope))
     if result.token is None or result.caller is None or result.expires_at is None:
         raise ApiError(401, "unauthenticated", FAILED, headers={"WWW-Authenticate": REALM})
     now = svc.clock()
@@ -101,7 +97,7 @@ async def logout(request: Request) -> Response:
     svc: Services = request.app.state.services
     who = caller(request)
     try:
-        receipt = await asyncio.to_thread(_identities(svc).logout, who)
+        receipt = await asyncio.to_thread(svc.access.sessions.logout, who)
     except AccessError as error:
         raise ApiError(400, "invalid_request", str(error)) from None
     svc.access.forget()
