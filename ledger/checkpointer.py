@@ -92,11 +92,12 @@ class Checkpointer:
             if covered is None:
                 newest = self.tlog.latest(ledger)
                 covered = self.stats.sizes[ledger] = newest.size if newest else 0
-            if head == covered:  # nothing new (a smaller head is for sign() to refuse)
+            if head == covered:  # nothing new
                 self._pending_since.pop(ledger, None)
                 continue
             since = self._pending_since.setdefault(ledger, now)
-            if now - since >= self.interval / 2 or abs(head - covered) >= self.every:
+            # A head below the signed size is a truncation: sign() refuses it at once.
+            if head < covered or now - since >= self.interval / 2 or head - covered >= self.every:
                 checkpoint = self.sign(ledger)
                 if checkpoint is not None:
                     signed.append(checkpoint)

@@ -1,0 +1,238 @@
+"""The Merkle tree in the database is the tree of the chain, whoever appends.
+
+Every append stores the perfect subtrees its entries complete, in its own transaction;
+these tests compare what the ``merkle_nodes`` table holds with the tree computed here from
+the chain's entry hashes the slow, obvious way (RFC 9162's recursion and level-by-level
+pairing, no product code), after appends from several threads and several processes, on
+SQLite and PostgreSQL. Also: the fast frontier growth the store uses equals the pure
+core's append, and migration 0005 builds the tree of a ledger written before it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import multiprocessing
+import random
+import sqlite3
+import threading
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+import psycopg
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from alembic import command
+from ledger.admission import Pending
+from ledger.entry import Entry
+from ledger.migrate import _config, migrate
+from ledger.store import ledger_id, open_store
+from ledger.store.base import TreeIncomplete
+from ledger.tlog import TransparencyLog
+from ledger.transparency.tree import Frontier, root_of
+from tests.support import make_event
+
+LEDGER = "default"
+
+
+def _h(left: bytes, right: bytes) -> bytes:
+    return hashlib.sha256(b"\x01" + left + right).digest()
+
+
+def expected_nodes(leaves: list[bytes]) -> dict[tuple[int, int], bytes]:
+    """Every perfect subtree of level >= 1, pairing level by level."""
+    nodes: dict[tuple[int, int], bytes] = {}
+    level, row = 0, leaves
+    while len(row) >= 2:
+        row = [_h(row[2 * i], row[2 * i + 1]) for i in range(len(row) // 2)]
+        level += 1
+        nodes.update({(level, i): h for i, h in enumerate(row)})
+    return nodes
+
+
+def stored_nodes(url: str, ledger: str = LEDGER) -> dict[tuple[int, int], bytes]:
+    """Every row of ``merkle_nodes`` for the ledger, through a raw connection."""
+    lid = ledger_id(ledger)
+    if url.startswith("postgresql://"):
+        with psycopg.connect(url) as conn:
+            rows = conn.execute("SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = %s",
+                                (lid,)).fetchall()
+    else:
+        conn = sqlite3.connect(url.removeprefix("sqlite:///"))
+        try:
+            rows = conn.execute("SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = ?",
+                                (lid.hex,)).fetchall()
+        finally:
+            conn.close()
+    return {(int(level), int(idx)): bytes(h) for level, idx, h in rows}
+
+
+def chain_leaves(url: str, ledger: str = LEDGER) -> list[bytes]:
+    store = open_store(url)
+    try:
+        entries = [Entry.decode(data) for _, data in store.stream(ledger)]
+    finally:
+        store.close()
+    assert [e.seq for e in entries] == list(range(1, len(entries) + 1))
+    return [bytes.fromhex(e.hash) for e in entries]
+
+
+def assert_tree_is_the_chain(url: str, ledger: str = LEDGER) -> int:
+    """The table holds exactly the chain's subtrees, and every size's root is right."""
+    leaves = chain_leaves(url, ledger)
+    assert stored_nodes(url, ledger) == expected_nodes(leaves)
+    store = open_store(url)
+    try:
+        tlog = TransparencyLog(store)
+        for size in range(1, len(leaves) + 1):
+            assert tlog.root(ledger, size) == root_of(leaves[:size]), size
+    finally:
+        store.close()
+    return len(leaves)
+
+
+def _pending(n: int, rng: random.Random | None = None) -> list[Pending]:
+    events = [make_event(event_id=str(uuid.UUID(int=(rng or random).getrandbits(128),
+                                                 version=4))) for _ in range(n)]
+    return [Pending(e["event_id"], "fp-" + e["event_id"], e) for e in events]
+
+
+def _append_many(url: str, seed: int, rounds: int) -> int:
+    """Appends from one process (also the target of the spawned workers)."""
+    rng = random.Random(seed)
+    store = open_store(url)
+    try:
+        for _ in range(rounds):
+            groups = {LEDGER: [_pending(rng.randint(1, 7), rng) for _ in range(rng.randint(1, 3))]}
+            store.append(groups, datetime.now(UTC))
+    finally:
+        store.close()
+    return rounds
+
+
+def test_the_tree_is_the_chain_after_appends_from_threads_and_processes(
+    database_url: str,
+) -> None:
+    migrate(database_url)
+    context = multiprocessing.get_context("spawn")
+    with context.Pool(3) as pool:
+        # Three processes, and three threads here, appending at once.
+        results = pool.starmap_async(_append_many, [(database_url, seed, 15) for seed in (1, 2, 3)])
+        threads = [threading.Thread(target=_append_many, args=(database_url, seed, 15))
+                   for seed in (4, 5, 6)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert results.get(timeout=300) == [15, 15, 15]
+    n = assert_tree_is_the_chain(database_url)
+    assert n > 90  # at least one entry per append
+
+
+def test_one_store_reads_the_edge_again_after_another_process_appended(
+    database_url: str,
+) -> None:
+    """The cached edge is keyed by the head: when another writer moved the head, the edge
+    is read from the table (a stale cache would store wrong nodes)."""
+    migrate(database_url)
+    mine, theirs = open_store(database_url), open_store(database_url)
+    try:
+        for size in (3, 1, 4, 1, 5, 9, 2, 6):
+            mine.append({LEDGER: [_pending(size)]}, datetime.now(UTC))
+            theirs.append({LEDGER: [_pending(size + 1)]}, datetime.now(UTC))
+    finally:
+        mine.close()
+        theirs.close()
+    assert_tree_is_the_chain(database_url)
+
+
+def test_two_ledgers_have_two_trees(database_url: str) -> None:
+    migrate(database_url)
+    store = open_store(database_url)
+    try:
+        for _ in range(5):
+            store.append({LEDGER: [_pending(3)], "other": [_pending(2)]}, datetime.now(UTC))
+    finally:
+        store.close()
+    assert assert_tree_is_the_chain(database_url, LEDGER) == 15
+    assert assert_tree_is_the_chain(database_url, "other") == 10
+
+
+def test_a_ledger_appended_without_the_tree_refuses_to_grow_one(database_url: str) -> None:
+    """LEDGER_UNSAFE_NO_TREE (benchmarks only) leaves the table without the edge: a later
+    append with the tree fails and writes nothing, rather than store a wrong tree."""
+    migrate(database_url)
+    store = open_store(database_url, maintain_tree=False)
+    try:
+        store.append({LEDGER: [_pending(3)]}, datetime.now(UTC))
+    finally:
+        store.close()
+    assert stored_nodes(database_url) == {}
+    store = open_store(database_url)
+    try:
+        with pytest.raises(TreeIncomplete):
+            store.append({LEDGER: [_pending(2)]}, datetime.now(UTC))
+        assert store.head(LEDGER).seq == 3
+    finally:
+        store.close()
+
+
+def test_migration_0005_builds_the_tree_of_an_existing_ledger(database_url: str) -> None:
+    command.upgrade(_config(database_url), "0004")
+    store = open_store(database_url, maintain_tree=False)
+    try:
+        for size in (5, 8, 1, 7):
+            store.append({LEDGER: [_pending(size)]}, datetime.now(UTC))
+    finally:
+        store.close()
+    migrate(database_url)
+    assert assert_tree_is_the_chain(database_url) == 21
+    store = open_store(database_url)  # and appends go on from the migrated tree
+    try:
+        store.append({LEDGER: [_pending(6)]}, datetime.now(UTC))
+    finally:
+        store.close()
+    assert assert_tree_is_the_chain(database_url) == 27
+
+
+# -- the pure growth the store uses -------------------------------------------------------
+
+
+def _leaves(n: int, start: int = 0) -> list[bytes]:
+    return [hashlib.sha256(b"\x00leaf %d" % i).digest() for i in range(start, start + n)]
+
+
+@given(st.lists(st.integers(0, 40), max_size=8), st.integers(0, 3))
+def test_grow_keeps_what_append_creates_from_its_level(batches: list[int], keep: int) -> None:
+    slow, fast = Frontier(), Frontier()
+    done = 0
+    for n in batches:
+        leaves = _leaves(n, done)
+        slow, created = slow.append(leaves)
+        fast, kept = fast.grow(leaves, keep)
+        assert fast == slow
+        assert kept == [c for c in created if c.level >= keep]
+        done += n
+    assert fast.root() == root_of(_leaves(done))
+
+
+@given(st.integers(0, 6), st.integers(0, 200), st.data())
+def test_extend_joins_aligned_trees(exponent: int, blocks: int, data: Any) -> None:
+    """A tree of k * 2^e leaves followed by one of at most 2^e is the tree of both."""
+    left_size = blocks * (1 << exponent)
+    right_size = data.draw(st.integers(0, 1 << exponent))
+    leaves = _leaves(left_size + right_size)
+    left = Frontier().append(leaves[:left_size])[0]
+    right = Frontier().append(leaves[left_size:])[0]
+    joined = left.extend(right)
+    assert joined == Frontier().append(leaves)[0]
+    assert joined.root() == root_of(leaves)
+
+
+def test_extend_refuses_an_unaligned_join() -> None:
+    left = Frontier().append(_leaves(3))[0]
+    right = Frontier().append(_leaves(2, 3))[0]
+    with pytest.raises(ValueError, match="unaligned"):
+        left.extend(right)
