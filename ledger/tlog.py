@@ -94,9 +94,10 @@ class LogIdentity:
         return self.verifiers(ledger)[0].key_string
 
     def published(self, ledger: str) -> list[dict[str, Any]]:
-        """Every key, newest first: what ``GET /v1/checkpoints/keys`` lists."""
+        """Every key, the active one first, then newest first: what
+        ``GET /v1/checkpoints/keys`` lists."""
         origin = self.origin(ledger)
-        keys = sorted(self.keys, key=lambda k: (k.created_at, k.key_id != self.active),
+        keys = sorted(self.keys, key=lambda k: (k.key_id == self.active, k.created_at),
                       reverse=True)
         return [
             {"key": Ed25519Verifier(origin, k.public).key_string, "id": k.key_id,

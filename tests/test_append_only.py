@@ -40,8 +40,8 @@ UPDATES = {
 
 
 def fill_and_sign(settings: Settings) -> None:
-    """Five entries (so tree nodes), and a signed checkpoint of them."""
-    fill(settings, n=5, batch=5)
+    """Twenty entries (so stored tree nodes: 16 and up), and a signed checkpoint."""
+    fill(settings, n=20, batch=20)
     store = open_store(settings.database_url)
     try:
         assert TransparencyLog(store, load_log_identity(settings)).sign(LEDGER) is not None

@@ -162,10 +162,10 @@ def test_signing_only_when_the_tree_grew(signed: Settings) -> None:
 
 def test_a_rewritten_tree_is_refused(signed: Settings) -> None:
     """The root at the signed size, recomputed from the stored tree, no longer matches
-    (20 = 16 + 4 leaves: the subtree over leaves 16-19 is on its edge)."""
+    (20 = 16 + 4 leaves: the stored subtree over leaves 0-15 is on its edge)."""
     append(signed.database_url, 4)
     with raw(signed.database_url) as r:
-        r.run("UPDATE merkle_nodes SET hash = ? WHERE ledger_id = ? AND level = 2 AND idx = 4",
+        r.run("UPDATE merkle_nodes SET hash = ? WHERE ledger_id = ? AND level = 4 AND idx = 0",
               b"\x07" * 32, r.lid)
     with pytest.raises(CheckpointRefused, match="no longer matches"):
         sign(signed)

@@ -29,7 +29,7 @@ from ledger.admission import Pending
 from ledger.entry import Entry
 from ledger.migrate import _config, migrate
 from ledger.store import ledger_id, open_store
-from ledger.store.base import TreeIncomplete
+from ledger.store.base import STORED_LEVELS_FROM, TreeIncomplete
 from ledger.tlog import TransparencyLog
 from ledger.transparency.tree import Frontier, root_of
 from tests.support import make_event
@@ -42,13 +42,15 @@ def _h(left: bytes, right: bytes) -> bytes:
 
 
 def expected_nodes(leaves: list[bytes]) -> dict[tuple[int, int], bytes]:
-    """Every perfect subtree of level >= 1, pairing level by level."""
+    """Every perfect subtree of level >= 4 (the table keeps those; smaller ones are
+    hashed from the entries), pairing level by level."""
     nodes: dict[tuple[int, int], bytes] = {}
     level, row = 0, leaves
     while len(row) >= 2:
         row = [_h(row[2 * i], row[2 * i + 1]) for i in range(len(row) // 2)]
         level += 1
-        nodes.update({(level, i): h for i, h in enumerate(row)})
+        if level >= STORED_LEVELS_FROM:
+            nodes.update({(level, i): h for i, h in enumerate(row)})
     return nodes
 
 
@@ -139,7 +141,7 @@ def test_one_store_reads_the_edge_again_after_another_process_appended(
     migrate(database_url)
     mine, theirs = open_store(database_url), open_store(database_url)
     try:
-        for size in (3, 1, 4, 1, 5, 9, 2, 6):
+        for size in (3, 1, 4, 1, 5, 9, 2, 6, 17, 30, 1):
             mine.append({LEDGER: [_pending(size)]}, datetime.now(UTC))
             theirs.append({LEDGER: [_pending(size + 1)]}, datetime.now(UTC))
     finally:
@@ -152,12 +154,12 @@ def test_two_ledgers_have_two_trees(database_url: str) -> None:
     migrate(database_url)
     store = open_store(database_url)
     try:
-        for _ in range(5):
+        for _ in range(12):
             store.append({LEDGER: [_pending(3)], "other": [_pending(2)]}, datetime.now(UTC))
     finally:
         store.close()
-    assert assert_tree_is_the_chain(database_url, LEDGER) == 15
-    assert assert_tree_is_the_chain(database_url, "other") == 10
+    assert assert_tree_is_the_chain(database_url, LEDGER) == 36
+    assert assert_tree_is_the_chain(database_url, "other") == 24
 
 
 def test_a_ledger_appended_without_the_tree_refuses_to_grow_one(database_url: str) -> None:
@@ -166,15 +168,16 @@ def test_a_ledger_appended_without_the_tree_refuses_to_grow_one(database_url: st
     migrate(database_url)
     store = open_store(database_url, maintain_tree=False)
     try:
-        store.append({LEDGER: [_pending(3)]}, datetime.now(UTC))
+        store.append({LEDGER: [_pending(19)]}, datetime.now(UTC))
     finally:
         store.close()
     assert stored_nodes(database_url) == {}
     store = open_store(database_url)
     try:
+        # 19 = 16 + 3: the edge needs the subtree of the first 16, never stored.
         with pytest.raises(TreeIncomplete):
             store.append({LEDGER: [_pending(2)]}, datetime.now(UTC))
-        assert store.head(LEDGER).seq == 3
+        assert store.head(LEDGER).seq == 19
     finally:
         store.close()
 
@@ -183,18 +186,18 @@ def test_migration_0005_builds_the_tree_of_an_existing_ledger(database_url: str)
     command.upgrade(_config(database_url), "0004")
     store = open_store(database_url, maintain_tree=False)
     try:
-        for size in (5, 8, 1, 7):
+        for size in (5, 8, 1, 7, 40):
             store.append({LEDGER: [_pending(size)]}, datetime.now(UTC))
     finally:
         store.close()
     migrate(database_url)
-    assert assert_tree_is_the_chain(database_url) == 21
+    assert assert_tree_is_the_chain(database_url) == 61
     store = open_store(database_url)  # and appends go on from the migrated tree
     try:
         store.append({LEDGER: [_pending(6)]}, datetime.now(UTC))
     finally:
         store.close()
-    assert assert_tree_is_the_chain(database_url) == 27
+    assert assert_tree_is_the_chain(database_url) == 67
 
 
 # -- the pure growth the store uses -------------------------------------------------------

@@ -1,10 +1,11 @@
 """Transparency: the Merkle tree over each ledger's entries, and its signed checkpoints.
 
-``merkle_nodes`` holds one row per perfect subtree of level 1 and up of each ledger's RFC
+``merkle_nodes`` holds one row per perfect subtree of level 4 and up of each ledger's RFC
 9162 tree (``level``, ``idx``: the subtree over leaves ``[idx * 2^level, (idx + 1) *
-2^level)``, leaf index = seq - 1). Level 0 is not stored again: it is each entry's own
-``hash``. Rows are written in the append transaction of the entry that completes them
-and never change, so any tree size up to the head has its proofs in the table.
+2^level)``, leaf index = seq - 1; see ``ledger.store.base.STORED_LEVELS_FROM``). Smaller
+subtrees are hashed from the entries, whose ``hash`` is the leaf hash. Rows are written
+in the append transaction of the entry that completes them and never change, so any tree
+size up to the head has its proofs in the table.
 
 ``checkpoints`` holds every checkpoint the log signed: its size, root and the signed note
 (C2SP checkpoint in a C2SP signed note), as served.
@@ -29,6 +30,7 @@ branch_labels = None
 depends_on = None
 
 APPEND_ONLY = ("merkle_nodes", "checkpoints")
+STORED_LEVELS_FROM = 4  # as ledger.store.base.STORED_LEVELS_FROM (a migration stays as written)
 BACKFILL_PAGE = 10_000
 
 
@@ -89,7 +91,7 @@ def _leaf_hash(state: bytes) -> bytes:
 
 
 def _backfill(bind: sa.Connection) -> None:
-    """Every level >= 1 node of every existing chain, computed the way appends do: a
+    """Every node of level >= 4 of every existing chain, computed the way appends do: a
     binary counter's carries over the leaves in seq order."""
     streams = [row[0] for row in bind.execute(sa.text(
         "SELECT DISTINCT originator_id FROM stored_events"))]
@@ -117,8 +119,9 @@ def _backfill(bind: sa.Connection) -> None:
                     digest = hashlib.sha256(b"\x01" + hashes.pop() + digest).digest()
                     level += 1
                     index >>= 1
-                    created.append({"ledger_id": lid, "level": level, "idx": index,
-                                    "hash": digest})
+                    if level >= STORED_LEVELS_FROM:
+                        created.append({"ledger_id": lid, "level": level, "idx": index,
+                                        "hash": digest})
                 levels.append(level)
                 hashes.append(digest)
                 size += 1

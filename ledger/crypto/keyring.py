@@ -38,7 +38,6 @@ import re
 import secrets
 import socket
 import stat
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final, Protocol, runtime_checkable
@@ -96,7 +95,9 @@ def _ed25519_public(seed: bytes) -> bytes:
 
 
 def _utc_now() -> str:
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+    from datetime import UTC, datetime
+
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
 @dataclass(frozen=True, repr=False)
