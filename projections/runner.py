@@ -147,8 +147,11 @@ class Projector:
                     if at >= last:
                         continue
                     new = [c for c in changes if c.position > at] if at > low else changes
-                    view.apply(tx, self.sql, new)
+                    # Compare-and-set first: a second projector of this batch stops here
+                    # (on PostgreSQL it waits on the position's row lock, then finds it
+                    # moved) before writing a row that would duplicate the first's.
                     self._move(tx, view.name, at, last)
+                    view.apply(tx, self.sql, new)
                     moved[view.name] = last
         except PositionMoved:
             log.info("projection_batch_skipped", reason="position moved by another projector")
@@ -198,17 +201,25 @@ class Projector:
         """Empty the named views (all by default) and project them again from the start."""
         chosen = [v for v in self.views if names is None or v.name in names]
         with self.store.transaction() as tx:
+            # Positions back to 0 before the tables are emptied, in view order, as every
+            # batch takes them (position first, then the view's tables): a projector in the
+            # middle of a batch holds its position's row, so this waits for its commit
+            # (whose rows are then emptied too) instead of deadlocking on the tables, and
+            # one that comes later finds its position moved. (Set to 0, not deleted: a
+            # deleted row cannot be waited on by the next projector's compare-and-set.)
+            for view in chosen:
+                tx.execute(
+                    self.store.sql(
+                        "INSERT INTO notification_tracking VALUES (%s, 0)"
+                        " ON CONFLICT (application_name) DO UPDATE SET notification_id = 0"),
+                    (view.name,),
+                )
             for view in chosen:
                 if self.store.dialect == "postgresql":
                     # Not DELETE: that leaves every dead row for VACUUM to find.
                     tx.execute(f"TRUNCATE {', '.join(view.tables)}")
                 else:
                     view.clear(tx)
-                tx.execute(
-                    self.store.sql(
-                        "DELETE FROM notification_tracking WHERE application_name = %s"),
-                    (view.name,),
-                )
         return Projector(self.store, chosen, batch=self.batch).catch_up(progress)
 
     # -- following -------------------------------------------------------------------
