@@ -219,22 +219,33 @@ class TransparencyLog:
     def _head(self, ledger: str) -> int:
         return self.store.head(ledger).seq
 
+    def _within(self, ledger: str, size: int, nodes: list[Node], field: str
+                ) -> dict[Node, bytes]:
+        """The nodes of a tree of ``size`` entries. Their existence is what shows the tree
+        has that many (every node is written with its last entry): the head is read only
+        to word a refusal."""
+        found = self.store.subtrees(ledger, nodes)
+        if len(found) == len(set(nodes)):
+            return found
+        head = self._head(ledger)
+        if size > head:
+            raise ProofRequestError(field, f"{field} must not exceed the head's seq ({head})")
+        raise TreeIncomplete(f"the Merkle tree of ledger '{ledger}' lacks nodes")
+
     def inclusion(self, ledger: str, seq: int, tree_size: int | None = None) -> InclusionProof:
         """The inclusion proof of entry ``seq`` in the tree of ``tree_size`` entries
         (default: the head), with the leaf hash and the root it leads to."""
-        head = self._head(ledger)
-        size = head if tree_size is None else tree_size
+        size = self._head(ledger) if tree_size is None else tree_size
         if seq < 1:
             raise ProofRequestError("seq", "seq starts at 1")
-        if size < 1 or size > head:
-            raise ProofRequestError(
-                "tree_size", f"tree_size must be between 1 and the head's seq ({head})")
+        if size < 1:
+            raise ProofRequestError("tree_size", "tree_size must be at least 1")
         if seq > size:
             raise ProofRequestError("seq", f"seq {seq} is not in a tree of {size} entries")
         plan = inclusion_plan(seq - 1, size)
         edge = range_nodes(0, size)
         leaf = Node(0, seq - 1)
-        found = self._fetch(ledger, [*plan_nodes(plan), *edge, leaf])
+        found = self._within(ledger, size, [*plan_nodes(plan), *edge, leaf], "tree_size")
         return InclusionProof(ledger, seq, size, found[leaf], fold([found[n] for n in edge]),
                               assemble(plan, found))
 
@@ -242,18 +253,15 @@ class TransparencyLog:
                     ) -> ConsistencyProof:
         """The consistency proof from the tree of ``first`` entries to that of ``second``
         (default: the head), with both roots."""
-        head = self._head(ledger)
-        size = head if second is None else second
+        size = self._head(ledger) if second is None else second
         if first < 1:
             raise ProofRequestError(
                 "first", "first must be at least 1: RFC 9162 has no proof from an empty tree")
-        if size > head:
-            raise ProofRequestError("second", f"second must not exceed the head's seq ({head})")
         if first > size:
             raise ProofRequestError("first", f"first ({first}) must not exceed second ({size})")
         plan = consistency_plan(first, size)
         old, new = range_nodes(0, first), range_nodes(0, size)
-        found = self._fetch(ledger, [*plan_nodes(plan), *old, *new])
+        found = self._within(ledger, size, [*plan_nodes(plan), *old, *new], "second")
         return ConsistencyProof(ledger, first, size, fold([found[n] for n in old]),
                                 fold([found[n] for n in new]), assemble(plan, found))
 

@@ -142,10 +142,10 @@ class LedgerStore(ABC):
         """Stored nodes from ``merkle_nodes``; the small ones hashed from their entries."""
         wanted = list(dict.fromkeys(nodes))
         small = [n for n in wanted if n.level < STORED_LEVELS_FROM]
-        found = self._select_nodes(curs, lid, [n for n in wanted if n not in small])
+        large = [n for n in wanted if n.level >= STORED_LEVELS_FROM]
+        seqs = sorted({seq for n in small for seq in range(n.start + 1, n.end + 1)})
+        found, leaves = self._select_tree(curs, lid, large, seqs)
         if small:
-            seqs = sorted({seq for n in small for seq in range(n.start + 1, n.end + 1)})
-            leaves = self._select_leaves(curs, lid, seqs)
             for node in small:
                 row = [leaves.get(seq) for seq in range(node.start + 1, node.end + 1)]
                 if None in row:
@@ -154,6 +154,13 @@ class LedgerStore(ABC):
                     row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
                 found[node] = row[0]  # type: ignore[assignment]
         return found
+
+    def _select_tree(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node],
+                     seqs: Sequence[int]) -> tuple[dict[Node, bytes], dict[int, bytes]]:
+        """Stored ``nodes`` and the hashes of the entries at ``seqs`` (PostgreSQL sends
+        both queries in one round trip)."""
+        found = self._select_nodes(curs, lid, nodes) if nodes else {}
+        return found, self._select_leaves(curs, lid, seqs) if seqs else {}
 
     @abstractmethod
     def _insert_nodes(self, tx: Any, lid: uuid.UUID, nodes: Sequence[SubtreeHash]) -> None:

@@ -199,6 +199,18 @@ class PostgresLedgerStore(LedgerStore):
                      prepare=True, binary=True)
         return {Node(level, idx): bytes(digest) for level, idx, digest in curs.fetchall()}
 
+    def _select_tree(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node],
+                     seqs: Sequence[int]) -> tuple[dict[Node, bytes], dict[int, bytes]]:
+        if not (nodes and seqs):
+            return super()._select_tree(curs, lid, nodes, seqs)
+        with curs.connection.cursor(row_factory=tuple_row) as leaves:
+            with curs.connection.pipeline():
+                curs.execute(NODES_QUERY, ([n.level for n in nodes], [n.index for n in nodes],
+                                           lid), prepare=True, binary=True)
+                leaves.execute(LEAVES_QUERY, (lid, list(seqs)), prepare=True, binary=True)
+            found = {Node(level, idx): bytes(h) for level, idx, h in curs.fetchall()}
+            return found, {int(seq): stored_hash(state) for seq, state in leaves.fetchall()}
+
     def _select_leaves(self, curs: Any, lid: uuid.UUID, seqs: Sequence[int]) -> dict[int, bytes]:
         curs.execute(LEAVES_QUERY, (lid, list(seqs)), prepare=True, binary=True)
         return {int(seq): stored_hash(state) for seq, state in curs.fetchall()}
