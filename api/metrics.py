@@ -55,6 +55,21 @@ class Metrics:
             registry=self.registry,
         )
 
+        self.checkpoints_signed = Gauge(
+            "phi_ledger_checkpoints_signed", "Checkpoints this process signed",
+            registry=self.registry,
+        )
+        self.checkpoint_refusals = Gauge(
+            "phi_ledger_checkpoint_refusals",
+            "Times this process refused to sign a checkpoint inconsistent with the stored "
+            "ones (alert on any increase: the ledger was truncated or rewritten)",
+            registry=self.registry,
+        )
+        self.checkpoint_size = Gauge(
+            "phi_ledger_checkpoint_size", "Entries covered by each ledger's newest checkpoint",
+            ["ledger"], registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -339,3 +340,23 @@ def test_the_log_name_is_chosen_once(settings: Settings, tmp_path: Path) -> None
                            ).origin == "audit.example.org/default"
     renamed = Settings(**{**named.__dict__, "log_name": "elsewhere.example.org"})
     assert load_log_identity(renamed).origin(LEDGER) == "audit.example.org/default"
+
+
+def test_the_service_alerts_on_a_refusal(signed: Settings) -> None:
+    """A running service that finds the chain shorter than a signed checkpoint signs
+    nothing and says so on /metrics (for an alert) as well as in its log."""
+    with raw(signed.database_url) as r:
+        r.truncate_after(10)
+    fast = Settings(**{**signed.__dict__, "checkpoint_interval_ms": 100})
+    with TestClient(create_app(fast, configure_logs=False)) as client:
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            metrics = client.get("/metrics").text
+            if "phi_ledger_checkpoint_refusals 0.0" not in metrics:
+                break
+            time.sleep(0.05)
+    refusals = next(line for line in metrics.splitlines()
+                    if line.startswith("phi_ledger_checkpoint_refusals "))
+    assert float(refusals.split()[1]) >= 1
+    assert 'phi_ledger_checkpoint_size{ledger="default"} 20.0' in metrics
+    assert [size for size, _ in checkpoint_rows(signed.database_url)] == [20]

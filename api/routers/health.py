@@ -53,4 +53,10 @@ async def metrics(svc: Services = Depends(services)) -> Response:
     for view, entries in lag.items():
         svc.metrics.projection_lag.labels(view=view).set(entries)
     svc.metrics.projection_lag_seconds.set(waited)
+    if svc.checkpointer is not None:
+        signing = svc.checkpointer.stats
+        svc.metrics.checkpoints_signed.set(signing.signed)
+        svc.metrics.checkpoint_refusals.set(signing.refused)
+        for ledger, size in list(signing.sizes.items()):
+            svc.metrics.checkpoint_size.labels(ledger=ledger).set(size)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")
