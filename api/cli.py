@@ -63,7 +63,18 @@ def serve(
         # Fail here, with one clear line, rather than inside the server's startup.
         store, _ = _protected_store(settings)
         store.close()
+    _log_identity(settings)  # the checkpoint key too (added to an older key file here)
     run(host, port, workers=workers, ssl_certfile=ssl_certfile, ssl_keyfile=ssl_keyfile)
+
+
+def _log_identity(settings: Settings) -> Any:
+    from ledger.crypto.keyring import KeyRingError
+    from ledger.tlog import load_log_identity
+
+    try:
+        return load_log_identity(settings)
+    except KeyRingError as error:
+        raise _fail(str(error)) from None
 
 
 @app.command()

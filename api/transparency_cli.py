@@ -78,8 +78,7 @@ def verify_proof(
     except TransparencyError as error:
         typer.echo(f"FAILED: {error}")
         raise typer.Exit(1) from None
-    if seq is not None and verified.kind in ("bundle", "inclusion") and not (
-            verified.summary.startswith(f"entry seq {seq} ")):
+    if seq is not None and verified.leaf_index is not None and verified.leaf_index != seq - 1:
         typer.echo(f"FAILED: the proof is for another position than the entry's seq {seq}")
         raise typer.Exit(1)
     typer.echo(f"OK: {verified.summary}")

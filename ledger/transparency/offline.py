@@ -43,6 +43,7 @@ class Verified:
     kind: str  # "bundle", "checkpoint", "inclusion", "consistency"
     checkpoint: Checkpoint  # the (newest) signed checkpoint it rests on
     summary: str
+    leaf_index: int | None = None  # the position a bundle or inclusion proof is about
 
 
 def entry_leaf_hash(entry_json: bytes | str) -> tuple[int, bytes]:
@@ -121,7 +122,7 @@ def verify_document(
         index = Bundle.parse(text).index
         return Verified("bundle", checkpoint,
                         f"entry seq {index + 1} (leaf {index}, hash {leaf_hash.hex()}) is in"
-                        f" {checkpoint.origin} at tree size {checkpoint.size}")
+                        f" {checkpoint.origin} at tree size {checkpoint.size}", index)
     if text.lstrip().startswith("{"):
         try:
             proof = json.loads(text)
@@ -155,7 +156,7 @@ def _inclusion(proof: dict[str, Any], signed: list[Checkpoint],
                      checkpoint.root)
     return Verified("inclusion", checkpoint,
                     f"entry seq {index + 1} (hash {leaf_hash.hex()}) is in"
-                    f" {checkpoint.origin} at tree size {size}")
+                    f" {checkpoint.origin} at tree size {size}", index)
 
 
 def _consistency(proof: dict[str, Any], signed: list[Checkpoint]) -> Verified:
