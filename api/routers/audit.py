@@ -30,7 +30,7 @@ from api.routers.common import chosen_ledger, json_response
 from api.services import Services, services
 from ledger.event import Action, PurposeOfUse
 from projections.accounting import Accounting, account
-from projections.cursor import BadCursor, decode_cursor, encode_cursor
+from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.instants import format_utc, parse_bound
 from projections.queries import AccessFilter
 
@@ -155,21 +155,24 @@ async def patient_record(
     })
 
 
+def _after(problems: Problems, cursor: str | None, scope: dict[str, Any]) -> Position | None:
+    """Where the page starts: the position ``cursor`` holds, if it belongs to ``scope``."""
+    if cursor is None:
+        return None
+    try:
+        return decode_cursor(cursor, scope)
+    except BadCursor as error:
+        problems.add("cursor", str(error))
+        return None
+
+
 def _page(
     svc: Services, reports: AccessReports, ledger: str, where: AccessFilter,
-    scope: dict[str, Any], cursor: str | None, order: str, limit: int, problems: Problems,
+    scope: dict[str, Any], after: Position | None, order: str, limit: int,
 ) -> dict[str, Any]:
-    after = None
-    if cursor is not None:
-        try:
-            after = decode_cursor(cursor, scope)
-        except BadCursor as error:
-            problems.add("cursor", str(error))
-    problems.raise_any()
     items, more = reports.accesses(ledger, where, after, order, limit)  # type: ignore[arg-type]
     next_cursor = None
     if more and items:
-        from projections.cursor import Position
         from projections.instants import utc_of
 
         last = items[-1]
@@ -201,17 +204,18 @@ async def _history(
     problems = Problems()
     purpose = _purpose(problems, purpose)
     since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
+    scope = {"p": where.patient_ref, "a": where.actor_id, "f": since_utc, "t": until_utc,
+             "x": actions, "o": order}
+    after = _after(problems, cursor, scope)  # a bad cursor is named with the rest
     problems.raise_any()
     await _await_views(svc, ledger, min_seq, wait_ms)
     reports = AccessReports(svc)
     where = replace(where, since_utc=since_utc, until_utc=until_utc, actions=actions)
-    scope = {"p": where.patient_ref, "a": where.actor_id, "f": since_utc, "t": until_utc,
-             "x": actions, "o": order}
 
     def read() -> dict[str, Any]:
         if not exists():
             raise missing
-        return _page(svc, reports, ledger, where, scope, cursor, order, limit, problems)
+        return _page(svc, reports, ledger, where, scope, after, order, limit)
 
     return purpose, reports, await off_loop(read)
 
