@@ -1,9 +1,10 @@
 """The projector: feeds every view the entries it has not applied yet, exactly once.
 
 Positions are notification ids (the store's commit order over every ledger), kept per
-view in the eventsourcing library's single-row ``notification_tracking`` table. A batch
-is applied in one transaction that also moves each view's position with a
-compare-and-set on the position the batch was read from. So:
+view in the eventsourcing library's single-row ``notification_tracking`` table. Each view
+applies a batch in one transaction that also moves its position with a compare-and-set
+on the position the batch was read from (views are independent: on PostgreSQL each
+catches up in its own thread and transactions). So:
 
 * a crash before the commit loses the batch's rows *and* the move: it is applied again;
 * a crash after it has applied both: nothing is applied twice;
@@ -20,9 +21,9 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
+from queue import Queue
 from typing import Any
 
 import structlog
@@ -163,38 +164,104 @@ class Projector:
     def catch_up(self, progress: Callable[[Progress], None] | None = None) -> int:
         """Apply everything committed so far; the number of entries read.
 
-        The next batch is read while the current one is applied: the database works on
-        one while Python decodes and folds the other."""
-        positions = self.positions()
-        start = min(positions.values())
+        Entries are read and decoded once, here, while the views apply the batches before
+        -- on PostgreSQL each view in its own thread, connection and transactions (its
+        rows and its position commit together), so the database inserts the rows of
+        several views at once on several cores."""
         target = self.store.last_notification()
+        start = min(self.positions().values())
         done = 0
-        with ThreadPoolExecutor(1, thread_name_prefix="projection-read") as reader:
-            ahead = reader.submit(self.store.notifications, start, self.batch)
-            while True:
-                found = ahead.result()
+        while True:
+            positions = self.positions()
+            if min(positions.values()) >= target:
+                return done
+            read, contested = self._run(positions, start, target, progress)
+            done += read
+            if contested or read == 0:
+                # Another projector holds a batch; let it finish, then look again.
+                time.sleep(0.05)
+
+    def _lanes(self) -> list[list[View]]:
+        if self.store.dialect == "postgresql":
+            return [[view] for view in self.views]
+        # SQLite has one writer at a time: one lane, the views in turn.
+        return [list(self.views)]
+
+    def _run(self, positions: dict[str, int], start: int, target: int,
+             progress: Callable[[Progress], None] | None) -> tuple[int, bool]:
+        at = dict(positions)
+        contested = threading.Event()
+        failures: list[BaseException] = []
+        lanes = self._lanes()
+        queues: list[Queue[list[Change] | None]] = [Queue(maxsize=4) for _ in lanes]
+
+        def work(lane: list[View], batches: Queue[list[Change] | None]) -> None:
+            while (changes := batches.get()) is not None:
+                if contested.is_set() or failures:
+                    continue  # keep draining: the reader must never block on us
+                last = changes[-1].position
+                for view in lane:
+                    mine = at[view.name]
+                    if mine >= last:
+                        continue
+                    new = [c for c in changes if c.position > mine]
+                    try:
+                        applied = self._apply_view(view, mine, last, new)
+                    except BaseException as error:  # re-raised by the reader below
+                        failures.append(error)
+                        break
+                    if not applied:
+                        contested.set()
+                        break
+                    at[view.name] = last
+
+        workers = [threading.Thread(target=work, args=(lane, batches), daemon=True,
+                                    name=f"projection-{lane[0].name}")
+                   for lane, batches in zip(lanes, queues, strict=True)]
+        for worker in workers:
+            worker.start()
+        read, after = 0, min(positions.values())
+        try:
+            while not contested.is_set() and not failures:
+                found = self.store.notifications(after, self.batch)
                 if not found:
-                    if min(positions.values()) >= target:
-                        return done
-                    # Another projector holds the batch; let it finish, then look again.
-                    time.sleep(0.05)
-                    positions = self.positions()
-                    ahead = reader.submit(self.store.notifications, min(positions.values()),
-                                          self.batch)
-                    continue
-                ahead = reader.submit(self.store.notifications, found[-1][0], self.batch)
-                moved = self._apply(positions, found)
-                if moved is None:
-                    ahead.result()  # stale: read from where the other projector left off
-                    positions = self.positions()
-                    ahead = reader.submit(self.store.notifications, min(positions.values()),
-                                          self.batch)
-                    continue
-                positions = moved
-                done += len(found)
+                    break
+                changes = [Change.of(position, stored) for position, stored in found]
+                for batches in queues:
+                    batches.put(changes)
+                after = changes[-1].position
+                read += len(changes)
                 if progress is not None:
-                    reached = min(positions.values())
+                    reached = min(at.values())
                     progress(Progress(reached - start, max(target - start, reached - start)))
+        finally:
+            for batches in queues:
+                batches.put(None)
+            for worker in workers:
+                worker.join()
+        if failures:
+            raise failures[0]
+        if progress is not None:
+            reached = min(at.values())
+            progress(Progress(reached - start, max(target - start, reached - start)))
+        return read, contested.is_set()
+
+    def _apply_view(self, view: View, at: int, last: int, changes: Sequence[Change]) -> bool:
+        """One view's share of a batch, with its position, in one transaction; False when
+        another projector moved the position first (nothing of ours committed)."""
+        try:
+            with self.store.transaction() as tx:
+                if self.store.dialect == "postgresql":
+                    tx.execute("SET LOCAL synchronous_commit = off")  # see _apply
+                self._move(tx, view.name, at, last)
+                view.apply(tx, self.sql, changes)
+        except PositionMoved:
+            log.info("projection_batch_skipped", view=view.name,
+                     reason="position moved by another projector")
+            return False
+        with self._moved:
+            self._moved.notify_all()
+        return True
 
     def rebuild(self, names: Sequence[str] | None = None,
                 progress: Callable[[Progress], None] | None = None) -> int:
