@@ -180,6 +180,8 @@ def test_a_select_insert_role_can_append_but_not_change(
         conn.execute(f"GRANT SELECT ON alembic_version TO {role}")
         # Data keys are not part of the ledger: shredding deletes them (README).
         conn.execute(f"GRANT SELECT, INSERT, DELETE ON patient_keys TO {role}")
+        # Each ledger's shred count, which appends read to trust cached keys (0006).
+        conn.execute(f"GRANT SELECT ON key_shreds TO {role}")
     svc = build_services(Settings(database_url=service_role, key_file=tmp_path / "keys.json"))
     try:
         accepted = svc.ingest.record_sync(LEDGER, [make_event(), make_event()], batch=True)
