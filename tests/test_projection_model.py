@@ -337,8 +337,9 @@ def snapshot(store: LedgerStore, ledgers: tuple[str, ...] | None = None
     return out
 
 
-def assert_tables_equal(actual: dict[str, Any], expected: dict[str, Any], what: str) -> None:
-    for table in TABLES:
+def assert_tables_equal(actual: dict[str, Any], expected: dict[str, Any], what: str,
+                        tables: tuple[str, ...] = tuple(TABLES)) -> None:
+    for table in tables:
         got, want = actual[table], expected[table]
         missing = sorted(set(want) - set(got), key=repr)[:3]
         extra = sorted(set(got) - set(want), key=repr)[:3]
@@ -411,11 +412,16 @@ def _text(value: Any) -> str | None:
     return value if isinstance(value, str) else None
 
 
-def oracle(store: LedgerStore, ledgers: tuple[str, ...]
+def oracle(store: LedgerStore, ledgers: tuple[str, ...], upto: dict[str, int] | None = None,
+           read: dict[str, list[dict[str, Any]]] | None = None,
            ) -> dict[str, dict[tuple[Any, ...], dict[str, Any]]]:
+    """Every view table from the ledgers' entries (those up to seq ``upto[ledger]``;
+    ``read``: the entries already read with :func:`entries_of`)."""
     tables: dict[str, dict[tuple[Any, ...], dict[str, Any]]] = {t: {} for t in TABLES}
     for ledger in ledgers:
-        for entry in entries_of(store, ledger):
+        for entry in read[ledger] if read else entries_of(store, ledger):
+            if upto is not None and entry["seq"] > upto[ledger]:
+                break
             seq, event = entry["seq"], entry["event"]
             action, ok = event["action"], event["outcome"] == "success"
             ref, token, key = stored_patient(event)
