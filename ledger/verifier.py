@@ -122,6 +122,10 @@ def _walk(check: ChainCheck, tree: TreeCheck, rows: Iterable[tuple[int, bytes]],
                 progress(count)
     except ChainBroken as broken:
         return broken
+    finally:
+        close = getattr(rows, "close", None)
+        if close is not None:  # release the cursor now, while the store is still open
+            close()
     if progress is not None:
         progress(count)
     return None
