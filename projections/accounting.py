@@ -23,6 +23,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ledger.protect import ERASED
+
 # Treatment, payment and health care operations (164.506): HL7 v3 PurposeOfUse codes.
 TREATMENT: Final = frozenset({"TREAT", "ETREAT", "BTG", "CAREMGT", "COC"})
 PAYMENT: Final = frozenset({
@@ -151,9 +153,14 @@ def account(disclosures: Iterable[Disclosure], *, summarise: bool = True) -> Acc
     exempt = tuple(d for d in ordered if d.exempt is not None)
     if not summarise:
         return Accounting(tuple(AccountingEntry(d, 1, d) for d in accountable), exempt)
-    groups: dict[tuple[str, str | None, str | None], list[Disclosure]] = {}
+    groups: dict[tuple[object, ...], list[Disclosure]] = {}
     for d in accountable:
-        groups.setdefault((d.recipient_name, d.recipient_address, d.purpose), []).append(d)
+        key: tuple[object, ...] = (d.recipient_name, d.recipient_address, d.purpose)
+        if d.recipient_name == ERASED:
+            # The patient was crypto-shredded: erased recipients cannot be told apart, so
+            # none of them is summarised with another (that would claim one recipient).
+            key = (ERASED, d.seq)
+        groups.setdefault(key, []).append(d)
     entries = [AccountingEntry(g[0], len(g), g[-1]) for g in groups.values()]
     entries.sort(key=lambda e: (e.first.occurred_utc, e.first.seq))
     return Accounting(tuple(entries), exempt)

@@ -684,3 +684,25 @@ def test_helpers_see_what_they_should(client: TestClient) -> None:
     (q,) = queries_after(client, start)
     assert (q["shown"], q["purpose"]) == (P, "HQUALIMP")
     assert uuid.UUID(q["event_id"])
+
+
+def test_a_shredded_patients_accounting_keeps_distinct_recipients_apart(
+    client: TestClient,
+) -> None:
+    """Summarising (164.528(b)(3)) is for repeated disclosures to one recipient: once the
+    recipients all read "[erased]" the service can no longer tell them apart, so it must
+    not merge them into one summary line."""
+    seqs = post(client,
+                disclosure("County Health Dept", "public_health", "PUBHLTH", at(30),
+                           address="1 Main St"),
+                disclosure("State Lab", "public_health", "PUBHLTH", at(20), address="2 Lab Rd"),
+                disclosure("County Court", "court", "LEGAL", at(10)))
+    before = ok(read(client, f"/v1/patients/{P}/disclosures"))
+    assert [(e["seq"], e["disclosures"]) for e in before["entries"]] == [(s, 1) for s in seqs]
+    svc = services(client)
+    shred_patient(svc.store, svc.protection, LEDGER, P, actor="privacy-officer",
+                  reason="REQ-3", clock=utc_now)
+    after = ok(read(client, f"/v1/patients/{P}/disclosures"))
+    assert all(e["recipient"]["name"] == ERASED for e in after["entries"])
+    assert [(e["seq"], e["disclosures"]) for e in after["entries"]] == [(s, 1) for s in seqs]
+    assert after["disclosures"] == 3
