@@ -1,9 +1,11 @@
 """A projection interrupted anywhere, or run twice at once, still ends with the right views.
 
-* In process: a view that writes part of its rows and then raises, on its Nth batch. The
-  batch's transaction must roll back -- no rows of it in any view (the views applied before
-  the failing one in the same transaction included), no position moved -- and a new
-  projector resumes from there to tables equal to a clean rebuild.
+* In process: a view that writes part of its rows and then raises, on its Nth batch
+  (through ``step`` and through ``catch_up``). Its transaction must roll back: no row of
+  that batch in the view, its position not moved; every view holds exactly the fold of the
+  entries up to its own committed position (the brute-force oracle of
+  tests/test_projection_model.py, cut there); a new projector resumes from there to
+  tables equal to a clean rebuild.
 * A real process: ``phi-ledger project`` over a 20,000-entry ledger (the demo day plus
   crypto-shreds), SIGKILLed three times part-way (positions polled from outside). After
   each kill every view holds exactly the rows of the entries up to its committed
