@@ -11,7 +11,10 @@ transaction).
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -251,10 +254,6 @@ def test_concurrent_signers_store_one_checkpoint_per_size(signed: Settings) -> N
 
 
 def cli(settings: Settings, *args: str) -> Any:
-    import os
-    import subprocess
-    import sys
-
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env |= {"LEDGER_DATABASE_URL": settings.database_url,
             "LEDGER_KEY_FILE": str(settings.key_file)}
@@ -360,3 +359,18 @@ def test_the_service_alerts_on_a_refusal(signed: Settings) -> None:
     assert float(refusals.split()[1]) >= 1
     assert 'phi_ledger_checkpoint_size{ledger="default"} 20.0' in metrics
     assert [size for size, _ in checkpoint_rows(signed.database_url)] == [20]
+
+
+def test_serve_refuses_a_key_ring_from_the_environment_without_a_log_key(
+    settings: Settings,
+) -> None:
+    """LEDGER_KEYS cannot be given a log key in place: one line says what to do."""
+    full = KeyRing.generate()
+    old = encode_ring(KeyRing(full.keks, full.active_kek_id, full.index_key)).decode()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
+    env |= {"LEDGER_DATABASE_URL": settings.database_url, "LEDGER_KEYS": old}
+    result = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", "9"],
+                            cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "LEDGER_KEYS" in result.stderr and "rotate-log-key" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1

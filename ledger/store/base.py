@@ -23,9 +23,10 @@ ENTRY_TOPIC = "ledger.entry:Entry"
 
 # The lowest level of the Merkle tree kept in ``merkle_nodes``. Each level stored costs
 # a row per 2^level entries in every append: levels 1-3 would be seven rows for every
-# eight entries, and the tree would cost ingest about 17% instead of a few percent. A
-# proof needs at most three subtrees below this level, of at most 8 entries each: read
-# and hashed in the same round trip as the stored nodes.
+# eight entries, and the tree would cost ingest about 17% instead of a few percent. The
+# subtrees below this level that a proof needs lie in at most two runs of 16 consecutive
+# entries (around the leaf, at the tree's edge): read and hashed in the same round trip as
+# the stored nodes.
 STORED_LEVELS_FROM = 4
 
 
