@@ -81,7 +81,7 @@ def fold(current: PatientRow | None, change: Change) -> PatientRow | None:
         if current is None:
             return None
         return replace(current, record=_erased(current.record), shredded=True,
-                       updated_seq=change.seq)
+                       updated_seq=change.seq, updated_utc=change.occurred_utc)
     ref, token, key_id = patient_of(event)
     assert ref is not None and token is not None
     when = change.occurred_utc

@@ -465,6 +465,7 @@ def oracle(store: LedgerStore, ledgers: tuple[str, ...], upto: dict[str, int] | 
                     row["record"] = {k: ERASED for k in row["record"]}
                     row["shredded"] = True
                     row["updated_seq"] = seq
+                    row["updated_utc"] = when
             elif ok and action in ("create", "update", "delete"):
                 row = patients.get((ledger, ref))
                 if row is None:
