@@ -71,8 +71,10 @@ def raw_copy_ceiling(url: str, events: list[dict]) -> float:
 
 def serving(url: str, tmp: Path, workers: int, key: str, *, plaintext: bool = False
             ) -> ServerProcess:
+    # Ingest alone: the views are projected by `phi-ledger project` (measured by
+    # benchmarks/queries.py), not by a server worker competing for these cores.
     env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(tmp / f"keys-{url[-8:]}.json"),
-           "LEDGER_LOG_LEVEL": "warning"}
+           "LEDGER_LOG_LEVEL": "warning", "LEDGER_PROJECTIONS": "off"}
     if plaintext:
         env["LEDGER_UNSAFE_PLAINTEXT"] = "1"
     return ServerProcess(env, args=("--workers", str(workers)), api_key=key)
