@@ -66,15 +66,12 @@ class AuditQueries:
         ``(occurred_utc, seq)`` order."""
         clauses = ["ledger = %s"]
         params: list[Any] = [ledger]
-        if where.patient_ref is not None:
-            clauses.append("patient_ref = %s")
-            params.append(where.patient_ref)
-        if where.actor_id is not None:
-            clauses.append("actor_id = %s")
-            params.append(where.actor_id)
-        rows = self._page("view_accesses", ACCESS_COLUMNS, clauses, params, where, after,
+        for column, value in (("patient_ref", where.patient_ref), ("actor_id", where.actor_id)):
+            if value is not None:
+                clauses.append(f"{column} = %s")
+                params.append(value)
+        return self._page("view_accesses", ACCESS_COLUMNS, clauses, params, where, after,
                           order, limit)
-        return rows
 
     def disclosures(self, ledger: str, patient_ref: str, since_utc: str | None,
                     until_utc: str | None) -> list[dict[str, Any]]:
@@ -87,12 +84,11 @@ class AuditQueries:
     def _page(self, table: str, columns: Sequence[str], clauses: list[str],
               params: list[Any], where: AccessFilter, after: Position | None, order: Order,
               limit: int | None) -> list[dict[str, Any]]:
-        if where.since_utc is not None:
-            clauses.append("occurred_utc >= %s")
-            params.append(where.since_utc)
-        if where.until_utc is not None:
-            clauses.append("occurred_utc < %s")
-            params.append(where.until_utc)
+        for clause, bound in (("occurred_utc >= %s", where.since_utc),
+                              ("occurred_utc < %s", where.until_utc)):
+            if bound is not None:
+                clauses.append(clause)
+                params.append(bound)
         if where.actions:
             clauses.append(f"action IN ({', '.join(['%s'] * len(where.actions))})")
             params.extend(where.actions)

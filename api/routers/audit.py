@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Annotated, Any, TypeVar, get_args
 
 from fastapi import APIRouter, Depends, Query, Request
@@ -192,47 +192,65 @@ def _list_params(problems: Problems, since: str | None, until: str | None,
     return since_utc, until_utc, _actions(problems, action)
 
 
+@dataclass(frozen=True)
+class HistoryParams:
+    """The parameters both access histories take (one dependency, one definition)."""
+
+    purpose: str | None
+    since: str | None
+    until: str | None
+    action: str | None
+    cursor: str | None
+    limit: int
+    order: str
+    min_seq: int | None
+    wait_ms: int
+
+
+def history_params(
+    purpose: Purpose = None, since: From = None, until: To = None, action: str | None = None,
+    cursor: str | None = None, limit: int = 100, order: str = "asc", min_seq: MinSeq = None,
+    wait_ms: WaitMs = 2000,
+) -> HistoryParams:
+    return HistoryParams(purpose, since, until, action, cursor, limit, order, min_seq, wait_ms)
+
+
 async def _history(
-    svc: Services, ledger: str, where: AccessFilter, *, purpose: str | None,
-    since: str | None, until: str | None, action: str | None, cursor: str | None,
-    limit: int, order: str, min_seq: int | None, wait_ms: int,
+    svc: Services, ledger: str, where: AccessFilter, q: HistoryParams,
     exists: Callable[[], bool], missing: ApiError,
 ) -> tuple[str, AccessReports, dict[str, Any]]:
     """One page of an access history (a patient's or a user's): parameters checked
     (every bad one named at once), views awaited, rows read and opened off the loop.
     ``where`` names whose history; the time and action filters are added here."""
     problems = Problems()
-    purpose = _purpose(problems, purpose)
-    since_utc, until_utc, actions = _list_params(problems, since, until, action, order, limit)
+    purpose = _purpose(problems, q.purpose)
+    since_utc, until_utc, actions = _list_params(problems, q.since, q.until, q.action, q.order,
+                                                 q.limit)
     scope = {"p": where.patient_ref, "a": where.actor_id, "f": since_utc, "t": until_utc,
-             "x": actions, "o": order}
-    after = _after(problems, cursor, scope)  # a bad cursor is named with the rest
+             "x": actions, "o": q.order}
+    after = _after(problems, q.cursor, scope)  # a bad cursor is named with the rest
     problems.raise_any()
-    await _await_views(svc, ledger, min_seq, wait_ms)
+    await _await_views(svc, ledger, q.min_seq, q.wait_ms)
     reports = AccessReports(svc)
     where = replace(where, since_utc=since_utc, until_utc=until_utc, actions=actions)
 
     def read() -> dict[str, Any]:
         if not exists():
             raise missing
-        return _page(svc, reports, ledger, where, scope, after, order, limit)
+        return _page(svc, reports, ledger, where, scope, after, q.order, q.limit)
 
     return purpose, reports, await off_loop(read)
 
 
 @router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
 async def patient_accesses(
-    patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
-    until: To = None, action: str | None = None, actor: str | None = None,
-    cursor: str | None = None, limit: int = 100, order: str = "asc",
-    min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    patient_id: str, request: Request, actor: str | None = None,
+    q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient_id)
     purpose, reports, page = await _history(
-        svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), purpose=purpose,
-        since=since, until=until, action=action, cursor=cursor, limit=limit, order=order,
-        min_seq=min_seq, wait_ms=wait_ms,
+        svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
         exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
         missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
                          ["patient_id"]),
@@ -244,17 +262,13 @@ async def patient_accesses(
 @router.get("/users/{user_id}/accesses",
             summary="Everything one workforce member or application did")
 async def user_accesses(
-    user_id: str, request: Request, purpose: Purpose = None, since: From = None,
-    until: To = None, action: str | None = None, patient: str | None = None,
-    cursor: str | None = None, limit: int = 100, order: str = "asc",
-    min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
+    user_id: str, request: Request, patient: str | None = None,
+    q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient) if patient else None
     purpose, reports, page = await _history(
-        svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), purpose=purpose,
-        since=since, until=until, action=action, cursor=cursor, limit=limit, order=order,
-        min_seq=min_seq, wait_ms=wait_ms,
+        svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), q,
         exists=lambda: svc.queries.has_accesses(ledger, actor_id=user_id),
         missing=ApiError(404, "user_not_found", "nothing is recorded for this user",
                          ["user_id"]),
