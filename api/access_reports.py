@@ -18,9 +18,12 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
+import orjson
+
 from ledger.protect import ERASED
 from projections.accounting import Disclosure
 from projections.cursor import Position
+from projections.instants import format_utc
 from projections.patients import PatientRow
 from projections.queries import AccessFilter, Order
 
@@ -74,8 +77,6 @@ def access_item(row: dict[str, Any], patient_id: str | None) -> dict[str, Any]:
         "resource": None, "source": None,
     }
     if row["resource_type"] is not None:
-        import orjson
-
         item["resource"] = {"type": row["resource_type"], "id": row["resource_id"],
                             "phi": None if row["resource_phi"] is None
                             else orjson.loads(row["resource_phi"])}
@@ -168,8 +169,6 @@ class AccessReports:
         return self.open_accesses(ledger, rows[:limit]), len(rows) > limit
 
     def accounting_period(self, since: str | None, until: str | None) -> tuple[str, str]:
-        from projections.instants import format_utc
-
         now = self.svc.clock()
         start = since or format_utc(now - timedelta(days=365 * ACCOUNTING_YEARS + 2))
         return start, until or format_utc(now)

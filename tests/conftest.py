@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from fastapi.testclient import TestClient
 
-from api.app import create_app
+from api.app import build_services, create_app
+from api.services import Services
 from ledger.settings import Settings
 from tests.support import (
     auth_headers,
@@ -60,3 +61,14 @@ def client(settings: Settings) -> Iterator[TestClient]:
     with TestClient(app) as c:
         c.headers.update(auth_headers(service_key(fastapi_app(app).state.services)))
         yield c
+
+
+@pytest.fixture
+def svc(settings: Settings) -> Iterator[Services]:
+    """The service container without HTTP, for tests that drive ingest and projections."""
+    services = build_services(settings)
+    try:
+        yield services
+    finally:
+        services.writer.stop()
+        services.store.close()

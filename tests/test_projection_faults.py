@@ -29,12 +29,11 @@ import sys
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from api.app import build_services
 from api.services import Services
 from api.workload import Workload
 from ledger.clock import utc_now
@@ -118,16 +117,6 @@ def assert_equals_a_rebuild(store: LedgerStore, what: str) -> dict[str, Any]:
     assert_tables_equal(before, after, what)
     assert len(after["view_accesses"]) == entry_count(store), what
     return after
-
-
-@pytest.fixture
-def svc(settings: Settings) -> Iterator[Services]:
-    services = build_services(settings)
-    try:
-        yield services
-    finally:
-        services.writer.stop()
-        services.store.close()
 
 
 # -- (a) a crash inside a batch, in process ------------------------------------------------

@@ -30,7 +30,6 @@ import itertools
 import json
 import re
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone
 from typing import Any
@@ -41,10 +40,8 @@ from hypothesis import settings as hsettings
 from hypothesis import strategies as st
 
 from api.access_reports import AccessReports
-from api.app import build_services
 from api.services import Services
 from ledger.clock import utc_now
-from ledger.settings import Settings
 from ledger.shredding import shred_patient
 from ledger.store import LedgerStore
 from projections.runner import Projector
@@ -594,16 +591,6 @@ def check_plain_records(svc: Services, driver: Driver) -> None:
 
 
 # -- the properties ------------------------------------------------------------------------
-
-
-@pytest.fixture
-def svc(settings: Settings) -> Iterator[Services]:
-    services = build_services(settings)
-    try:
-        yield services
-    finally:
-        services.writer.stop()
-        services.store.close()
 
 
 def test_views_equal_a_brute_force_fold_of_the_exported_ledger(svc: Services) -> None:

@@ -31,7 +31,7 @@ from api.services import Services, services
 from ledger.event import Action, PurposeOfUse
 from projections.accounting import Accounting, account
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
-from projections.instants import format_utc, parse_bound
+from projections.instants import format_utc, parse_bound, utc_of
 from projections.queries import AccessFilter
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -173,8 +173,6 @@ def _page(
     items, more = reports.accesses(ledger, where, after, order, limit)  # type: ignore[arg-type]
     next_cursor = None
     if more and items:
-        from projections.instants import utc_of
-
         last = items[-1]
         next_cursor = encode_cursor(Position(utc_of(last["occurred_at"]), last["seq"]), scope)
     return {"items": items, "next_cursor": next_cursor}
