@@ -169,10 +169,15 @@ def test_flipping_any_bit_of_a_token_fails() -> None:
                 open_token(key, token_of(bytes(tampered)), AAD)
 
 
+# Sealed once: a fresh nonce per example would change which replacements the strategy
+# filters out, and hypothesis rejects data generation that depends on outside state.
+_TOKEN = seal(DataKey.from_bytes(KEY), b"MRN-0012345", AAD)
+
+
 @given(st.data())
 def test_changing_any_character_of_a_token_fails(data: st.DataObject) -> None:
     key = DataKey.from_bytes(KEY)
-    token = seal(key, b"MRN-0012345", AAD)
+    token = _TOKEN
     i = data.draw(st.integers(0, len(token) - 1))
     alphabet = st.sampled_from(URLSAFE + "+/=.: \u00e9")
     replacement = data.draw(alphabet.filter(lambda c: c != token[i]))
