@@ -56,41 +56,54 @@ class DataKeys:
         self.clock = clock
         # (ledger, ref) -> (expiry, key, the ledger's shred count when the key was read)
         self._cache: OrderedDict[tuple[str, str], tuple[float, PatientKey, int]] = OrderedDict()
-        # New keys not yet in the table: (ledger, ref) -> (key_id, kek_id, wrapped, created)
-        self._pending: dict[tuple[str, str], tuple[str, str, bytes, str]] = {}
         self._lock = threading.Lock()
 
     # -- the cache ---------------------------------------------------------------------
 
-    def _cached(self, ledger: str, ref: str) -> PatientKey | None:
-        with self._lock:
-            hit = self._cache.get((ledger, ref))
-            if hit is None:
-                return None
-            if hit[0] < time.monotonic():
-                del self._cache[(ledger, ref)]
-                return None
-            self._cache.move_to_end((ledger, ref))
-            return hit[1]
+    # Each takes the lock once for a whole group: per-patient locking was a measurable
+    # share of the cost of encryption at ingest.
 
-    def _confirmed(self, ledger: str, ref: str, key_id: str, epoch: int) -> bool:
-        """Whether ``key_id`` is the cached key of the patient, read from the table when
+    def _cached(self, ledger: str, refs: list[str]) -> tuple[dict[str, PatientKey], list[str]]:
+        """The cached keys of ``refs``, and the refs not cached (or expired)."""
+        hits: dict[str, PatientKey] = {}
+        missing = []
+        now = time.monotonic()
+        cache = self._cache
+        with self._lock:
+            for ref in refs:
+                hit = cache.get((ledger, ref))
+                if hit is None or hit[0] < now:
+                    missing.append(ref)
+                    continue
+                cache.move_to_end((ledger, ref))
+                hits[ref] = hit[1]
+        return hits, missing
+
+    def _doubtful(self, ledger: str, used: dict[str, str], epoch: int) -> list[str]:
+        """The refs whose ``used`` key id is not the cached key read from the table when
         the ledger's shred count was ``epoch`` (so, under the write lock, still there)."""
+        cache = self._cache
         with self._lock:
-            hit = self._cache.get((ledger, ref))
-            return hit is not None and hit[1].key_id == key_id and hit[2] == epoch
+            return [
+                ref for ref, key_id in used.items()
+                if (hit := cache.get((ledger, ref))) is None
+                or hit[1].key_id != key_id or hit[2] != epoch
+            ]
 
-    def _remember(self, ledger: str, ref: str, key: PatientKey, epoch: int = -1) -> None:
+    def _remember(self, ledger: str, keys: dict[str, PatientKey], epoch: int = -1) -> None:
+        """Cache ``keys``, as read at shred count ``epoch`` (-1: not known to be stored)."""
+        expiry = time.monotonic() + CACHE_SECONDS
+        cache = self._cache
         with self._lock:
-            self._cache[(ledger, ref)] = (time.monotonic() + CACHE_SECONDS, key, epoch)
-            self._cache.move_to_end((ledger, ref))
-            while len(self._cache) > CACHE_ENTRIES:
-                self._cache.popitem(last=False)
+            for ref, key in keys.items():
+                cache[(ledger, ref)] = (expiry, key, epoch)
+                cache.move_to_end((ledger, ref))
+            while len(cache) > CACHE_ENTRIES:
+                cache.popitem(last=False)
 
     def forget(self, ledger: str, ref: str) -> None:
         with self._lock:
             self._cache.pop((ledger, ref), None)
-            self._pending.pop((ledger, ref), None)
 
     # -- reading and creating ------------------------------------------------------------
 
@@ -106,8 +119,15 @@ class DataKeys:
     def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
         query = f"SELECT {columns} FROM patient_keys WHERE ledger = %s"
         if self.store.dialect == "postgresql":
-            # One array parameter: one prepared plan whatever the number of refs.
-            tx.execute(query + " AND patient_ref = ANY(%s)", (ledger, refs), prepare=True)
+            # One array parameter: one prepared plan whatever the number of refs. One
+            # primary-key probe per ref, spelled so the planner cannot choose otherwise:
+            # `patient_ref = ANY(...)` on a table without statistics yet (any new
+            # deployment) scanned every key of the ledger against the whole array.
+            tx.execute(
+                "SELECT k.* FROM unnest(%s::text[]) AS wanted(ref) CROSS JOIN LATERAL ("
+                + query + " AND patient_ref = wanted.ref LIMIT 1) AS k",
+                (refs, ledger), prepare=True,
+            )
             return list(tx.fetchall())
         return select_in(tx, self.store.sql(query) + " AND patient_ref IN ({marks})",
                          (ledger,), refs, "?")
@@ -120,41 +140,45 @@ class DataKeys:
         }
 
     def current(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
-        """Each patient's current data key; a patient without one gets a new key.
+        """Each patient's current data key; a patient without one gets a new key, stored
+        before anything is sealed under it.
 
-        A new key is not written here: it waits in ``_pending`` and is inserted by
-        :meth:`missing`, inside the append transaction of the first events sealed under
-        it (see :meth:`settle`). So a key costs no commit of its own, and exists exactly
-        when events sealed under it do."""
-        wanted = list(dict.fromkeys(refs))
-        keys: dict[str, PatientKey] = {}
-        unknown = []
-        for ref in wanted:
-            hit = self._cached(ledger, ref)
-            if hit is None:
-                unknown.append(ref)
-            else:
-                keys[ref] = hit
+        Keys are made here, in a short transaction of their own, rather than inside the
+        append: the append holds the ledger's write lock, and every round trip spent
+        there is spent by every writer. A key whose events then fail to commit is left
+        unused, which is harmless. When another process makes the same patient's key at
+        the same moment, the insert that loses waits for the winner and takes its key."""
+        keys, unknown = self._cached(ledger, list(dict.fromkeys(refs)))
         if not unknown:
             return keys
+        stray: set[str] = set()
         with self.store.transaction() as tx:
-            # The count first: a shred between the two reads then shows as a newer count
-            # at settling, never as an older one beside a key that is already gone.
+            # The count first: a shred after this read shows at settling as a newer
+            # count, never as an older one beside a key that is already gone.
             epoch = self._epoch(tx, ledger)
             loaded = self._load(tx, ledger, unknown)
-        for ref in unknown:
-            key = loaded.get(ref)
-            if key is None:
-                key, pending = self._new_key(ledger, ref)
-                with self._lock:
-                    self._pending[(ledger, ref)] = pending
-                # Doubtful until a settle finds it in the table: the transaction that
-                # inserts it may roll back.
-                self._remember(ledger, ref, key)
-            else:
-                self._remember(ledger, ref, key, epoch)
-            keys[ref] = key
+            made = {ref: self._new_key(ledger, ref) for ref in unknown if ref not in loaded}
+            if made:
+                self._relax_commit(tx)
+                lost = self._insert(tx, [(ledger, ref, *row) for ref, (_, row) in made.items()])
+                loaded.update({ref: key for ref, (key, _) in made.items()})
+                if lost:
+                    winners = self._load(tx, ledger, lost)
+                    loaded.update(winners)
+                    # A winner already shredded again: ours is not stored, so it stays
+                    # doubtful and settling replaces it.
+                    stray = set(lost) - set(winners)
+        self._remember(ledger, {r: k for r, k in loaded.items() if r not in stray}, epoch)
+        self._remember(ledger, {r: loaded[r] for r in stray})
+        keys.update(loaded)
         return keys
+
+    def _relax_commit(self, tx: Any) -> None:
+        # A new key need not reach the disk before its events do: every event sealed
+        # under it commits later, synchronously, and PostgreSQL's WAL flush at that
+        # commit covers this earlier one. Lost in a crash, it had sealed nothing stored.
+        if self.store.dialect == "postgresql":
+            tx.execute("SET LOCAL synchronous_commit = off")
 
     def lookup(self, ledger: str, refs: Iterable[str]) -> dict[str, PatientKey]:
         """The current data keys of the patients that still have one (none after a shred).
@@ -168,36 +192,31 @@ class DataKeys:
             return self._load(tx, ledger, wanted)
 
     def settle(self, tx: Any, ledger: str, used: dict[str, str]) -> dict[str, PatientKey]:
-        """Make the table agree with the keys a group was sealed with (``used``: patient
-        ref -> key_id), inside the append's transaction and under the ledger's write lock.
+        """Check the keys a group was sealed with (``used``: patient ref -> key_id)
+        against the table, inside the append's transaction and under the ledger's write
+        lock.
 
-        New keys are inserted. Returns the patients whose events must be sealed again,
-        with the key to use: the key another process created first for the same patient,
-        or a fresh one (inserted here) when the patient was shredded since. Every writer
-        of ``patient_keys`` -- appends and shredding -- holds the same lock, so nothing
-        changes between this check and the commit: no retry, no race left to lose.
+        Returns the patients whose events must be sealed again, with the key to use: the
+        one now in the table, or a fresh one (inserted here) when the patient was
+        shredded since. Every writer of ``patient_keys`` that can remove a key --
+        shredding -- holds the same lock, so nothing changes between this check and the
+        commit: no retry, no race left to lose.
         """
-        refs = list(used)
         epoch = self._epoch(tx, ledger)
-        with self._lock:
-            new = [(ledger, ref, *self._pending.pop((ledger, ref)))
-                   for ref in refs if (ledger, ref) in self._pending]
-        lost = set(self._insert(tx, new)) if new else set()
-        created = {row[1] for row in new}
         # Only keys that may have changed are looked up: those read before the ledger's
-        # latest shred, and new ones another process had already created. With no shred
-        # since, a group of thousands of known patients costs one one-row read.
-        doubtful = [ref for ref in refs if ref in lost or (
-            ref not in created and not self._confirmed(ledger, ref, used[ref], epoch))]
-        held = dict(self._rows(tx, "patient_ref, key_id", ledger, doubtful)) if doubtful else {}
+        # latest shred. With no shred since, a group of thousands of known patients
+        # costs one one-row read.
+        doubtful = self._doubtful(ledger, used, epoch)
+        if not doubtful:
+            return {}
+        held = dict(self._rows(tx, "patient_ref, key_id", ledger, doubtful))
         changed = [ref for ref in doubtful if held.get(ref) != used[ref]]
         for ref in doubtful:
-            # Keys this transaction inserts stay doubtful: it may yet roll back.
             if ref not in changed:
                 self._confirm(ledger, ref, used[ref], epoch)
         if not changed:
             return {}
-        # Rare (a shred, or another process first with a patient's key): unwrap those only.
+        # Rare (a shred, or a key evicted and remade): unwrap those only.
         winners = {ref: rest for ref, *rest in self._rows(
             tx, "patient_ref, key_id, kek_id, wrapped", ledger, changed)}
         fixes: dict[str, PatientKey] = {}
@@ -206,11 +225,12 @@ class DataKeys:
             row = winners.get(ref)
             if row is not None:
                 key = self._unwrap(ledger, ref, *row)
-                self._remember(ledger, ref, key, epoch)
+                self._remember(ledger, {ref: key}, epoch)
             else:
                 key, pending = self._new_key(ledger, ref)
                 fresh.append((ledger, ref, *pending))
-                self._remember(ledger, ref, key)  # doubtful until a later settle sees it
+                # Doubtful until a later settle sees it: this transaction may roll back.
+                self._remember(ledger, {ref: key})
             fixes[ref] = key
         if fresh:
             self._insert(tx, fresh)

@@ -104,20 +104,61 @@ def _held(store: Any, ref: str) -> str | None:
     return None if row is None else row[0]
 
 
-def test_a_new_key_whose_transaction_rolled_back_is_made_again(settings: Settings) -> None:
-    """The settle that inserts a new key may belong to a transaction that rolls back: the
-    key must not then be trusted as stored just because the cache holds it."""
-    keys, _, store = _keys_on(settings)
+def test_a_new_key_is_stored_before_anything_is_sealed_under_it(settings: Settings) -> None:
+    """Keys are made outside the append (which holds the ledger's write lock); a second
+    process meeting the same patient gets the stored key, not one of its own."""
+    mine, other, store = _keys_on(settings)
     try:
-        first = keys.current(LEDGER, ["ref-a"])["ref-a"]
+        key = mine.current(LEDGER, ["ref-n"])["ref-n"]
+        assert _held(store, "ref-n") == key.key_id
+        assert other.current(LEDGER, ["ref-n"])["ref-n"].key_id == key.key_id
+        with store.transaction() as tx:  # confirmed when made: settling looks nothing up
+            assert mine.settle(tx, LEDGER, {"ref-n": key.key_id}) == {}
+    finally:
+        store.close()
+
+
+def test_two_caches_making_the_same_keys_at_once_agree(settings: Settings) -> None:
+    """Both insert; the loser waits for the winner's commit and takes its keys."""
+    mine, other, store = _keys_on(settings)
+    refs = [f"ref-race-{i}" for i in range(300)]
+    got: dict[int, dict[str, Any]] = {}
+    start = threading.Barrier(2)
+
+    def make(k: int, keys: Any) -> None:
+        start.wait()
+        got[k] = keys.current(LEDGER, refs)
+
+    threads = [threading.Thread(target=make, args=(k, keys))
+               for k, keys in enumerate([mine, other])]
+    try:
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert {r: k.key_id for r, k in got[0].items()} == {r: k.key_id for r, k in got[1].items()}
+        assert all(_held(store, r) == got[0][r].key_id for r in refs)
+        assert all(got[0][r].key == got[1][r].key for r in refs)
+    finally:
+        store.close()
+
+
+def test_a_fresh_key_whose_settle_rolled_back_is_made_again(settings: Settings) -> None:
+    """After a shred, settling inserts a fresh key inside the append's transaction; if
+    that transaction rolls back, the cached fresh key must not be trusted as stored."""
+    mine, other, store = _keys_on(settings)
+    try:
+        first = mine.current(LEDGER, ["ref-a"])["ref-a"]
+        with store.transaction() as tx:
+            other.shredder(LEDGER, "ref-a")(tx)
         with pytest.raises(_RolledBack), store.transaction() as tx:
-            assert keys.settle(tx, LEDGER, {"ref-a": first.key_id}) == {}
+            fresh = mine.settle(tx, LEDGER, {"ref-a": first.key_id})["ref-a"]
             raise _RolledBack
         assert _held(store, "ref-a") is None
-        again = keys.current(LEDGER, ["ref-a"])["ref-a"]
-        assert again.key_id == first.key_id  # the cache still offers the lost key...
+        again = mine.current(LEDGER, ["ref-a"])["ref-a"]
+        assert again.key_id == fresh.key_id  # the cache still offers the lost key...
         with store.transaction() as tx:
-            fixes = keys.settle(tx, LEDGER, {"ref-a": again.key_id})
+            fixes = mine.settle(tx, LEDGER, {"ref-a": again.key_id})
         # ...and settling notices it is not in the table and seals under a stored one.
         assert set(fixes) == {"ref-a"}
         assert _held(store, "ref-a") == fixes["ref-a"].key_id
