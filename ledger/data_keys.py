@@ -119,12 +119,13 @@ class DataKeys:
     def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
         query = f"SELECT {columns} FROM patient_keys WHERE ledger = %s"
         if self.store.dialect == "postgresql":
-            # One array parameter: one prepared plan whatever the number of refs. One
+            # One array parameter (binary: text arrays are quoted through a regular
+            # expression per element): one prepared plan whatever the number of refs. One
             # primary-key probe per ref, spelled so the planner cannot choose otherwise:
             # `patient_ref = ANY(...)` on a table without statistics yet (any new
             # deployment) scanned every key of the ledger against the whole array.
             tx.execute(
-                "SELECT k.* FROM unnest(%s::text[]) AS wanted(ref) CROSS JOIN LATERAL ("
+                "SELECT k.* FROM unnest(%b::text[]) AS wanted(ref) CROSS JOIN LATERAL ("
                 + query + " AND patient_ref = wanted.ref LIMIT 1) AS k",
                 (refs, ledger), prepare=True,
             )
@@ -257,11 +258,11 @@ class DataKeys:
     def _insert(self, tx: Any, rows: list[Any]) -> list[str]:
         """Insert new keys; the refs that already had one (another process was first)."""
         if self.store.dialect == "postgresql":
-            # One statement with array parameters rather than a statement per row.
+            # One statement with (binary) array parameters rather than a statement per row.
             tx.execute(
                 "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
-                " created_at) SELECT * FROM unnest(%s::text[], %s::text[], %s::text[],"
-                " %s::text[], %s::bytea[], %s::text[]) ON CONFLICT DO NOTHING"
+                " created_at) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
+                " %b::text[], %b::bytea[], %b::text[]) ON CONFLICT DO NOTHING"
                 " RETURNING patient_ref",
                 [list(column) for column in zip(*rows, strict=True)],
                 prepare=True,

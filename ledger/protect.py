@@ -84,6 +84,7 @@ def protect(
     patient_ref: str,
     dek: DataKey,
     key_id: str | None = None,
+    id_token: str | None = None,
 ) -> dict[str, Any]:
     """The stored form of a validated posted ``event``, as a new dict (the input is untouched).
 
@@ -95,6 +96,11 @@ def protect(
     Only the objects on the paths to protected fields are copied; the rest (actor,
     resource, source) is shared with the input, which ingest never changes after
     validation. Copying the whole event cost a third of the recipe's time.
+
+    ``id_token``, when given, is an earlier token of this same patient id under this same
+    key and ledger (see :func:`seal_patient_id`), stored instead of sealing the id again.
+    Reusing it shows only that two events name one patient, which ``patient.ref``
+    already shows.
     """
     if event.get("patient") is None:
         return _copy(event)
@@ -103,7 +109,7 @@ def protect(
     patient: dict[str, Any] = {"ref": patient_ref}
     if key_id is not None:
         patient["key"] = key_id
-    patient["id"] = seal(dek, event["patient"]["id"].encode("utf-8"), prefix + _PATIENT_ID)
+    patient["id"] = id_token or seal_patient_id(event["patient"]["id"], ledger, patient_ref, dek)
     out["patient"] = patient
     if out.get("disclosure") is not None:
         disclosure = out["disclosure"] = dict(out["disclosure"])
@@ -121,6 +127,12 @@ def protect(
             for name, value in out["data"].items()
         }
     return out
+
+
+def seal_patient_id(patient_id: str, ledger: str, patient_ref: str, dek: DataKey) -> str:
+    """The token ``protect`` stores as ``patient.id``; reusable as its ``id_token``."""
+    aad = field_aad_prefix(ledger, patient_ref) + _PATIENT_ID
+    return seal(dek, patient_id.encode("utf-8"), aad)
 
 
 def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str, Any]:

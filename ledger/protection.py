@@ -20,13 +20,14 @@ from ledger.crypto.blind_index import blind_index
 from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider, KeyRing, KeyRingError
 from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
-from ledger.protect import patient_ref_of, protect, reveal
+from ledger.protect import patient_ref_of, protect, reveal, seal_patient_id
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 
 log = structlog.get_logger(__name__)
 
 PATIENT_KIND = "patient"
+ID_TOKENS = 100_000  # patient-id tokens kept for reuse
 _FINGERPRINT_TAG = b"phi-ledger/fp/v1"  # BLAKE2b personalisation: at most 16 bytes
 
 
@@ -42,6 +43,8 @@ class EnvelopeProtection:
         self.keys = keys
         # The same patients recur all day: an HMAC saved per event.
         self.patient_ref = functools.lru_cache(maxsize=100_000)(self._patient_ref)
+        # (ledger, ref, key_id) -> the patient id's token; only the sealer thread uses it.
+        self._id_tokens: dict[tuple[str, str, str], str] = {}
 
     def _patient_ref(self, ledger: str, patient_id: str) -> str:
         return blind_index(self.ring.index_key, ledger, PATIENT_KIND, patient_id)
@@ -59,12 +62,20 @@ class EnvelopeProtection:
         ]
         keys = self.keys.current(ledger, [r for r in refs if r is not None])
         stored = []
+        tokens = self._id_tokens
         for event, ref in zip(events, refs, strict=True):
             if ref is None:
                 stored.append(event)
                 continue
             key = keys[ref]
-            stored.append(protect(event, ledger, ref, key.key, key.key_id))
+            # The same patient recurs all day: its id is sealed once per data key.
+            token = tokens.get((ledger, ref, key.key_id))
+            if token is None:
+                if len(tokens) >= ID_TOKENS:
+                    tokens.clear()
+                token = tokens[(ledger, ref, key.key_id)] = seal_patient_id(
+                    event["patient"]["id"], ledger, ref, key.key)
+            stored.append(protect(event, ledger, ref, key.key, key.key_id, token))
         return stored
 
     def settle(

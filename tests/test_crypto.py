@@ -663,3 +663,41 @@ def test_env_provider_cannot_save() -> None:
     ring = KeyRing.generate()
     with pytest.raises(KeyRingError, match="cannot be rotated in place"):
         EnvKeyProvider(encode_ring(ring).decode()).save(ring.with_new_kek())
+
+
+def test_a_forked_child_never_replays_its_parents_nonces() -> None:
+    # Nonces are drawn a few hundred at a time; a child forked with part of the pool
+    # left must draw its own rather than take the slices its parent will take next.
+    key = DataKey.generate()
+    seal(key, b"fill the pool", AAD)
+    read_end, write_end = os.pipe()
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        os.close(read_end)
+        os.write(write_end, body(seal(key, b"child", AAD))[:12])
+        os._exit(0)
+    os.close(write_end)
+    parent_nonce = body(seal(key, b"parent", AAD))[:12]
+    with os.fdopen(read_end, "rb") as pipe:
+        child_nonce = pipe.read()
+    os.waitpid(child, 0)
+    assert len(child_nonce) == 12
+    assert child_nonce != parent_nonce
+
+
+def test_nonces_stay_unique_across_pool_refills_and_threads() -> None:
+    key = DataKey.generate()
+    nonces: list[bytes] = []
+    lock = threading.Lock()
+
+    def work() -> None:
+        mine = [body(seal(key, b"x", AAD))[:12] for _ in range(1500)]
+        with lock:
+            nonces.extend(mine)
+
+    threads = [threading.Thread(target=work) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(nonces) == 6000 and len(set(nonces)) == 6000

@@ -187,3 +187,31 @@ def test_a_shred_elsewhere_makes_every_cached_key_of_the_ledger_doubtful(
         assert _held(store, "ref-b") == fixes["ref-b"].key_id
     finally:
         store.close()
+
+
+def test_a_patient_id_is_sealed_once_per_data_key(settings: Settings) -> None:
+    """Ingest reuses a patient's id token while the key is unchanged (it would show only
+    what patient.ref shows); a shred gives a new key and so a new token; every stored
+    event reveals exactly as posted."""
+    from ledger.protection import EnvelopeProtection
+
+    keys, other, store = _keys_on(settings)
+    protection = EnvelopeProtection(keys.ring, keys)
+    try:
+        posted = [make_event(patient={"id": "MRN-4242"}, data={"note": f"n{i}"}) for i in range(3)]
+        first = protection.protect_many(LEDGER, posted[:2])
+        assert first[0]["patient"]["id"] == first[1]["patient"]["id"]
+        assert first[0]["data"]["note"] != first[1]["data"]["note"]
+        assert protection.reveal_many(LEDGER, first) == posted[:2]
+        ref = first[0]["patient"]["ref"]
+        with store.transaction() as tx:
+            other.shredder(LEDGER, ref)(tx)
+        later = protection.protect_many(LEDGER, posted[2:])
+        with store.transaction() as tx:
+            fixes = protection.settle(tx, LEDGER, posted[2:], later)
+        resealed = fixes[0]
+        assert resealed["patient"]["key"] != first[0]["patient"]["key"]
+        assert resealed["patient"]["id"] != first[0]["patient"]["id"]
+        assert protection.reveal_many(LEDGER, [resealed]) == posted[2:]
+    finally:
+        store.close()
