@@ -257,6 +257,10 @@ class DataKeys:
 
     def _insert(self, tx: Any, rows: list[Any]) -> list[str]:
         """Insert new keys; the refs that already had one (another process was first)."""
+        # In one order everywhere: two processes inserting the same new patients in
+        # different orders would each hold a row the other waits for (a deadlock, which
+        # PostgreSQL breaks by failing one of the appends).
+        rows = sorted(rows, key=lambda row: (row[0], row[1]))
         if self.store.dialect == "postgresql":
             # One statement with (binary) array parameters rather than a statement per row.
             tx.execute(

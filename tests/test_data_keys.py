@@ -119,15 +119,16 @@ def test_a_new_key_is_stored_before_anything_is_sealed_under_it(settings: Settin
 
 
 def test_two_caches_making_the_same_keys_at_once_agree(settings: Settings) -> None:
-    """Both insert; the loser waits for the winner's commit and takes its keys."""
+    """Both insert, meeting the patients in opposite orders (no deadlock); the loser
+    waits for the winner's commit and takes its keys."""
     mine, other, store = _keys_on(settings)
-    refs = [f"ref-race-{i}" for i in range(300)]
+    refs = [f"ref-race-{i:03d}" for i in range(300)]
     got: dict[int, dict[str, Any]] = {}
     start = threading.Barrier(2)
 
     def make(k: int, keys: Any) -> None:
         start.wait()
-        got[k] = keys.current(LEDGER, refs)
+        got[k] = keys.current(LEDGER, refs if k == 0 else refs[::-1])
 
     threads = [threading.Thread(target=make, args=(k, keys))
                for k, keys in enumerate([mine, other])]
