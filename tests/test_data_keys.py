@@ -11,6 +11,7 @@ import pytest
 
 from api.app import build_services
 from ledger.canonical import parse
+from ledger.data_keys import DataKeyUnusable
 from ledger.settings import Settings
 from tests.support import ServerProcess, make_event
 
@@ -214,5 +215,28 @@ def test_a_patient_id_is_sealed_once_per_data_key(settings: Settings) -> None:
         assert resealed["patient"]["key"] != first[0]["patient"]["key"]
         assert resealed["patient"]["id"] != first[0]["patient"]["id"]
         assert protection.reveal_many(LEDGER, [resealed]) == posted[2:]
+    finally:
+        store.close()
+
+
+def test_readers_use_cached_keys_only_while_no_shred_happened(settings: Settings) -> None:
+    """A reader's cached key serves while the ledger's shred count is unchanged (shown by
+    damaging the stored row: the cached key still opens); a shred by another process --
+    of this patient or any other of the ledger -- sends it back to the table at once."""
+    mine, other, store = _keys_on(settings)
+    try:
+        made = other.current(LEDGER, ["ref-r", "ref-s"])
+        assert mine.lookup(LEDGER, ["ref-r"])["ref-r"].key == made["ref-r"].key
+        with store.transaction() as tx:
+            tx.execute(store.sql("UPDATE patient_keys SET kek_id = %s WHERE patient_ref = %s"),
+                       ("no-such-kek", "ref-r"))
+        assert mine.lookup(LEDGER, ["ref-r"])["ref-r"].key == made["ref-r"].key
+        with store.transaction() as tx:  # a shred of another patient of the ledger
+            other.shredder(LEDGER, "ref-s")(tx)
+        with pytest.raises(DataKeyUnusable):  # so the damaged row is read
+            mine.lookup(LEDGER, ["ref-r"])
+        with store.transaction() as tx:
+            other.shredder(LEDGER, "ref-r")(tx)
+        assert mine.lookup(LEDGER, ["ref-r", "ref-s"]) == {}
     finally:
         store.close()
