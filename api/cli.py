@@ -121,6 +121,17 @@ def _project_with_bar(title: str, work: Any) -> int:
     return done
 
 
+def _building(index: str) -> None:
+    typer.echo(f"building index {index}")
+
+
+def _build_deferred_indexes(projector: Any) -> None:
+    """Indexes a killed rebuild left to build (see projections.indexes)."""
+    from projections import indexes
+
+    indexes.restore(projector.store, building=_building)
+
+
 @app.command()
 def project(
     once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
@@ -136,6 +147,7 @@ def project(
     projector = _projector(settings)
     try:
         _project_with_bar("catching up", lambda advance: projector.catch_up(advance))
+        _build_deferred_indexes(projector)
         if once:
             return
         stop = threading.Event()
@@ -163,7 +175,7 @@ def rebuild(
     try:
         chosen = [view] if view else names
         _project_with_bar(f"rebuilding {', '.join(chosen)}",
-                          lambda advance: projector.rebuild(chosen, advance))
+                          lambda advance: projector.rebuild(chosen, advance, _building))
     finally:
         projector.store.close()
 
