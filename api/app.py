@@ -6,7 +6,6 @@ same application the CLI serves.
 
 from __future__ import annotations
 
-import gc
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -35,6 +34,7 @@ from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ledger.ingest import Ingest, Protection
 from ledger.migrate import migrate
 from ledger.protection import protection_from_settings
+from ledger.runtime import tune_gc
 from ledger.settings import Settings
 from ledger.store import StoreUnavailable, open_store
 from ledger.tlog import TransparencyLog, load_log_identity
@@ -187,7 +187,6 @@ def create_app(
 # GIL back after each wait; with the default 5 ms switch interval a busy event loop makes
 # every one of those hand-offs cost up to 5 ms, and a commit of 5 ms tens of ms.
 GIL_SWITCH_INTERVAL = 0.0005
-GC_GEN0_THRESHOLD = 50_000
 
 
 def app_from_env() -> ASGIApp:
@@ -196,15 +195,6 @@ def app_from_env() -> ASGIApp:
     app = create_app(Settings.from_env())
     tune_gc()
     return app
-
-
-def tune_gc() -> None:
-    """For processes that churn through events: ingest and projection allocate a few
-    dozen objects per event and keep none of them, and the cyclic collector's default
-    thresholds ran it hundreds of times a second for nothing (it cost a projector three
-    quarters of its time)."""
-    gc.freeze()
-    gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
 
 
 __all__ = ["MAX_BATCH_EVENTS", "app_from_env", "build_services", "create_app", "tune_gc"]

@@ -88,8 +88,8 @@ def migrate() -> None:
 
 
 def _projector(settings: Settings) -> Any:
-    from api.app import tune_gc
     from ledger.migrate import migrate as run
+    from ledger.runtime import tune_gc
     from ledger.store import StoreUnavailable, open_store
     from projections.runner import Projector
 

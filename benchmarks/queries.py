@@ -59,8 +59,9 @@ def get_request(path: str, headers: dict[str, str], host: str = "127.0.0.1") -> 
 def load_part(url: str, key_file: str, seed: int, events: int, out: str) -> None:
     """One loader process: its seeded workload through ``Ingest``; writes the patient and
     user ids it used to ``out`` (the benchmark needs real ones to ask about)."""
-    from api.app import build_services, tune_gc
+    from api.app import build_services
     from api.workload import Workload
+    from ledger.runtime import tune_gc
 
     tune_gc()
     svc = build_services(Settings(database_url=url, key_file=Path(key_file),
@@ -128,17 +129,23 @@ def load(url: str, tmp: Path, key_file: str, events: int, loaders: int) -> dict[
     return {k: sorted(v) for k, v in ids.items()}
 
 
-IDS_FILE = ROOT / "var" / "bench-queries-ids.json"
+def kept_file(url: str, what: str) -> Path:
+    """Where a reused database's key ring and ids are kept, beside the project (the first
+    database, qbench10m, kept the names without a suffix)."""
+    name = url.rsplit("/", 1)[-1]
+    suffix = "" if name == "qbench10m" else f"-{name}"
+    return ROOT / "var" / f"bench-queries-{what}{suffix}.json"
 
 
-def remembered_ids(ids: dict[str, list[str]], keep: bool) -> dict[str, list[str]]:
+def remembered_ids(ids: dict[str, list[str]], url: str, keep: bool) -> dict[str, list[str]]:
     """The ids a reused database was loaded with (kept beside it), plus any new ones."""
-    if keep and IDS_FILE.exists():
-        old = json.loads(IDS_FILE.read_text())
+    kept = kept_file(url, "ids")
+    if keep and kept.exists():
+        old = json.loads(kept.read_text())
         ids = {k: sorted(set(ids[k]) | set(old.get(k, []))) for k in ids}
     if keep:
-        IDS_FILE.parent.mkdir(exist_ok=True)
-        IDS_FILE.write_text(json.dumps(ids))
+        kept.parent.mkdir(exist_ok=True)
+        kept.write_text(json.dumps(ids))
     return ids
 
 
@@ -148,7 +155,7 @@ def remembered_ids(ids: dict[str, list[str]], keep: bool) -> dict[str, list[str]
 def catch_up(url: str) -> tuple[int, float]:
     """Every view from empty to the head: a rebuild, timed (on a reused database the
     views may already be current)."""
-    from api.app import tune_gc
+    from ledger.runtime import tune_gc
     from ledger.store import open_store
     from projections.runner import Projector
 
@@ -257,6 +264,8 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=2)
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--load-only", action="store_true", help="stop after loading")
+    parser.add_argument("--no-catch-up", action="store_true",
+                        help="skip the rebuild (the views of a reused database are current)")
     parser.add_argument("--rate", type=int, default=2000)
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
@@ -265,7 +274,7 @@ def main() -> None:
     with TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         # A reused database keeps its key ring beside the project; a fresh one is temporary.
-        kept = ROOT / "var" / "bench-queries-keys.json"
+        kept = kept_file(url, "keys")
         key_file = os.environ.get("LEDGER_KEY_FILE") or str(kept if args.database
                                                             else tmp / "keys.json")
         try:
@@ -277,17 +286,18 @@ def main() -> None:
             svc.writer.stop()
             svc.store.close()
             print(f"database {url}", flush=True)
-            ids = remembered_ids(load(url, tmp, key_file, args.events, args.loaders),
+            ids = remembered_ids(load(url, tmp, key_file, args.events, args.loaders), url,
                                  keep=bool(args.database))
             line("ledger size", f"{head_seq(url):,} entries")
             if args.load_only:
                 return
 
-            done, seconds = catch_up(url)
-            rate = done / max(seconds, 1e-9)
-            line("projection catch-up, all views", f"{rate:,.0f} events/s", ">= 25,000",
-                 rate >= 25_000)
-            line("  (entries applied)", f"{done:,} in {seconds:,.1f} s")
+            if not args.no_catch_up:
+                done, seconds = catch_up(url)
+                rate = done / max(seconds, 1e-9)
+                line("projection catch-up, all views", f"{rate:,.0f} events/s", ">= 25,000",
+                     rate >= 25_000)
+                line("  (entries applied)", f"{done:,} in {seconds:,.1f} s")
 
             # One benchmark key asks for every page: lift the per-identity read limit.
             env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": key_file,

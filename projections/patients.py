@@ -14,11 +14,11 @@ A record keeps the id of the key its tokens need; when events arrive under a new
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from ledger.canonical import canonical, parse
 from ledger.protect import ERASED
 from ledger.shredding import SHREDDED
 from projections.accesses import patient_of
@@ -49,14 +49,14 @@ class PatientRow:
     def as_row(self) -> tuple[Any, ...]:
         return (
             self.ledger, self.patient_ref, self.patient_token, self.key_id,
-            json.dumps(self.record, sort_keys=True, separators=(",", ":")), self.deleted,
+            canonical(self.record).decode(), self.deleted,
             self.shredded, self.created_seq, self.updated_seq, self.updated_utc,
         )
 
     @classmethod
     def from_row(cls, row: Sequence[Any]) -> PatientRow:
         return cls(
-            row[0], row[1], row[2], row[3], json.loads(row[4]), bool(row[5]), bool(row[6]),
+            row[0], row[1], row[2], row[3], parse(row[4]), bool(row[5]), bool(row[6]),
             int(row[7]), int(row[8]), row[9],
         )
 

@@ -20,7 +20,7 @@ from api.app import build_services
 from api.services import Services
 from ledger.settings import Settings
 from projections import indexes
-from projections.runner import Projector
+from projections.runner import ProjectionFailed, Projector
 from tests.test_projection_faults import cli, env_for, post_workload
 from tests.test_projection_model import assert_tables_equal, snapshot
 
@@ -162,3 +162,80 @@ def test_on_sqlite_a_rebuild_leaves_the_indexes_alone(tmp_path: Path) -> None:
     finally:
         services.writer.stop()
         services.store.close()
+
+
+# -- catch-up split over processes (a long way behind, PostgreSQL) ---------------------------
+
+
+def helpers_running() -> list[str]:
+    """Command lines of live projection helper processes."""
+    import subprocess
+
+    out = subprocess.run(["pgrep", "-af", "projections.runner"], capture_output=True,
+                         text=True, check=False).stdout
+    return [line for line in out.splitlines() if "pgrep" not in line]
+
+
+def test_a_catch_up_split_over_processes_makes_the_same_views(pg_svc: Services) -> None:
+    written = post_workload(pg_svc, 3000, shred_every=4)
+    single = Projector(pg_svc.store, processes=1)
+    single.rebuild()
+    expected = snapshot(pg_svc.store)
+    split = Projector(pg_svc.store, processes=2, process_backlog=1)
+    assert split._worth_processes(written)
+    seen: list[tuple[int, int]] = []
+    done = split.rebuild(progress=lambda p: seen.append((p.done, p.total)))
+    assert done >= written
+    assert_tables_equal(expected, snapshot(pg_svc.store), "catch-up split over processes")
+    assert set(split.positions().values()) == {pg_svc.store.last_notification()}
+    assert seen and seen[-1][0] == seen[-1][1]
+    assert helpers_running() == []
+
+
+def test_a_failing_helper_process_fails_the_catch_up(pg_svc: Services) -> None:
+    post_workload(pg_svc, 300)
+    projector = Projector(pg_svc.store, processes=2, process_backlog=1)
+    pg_svc.store.database_url += "_no_such_database"  # what the helpers are told to open
+    with pytest.raises(ProjectionFailed, match=r"projection process of .* failed"):
+        projector.catch_up()
+
+
+def test_helpers_die_with_a_projector_killed_outright(pg_svc: Services) -> None:
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    post_workload(pg_svc, 10000)
+    script = (
+        "import sys\n"
+        "from ledger.store import open_store\n"
+        "from projections.runner import Projector\n"
+        "store = open_store(sys.argv[1])\n"
+        "Projector(store, batch=5, process_backlog=1).catch_up()\n"
+    )
+    from tests.support import ROOT
+
+    parent = subprocess.Popen([sys.executable, "-c", script, pg_svc.settings.database_url],
+                              cwd=ROOT)
+    try:
+        for _ in range(400):  # until the helpers are at work
+            if len(helpers_running()) == 2:
+                break
+            time.sleep(0.05)
+        assert len(helpers_running()) == 2
+        parent.send_signal(signal.SIGKILL)
+        parent.wait(10)
+        for _ in range(20):  # at once, not when they would have finished anyway
+            if not helpers_running():
+                break
+            time.sleep(0.05)
+        assert helpers_running() == []
+    finally:
+        if parent.poll() is None:
+            parent.kill()
+    # What they left is whole: a catch-up from there equals a rebuild.
+    Projector(pg_svc.store, processes=1).catch_up()
+    before = snapshot(pg_svc.store)
+    Projector(pg_svc.store, processes=1).rebuild()
+    assert_tables_equal(before, snapshot(pg_svc.store), "after helpers were killed")

@@ -68,6 +68,8 @@ class LedgerStore(ABC):
     # Off only where a benchmark measures what the tree costs (LEDGER_UNSAFE_NO_TREE): a
     # ledger appended without it has no proofs and no checkpoints, ever.
     maintain_tree: bool = True
+    # The LEDGER_DATABASE_URL it was opened from: other processes open the same store.
+    database_url: str = ""
 
     def __init__(self) -> None:
         # Each ledger's tree edge as of the head it was computed at (seq, hash): reused
@@ -392,4 +394,5 @@ def open_store(database_url: str, *, maintain_tree: bool = True, **options: Any)
     else:
         raise ValueError("LEDGER_DATABASE_URL must start with sqlite:/// or postgresql://")
     store.maintain_tree = maintain_tree
+    store.database_url = database_url
     return store
