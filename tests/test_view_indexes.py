@@ -194,7 +194,7 @@ def test_a_catch_up_split_over_processes_makes_the_same_views(pg_svc: Services) 
 
 def test_a_failing_helper_process_fails_the_catch_up(pg_svc: Services) -> None:
     post_workload(pg_svc, 300)
-    projector = Projector(pg_svc.store, processes=2, process_backlog=1)
+    projector = Projector(pg_svc.store, batch=50, processes=2, process_backlog=1)
     pg_svc.store.database_url += "_no_such_database"  # what the helpers are told to open
     with pytest.raises(ProjectionFailed, match=r"projection process of .* failed"):
         projector.catch_up()
