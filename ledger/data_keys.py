@@ -195,7 +195,9 @@ class DataKeys:
         wanted = list(dict.fromkeys(refs))
         if not wanted:
             return {}
-        with self.store.transaction() as tx:
+        # Reads only, each statement seeing what is committed: no transaction of its own
+        # (which cost two more round trips on every page of an access history).
+        with self.store.reading() as tx:
             epoch = self._epoch(tx, ledger)  # first: see current()
             keys, rest = self._cached(ledger, wanted, epoch)
             if rest:
