@@ -455,5 +455,11 @@ class Projector:
 
 
 if __name__ == "__main__":
-    # A helper of Projector._catch_up_in_processes: BATCH VIEW...
+    # A helper of Projector._catch_up_in_processes: BATCH VIEW... Its logs take the form
+    # and level its projector's environment sets, like every other process's.
+    from api.logs import configure_logging
+    from ledger.settings import Settings
+
+    _settings = Settings.from_env()
+    configure_logging(_settings.log_format, _settings.log_level)
     _catch_up_views(os.environ["LEDGER_DATABASE_URL"], sys.argv[2:], int(sys.argv[1]))
