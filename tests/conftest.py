@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
+from hypothesis import settings as hypothesis_settings
 
 from api.app import build_services, create_app
 from api.services import Services
@@ -20,6 +21,11 @@ from tests.support import (
     require_postgres,
     service_key,
 )
+
+# No per-example deadline: examples that touch a database or sign take longer on a busy CI
+# machine than on a developer's, and a slow example is not a wrong one.
+hypothesis_settings.register_profile("phi-ledger", deadline=None)
+hypothesis_settings.load_profile("phi-ledger")
 
 BACKENDS = ["sqlite", "postgres"]
 
