@@ -53,6 +53,7 @@ PROCESSES = 2
 # row of every entry; patients reads and rewrites records; the others touch few entries).
 VIEW_WEIGHTS = {"accesses": 3, "patients": 2, "disclosures": 1, "workforce": 1}
 PR_SET_PDEATHSIG = 1
+PARENT_ENV = "PHI_LEDGER_PROJECTOR_PID"  # which process a helper must die with
 INDEX_CHECK_SECONDS = 60.0  # how often a follower looks for indexes left to build
 
 
@@ -94,7 +95,10 @@ def _die_with_parent() -> None:
         libc = ctypes.CDLL(None, use_errno=True)
         libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
     except (OSError, AttributeError):  # not Linux: the helpers finish their catch-up
-        pass
+        return
+    # Killed before the line above ran, the projector is not there to signal us.
+    if str(os.getppid()) != os.environ.get(PARENT_ENV, str(os.getppid())):
+        os._exit(1)
 
 
 class ProjectionFailed(Exception):
@@ -277,7 +281,8 @@ class Projector:
         with a compare-and-set on its own position, whichever process applies them."""
         # Each a fresh interpreter running this module (no fork of threads and sockets);
         # the database URL goes by environment, never on a command line others can read.
-        env = {**os.environ, "LEDGER_DATABASE_URL": self.store.database_url}
+        env = {**os.environ, "LEDGER_DATABASE_URL": self.store.database_url,
+               PARENT_ENV: str(os.getpid())}
         groups = process_groups(self.views, self.processes)
         workers = [
             subprocess.Popen([sys.executable, "-m", "projections.runner", str(self.batch),
