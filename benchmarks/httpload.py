@@ -38,20 +38,24 @@ class LoadResult:
         return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+async def read_response(reader: asyncio.StreamReader) -> tuple[int, bytes, bytes]:
+    """One HTTP/1.1 response off a keep-alive connection: status, head and body."""
+    head = await reader.readuntil(b"\r\n\r\n")
+    length = 0
+    for line in head.split(b"\r\n"):
+        if line[:15].lower() == b"content-length:":
+            length = int(line[15:])
+    body = await reader.readexactly(length) if length else b""
+    return int(head[9:12]), head, body
+
+
 async def _client(host: str, port: int, requests: Sequence[bytes], result: LoadResult) -> None:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         for request in requests:
             started = time.perf_counter()
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            status = int(head[9:12])
-            length = 0
-            for line in head.split(b"\r\n"):
-                if line[:15].lower() == b"content-length:":
-                    length = int(line[15:])
-            if length:
-                await reader.readexactly(length)
+            status, _, _ = await read_response(reader)
             result.latencies.append(time.perf_counter() - started)
             result.statuses[status] = result.statuses.get(status, 0) + 1
     finally:

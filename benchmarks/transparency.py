@@ -37,7 +37,7 @@ from typing import Any
 import orjson
 import uvloop
 
-from benchmarks.httpload import post_request, run_load
+from benchmarks.httpload import post_request, read_response, run_load
 from benchmarks.ingest import ROOT, line, workload
 from ledger.admission import Pending
 from ledger.migrate import migrate
@@ -254,12 +254,9 @@ async def _paced(port: int, requests: list[bytes], rate: float, connections: int
                     await asyncio.sleep(delay)
                 sent = time.perf_counter()
                 writer.write(request)
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(int(h[15:]) for h in head.split(b"\r\n")
-                              if h[:15].lower() == b"content-length:")
-                body = await reader.readexactly(length)
+                status, head, body = await read_response(reader)
                 now = time.perf_counter()
-                assert head[9:12] == b"201", head + body
+                assert status == 201, head + body
                 receipts.append((orjson.loads(body)["seq"], now))
                 latencies.append(now - sent)
         finally:
@@ -275,12 +272,9 @@ async def _poll(port: int, key: str, stop: asyncio.Event, seen: list[tuple[float
     try:
         while not stop.is_set():
             writer.write(request)
-            head = await reader.readuntil(b"\r\n\r\n")
-            length = next(int(h[15:]) for h in head.split(b"\r\n")
-                          if h[:15].lower() == b"content-length:")
-            body = await reader.readexactly(length)
+            status, _, body = await read_response(reader)
             now = time.perf_counter()
-            if head[9:12] == b"200":
+            if status == 200:
                 size = Checkpoint.parse(Note.parse(body.decode()).text).size
                 if not seen or size > seen[-1][1]:
                     seen.append((now, size))
