@@ -162,7 +162,9 @@ class DataKeys:
             # count, never as an older one beside a key that is already gone.
             epoch = self._epoch(tx, ledger)
             loaded = self._load(tx, ledger, unknown)
-            made = {ref: self._new_key(ledger, ref) for ref in unknown if ref not in loaded}
+            created_at = format_recorded_at(self.clock())
+            made = {ref: self._new_key(ledger, ref, created_at)
+                    for ref in unknown if ref not in loaded}
             if made:
                 self._relax_commit(tx)
                 lost = self._insert(tx, [(ledger, ref, *row) for ref, (_, row) in made.items()])
@@ -242,7 +244,7 @@ class DataKeys:
                 key = self._unwrap(ledger, ref, *row)
                 self._remember(ledger, {ref: key}, epoch)
             else:
-                key, pending = self._new_key(ledger, ref)
+                key, pending = self._new_key(ledger, ref, format_recorded_at(self.clock()))
                 fresh.append((ledger, ref, *pending))
                 # Doubtful until a later settle sees it: this transaction may roll back.
                 self._remember(ledger, {ref: key})
@@ -263,11 +265,13 @@ class DataKeys:
         row = tx.fetchone()
         return 0 if row is None else int(row[0])
 
-    def _new_key(self, ledger: str, ref: str) -> tuple[PatientKey, tuple[str, str, bytes, str]]:
+    def _new_key(
+        self, ledger: str, ref: str, created_at: str
+    ) -> tuple[PatientKey, tuple[str, str, bytes, str]]:
         kek_id, kek = self.ring.active_kek()
         key = PatientKey(secrets.token_hex(8), DataKey.generate())
         wrapped = wrap_key(kek, key.key, dek_aad(ledger, ref))
-        return key, (key.key_id, kek_id, wrapped, format_recorded_at(self.clock()))
+        return key, (key.key_id, kek_id, wrapped, created_at)
 
     def _insert(self, tx: Any, rows: list[Any]) -> list[str]:
         """Insert new keys; the refs that already had one (another process was first)."""

@@ -74,8 +74,18 @@ def _copy_list(value: list[Any]) -> list[Any]:
     ]
 
 
+_DATA_SUFFIXES: dict[str, bytes] = {}  # data field name -> its AAD suffix
+
+
 def _data_aad(prefix: bytes, name: str) -> bytes:
-    return prefix + field_aad_suffix("data." + name)
+    suffix = _DATA_SUFFIXES.get(name)
+    if suffix is None:
+        # The same few field names recur in every event; a dict read, not an lru_cache
+        # call and a string concatenation, per sealed value.
+        suffix = field_aad_suffix("data." + name)
+        if len(_DATA_SUFFIXES) < 4096:
+            _DATA_SUFFIXES[name] = suffix
+    return prefix + suffix
 
 
 def protect(
@@ -121,11 +131,12 @@ def protect(
         disclosure["description"] = seal(
             dek, disclosure["description"].encode("utf-8"), prefix + _DESCRIPTION
         )
-    if out.get("data") is not None:
-        out["data"] = {
-            name: None if value is None else seal(dek, canonical(value), _data_aad(prefix, name))
-            for name, value in out["data"].items()
-        }
+    data = out.get("data")
+    if data is not None:
+        sealed = out["data"] = {}
+        for name, value in data.items():
+            sealed[name] = None if value is None else seal(
+                dek, canonical(value), _data_aad(prefix, name))
     return out
 
 
