@@ -67,7 +67,7 @@ def build_services(
         store.close()
         raise
     writer = GroupCommitWriter(
-        store, clock, seal=protection.protect_many, settle=protection.settle,
+        store, clock, seal=protection.protect_many, settler=protection.settler,
         max_group_events=settings.max_group_events,
     ).start()
     return Services(

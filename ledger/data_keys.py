@@ -208,7 +208,21 @@ class DataKeys:
                 keys.update(loaded)
         return keys
 
-    def settle(self, tx: Any, ledger: str, used: dict[str, str]) -> dict[str, PatientKey]:
+    def read_at(self, ledger: str, used: dict[str, str]) -> dict[str, int]:
+        """For each patient of ``used`` (ref -> key_id), the ledger's shred count when
+        that key was read from the table (-1: not known to be stored). Taken before the
+        write lock, so that :meth:`settle` has only a comparison left to do under it."""
+        cache = self._cache
+        with self._lock:
+            return {
+                ref: hit[2] if (hit := cache.get((ledger, ref))) is not None
+                and hit[1].key_id == key_id else -1
+                for ref, key_id in used.items()
+            }
+
+    def settle(
+        self, tx: Any, ledger: str, used: dict[str, str], read_at: dict[str, int] | None = None
+    ) -> dict[str, PatientKey]:
         """Check the keys a group was sealed with (``used``: patient ref -> key_id)
         against the table, inside the append's transaction and under the ledger's write
         lock.
@@ -222,8 +236,12 @@ class DataKeys:
         epoch = self._epoch(tx, ledger)
         # Only keys that may have changed are looked up: those read before the ledger's
         # latest shred. With no shred since, a group of thousands of known patients
-        # costs one one-row read.
-        doubtful = self._doubtful(ledger, used, epoch)
+        # costs one one-row read. (A key read at this very shred count is still stored:
+        # only a shred removes one, and a shred raises the count.)
+        if read_at is None:
+            doubtful = self._doubtful(ledger, used, epoch)
+        else:
+            doubtful = [ref for ref, at in read_at.items() if at != epoch]
         if not doubtful:
             return {}
         held = dict(self._rows(tx, "patient_ref, key_id", ledger, doubtful))

@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from ledger.admission import Accepted, Conflicted, Outcome, Pending
 from ledger.canonical import canonical
 from ledger.event import validate_batch, validate_event
-from ledger.writer import GroupCommitWriter
+from ledger.writer import GroupCommitWriter, Settlement, nothing_to_settle
 
 
 class Protection(Protocol):
@@ -32,15 +32,13 @@ class Protection(Protocol):
         """The events as stored: PHI encrypted, identifiers blind-indexed."""
         ...
 
-    def settle(
-        self,
-        tx: Any,
-        ledger: str,
-        posted: Sequence[dict[str, Any]],
-        stored: Sequence[dict[str, Any]],
-    ) -> dict[int, dict[str, Any]]:
-        """Inside the append's transaction, under the write lock: stored forms to
-        replace (by index), where the key they were sealed with is no longer current."""
+    def settler(
+        self, ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
+    ) -> Settlement:
+        """Before the write lock is taken, what settling these events will check; the
+        step returned runs inside the append's transaction, under the lock, and gives
+        the stored forms to replace (by index) where the key they were sealed with is
+        no longer current."""
         ...
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -61,14 +59,10 @@ class Plaintext:
     def protect_many(self, ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(events)
 
-    def settle(
-        self,
-        tx: Any,
-        ledger: str,
-        posted: Sequence[dict[str, Any]],
-        stored: Sequence[dict[str, Any]],
-    ) -> dict[int, dict[str, Any]]:
-        return {}
+    def settler(
+        self, ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
+    ) -> Settlement:
+        return nothing_to_settle
 
     def reveal_many(self, ledger: str, stored: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
         return list(stored)

@@ -22,6 +22,7 @@ from ledger.ingest import Plaintext, Protection
 from ledger.protect import patient_ref_of, protect, reveal, seal_patient_id
 from ledger.settings import Settings
 from ledger.store import LedgerStore
+from ledger.writer import Settlement, nothing_to_settle
 
 log = structlog.get_logger(__name__)
 
@@ -91,34 +92,37 @@ class EnvelopeProtection:
             stored.append(protect(event, ledger, ref, key.key, key.key_id, token))
         return stored
 
-    def settle(
-        self,
-        tx: Any,
-        ledger: str,
-        posted: Sequence[dict[str, Any]],
-        stored: Sequence[dict[str, Any]],
-    ) -> dict[int, dict[str, Any]]:
-        """Inside the append's transaction, under the write lock: the stored forms that
-        must change (by index) because their patient's key is not the one they were
-        sealed with -- another process made the patient's first key at the same moment,
-        or the patient was shredded since. Those events are sealed again, here."""
+    def settler(
+        self, ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
+    ) -> Settlement:
+        """The check of the keys ``stored`` was sealed with, gathered before the write
+        lock is taken (every other writer waits while it is held) and made under it:
+        the stored forms that must change (by index) because their patient's key is not
+        the one they were sealed with -- another process made the patient's first key
+        at the same moment, or the patient was shredded since. Those events are sealed
+        again, there."""
         used = {
-            e["patient"]["ref"]: e["patient"]["key"]
+            patient["ref"]: patient["key"]
             for e in stored
-            if e.get("patient") and "key" in e["patient"]
+            if (patient := e.get("patient")) and "key" in patient
         }
         if not used:
-            return {}
-        fixes = self.keys.settle(tx, ledger, used)
-        if not fixes:
-            return {}
-        changed = {}
-        for i, (event, sealed) in enumerate(zip(posted, stored, strict=True)):
-            ref = (sealed.get("patient") or {}).get("ref")
-            key = fixes.get(ref) if ref else None
-            if key is not None:
-                changed[i] = protect(event, ledger, ref, key.key, key.key_id)
-        return changed
+            return nothing_to_settle
+        read_at = self.keys.read_at(ledger, used)
+
+        def settle(tx: Any) -> dict[int, dict[str, Any]]:
+            fixes = self.keys.settle(tx, ledger, used, read_at)
+            if not fixes:
+                return {}
+            changed = {}
+            for i, (event, sealed) in enumerate(zip(posted, stored, strict=True)):
+                ref = (sealed.get("patient") or {}).get("ref")
+                key = fixes.get(ref) if ref else None
+                if key is not None:
+                    changed[i] = protect(event, ledger, ref, key.key, key.key_id)
+            return changed
+
+        return settle
 
     def reveal_many(
         self, ledger: str, stored: Sequence[dict[str, Any]]

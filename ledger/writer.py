@@ -29,21 +29,26 @@ log = structlog.get_logger(__name__)
 
 # Turns a ledger's posted events into their stored form (see ledger.ingest.Protection).
 Seal = Callable[[str, Sequence[dict[str, Any]]], list[dict[str, Any]]]
-# Inside the append's transaction, under the write lock: (tx, ledger, posted, stored) ->
-# the stored forms to replace, by index (see ledger.ingest.Protection.settle).
-Settle = Callable[
-    [Any, str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]], dict[int, dict[str, Any]]
-]
+# Inside the append's transaction, under the write lock: tx -> the stored forms to
+# replace, by index (see ledger.ingest.Protection.settler).
+Settlement = Callable[[Any], dict[int, dict[str, Any]]]
+# Before the write lock: (ledger, posted, stored) -> the step that settles them under it
+# (see ledger.ingest.Protection.settler).
+Settler = Callable[[str, Sequence[dict[str, Any]], Sequence[dict[str, Any]]], Settlement]
 
 
 def _as_posted(ledger: str, events: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     return list(events)
 
 
-def _nothing_to_settle(
-    tx: Any, ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
-) -> dict[int, dict[str, Any]]:
+def nothing_to_settle(tx: Any) -> dict[int, dict[str, Any]]:
     return {}
+
+
+def _nothing_to_settle(
+    ledger: str, posted: Sequence[dict[str, Any]], stored: Sequence[dict[str, Any]]
+) -> Settlement:
+    return nothing_to_settle
 
 
 @dataclass(slots=True)
@@ -96,14 +101,14 @@ class GroupCommitWriter:
         clock: Clock = utc_now,
         *,
         seal: Seal = _as_posted,
-        settle: Settle = _nothing_to_settle,
+        settler: Settler = _nothing_to_settle,
         max_group_events: int = 5000,
         retry_delay: float = 0.05,
     ) -> None:
         self.store = store
         self.clock = clock
         self.seal = seal
-        self.settle = settle
+        self.settler = settler
         self.max_group_events = max_group_events
         self.retry_delay = retry_delay
         self.stats = WriterStats()
@@ -251,12 +256,20 @@ class GroupCommitWriter:
     ) -> Callable[[Any], None]:
         """The step that settles data keys inside the append transaction, replacing in
         ``groups`` the stored forms it has to seal again."""
+        # Prepared here, before the write lock is taken: everything done under it is
+        # done while every other writer waits.
+        steps = {
+            ledger: self.settler(
+                ledger,
+                [p.event for job in jobs if job.ledger == ledger for p in job.pending],
+                [p.event for sub in submissions for p in sub],
+            )
+            for ledger, submissions in groups.items()
+        }
 
         def settle(tx: Any) -> None:
             for ledger, submissions in groups.items():
-                posted = [p.event for job in jobs if job.ledger == ledger for p in job.pending]
-                stored = [p.event for sub in submissions for p in sub]
-                changed = self.settle(tx, ledger, posted, stored)
+                changed = steps[ledger](tx)
                 if not changed:
                     continue
                 i = 0

@@ -210,11 +210,38 @@ def test_a_patient_id_is_sealed_once_per_data_key(settings: Settings) -> None:
             other.shredder(LEDGER, ref)(tx)
         later = protection.protect_many(LEDGER, posted[2:])
         with store.transaction() as tx:
-            fixes = protection.settle(tx, LEDGER, posted[2:], later)
+            fixes = protection.settler(LEDGER, posted[2:], later)(tx)
         resealed = fixes[0]
         assert resealed["patient"]["key"] != first[0]["patient"]["key"]
         assert resealed["patient"]["id"] != first[0]["patient"]["id"]
         assert protection.reveal_many(LEDGER, [resealed]) == posted[2:]
+    finally:
+        store.close()
+
+
+def test_a_shred_between_preparing_and_settling_is_caught_under_the_lock(
+    settings: Settings,
+) -> None:
+    """The settlement is prepared before the write lock (which keys, read when); a shred
+    made after that, before the lock, must still be seen by the step run under it."""
+    from ledger.protection import EnvelopeProtection
+
+    keys, other, store = _keys_on(settings)
+    protection = EnvelopeProtection(keys.ring, keys)
+    try:
+        posted = [make_event(patient={"id": "MRN-5151"}, data={"note": "n"})]
+        stored = protection.protect_many(LEDGER, posted)
+        with store.transaction() as tx:  # nothing happened since the key was made
+            assert protection.settler(LEDGER, posted, stored)(tx) == {}
+        step = protection.settler(LEDGER, posted, stored)
+        with store.transaction() as tx:
+            other.shredder(LEDGER, stored[0]["patient"]["ref"])(tx)
+        with store.transaction() as tx:
+            fixes = step(tx)
+        assert list(fixes) == [0]
+        assert fixes[0]["patient"]["key"] != stored[0]["patient"]["key"]
+        assert fixes[0]["patient"]["key"] == _held(store, stored[0]["patient"]["ref"])
+        assert protection.reveal_many(LEDGER, [fixes[0]]) == posted
     finally:
         store.close()
 
