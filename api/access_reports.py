@@ -60,13 +60,20 @@ def _sealed_patient(ref: str | None, key_id: str | None, token: str | None) -> d
     return patient
 
 
+_ACTOR_COLUMNS = (
+    ("id", "actor_id"), ("kind", "actor_kind"), ("role", "actor_role"),
+    ("organization", "actor_organization"), ("device_id", "device_id"), ("ip", "ip"),
+    ("session_id", "session_id"),
+)
+
+
 def access_item(row: dict[str, Any], patient_id: str | None) -> dict[str, Any]:
     """One access row as the API shows it (``patient_id`` already opened)."""
-    actor = {k: row[c] for k, c in (
-        ("id", "actor_id"), ("kind", "actor_kind"), ("role", "actor_role"),
-        ("organization", "actor_organization"), ("device_id", "device_id"), ("ip", "ip"),
-        ("session_id", "session_id"),
-    ) if row[c] is not None}
+    actor = {}
+    for name, column in _ACTOR_COLUMNS:
+        value = row[column]
+        if value is not None:
+            actor[name] = value
     if row["actor_mfa"] is not None:
         actor["mfa"] = bool(row["actor_mfa"])
     item: dict[str, Any] = {
@@ -111,13 +118,24 @@ class AccessReports:
         return opened["patient"]["id"], dict(sorted(record.items()))
 
     def open_accesses(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+        # Ingest seals a patient's id once per data key and reuses the token, so a page
+        # names few distinct tokens (one, mostly, in a patient's history): each is opened
+        # once.
+        sealed = {
+            (r["patient_ref"], r["key_id"], r["patient_token"]): None
+            for r in rows if r["patient_ref"] is not None
+        }
         opened = self._open(ledger, [
-            {"patient": _sealed_patient(r["patient_ref"], r["key_id"], r["patient_token"])}
-            if r["patient_ref"] is not None else {}
-            for r in rows
+            {"patient": _sealed_patient(*patient)} for patient in sealed
         ])
-        return [access_item(r, (o.get("patient") or {}).get("id"))
-                for r, o in zip(rows, opened, strict=True)]
+        ids = {
+            patient: o["patient"].get("id") for patient, o in zip(sealed, opened, strict=True)
+        }
+        return [
+            access_item(r, None if r["patient_ref"] is None
+                        else ids[(r["patient_ref"], r["key_id"], r["patient_token"])])
+            for r in rows
+        ]
 
     def open_disclosures(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[Disclosure]:
         opened = self._open(ledger, [{

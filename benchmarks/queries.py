@@ -34,6 +34,7 @@ from urllib.parse import quote
 
 import orjson
 import psycopg
+from psycopg import sql
 
 from benchmarks.httpload import post_request, run_load
 from ledger.settings import Settings
@@ -245,6 +246,15 @@ def lag_under_load(url: str, server: ServerProcess, rate: int, seconds: int,
     return lags
 
 
+def ensure_database(url: str) -> None:
+    """Create the database ``url`` names when it does not exist yet (a first load)."""
+    base, name = url.rsplit("/", 1)
+    with psycopg.connect(f"{base}/postgres", autocommit=True) as conn:
+        if conn.execute("SELECT 1 FROM pg_database WHERE datname = %s", (name,)).fetchone():
+            return
+        conn.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
+
+
 def percentile(values: list[float], p: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
@@ -274,6 +284,8 @@ def main() -> None:
     args = parser.parse_args()
 
     url = args.database or create_pg_database()
+    if args.database:
+        ensure_database(url)
     with TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         # A reused database keeps its key ring beside the project; a fresh one is temporary.

@@ -183,13 +183,43 @@ class Projector:
         if tx.rowcount != 1:
             raise PositionMoved(view)
 
+    def _move_all(self, tx: Any, was: dict[str, int], now: int) -> None:
+        """:meth:`_move` for several views; the views at one position move together in
+        one statement (a follower's batch is often a handful of entries, and a round trip
+        per view was most of its cost)."""
+        together: dict[int, list[str]] = {}
+        for view, position in was.items():
+            together.setdefault(position, []).append(view)
+        for position, views in together.items():
+            if position == 0 or len(views) == 1:
+                for view in views:
+                    self._move(tx, view, position, now)
+                continue
+            tx.execute(
+                self.store.sql(
+                    "UPDATE notification_tracking SET notification_id = %s WHERE"
+                    f" application_name IN ({', '.join(['%s'] * len(views))})"
+                    " AND notification_id = %s"),
+                (now, *views, position),
+            )
+            if tx.rowcount != len(views):
+                raise PositionMoved(",".join(views))
+
     # -- applying --------------------------------------------------------------------
 
     def step(self) -> int:
         """Apply the next batch to every view behind it; the number of entries read."""
-        positions = self.positions()
+        return self._step(self.positions())[0]
+
+    def _step(self, positions: dict[str, int]) -> tuple[int, dict[str, int] | None]:
+        """The next batch after ``positions``, applied: the number of entries read and
+        the positions after it (None when another projector moved a position first:
+        nothing was applied)."""
         found = self.store.notifications(min(positions.values()), self.batch)
-        return len(found) if found and self._apply(positions, found) is not None else 0
+        if not found:
+            return 0, positions
+        moved = self._apply(positions, found)
+        return (0, None) if moved is None else (len(found), moved)
 
     def _apply(
         self, positions: dict[str, int], found: Sequence[tuple[int, bytes]]
@@ -206,15 +236,14 @@ class Projector:
                     # Views and positions commit together, so a crash that loses this
                     # commit loses both and the batch is applied again: no fsync needed.
                     tx.execute("SET LOCAL synchronous_commit = off")
-                for view in self.views:
+                behind = [view for view in self.views if positions[view.name] < last]
+                # Compare-and-set first: a second projector of this batch stops here
+                # (on PostgreSQL it waits on the positions' row locks, then finds them
+                # moved) before writing a row that would duplicate the first's.
+                self._move_all(tx, {view.name: positions[view.name] for view in behind}, last)
+                for view in behind:
                     at = positions[view.name]
-                    if at >= last:
-                        continue
                     new = [c for c in changes if c.position > at] if at > low else changes
-                    # Compare-and-set first: a second projector of this batch stops here
-                    # (on PostgreSQL it waits on the position's row lock, then finds it
-                    # moved) before writing a row that would duplicate the first's.
-                    self._move(tx, view.name, at, last)
                     view.apply(tx, self.sql, new)
                     moved[view.name] = last
         except PositionMoved:
@@ -233,10 +262,11 @@ class Projector:
         several views at once on several cores. A long way behind on PostgreSQL, the
         views are split over processes first (see :meth:`_catch_up_in_processes`)."""
         target = self.store.last_notification()
-        start = min(self.positions().values())
+        positions = self.positions()
+        start = min(positions.values())
         done = 0
         if target - start <= self.batch and progress is None:
-            return self._catch_up_in_steps(target)
+            return self._catch_up_in_steps(target, positions)
         if self._worth_processes(target - start):
             done = self._catch_up_in_processes(start, target, progress)
         while True:
@@ -249,17 +279,23 @@ class Projector:
                 # Another projector holds a batch; let it finish, then look again.
                 time.sleep(0.05)
 
-    def _catch_up_in_steps(self, target: int) -> int:
+    def _catch_up_in_steps(self, target: int, positions: dict[str, int]) -> int:
         """A follower's usual catch-up, a batch or less: every view in one transaction
         (:meth:`step`), not a thread and a transaction per view -- four commits and four
         thread hand-offs for a handful of entries took more of the interpreter lock than
-        applying them."""
+        applying them. Positions are read once: each batch's commit says where the views
+        are next (were one moved meanwhile, the compare-and-set finds out)."""
         done = 0
-        while min(self.positions().values()) < target:
-            read = self.step()
+        while min(positions.values()) < target:
+            read, moved = self._step(positions)
             done += read
-            if read == 0:
+            if moved is None:
                 time.sleep(0.01)  # another projector holds the batch: let it commit
+                positions = self.positions()
+            elif read == 0:
+                return done  # the entries before target are all applied
+            else:
+                positions = moved
         return done
 
     def _worth_processes(self, behind: int) -> bool:

@@ -420,3 +420,32 @@ def test_fault_helpers_can_fail(svc: Services) -> None:
         tx.execute(svc.store.sql("DELETE FROM view_accesses WHERE seq = %s"), (7,))
     with pytest.raises(AssertionError, match="view_accesses rows missing"):
         assert_equals_a_rebuild(svc.store, "tampered")
+
+
+def test_positions_moved_together_fail_together_when_one_was_moved(svc: Services) -> None:
+    """A follower moves the positions of the views that stand at one place in one
+    statement; if another projector moved any of them meanwhile, nothing of the batch is
+    applied to any view and the positions stay where the other left them."""
+    post_workload(svc, 300)
+    projector = Projector(svc.store)
+    projector.catch_up()
+    at = projector.positions()
+    assert len(set(at.values())) == 1, "every view caught up to one place"
+    more = list(Workload(seed=SEED + 7).events(40))
+    svc.ingest.record_sync(LEDGER, more, batch=True)
+    before = snapshot(svc.store)
+    # Another projector moved one view (as its compare-and-set would) a moment ago.
+    elsewhere = "disclosures"
+    with svc.store.transaction() as tx:
+        tx.execute(svc.store.sql("UPDATE notification_tracking SET notification_id = %s"
+                                 " WHERE application_name = %s"), (at[elsewhere] + 1, elsewhere))
+    read, moved = projector._step(at)
+    assert (read, moved) == (0, None)
+    assert snapshot(svc.store) == before, "no view applied any of the batch"
+    after = projector.positions()
+    assert after[elsewhere] == at[elsewhere] + 1
+    assert {v: p for v, p in after.items() if v != elsewhere} == {
+        v: p for v, p in at.items() if v != elsewhere}
+    # The follower's own catch-up then reads the positions again and finishes the job.
+    assert projector.catch_up() > 0
+    assert len(set(projector.positions().values())) == 1

@@ -242,9 +242,12 @@ async def _history(
         return _page(svc, reports, ledger, where, scope, after, q.order, q.limit)
 
     def read() -> dict[str, Any]:
-        if not exists():
+        # A history with rows on this page exists: the existence check (a round trip)
+        # is needed only to tell an empty page from an unknown patient or user.
+        shown = page()
+        if not shown["items"] and not exists():
             raise missing
-        return page()
+        return shown
 
     if record is None:
         return purpose, reports, await off_loop(read)
