@@ -12,7 +12,6 @@ Every answer that shows PHI passes through here, which does three things in orde
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
@@ -20,6 +19,7 @@ from typing import Any
 
 import orjson
 
+from ledger.event_ids import new_event_id
 from ledger.protect import ERASED
 from projections.accounting import Disclosure
 from projections.cursor import Position
@@ -167,7 +167,7 @@ class AccessReports:
         if reader.role:
             actor["role"] = reader.role[:256]
         events = [{
-            "event_id": str(uuid.uuid4()),
+            "event_id": new_event_id(),
             "occurred_at": now.isoformat(timespec="microseconds"),
             "action": "query", "outcome": "success", "actor": actor,
             "patient": {"id": patient_id}, "resource": {"type": what},

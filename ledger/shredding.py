@@ -8,12 +8,12 @@ changes: its ciphertexts simply no longer open.
 
 from __future__ import annotations
 
-import uuid
 from dataclasses import dataclass
 
 from ledger.admission import Accepted, Pending
 from ledger.clock import Clock
 from ledger.entry import Receipt
+from ledger.event_ids import new_event_id
 from ledger.protection import EnvelopeProtection
 from ledger.store import LedgerStore
 
@@ -41,7 +41,7 @@ def shred_patient(
     had = len(protection.keys.lookup(ledger, [ref]))
     now = clock()
     event = {
-        "event_id": str(uuid.uuid4()),
+        "event_id": new_event_id(),
         "occurred_at": now.isoformat(timespec="microseconds"),
         "action": SHREDDED,
         "outcome": "success",

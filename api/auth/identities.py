@@ -11,7 +11,6 @@ lockout cannot happen without its entry.
 from __future__ import annotations
 
 import re
-import uuid
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
@@ -37,6 +36,7 @@ from api.auth.sealing import SeedSeal
 from ledger.admission import Accepted, Pending
 from ledger.clock import Clock
 from ledger.entry import Receipt
+from ledger.event_ids import new_event_id
 from ledger.store import LedgerStore
 from ledger.store.base import LEDGER_NAME
 
@@ -212,7 +212,7 @@ class Identities:
     def event(self, action: str, now: datetime, actor: dict[str, Any], **fields: Any
                ) -> dict[str, Any]:
         event = {
-            "event_id": str(uuid.uuid4()),
+            "event_id": new_event_id(),
             "occurred_at": now.isoformat(timespec="microseconds"),
             "action": action,
             "outcome": fields.pop("outcome", "success"),
