@@ -42,6 +42,7 @@ class DisclosuresView(View):
     """Every disclosure of PHI, by patient in time order, exempt or accountable."""
 
     name = "disclosures"
+    actions = frozenset({"disclose"})
     tables = ("view_disclosures",)
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:

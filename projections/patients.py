@@ -112,6 +112,7 @@ class PatientsView(View):
     """Each patient's current record, findable by blind index."""
 
     name = "patients"
+    actions = RECORD_ACTIONS | {SHREDDED}
     tables = ("view_patients",)
     _columns = ", ".join(COLUMNS)
     _select = (

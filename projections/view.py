@@ -5,7 +5,7 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
 
 from ledger.canonical import parse
 from projections.instants import utc_of
@@ -30,6 +30,41 @@ class Change:
         event = entry["event"]
         return cls(position, entry["ledger"], entry["seq"], entry["recorded_at"], event,
                    utc_of(event["occurred_at"]))
+
+
+# Entries are stored as canonical JSON, keys sorted: "event" comes first, and "action"
+# first within it (no other event field sorts before it). So the action of a stored
+# entry starts at a fixed offset.
+_ACTION_AT: Final = b'{"event":{"action":"'
+
+
+def action_of(stored: bytes) -> str | None:
+    """The event action of a stored entry, read off its bytes without decoding them
+    (None when they do not start as a canonical entry does)."""
+    if not stored.startswith(_ACTION_AT):
+        return None
+    start = len(_ACTION_AT)
+    end = stored.find(b'"', start)
+    return None if end < 0 else stored[start:end].decode("ascii", "replace")
+
+
+def concerns(stored: bytes, wanted: frozenset[str] | None) -> bool:
+    """Whether a stored entry may be read by views reading ``wanted`` actions (every
+    entry whose action cannot be read off its bytes may)."""
+    if wanted is None:
+        return True
+    action = action_of(stored)
+    return action is None or action in wanted
+
+
+def wanted_actions(views: Sequence[View]) -> frozenset[str] | None:
+    """The actions any of ``views`` reads; None when one of them reads every entry."""
+    wanted: set[str] = set()
+    for view in views:
+        if view.actions is None:
+            return None
+        wanted |= view.actions
+    return frozenset(wanted)
 
 
 class Sql:
@@ -108,6 +143,9 @@ class View(ABC):
 
     name: str
     tables: tuple[str, ...]
+    # The actions of the entries this view reads (None: every entry). A projector whose
+    # views all name theirs need not decode the other entries at all (see action_of).
+    actions: frozenset[str] | None = None
 
     @abstractmethod
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:

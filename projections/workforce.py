@@ -123,6 +123,7 @@ class WorkforceView(View):
     """Staff and business associates, one current row each."""
 
     name = "workforce"
+    actions = STAFF_ACTIONS | PARTNER_ACTIONS
     tables = ("view_workforce", "view_partners")
     _staff_select = (
         f"SELECT {_STAFF_COLUMNS} FROM view_workforce WHERE ledger = %s"
