@@ -156,6 +156,13 @@ class DataKeys:
         keys, unknown = self._cached(ledger, list(dict.fromkeys(refs)))
         if not unknown:
             return keys
+        # Most are patients seen before, whose keys need only reading: that takes no
+        # transaction of its own (two round trips, not four).
+        found = self.lookup(ledger, unknown)
+        keys.update(found)
+        unknown = [ref for ref in unknown if ref not in found]
+        if not unknown:
+            return keys
         stray: set[str] = set()
         with self.store.transaction() as tx:
             # The count first: a shred after this read shows at settling as a newer
