@@ -156,32 +156,29 @@ class DataKeys:
         keys, unknown = self._cached(ledger, list(dict.fromkeys(refs)))
         if not unknown:
             return keys
-        # Most are patients seen before, whose keys need only reading: that takes no
-        # transaction of its own (two round trips, not four).
-        found = self.lookup(ledger, unknown)
+        # Reading needs no transaction of its own, and most are patients seen before:
+        # their keys cost two round trips, not four.
+        epoch, found = self._read(ledger, unknown)
         keys.update(found)
-        unknown = [ref for ref in unknown if ref not in found]
-        if not unknown:
+        missing = [ref for ref in unknown if ref not in found]
+        if not missing:
             return keys
+        created_at = format_recorded_at(self.clock())
+        made = {ref: self._new_key(ledger, ref, created_at) for ref in missing}
+        loaded = {ref: key for ref, (key, _) in made.items()}
         stray: set[str] = set()
         with self.store.transaction() as tx:
-            # The count first: a shred after this read shows at settling as a newer
-            # count, never as an older one beside a key that is already gone.
-            epoch = self._epoch(tx, ledger)
-            loaded = self._load(tx, ledger, unknown)
-            created_at = format_recorded_at(self.clock())
-            made = {ref: self._new_key(ledger, ref, created_at)
-                    for ref in unknown if ref not in loaded}
-            if made:
-                self._relax_commit(tx)
-                lost = self._insert(tx, [(ledger, ref, *row) for ref, (_, row) in made.items()])
-                loaded.update({ref: key for ref, (key, _) in made.items()})
-                if lost:
-                    winners = self._load(tx, ledger, lost)
-                    loaded.update(winners)
-                    # A winner already shredded again: ours is not stored, so it stays
-                    # doubtful and settling replaces it.
-                    stray = set(lost) - set(winners)
+            self._relax_commit(tx)
+            lost = self._insert(tx, [(ledger, ref, *row) for ref, (_, row) in made.items()])
+            if lost:
+                winners = self._load(tx, ledger, lost)
+                loaded.update(winners)
+                # A winner already shredded again: ours is not stored, so it stays
+                # doubtful and settling replaces it.
+                stray = set(lost) - set(winners)
+        # Remembered at the shred count read before the keys were: a shred since then
+        # shows at settling as a newer count, never as an older one beside a key that
+        # is already gone.
         self._remember(ledger, {r: k for r, k in loaded.items() if r not in stray}, epoch)
         self._remember(ledger, {r: loaded[r] for r in stray})
         keys.update(loaded)
@@ -202,18 +199,23 @@ class DataKeys:
         (one one-row read); the others are read from the table. A page naming a hundred
         known patients then costs one small query rather than a hundred unwrappings."""
         wanted = list(dict.fromkeys(refs))
-        if not wanted:
-            return {}
+        return self._read(ledger, wanted)[1] if wanted else {}
+
+    def _read(self, ledger: str, wanted: list[str]) -> tuple[int, dict[str, PatientKey]]:
+        """The ledger's shred count, then the keys of ``wanted`` that are in the table
+        (from the cache where read at that count)."""
         # Reads only, each statement seeing what is committed: no transaction of its own
         # (which cost two more round trips on every page of an access history).
         with self.store.reading() as tx:
-            epoch = self._epoch(tx, ledger)  # first: see current()
+            # The count first: a shred after this read shows at settling as a newer
+            # count, never as an older one beside a key that is already gone.
+            epoch = self._epoch(tx, ledger)
             keys, rest = self._cached(ledger, wanted, epoch)
             if rest:
                 loaded = self._load(tx, ledger, rest)
                 self._remember(ledger, loaded, epoch)
                 keys.update(loaded)
-        return keys
+        return epoch, keys
 
     def read_at(self, ledger: str, used: dict[str, str]) -> dict[str, int]:
         """For each patient of ``used`` (ref -> key_id), the ledger's shred count when
