@@ -83,17 +83,6 @@ class DataKeys:
                 hits[ref] = hit[1]
         return hits, missing
 
-    def _doubtful(self, ledger: str, used: dict[str, str], epoch: int) -> list[str]:
-        """The refs whose ``used`` key id is not the cached key read from the table when
-        the ledger's shred count was ``epoch`` (so, under the write lock, still there)."""
-        cache = self._cache
-        with self._lock:
-            return [
-                ref for ref, key_id in used.items()
-                if (hit := cache.get((ledger, ref))) is None
-                or hit[1].key_id != key_id or hit[2] != epoch
-            ]
-
     def _remember(self, ledger: str, keys: dict[str, PatientKey], epoch: int = -1) -> None:
         """Cache ``keys``, as read at shred count ``epoch`` (-1: not known to be stored)."""
         expiry = time.monotonic() + CACHE_SECONDS
@@ -248,9 +237,8 @@ class DataKeys:
         # costs one one-row read. (A key read at this very shred count is still stored:
         # only a shred removes one, and a shred raises the count.)
         if read_at is None:
-            doubtful = self._doubtful(ledger, used, epoch)
-        else:
-            doubtful = [ref for ref, at in read_at.items() if at != epoch]
+            read_at = self.read_at(ledger, used)
+        doubtful = [ref for ref, at in read_at.items() if at != epoch]
         if not doubtful:
             return {}
         held = dict(self._rows(tx, "patient_ref, key_id", ledger, doubtful))

@@ -54,12 +54,12 @@ PROCESSES = 2
 VIEW_WEIGHTS = {"accesses": 3, "patients": 2, "disclosures": 1, "workforce": 1}
 PR_SET_PDEATHSIG = 1
 PARENT_ENV = "PHI_LEDGER_PROJECTOR_PID"  # which process a helper must die with
-INDEX_CHECK_SECONDS = 60.0
+INDEX_CHECK_SECONDS = 60.0  # how often a follower looks for indexes left to build
 # A follower that found fewer entries than this waits so long after the next notification
 # before it reads: every batch costs a handful of statements whatever its size, and at a
 # few hundred one-entry commits a second those statements took a third of a core.
 GATHER_BELOW = 100
-GATHER_SECONDS = 0.02  # how often a follower looks for indexes left to build
+GATHER_SECONDS = 0.02
 
 
 def all_views() -> list[View]:
@@ -197,26 +197,34 @@ class Projector:
             raise PositionMoved(view)
 
     def _move_all(self, tx: Any, was: dict[str, int], now: int) -> None:
-        """:meth:`_move` for several views; the views at one position move together in
-        one statement (a follower's batch is often a handful of entries, and a round trip
-        per view was most of its cost)."""
-        together: dict[int, list[str]] = {}
-        for view, position in was.items():
-            together.setdefault(position, []).append(view)
-        for position, views in together.items():
-            if position == 0 or len(views) == 1:
-                for view in views:
-                    self._move(tx, view, position, now)
-                continue
+        """:meth:`_move` for several views, their rows locked in name order (as a rebuild
+        locks them: two transactions locking them in different orders could deadlock).
+        Views at one position move in one statement: a follower's batch is often a
+        handful of entries, and a round trip per view was most of its cost."""
+        names = sorted(was)
+        start = was[names[0]] if names else 0
+        if len(names) < 2 or start == 0 or any(was[n] != start for n in names):
+            for name in names:
+                self._move(tx, name, was[name], now)
+            return
+        marks = ", ".join(["%s"] * len(names))
+        if self.store.dialect == "postgresql":
+            tx.execute(
+                "UPDATE notification_tracking SET notification_id = %s WHERE application_name"
+                " IN (SELECT application_name FROM notification_tracking WHERE"
+                f" application_name IN ({marks}) AND notification_id = %s"
+                " ORDER BY application_name FOR UPDATE)",
+                (now, *names, start),
+            )
+        else:  # one writer at a time: nothing to order
             tx.execute(
                 self.store.sql(
                     "UPDATE notification_tracking SET notification_id = %s WHERE"
-                    f" application_name IN ({', '.join(['%s'] * len(views))})"
-                    " AND notification_id = %s"),
-                (now, *views, position),
+                    f" application_name IN ({marks}) AND notification_id = %s"),
+                (now, *names, start),
             )
-            if tx.rowcount != len(views):
-                raise PositionMoved(",".join(views))
+        if tx.rowcount != len(names):
+            raise PositionMoved(",".join(names))
 
     # -- applying --------------------------------------------------------------------
 
@@ -452,13 +460,14 @@ class Projector:
         is passed to ``building`` before it is built)."""
         chosen = [v for v in self.views if names is None or v.name in names]
         with self.store.transaction() as tx:
-            # Positions back to 0 before the tables are emptied, in view order, as every
-            # batch takes them (position first, then the view's tables): a projector in the
-            # middle of a batch holds its position's row, so this waits for its commit
-            # (whose rows are then emptied too) instead of deadlocking on the tables, and
-            # one that comes later finds its position moved. (Set to 0, not deleted: a
-            # deleted row cannot be waited on by the next projector's compare-and-set.)
-            for view in chosen:
+            # Positions back to 0 before the tables are emptied, in name order, as every
+            # batch takes them (positions first, then the views' tables): a projector in
+            # the middle of a batch holds its positions' rows, so this waits for its
+            # commit (whose rows are then emptied too) instead of deadlocking on the
+            # tables, and one that comes later finds its position moved. (Set to 0, not
+            # deleted: a deleted row cannot be waited on by the next projector's
+            # compare-and-set.)
+            for view in sorted(chosen, key=lambda v: v.name):
                 tx.execute(
                     self.store.sql(
                         "INSERT INTO notification_tracking VALUES (%s, 0)"

@@ -380,7 +380,7 @@ def test_two_projectors_of_one_view_starting_together(
         assert_equals_a_rebuild(svc.store, f"two {view} projectors, round {round_}")
 
 
-@pytest.mark.parametrize("view", ["accesses", "patients"])
+@pytest.mark.parametrize("view", ["accesses", "patients", "every view"])
 def test_rebuilding_one_view_beside_a_running_follower(
     svc: Services, settings: Settings, view: str
 ) -> None:
@@ -398,7 +398,9 @@ def test_rebuilding_one_view_beside_a_running_follower(
             events = list(Workload(seed=SEED + 2).events(1600))
             for start in range(0, len(events), 200):
                 svc.ingest.record_sync(LEDGER, events[start : start + 200], batch=True)
-                Projector(svc.store, batch=250).rebuild([view])
+                # Every view: the follower moves its positions together, and must take
+                # their rows in the order the rebuild does (else a deadlock).
+                Projector(svc.store, batch=250).rebuild(None if view == "every view" else [view])
         finally:
             stop.set()
 
