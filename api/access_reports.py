@@ -121,21 +121,11 @@ class AccessReports:
         # Ingest seals a patient's id once per data key and reuses the token, so a page
         # names few distinct tokens (one, mostly, in a patient's history): each is opened
         # once.
-        sealed = {
-            (r["patient_ref"], r["key_id"], r["patient_token"]): None
-            for r in rows if r["patient_ref"] is not None
-        }
-        opened = self._open(ledger, [
-            {"patient": _sealed_patient(*patient)} for patient in sealed
-        ])
-        ids = {
-            patient: o["patient"].get("id") for patient, o in zip(sealed, opened, strict=True)
-        }
-        return [
-            access_item(r, None if r["patient_ref"] is None
-                        else ids[(r["patient_ref"], r["key_id"], r["patient_token"])])
-            for r in rows
-        ]
+        patients = [(r["patient_ref"], r["key_id"], r["patient_token"]) for r in rows]
+        sealed = list(dict.fromkeys(p for p in patients if p[0] is not None))
+        opened = self._open(ledger, [{"patient": _sealed_patient(*p)} for p in sealed])
+        ids = {p: o["patient"].get("id") for p, o in zip(sealed, opened, strict=True)}
+        return [access_item(r, ids.get(p)) for r, p in zip(rows, patients, strict=True)]
 
     def open_disclosures(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[Disclosure]:
         opened = self._open(ledger, [{
