@@ -205,11 +205,13 @@ class HistoryParams:
     wait_ms: int
 
 
-def history_params(
+async def history_params(
     purpose: Purpose = None, since: From = None, until: To = None, action: str | None = None,
     cursor: str | None = None, limit: int = 100, order: str = "asc", min_seq: MinSeq = None,
     wait_ms: WaitMs = 2000,
 ) -> HistoryParams:
+    # async although it awaits nothing: FastAPI runs a plain ``def`` dependency on its
+    # thread pool, a hand-off to another thread and back on every history page.
     return HistoryParams(purpose, since, until, action, cursor, limit, order, min_seq, wait_ms)
 
 
