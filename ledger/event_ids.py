@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import time
-import uuid
 
 _VERSION_7 = 0x7000  # in the time_hi_and_version field
 _VARIANT_RFC = 0x8000  # in the clock_seq field
@@ -26,4 +25,7 @@ def new_event_id(unix_ms: int | None = None) -> str:
     rand_b = random & ((1 << 62) - 1)
     value = (ms & ((1 << 48) - 1)) << 80 | (_VERSION_7 | rand_a) << 64 | _VARIANT_RFC << 48
     value |= rand_b
-    return str(uuid.UUID(int=value))
+    # Spelled out rather than str(uuid.UUID(int=...)): half the cost, and a user's page
+    # of history records a read event per patient it shows.
+    h = f"{value:032x}"
+    return f"{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}"
