@@ -28,6 +28,7 @@ from tempfile import TemporaryDirectory
 import orjson
 import psycopg
 
+from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
 from ledger.admission import Pending
 from ledger.chain import EMPTY_HEAD, extend
@@ -180,6 +181,7 @@ def main() -> None:
                         help="only the cost of encryption: N alternating encrypted and"
                         " plaintext batch runs, best and mean of each")
     args = parser.parse_args()
+    print(describe_host(), flush=True)
     if args.encryption_rounds:
         encryption_cost(args.events, args.batch_clients, args.workers, args.encryption_rounds)
         return

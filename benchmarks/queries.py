@@ -39,6 +39,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
 from ledger.settings import Settings
 from tests.support import ServerProcess, create_pg_database, drop_pg_database
@@ -287,6 +288,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=int, default=30)
     args = parser.parse_args()
 
+    print(describe_host(), flush=True)
     url = args.database or create_pg_database()
     if args.database:
         ensure_database(url)

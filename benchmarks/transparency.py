@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 import uvloop
 
+from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, read_response, run_load
 from benchmarks.ingest import ROOT, line, workload
 from ledger.admission import Pending
@@ -338,6 +339,7 @@ def main() -> None:
                         choices=["cost", "proofs", "latency", "verify"])
     args = parser.parse_args()
     print(f"phi-ledger transparency benchmark: PostgreSQL, fsync on, {os.cpu_count()} cores")
+    print(describe_host(), flush=True)
     events = workload(max(args.cost_events, args.rate * args.seconds, 10_000), seed=13)
     with TemporaryDirectory() as scratch:
         tmp = Path(scratch)
