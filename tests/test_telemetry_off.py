@@ -1,14 +1,14 @@
-"""No request path or query string reaches an OpenTelemetry backend through FastAPI.
+"""No request path, query string or rejected value reaches OpenTelemetry through FastAPI.
 
-FastAPI records a span per request (with ``url.path`` and ``url.query``) and exception
-messages as soon as the process has a global OpenTelemetry provider -- which operators
-set up for their own reasons (``opentelemetry-instrument``, an agent). Our paths and
-query strings hold patient identifiers, so the service turns that telemetry off. The
-check runs in a child process, since a global provider cannot be unset: it installs an
-SDK provider that keeps spans in memory, asks the service for a patient's pages (one of
-them a bad request), and reports every attribute of every span. A bare FastAPI app in the
-same process is the control: its span must hold the identifier, or the probe proves
-nothing.
+FastAPI records a span per request (with ``url.path`` and ``url.query``), metrics and,
+by its documentation, validation failures with their messages as log records, once a
+process has a global OpenTelemetry provider -- which operators set up for their own
+reasons (``opentelemetry-instrument``, an agent). Our paths and query strings hold
+patient identifiers, so the service turns that telemetry off. The check runs in a child
+process, since a global provider cannot be unset: it installs SDK providers that keep
+spans, log records and metrics in memory, asks the service for a patient's pages (one of
+them a bad request), and reports all they hold. A bare FastAPI app in the same process
+is the control: its span must hold the identifier, or the probe proves nothing.
 """
 
 from __future__ import annotations
@@ -28,10 +28,23 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from opentelemetry import metrics
+from opentelemetry._logs import set_logger_provider
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, SimpleLogRecordProcessor
+from opentelemetry.sdk.metrics import MeterProvider
+from opentelemetry.sdk.metrics.export import InMemoryMetricReader
+
 exporter = InMemorySpanExporter()
 provider = TracerProvider()
 provider.add_span_processor(SimpleSpanProcessor(exporter))
 trace.set_tracer_provider(provider)
+log_exporter = InMemoryLogRecordExporter()
+log_provider = LoggerProvider()
+log_provider.add_log_record_processor(SimpleLogRecordProcessor(log_exporter))
+set_logger_provider(log_provider)
+reader = InMemoryMetricReader()
+metrics.set_meter_provider(MeterProvider(metric_readers=[reader]))
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -44,7 +57,14 @@ mrn, db, keys = sys.argv[1:4]
 def spans():
     found = [{"name": s.name, **{k: str(v) for k, v in (s.attributes or {}).items()}}
              for s in exporter.get_finished_spans()]
+    found += [{"log": str(r.log_record.body),
+               **{k: str(v) for k, v in (r.log_record.attributes or {}).items()}}
+              for r in log_exporter.get_finished_logs()]
+    data = reader.get_metrics_data()
+    if data is not None:
+        found.append({"metrics": data.to_json()})
     exporter.clear()
+    log_exporter.clear()
     return found
 
 control = FastAPI()
@@ -86,5 +106,5 @@ def test_request_paths_holding_patient_ids_never_reach_an_opentelemetry_provider
     assert any(MRN in json.dumps(span) for span in report["control"]), report["control"]
     # The requests reached the service (an unknown patient, a bad limit, an unknown user).
     assert report["statuses"] == [404, 400, 404], report["statuses"]
-    leaked = [span for span in report["service"] if MRN in json.dumps(span)]
-    assert not leaked, f"{len(leaked)} spans carry the patient id"
+    leaked = [item for item in report["service"] if MRN in json.dumps(item)]
+    assert not leaked, f"{len(leaked)} spans, log records or metrics carry the patient id"
