@@ -49,12 +49,17 @@ def defer(tx: Any, tables: Sequence[str]) -> list[str]:
     return [name for name, _, _ in found]
 
 
-def pending(store: LedgerStore) -> list[str]:
-    """The indexes dropped by a rebuild and not built again yet."""
+def pending(store: LedgerStore, tables: Sequence[str] | None = None) -> list[str]:
+    """The indexes dropped by a rebuild and not built again yet (of ``tables`` only, when
+    given)."""
     if store.dialect != "postgresql":
         return []
     with store.reading() as curs:
-        curs.execute("SELECT index_name FROM view_deferred_indexes ORDER BY index_name")
+        if tables is None:
+            curs.execute("SELECT index_name FROM view_deferred_indexes ORDER BY index_name")
+        else:
+            curs.execute("SELECT index_name FROM view_deferred_indexes"
+                         " WHERE table_name = ANY(%s) ORDER BY index_name", (list(tables),))
         return [name for (name,) in curs.fetchall()]
 
 

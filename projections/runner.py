@@ -89,6 +89,10 @@ def _catch_up_views(database_url: str, names: list[str], batch: int) -> None:
     try:
         views = [view for view in all_views() if view.name in names]
         Projector(store, views, batch=batch, processes=1).catch_up()
+        # A rebuild's indexes of these views, built here as soon as their rows are in:
+        # the sorts then overlap the slowest helper's last stretch instead of all
+        # following it (an accesses index of 10M rows takes ~20 s).
+        indexes.restore(store, indexes.pending(store, [t for v in views for t in v.tables]))
     finally:
         store.close()
 

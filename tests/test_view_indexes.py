@@ -178,15 +178,23 @@ def helpers_running() -> list[str]:
 
 def test_a_catch_up_split_over_processes_makes_the_same_views(pg_svc: Services) -> None:
     written = post_workload(pg_svc, 3000, shred_every=4)
+    migrated = catalogue(pg_svc.settings.database_url)
     single = Projector(pg_svc.store, processes=1)
     single.rebuild()
     expected = snapshot(pg_svc.store)
     split = Projector(pg_svc.store, processes=2, process_backlog=1)
     assert split._worth_processes(written)
     seen: list[tuple[int, int]] = []
-    done = split.rebuild(progress=lambda p: seen.append((p.done, p.total)))
+    built_after: list[str] = []
+    done = split.rebuild(progress=lambda p: seen.append((p.done, p.total)),
+                         building=built_after.append)
     assert done >= written
     assert_tables_equal(expected, snapshot(pg_svc.store), "catch-up split over processes")
+    # Each helper built its own views' indexes once their rows were in; none was left
+    # for the projector to build after every helper had finished.
+    assert built_after == []
+    assert catalogue(pg_svc.settings.database_url) == migrated
+    assert indexes.pending(pg_svc.store) == []
     assert set(split.positions().values()) == {pg_svc.store.last_notification()}
     assert seen and seen[-1][0] == seen[-1][1]
     assert helpers_running() == []
