@@ -92,7 +92,8 @@ def _catch_up_views(database_url: str, names: list[str], batch: int) -> None:
         # A rebuild's indexes of these views, built here as soon as their rows are in:
         # the sorts then overlap the slowest helper's last stretch instead of all
         # following it (an accesses index of 10M rows takes ~20 s).
-        indexes.restore(store, indexes.pending(store, [t for v in views for t in v.tables]))
+        indexes.restore(store, indexes.pending(store, [t for v in views for t in v.tables]),
+                        building=lambda name: log.info("view_index_building", index=name))
     finally:
         store.close()
 
