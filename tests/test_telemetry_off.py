@@ -54,7 +54,7 @@ from tests.support import auth_headers, fastapi_app, service_key
 
 mrn, db, keys = sys.argv[1:4]
 
-def spans():
+def collected():
     found = [{"name": s.name, **{k: str(v) for k, v in (s.attributes or {}).items()}}
              for s in exporter.get_finished_spans()]
     found += [{"log": str(r.log_record.body),
@@ -75,7 +75,7 @@ async def patient(patient_id: str) -> dict:
 
 with TestClient(control) as c:
     c.get(f"/patients/{mrn}", params={"q": mrn})
-control_spans = spans()
+control_spans = collected()
 
 app = create_app(Settings(database_url=f"sqlite:///{db}", key_file=Path(keys)),
                  configure_logs=False)
@@ -88,7 +88,7 @@ with TestClient(app) as c:
         c.get("/v1/users/u-1/accesses", params={"purpose": "HOPERAT",
                                                  "patient": mrn}).status_code,
     ]
-print(json.dumps({"control": control_spans, "service": spans(), "statuses": statuses}))
+print(json.dumps({"control": control_spans, "service": collected(), "statuses": statuses}))
 """
 
 
