@@ -26,10 +26,11 @@ from hypothesis import strategies as st
 
 from alembic import command
 from ledger.admission import Pending
+from ledger.chain import EMPTY_HEAD, Head, extend
 from ledger.entry import Entry
 from ledger.migrate import _config, migrate
 from ledger.store import ledger_id, open_store
-from ledger.store.base import STORED_LEVELS_FROM, TreeIncomplete
+from ledger.store.base import CATCH_UP_ENTRIES, STORED_LEVELS_FROM, TreeIncomplete, caught_up
 from ledger.tlog import TransparencyLog
 from ledger.transparency.tree import Frontier, root_of
 from tests.support import make_event
@@ -133,21 +134,56 @@ def test_the_tree_is_the_chain_after_appends_from_threads_and_processes(
     assert n > 90  # at least one entry per append
 
 
-def test_one_store_reads_the_edge_again_after_another_process_appended(
+SIZES = (3, 1, 4, 1, 5, 9, 2, 6, 17, 30, 1)
+
+
+def test_one_store_catches_its_edge_up_after_another_process_appended(
     database_url: str,
 ) -> None:
     """The cached edge is keyed by the head: when another writer moved the head, the edge
-    is read from the table (a stale cache would store wrong nodes)."""
+    is caught up over the entries appended since (read with the head), not read from the
+    tree again -- and a stale edge never stores wrong nodes."""
     migrate(database_url)
     mine, theirs = open_store(database_url), open_store(database_url)
+    loads = {id(mine): 0, id(theirs): 0}
+    for store in (mine, theirs):
+        def counting(tx: Any, lid: uuid.UUID, head: Any, store: Any = store,
+                     load: Any = store._load_frontier) -> Any:
+            loads[id(store)] += 1
+            return load(tx, lid, head)
+        store._load_frontier = counting  # type: ignore[method-assign]
     try:
-        for size in (3, 1, 4, 1, 5, 9, 2, 6, 17, 30, 1):
+        for size in SIZES:
             mine.append({LEDGER: [_pending(size)]}, datetime.now(UTC))
             theirs.append({LEDGER: [_pending(size + 1)]}, datetime.now(UTC))
     finally:
         mine.close()
         theirs.close()
-    assert_tree_is_the_chain(database_url)
+    assert assert_tree_is_the_chain(database_url) == 2 * sum(SIZES) + len(SIZES)
+    # Each read the edge once, on its first append (an empty edge for the first of them).
+    assert loads == {id(mine): 1, id(theirs): 1}
+
+
+def test_an_edge_too_far_behind_is_read_from_the_tree(database_url: str) -> None:
+    """More than CATCH_UP_ENTRIES appended elsewhere: the edge comes from the tree."""
+    migrate(database_url)
+    mine, theirs = open_store(database_url), open_store(database_url)
+    loads: list[int] = []
+    load = mine._load_frontier
+    mine._load_frontier = (  # type: ignore[method-assign]
+        lambda tx, lid, head: loads.append(head.seq) or load(tx, lid, head))
+    try:
+        mine.append({LEDGER: [_pending(5)]}, datetime.now(UTC))
+        theirs.append({LEDGER: [_pending(CATCH_UP_ENTRIES + 1)]}, datetime.now(UTC))
+        mine.append({LEDGER: [_pending(3)]}, datetime.now(UTC))
+        theirs.append({LEDGER: [_pending(CATCH_UP_ENTRIES)]}, datetime.now(UTC))
+        mine.append({LEDGER: [_pending(2)]}, datetime.now(UTC))
+    finally:
+        mine.close()
+        theirs.close()
+    far = 5 + CATCH_UP_ENTRIES + 1
+    assert loads == [0, far]  # the first append, then the one too far behind; not the last
+    assert assert_tree_is_the_chain(database_url) == far + 3 + CATCH_UP_ENTRIES + 2
 
 
 def test_two_ledgers_have_two_trees(database_url: str) -> None:
@@ -239,3 +275,25 @@ def test_extend_refuses_an_unaligned_join() -> None:
     right = Frontier().append(_leaves(2, 3))[0]
     with pytest.raises(ValueError, match="unaligned"):
         left.extend(right)
+
+
+@given(st.integers(1, 40), st.integers(1, 40))
+def test_an_edge_caught_up_over_the_entries_since_is_the_edge_at_the_head(
+    before: int, since: int
+) -> None:
+    entries = extend(EMPTY_HEAD, LEDGER, [make_event() for _ in range(before + since)],
+                     "2026-11-27T00:00:00Z")
+    leaves = [bytes.fromhex(e.hash) for e in entries]
+    edge = Frontier().grow(leaves[:before])[0]
+    states = [(e.seq, e.encode()) for e in entries[before:]]
+    head = Head.of(entries[-1])
+    assert caught_up(edge, entries[before - 1].hash, states, head) == Frontier().grow(leaves)[0]
+    # Anything but exactly the chain from the edge to the head is refused, never guessed:
+    other = extend(EMPTY_HEAD, LEDGER, [make_event() for _ in range(before + since)],
+                   "2026-11-27T00:00:00Z")
+    assert caught_up(edge, entries[before - 1].hash,
+                     [(e.seq, e.encode()) for e in other[before:]], head) is None
+    assert caught_up(edge, entries[before - 1].hash, states,
+                     Head(head.seq + 1, head.hash, head.recorded_at)) is None
+    if since > 2:
+        assert caught_up(edge, entries[before - 1].hash, states[:1] + states[2:], head) is None

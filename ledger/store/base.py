@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from ledger.admission import Outcome, Pending, Recorded, chain_plan, outcomes, plan_admission
 from ledger.chain import EMPTY_HEAD, Head
@@ -28,6 +28,23 @@ ENTRY_TOPIC = "ledger.entry:Entry"
 # entries (around the leaf, at the tree's edge): read and hashed in the same round trip as
 # the stored nodes.
 STORED_LEVELS_FROM = 4
+
+
+# How far behind its head a process's cached tree edge may be and still be caught up from
+# the entries appended since (read with the head, in the same round trip) rather than read
+# again from the tree: while two server processes take turns at the lock, each finds the
+# other's last group (a page of history records ~30 reads) on top of its own edge.
+CATCH_UP_ENTRIES = 128
+
+
+class Snapshot(NamedTuple):
+    """What an append reads of a chain under the write lock."""
+
+    head: Head
+    recorded: dict[str, Recorded]
+    # (seq, stored entry) after the head this process last appended at, in seq order, up
+    # to CATCH_UP_ENTRIES of them: None where it holds no edge of this chain.
+    since: list[tuple[int, bytes]] | None = None
 
 
 class TreeIncomplete(Exception):
@@ -101,7 +118,7 @@ class LedgerStore(ABC):
                 before(tx)
             for ledger, submissions in groups.items():
                 lid = wanted[ledger][0]
-                head, recorded = snapshots[ledger]
+                head, recorded, since = snapshots[ledger]
                 plan = plan_admission(submissions, recorded)
                 entries = chain_plan(plan, head, ledger, recorded_at)
                 if entries:
@@ -109,27 +126,40 @@ class LedgerStore(ABC):
                         self._register_ledger(tx, ledger, lid, recorded_at)
                     self._insert(tx, lid, entries, plan.new)
                     if self.maintain_tree:
-                        grown[lid] = self._grow_tree(tx, lid, head, entries)
+                        grown[lid] = self._grow_tree(tx, lid, head, entries, since)
                 replayed = self._entries_at(tx, lid, sorted(plan.replayed_seqs()))
                 results[ledger] = outcomes(plan, entries, replayed)
         self._frontiers.update(grown)  # committed: the new edges are the heads' edges
         return results
 
     def _grow_tree(
-        self, tx: Any, lid: uuid.UUID, head: Head, entries: Sequence[Entry]
+        self, tx: Any, lid: uuid.UUID, head: Head, entries: Sequence[Entry],
+        since: Sequence[tuple[int, bytes]] | None = None,
     ) -> tuple[int, str, Frontier]:
         """Store the subtrees ``entries`` complete, under the write lock: the edge of the
         tree at ``head`` is all it needs (at most log2(n) hashes)."""
-        cached = self._frontiers.get(lid)
-        if cached is not None and cached[:2] == (head.seq, head.hash):
-            frontier = cached[2]
-        else:
-            frontier = self._load_frontier(tx, lid, head)
+        frontier = self._edge_at(tx, lid, head, since)
         frontier, created = frontier.grow([bytes.fromhex(e.hash) for e in entries],
                                           STORED_LEVELS_FROM)
         if created:
             self._insert_nodes(tx, lid, created)
         return frontier.size, entries[-1].hash, frontier
+
+    def _edge_at(
+        self, tx: Any, lid: uuid.UUID, head: Head, since: Sequence[tuple[int, bytes]] | None
+    ) -> Frontier:
+        """The tree's edge at ``head``: the one this process left, caught up over what
+        other processes appended ``since``, or else read from the tables."""
+        cached = self._frontiers.get(lid)
+        if cached is not None:
+            seq, digest, frontier = cached
+            if (seq, digest) == (head.seq, head.hash):
+                return frontier
+            if since:
+                caught = caught_up(frontier, digest, since, head)
+                if caught is not None:
+                    return caught
+        return self._load_frontier(tx, lid, head)
 
     def _load_frontier(self, tx: Any, lid: uuid.UUID, head: Head) -> Frontier:
         nodes = range_nodes(0, head.seq) if head.seq else []
@@ -194,21 +224,21 @@ class LedgerStore(ABC):
     @contextmanager
     def _begin(
         self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
-    ) -> Iterator[tuple[Any, dict[str, tuple[Head, dict[str, Recorded]]]]]:
-        """Open the write transaction and read, under its lock, each wanted ledger's head
-        and which of its event ids are already recorded."""
+    ) -> Iterator[tuple[Any, dict[str, Snapshot]]]:
+        """Open the write transaction and take, under its lock, each wanted ledger's
+        :class:`Snapshot`."""
         with self._write_transaction() as tx:
             yield tx, {
                 ledger: self._snapshot(tx, lid, event_ids)
                 for ledger, (lid, event_ids) in wanted.items()
             }
 
-    def _snapshot(
-        self, tx: Any, lid: uuid.UUID, event_ids: list[str]
-    ) -> tuple[Head, dict[str, Recorded]]:
-        """The chain's head and the already recorded ids among ``event_ids``, read under
-        the write lock."""
-        return self._head(tx, lid), self._recorded(tx, lid, event_ids)
+    def _snapshot(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> Snapshot:
+        """The chain's head, the already recorded ids among ``event_ids`` and the entries
+        after this process's edge of the tree, read under the write lock."""
+        cached = self._frontiers.get(lid) if self.maintain_tree else None
+        since = None if cached is None else self._states_after(tx, lid, cached[0])
+        return Snapshot(self._head(tx, lid), self._recorded(tx, lid, event_ids), since)
 
     @abstractmethod
     def _head(self, tx: Any, lid: uuid.UUID) -> Head: ...
@@ -216,6 +246,11 @@ class LedgerStore(ABC):
     @abstractmethod
     def _recorded(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> dict[str, Recorded]:
         ...
+
+    @abstractmethod
+    def _states_after(self, tx: Any, lid: uuid.UUID, seq: int) -> list[tuple[int, bytes]]:
+        """``(seq, stored entry)`` of the first :data:`CATCH_UP_ENTRIES` entries after
+        ``seq``, in order."""
 
     @abstractmethod
     def _insert(
@@ -362,6 +397,28 @@ def stored_hash(state: bytes) -> bytes:
     data = bytes(state)
     cut = data.rfind(b',"hash":"')
     return bytes.fromhex(data[cut + 9 : cut + 73].decode("ascii"))
+
+
+def caught_up(
+    edge: Frontier, digest: str, since: Sequence[tuple[int, bytes]], head: Head
+) -> Frontier | None:
+    """``edge`` (the tree's edge at the entry whose hash is ``digest``) grown by the
+    stored entries ``since``, when they are exactly the chain from there to ``head``;
+    None when they are not (too many to read, or not that chain's continuation)."""
+    first, state = since[0]
+    last, last_state = since[-1]
+    if (first != edge.size + 1 or last != head.seq or len(since) != last - edge.size
+            or stored_prev_hash(state) != digest or stored_hash(last_state).hex() != head.hash):
+        return None
+    return edge.grow([stored_hash(s) for _, s in since], keep_from=64)[0]
+
+
+def stored_prev_hash(state: bytes) -> str:
+    """The ``prev_hash`` of a stored entry, without parsing it (see :func:`stored_hash`:
+    ``prev_hash`` follows ``ledger``, which follows ``hash``, and only scalars follow)."""
+    data = bytes(state)
+    cut = data.rfind(b',"prev_hash":"')
+    return data[cut + 14 : cut + 78].decode("ascii")
 
 
 IN_CHUNK = 500  # below SQLite's limit on bound parameters, small enough for any planner

@@ -30,7 +30,15 @@ from psycopg.sql import SQL, Identifier
 from ledger.admission import Pending, Recorded
 from ledger.chain import Head
 from ledger.entry import Entry
-from ledger.store.base import ENTRY_TOPIC, LedgerStore, StoreUnavailable, ledger_id, stored_hash
+from ledger.store.base import (
+    CATCH_UP_ENTRIES,
+    ENTRY_TOPIC,
+    LedgerStore,
+    Snapshot,
+    StoreUnavailable,
+    ledger_id,
+    stored_hash,
+)
 from ledger.transparency.tree import Node, SubtreeHash
 
 STREAM_BATCH = 10_000
@@ -47,6 +55,10 @@ HEAD_QUERY = (
 # 2.3 ms of a 31-event append at 25,000 entries, and rising. Spelled as one probe per
 # wanted key (LATERAL ... LIMIT 1), the plan is the primary-key lookup whatever the
 # statistics say, and a lookup stays a lookup as the table grows. Arrays come first.
+STATES_AFTER_QUERY = (
+    "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
+    f" AND originator_version > %s ORDER BY originator_version LIMIT {CATCH_UP_ENTRIES}"
+)
 NODES_QUERY = (
     "SELECT n.level, n.idx, n.hash FROM unnest(%s::int2[], %s::int8[]) AS w(level, idx)"
     " CROSS JOIN LATERAL (SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = %s"
@@ -125,10 +137,10 @@ class PostgresLedgerStore(LedgerStore):
     @contextmanager
     def _begin(
         self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
-    ) -> Iterator[tuple[Any, dict[str, tuple[Head, dict[str, Recorded]]]]]:
-        # The lock (and NOTIFY) and every head and recorded-ids read go out as one
-        # pipeline: one round trip. The reads still run after the lock is granted -- the
-        # server executes a pipeline in order -- and each takes its own snapshot then.
+    ) -> Iterator[tuple[Any, dict[str, Snapshot]]]:
+        # The lock (and NOTIFY) and every snapshot's reads go out as one pipeline: one
+        # round trip. The reads still run after the lock is granted -- the server
+        # executes a pipeline in order -- and each takes its own snapshot then.
         # (BEGIN stays outside: a transaction opened in pipeline mode keeps the connection
         # there, and the COPYs that follow cannot run in it.)
         try:
@@ -136,32 +148,34 @@ class PostgresLedgerStore(LedgerStore):
                 reads = {}
                 stack.enter_context(conn.transaction())
                 curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
+
+                def cursor() -> Any:
+                    return stack.enter_context(conn.cursor(row_factory=tuple_row))
+
                 with conn.pipeline():
                     self.recorder._lock_table(curs)
                     for ledger, (lid, event_ids) in wanted.items():
-                        head = stack.enter_context(conn.cursor(row_factory=tuple_row))
-                        ids = stack.enter_context(conn.cursor(row_factory=tuple_row))
+                        head, ids = cursor(), cursor()
                         head.execute(HEAD_QUERY, (lid,), prepare=True)
                         ids.execute(RECORDED_QUERY, (event_ids, lid), prepare=True)
-                        reads[ledger] = (head, ids)
+                        cached = self._frontiers.get(lid) if self.maintain_tree else None
+                        since = None
+                        if cached is not None:
+                            since = cursor()
+                            since.execute(STATES_AFTER_QUERY, (lid, cached[0]), prepare=True,
+                                          binary=True)
+                        reads[ledger] = (head, ids, since)
                 snapshots = {
-                    ledger: (self._head_of(head.fetchone()), self._recorded_of(ids.fetchall()))
-                    for ledger, (head, ids) in reads.items()
+                    ledger: Snapshot(
+                        self._head_of(head.fetchone()), self._recorded_of(ids.fetchall()),
+                        None if since is None
+                        else [(int(seq), bytes(state)) for seq, state in since.fetchall()],
+                    )
+                    for ledger, (head, ids, since) in reads.items()
                 }
                 yield curs, snapshots
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
-
-    def _snapshot(
-        self, tx: Any, lid: uuid.UUID, event_ids: list[str]
-    ) -> tuple[Head, dict[str, Recorded]]:
-        # Both reads in one round trip; each still sees everything committed before the
-        # lock was granted (READ COMMITTED takes a fresh snapshot per statement).
-        with tx.connection.cursor(row_factory=tuple_row) as ids:
-            with tx.connection.pipeline():
-                tx.execute(HEAD_QUERY, (lid,), prepare=True)
-                ids.execute(RECORDED_QUERY, (event_ids, lid), prepare=True)
-            return self._head_of(tx.fetchone()), self._recorded_of(ids.fetchall())
 
     def _head(self, tx: Any, lid: uuid.UUID) -> Head:
         tx.execute(HEAD_QUERY, (lid,), prepare=True)
@@ -170,6 +184,10 @@ class PostgresLedgerStore(LedgerStore):
     def _recorded(self, tx: Any, lid: uuid.UUID, event_ids: list[str]) -> dict[str, Recorded]:
         tx.execute(RECORDED_QUERY, (event_ids, lid), prepare=True)
         return self._recorded_of(tx.fetchall())
+
+    def _states_after(self, tx: Any, lid: uuid.UUID, seq: int) -> list[tuple[int, bytes]]:
+        tx.execute(STATES_AFTER_QUERY, (lid, seq), prepare=True, binary=True)
+        return [(int(s), bytes(state)) for s, state in tx.fetchall()]
 
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]

@@ -23,6 +23,7 @@ from ledger.admission import Pending, Recorded
 from ledger.chain import Head
 from ledger.entry import Entry
 from ledger.store.base import (
+    CATCH_UP_ENTRIES,
     ENTRY_TOPIC,
     IN_CHUNK,
     LedgerStore,
@@ -104,6 +105,14 @@ class SQLiteLedgerStore(LedgerStore):
         return self._recorded_of(select_in(
             tx, "SELECT event_id, seq, fingerprint FROM ledger_event_ids WHERE ledger_id = ?"
             " AND event_id IN ({marks})", (lid.hex,), event_ids, "?"))
+
+    def _states_after(self, tx: Any, lid: uuid.UUID, seq: int) -> list[tuple[int, bytes]]:
+        tx.execute(
+            "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"
+            " AND originator_version > ? ORDER BY originator_version LIMIT ?",
+            (lid.hex, seq, CATCH_UP_ENTRIES),
+        )
+        return [(int(s), bytes(state)) for s, state in tx.fetchall()]
 
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
