@@ -94,12 +94,14 @@ class PostgresLedgerStore(LedgerStore):
         self.datastore = datastore
         self.conninfo = conninfo or {}
         self.recorder = PostgresApplicationRecorder(datastore, events_table_name="stored_events")
-        self.recorder.lock_table_statements = [
-            SQL("SET LOCAL lock_timeout = '{0}s'").format(datastore.lock_timeout),
-            # NOTIFY as a function, so it rides on the lock's round trip.
-            SQL("SELECT pg_advisory_xact_lock({0}), pg_notify({1}, '')").format(
-                WRITE_LOCK_KEY, self.recorder.channel_name
-            ),
+        self.recorder.lock_table_statements = [  # rendered once, not on every append
+            statement.as_string() for statement in (
+                SQL("SET LOCAL lock_timeout = '{0}s'").format(datastore.lock_timeout),
+                # NOTIFY as a function, so it rides on the lock's round trip.
+                SQL("SELECT pg_advisory_xact_lock({0}), pg_notify({1}, '')").format(
+                    WRITE_LOCK_KEY, self.recorder.channel_name
+                ),
+            )
         ]
 
     @classmethod
