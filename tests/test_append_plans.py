@@ -22,7 +22,13 @@ import pytest
 from ledger.admission import Pending
 from ledger.event_ids import new_event_id
 from ledger.migrate import migrate
-from ledger.store.postgres import LEAVES_QUERY, NODES_QUERY, RECORDED_QUERY, PostgresLedgerStore
+from ledger.store.postgres import (
+    LEAVES_QUERY,
+    NODES_QUERY,
+    RECORDED_QUERY,
+    STATES_AFTER_QUERY,
+    PostgresLedgerStore,
+)
 from tests.support import make_event
 
 LEDGER = "default"
@@ -37,14 +43,18 @@ PAGES_PER_PROBE = 4
 @pytest.fixture
 def store(postgres_url: str) -> Iterator[PostgresLedgerStore]:
     """A store that appended GROUPS groups to a new database, one connection at a time,
-    each append reloading the tree's edge as though another process had appended (so
+    half the appends reloading the tree's edge as though another process had appended (so
     every lookup an append can make was prepared while the tables were nearly empty)."""
     migrate(postgres_url)
     store = PostgresLedgerStore.from_url(postgres_url, pool_size=1)
     try:
-        for _ in range(GROUPS):
+        for group in range(GROUPS):
             events = [make_event(event_id=new_event_id()) for _ in range(GROUP_EVENTS)]
-            store._frontiers.clear()
+            # Two groups in four read the edge from the tree, the others what was appended
+            # after it (nothing here): in pairs, so that each of the pool's connections,
+            # which take turns, prepares both kinds of lookup.
+            if group // 2 % 2:
+                store._frontiers.clear()
             store.append({LEDGER: [[Pending(e["event_id"], "fp", e) for e in events]]},
                          datetime.now(UTC))
         yield store
@@ -91,6 +101,8 @@ def test_each_lookup_probes_its_keys_however_long_the_ledger(
             "recorded ids": _pages_touched(conn, RECORDED_QUERY, f"'{ids}', '{lid}'"),
             "entries' hashes": _pages_touched(conn, LEAVES_QUERY, f"'{seqs}', '{lid}'"),
             "tree nodes": _pages_touched(conn, NODES_QUERY, f"'{levels}', '{indexes}', '{lid}'"),
+            "entries after an edge": _pages_touched(
+                conn, STATES_AFTER_QUERY, f"'{lid}', {min(newest['seqs']) - 1}"),
         }
     for name, pages in work.items():
         assert pages <= PAGES_PER_PROBE * GROUP_EVENTS, (name, pages)

@@ -48,6 +48,12 @@ HEAD_QUERY = (
     "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
     " ORDER BY originator_version DESC LIMIT 1"
 )
+# What other processes appended after this one's edge of the tree: a range of the primary
+# key, read in key order (tests/test_append_plans.py checks the plan it settles on).
+STATES_AFTER_QUERY = (
+    "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
+    f" AND originator_version > %s ORDER BY originator_version LIMIT {CATCH_UP_ENTRIES}"
+)
 # The reads the append makes under the write lock are prepared statements, and a prepared
 # statement keeps the plan chosen at its first executions. On a table without statistics
 # (a new deployment, or any server without autovacuum, as these machines have it) that
@@ -55,10 +61,6 @@ HEAD_QUERY = (
 # 2.3 ms of a 31-event append at 25,000 entries, and rising. Spelled as one probe per
 # wanted key (LATERAL ... LIMIT 1), the plan is the primary-key lookup whatever the
 # statistics say, and a lookup stays a lookup as the table grows. Arrays come first.
-STATES_AFTER_QUERY = (
-    "SELECT originator_version, state FROM stored_events WHERE originator_id = %s"
-    f" AND originator_version > %s ORDER BY originator_version LIMIT {CATCH_UP_ENTRIES}"
-)
 NODES_QUERY = (
     "SELECT n.level, n.idx, n.hash FROM unnest(%s::int2[], %s::int8[]) AS w(level, idx)"
     " CROSS JOIN LATERAL (SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = %s"
