@@ -114,11 +114,7 @@ class PatientsView(View):
     name = "patients"
     actions = RECORD_ACTIONS | {SHREDDED}
     tables = ("view_patients",)
-    _columns = ", ".join(COLUMNS)
-    _select = (
-        f"SELECT {_columns} FROM view_patients"
-        " WHERE ledger = %s AND patient_ref IN ({marks})"
-    )
+    columns = ", ".join(COLUMNS)
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         relevant = [c for c in changes if touches_record(c)]
         if not relevant:
@@ -132,7 +128,8 @@ class PatientsView(View):
         for ledger, refs in by_ledger.items():
             for key in refs:
                 rows[(ledger, key)] = None
-            for found in select_keyed(tx, sql, self._select, ledger, sorted(refs)):
+            for found in select_keyed(tx, sql, "view_patients", self.columns, "patient_ref",
+                                      ledger, sorted(refs)):
                 row = PatientRow.from_row(found)
                 rows[(ledger, row.patient_ref)] = row
         changed: set[tuple[str, str]] = set()

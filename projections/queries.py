@@ -40,9 +40,8 @@ class AuditQueries:
     def patient(self, ledger: str, patient_ref: str) -> PatientRow | None:
         with self.store.reading() as curs:
             curs.execute(
-                self.store.sql(
-                    PatientsView._select.format(marks="%s")
-                ),
+                self.store.sql(f"SELECT {PatientsView.columns} FROM view_patients"
+                               " WHERE ledger = %s AND patient_ref = %s"),
                 (ledger, patient_ref),
             )
             row = curs.fetchone()

@@ -125,14 +125,6 @@ class WorkforceView(View):
     name = "workforce"
     actions = STAFF_ACTIONS | PARTNER_ACTIONS
     tables = ("view_workforce", "view_partners")
-    _staff_select = (
-        f"SELECT {_STAFF_COLUMNS} FROM view_workforce WHERE ledger = %s"
-        " AND staff_id IN ({marks})"
-    )
-    _partner_select = (
-        f"SELECT {_PARTNER_COLUMNS} FROM view_partners WHERE ledger = %s"
-        " AND partner IN ({marks})"
-    )
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         subjects = [(c, s) for c in changes if (s := subject_of(c)) is not None]
@@ -140,9 +132,9 @@ class WorkforceView(View):
             return
         staff: dict[tuple[str, str], StaffRow | None] = {}
         partners: dict[tuple[str, str], PartnerRow | None] = {}
-        for kind, table, select, make in (
-            ("staff", staff, self._staff_select, StaffRow),
-            ("partner", partners, self._partner_select, PartnerRow),
+        for kind, table, (name, columns, key), make in (
+            ("staff", staff, ("view_workforce", _STAFF_COLUMNS, "staff_id"), StaffRow),
+            ("partner", partners, ("view_partners", _PARTNER_COLUMNS, "partner"), PartnerRow),
         ):
             wanted: dict[str, set[str]] = {}
             for c, (k, who) in subjects:
@@ -150,7 +142,7 @@ class WorkforceView(View):
                     wanted.setdefault(c.ledger, set()).add(who)
                     table[(c.ledger, who)] = None
             for ledger, ids in wanted.items():
-                for found in select_keyed(tx, sql, select, ledger, sorted(ids)):
+                for found in select_keyed(tx, sql, name, columns, key, ledger, sorted(ids)):
                     values = list(found)
                     values[4] = bool(values[4])  # SQLite keeps booleans as integers
                     table[(ledger, values[1])] = make(*values)
