@@ -115,6 +115,7 @@ class PatientsView(View):
     actions = RECORD_ACTIONS | {SHREDDED}
     tables = ("view_patients",)
     columns = ", ".join(COLUMNS)
+
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         relevant = [c for c in changes if touches_record(c)]
         if not relevant:
