@@ -22,7 +22,7 @@ from ledger.crypto.envelope import DataKey, dek_aad, unwrap_key, wrap_key
 from ledger.crypto.keyring import KeyRing
 from ledger.entry import format_recorded_at
 from ledger.store import LedgerStore
-from ledger.store.base import select_in
+from ledger.store.base import probe_each, select_in
 
 # Unwrapped keys are kept this long. A shred elsewhere does not wait for it: every append
 # settles, under the ledger's write lock, the keys it sealed with against the table (see
@@ -112,17 +112,7 @@ class DataKeys:
     def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
         query = f"SELECT {columns} FROM patient_keys WHERE ledger = %s"
         if self.store.dialect == "postgresql":
-            # One array parameter (binary: text arrays are quoted through a regular
-            # expression per element): one prepared plan whatever the number of refs. One
-            # primary-key probe per ref, spelled so the planner cannot choose otherwise:
-            # `patient_ref = ANY(...)` on a table without statistics yet (any new
-            # deployment) scanned every key of the ledger against the whole array.
-            tx.execute(
-                "SELECT k.* FROM unnest(%b::text[]) AS wanted(ref) CROSS JOIN LATERAL ("
-                + query + " AND patient_ref = wanted.ref LIMIT 1) AS k",
-                (refs, ledger), prepare=True,
-            )
-            return list(tx.fetchall())
+            return probe_each(tx, query, "patient_ref", refs, (ledger,))
         return select_in(tx, self.store.sql(query) + " AND patient_ref IN ({marks})",
                          (ledger,), refs, "?")
 

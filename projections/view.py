@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.canonical import parse
+from ledger.store.base import probe_each
 from projections.instants import utc_of
 
 
@@ -161,21 +162,12 @@ def select_keyed(
     tx: Any, sql: Sql, table: str, columns: str, key: str, ledger: str, keys: Sequence[str]
 ) -> list[tuple[Any, ...]]:
     """The ``columns`` of the rows of ``table`` (keyed by ``ledger`` and ``key``) for
-    ``keys``.
-
-    On PostgreSQL one statement, spelled as one primary-key probe per key: spelled
-    ``key IN (...)`` on a table without statistics (a view being rebuilt, on a server
-    without autovacuum), its plan read every row of the ledger for each batch -- a rebuild
-    that slowed as the table grew. On SQLite a few hundred keys a statement (its
-    bound-parameter limit)."""
+    ``keys``: on PostgreSQL by one probe per key (see ``probe_each``: spelled ``key IN
+    (...)``, a view without statistics -- one being rebuilt -- was read whole for each
+    batch); on SQLite a few hundred keys a statement (its bound-parameter limit)."""
     if sql.dialect == "postgresql":
-        tx.execute(
-            "SELECT t.* FROM unnest(%s::text[]) AS wanted(key) CROSS JOIN LATERAL"
-            f" (SELECT {columns} FROM {table} WHERE ledger = %s AND {key} = wanted.key"
-            " LIMIT 1) AS t",
-            (list(keys), ledger),
-        )
-        return list(tx.fetchall())
+        return probe_each(tx, f"SELECT {columns} FROM {table} WHERE ledger = %s", key, keys,
+                          (ledger,))
     rows: list[tuple[Any, ...]] = []
     for start in range(0, len(keys), 500):
         chunk = keys[start : start + 500]

@@ -410,6 +410,7 @@ def caught_up(
     if (first != edge.size + 1 or last != head.seq or len(since) != last - edge.size
             or stored_prev_hash(state) != digest or stored_hash(last_state).hex() != head.hash):
         return None
+    # keep_from above any level: the other process stored the subtrees these completed.
     return edge.grow([stored_hash(s) for _, s in since], keep_from=64)[0]
 
 
@@ -435,6 +436,25 @@ def select_in(
         tx.execute(statement.format(marks=",".join([mark] * len(chunk))), (*params, *chunk))
         rows.extend(tx.fetchall())
     return rows
+
+
+def probe_each(tx: Any, select: str, key: str, keys: Sequence[str],
+               params: Sequence[Any]) -> list[Any]:
+    """Rows of ``select`` (``SELECT ... WHERE ...``, ``%s`` placeholders for ``params``)
+    whose ``key`` is one of ``keys``, on PostgreSQL, in one statement.
+
+    Spelled as one primary-key probe per key, so that no plan can be anything else:
+    ``key = ANY(...)`` or ``key IN (...)`` on a table without statistics yet (a new
+    deployment, a view being rebuilt, any server without autovacuum) was planned as a scan
+    of every row against the whole list. The keys go as one binary array (text arrays are
+    quoted through a regular expression per element): one prepared plan whatever their
+    number."""
+    tx.execute(
+        "SELECT found.* FROM unnest(%b::text[]) AS wanted(key) CROSS JOIN LATERAL ("
+        f"{select} AND {key} = wanted.key LIMIT 1) AS found",
+        (list(keys), *params), prepare=True,
+    )
+    return list(tx.fetchall())
 
 
 def open_store(database_url: str, *, maintain_tree: bool = True, **options: Any) -> LedgerStore:
