@@ -31,6 +31,7 @@ from ledger.entry import Entry
 from ledger.migrate import _config, migrate
 from ledger.store import ledger_id, open_store
 from ledger.store.base import CATCH_UP_ENTRIES, STORED_LEVELS_FROM, TreeIncomplete, caught_up
+from ledger.store.postgres import PIPELINED_EVENTS
 from ledger.tlog import TransparencyLog
 from ledger.transparency.tree import Frontier, root_of
 from tests.support import make_event
@@ -184,6 +185,30 @@ def test_an_edge_too_far_behind_is_read_from_the_tree(database_url: str) -> None
     far = 5 + CATCH_UP_ENTRIES + 1
     assert loads == [0, far]  # the first append, then the one too far behind; not the last
     assert assert_tree_is_the_chain(database_url) == far + 3 + CATCH_UP_ENTRIES + 2
+
+
+def test_small_and_large_groups_write_the_same_ledger(database_url: str) -> None:
+    """On PostgreSQL a group of up to PIPELINED_EVENTS is written by INSERTs in a
+    pipeline and a larger one by COPY; SQLite has one way. Groups on both sides of the
+    line, in turn, give one chain, one tree, and event ids that answer every re-post
+    with its first receipt."""
+    migrate(database_url)
+    sizes = (1, PIPELINED_EVENTS + 1, 5, PIPELINED_EVENTS, 2 * PIPELINED_EVENTS, 40, 3)
+    store = open_store(database_url)
+    try:
+        posted = []
+        for size in sizes:
+            group = _pending(size)
+            [first] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            assert first.created
+            posted.append((group, first.receipts))
+        for group, receipts in posted:  # answered from ledger_event_ids, writing nothing
+            [again] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            assert not again.created
+            assert again.receipts == receipts
+    finally:
+        store.close()
+    assert assert_tree_is_the_chain(database_url) == sum(sizes)
 
 
 def test_two_ledgers_have_two_trees(database_url: str) -> None:

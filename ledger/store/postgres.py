@@ -42,6 +42,13 @@ from ledger.store.base import (
 from ledger.transparency.tree import Node, SubtreeHash
 
 STREAM_BATCH = 10_000
+# A group of at most this many events is appended in two round trips: BEGIN, the lock and
+# the reads in one pipeline; its rows, as INSERTs from arrays, and COMMIT in another.
+# COPY cannot run in a pipeline and costs two round trips a table (six for entries, event
+# ids and tree nodes), all spent holding the write lock that every other writer waits
+# for: single-event POSTs went from ~3,180 to ~3,310 a second. Per row, COPY stays the
+# cheaper, so larger groups keep it.
+PIPELINED_EVENTS = 256
 # Arbitrary, fixed: every process that appends to the ledger takes this advisory lock.
 WRITE_LOCK_KEY = 0x5048494C45444752  # "PHILEDGR"
 HEAD_QUERY = (
@@ -71,11 +78,28 @@ LEAVES_QUERY = (
     " CROSS JOIN LATERAL (SELECT originator_version, state FROM stored_events"
     " WHERE originator_id = %s AND originator_version = w.seq LIMIT 1) AS e"
 )
+INSERT_ENTRIES = (
+    "INSERT INTO stored_events (originator_id, originator_version, topic, state)"
+    " SELECT %s, v, %s, s FROM unnest(%b::int8[], %b::bytea[]) AS t(v, s)"
+)
+INSERT_EVENT_IDS = (
+    "INSERT INTO ledger_event_ids (ledger_id, event_id, seq, fingerprint)"
+    " SELECT %s, e, q, f FROM unnest(%b::uuid[], %b::int8[], %b::text[]) AS t(e, q, f)"
+)
+INSERT_NODES = (
+    "INSERT INTO merkle_nodes (ledger_id, level, idx, hash)"
+    " SELECT %s, l, i, h FROM unnest(%b::int2[], %b::int8[], %b::bytea[]) AS t(l, i, h)"
+)
 RECORDED_QUERY = (
     "SELECT r.event_id, r.seq, r.fingerprint FROM unnest(%s::uuid[]) AS w(event_id)"
     " CROSS JOIN LATERAL (SELECT event_id, seq, fingerprint FROM ledger_event_ids"
     " WHERE ledger_id = %s AND event_id = w.event_id LIMIT 1) AS r"
 )
+
+
+def _pipelined(curs: Any) -> bool:
+    """Whether ``curs``'s connection is in pipeline mode (a small group's append)."""
+    return bool(curs.connection.pgconn.pipeline_status)
 
 
 def postgres_conninfo(url: str) -> dict[str, Any]:
@@ -145,11 +169,15 @@ class PostgresLedgerStore(LedgerStore):
         # The lock (and NOTIFY) and every snapshot's reads go out as one pipeline: one
         # round trip. The reads still run after the lock is granted -- the server
         # executes a pipeline in order -- and each takes its own snapshot then.
-        # (BEGIN stays outside: a transaction opened in pipeline mode keeps the connection
-        # there, and the COPYs that follow cannot run in it.)
+        # A small group stays in pipeline mode to the end (see PIPELINED_EVENTS): BEGIN
+        # rides with the reads, and its INSERTs with the COMMIT, which the pipeline's
+        # last sync waits for. A larger one leaves it after the reads, for its COPYs.
+        events = sum(len(ids) for _, ids in wanted.values())
         try:
             with self.datastore.get_connection() as conn, ExitStack() as stack:
                 reads = {}
+                if 0 < events <= PIPELINED_EVENTS:
+                    stack.enter_context(conn.pipeline())
                 stack.enter_context(conn.transaction())
                 curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
 
@@ -196,6 +224,13 @@ class PostgresLedgerStore(LedgerStore):
     def _insert(
         self, tx: Any, lid: uuid.UUID, entries: Sequence[Entry], pending: Sequence[Pending]
     ) -> None:
+        if _pipelined(tx):
+            tx.execute(INSERT_ENTRIES, (lid, ENTRY_TOPIC, [e.seq for e in entries],
+                                        [e.encode() for e in entries]), prepare=True)
+            tx.execute(INSERT_EVENT_IDS, (lid, [uuid.UUID(p.event_id) for p in pending],
+                                          [e.seq for e in entries],
+                                          [p.fingerprint for p in pending]), prepare=True)
+            return
         # COPY in binary, into the library's own table and columns: the recorder's
         # INSERT ... FROM unnest(composite[]) sends bytea through the text protocol, escaping
         # every byte with a regex (~6,000 rows/s here); COPY takes ~190,000. (Binary INSERT
@@ -216,6 +251,10 @@ class PostgresLedgerStore(LedgerStore):
                 copy.write_row((lid, uuid.UUID(p.event_id), entry.seq, p.fingerprint))
 
     def _insert_nodes(self, tx: Any, lid: uuid.UUID, nodes: Sequence[SubtreeHash]) -> None:
+        if _pipelined(tx):
+            levels, indexes, hashes = (list(column) for column in zip(*nodes, strict=True))
+            tx.execute(INSERT_NODES, (lid, levels, indexes, hashes), prepare=True)
+            return
         with tx.copy(
             "COPY merkle_nodes (ledger_id, level, idx, hash) FROM STDIN (FORMAT BINARY)"
         ) as copy:
