@@ -211,6 +211,35 @@ def test_small_and_large_groups_write_the_same_ledger(database_url: str) -> None
     assert assert_tree_is_the_chain(database_url) == sum(sizes)
 
 
+def test_a_step_of_a_small_append_sees_its_statements_outcome(database_url: str) -> None:
+    """A ``before`` step (an identity's change, a shred) runs inside the append's
+    transaction; through ``store.execute`` it sees each statement's row count even where
+    the append pipelines its statements, and what it raises rolls the append back."""
+    migrate(database_url)
+    store = open_store(database_url)
+    counts: list[int] = []
+
+    def step(tx: Any, moved: int) -> None:
+        store.execute(tx, "INSERT INTO key_shreds (ledger, shreds) VALUES (%s, 0)"
+                      " ON CONFLICT (ledger) DO NOTHING", (LEDGER,))
+        cursor = store.execute(tx, "UPDATE key_shreds SET shreds = shreds + 1"
+                               " WHERE ledger = %s AND shreds = %s", (LEDGER, moved))
+        counts.append(cursor.rowcount)
+        if cursor.rowcount != 1:
+            raise RuntimeError("raced")
+
+    try:
+        store.append({LEDGER: [_pending(2)]}, datetime.now(UTC),
+                     before=lambda tx: step(tx, 0))
+        with pytest.raises(RuntimeError):
+            store.append({LEDGER: [_pending(2)]}, datetime.now(UTC),
+                         before=lambda tx: step(tx, 0))
+        assert store.head(LEDGER).seq == 2  # the refused append wrote nothing
+    finally:
+        store.close()
+    assert counts == [1, 0]
+
+
 def test_two_ledgers_have_two_trees(database_url: str) -> None:
     migrate(database_url)
     store = open_store(database_url)

@@ -232,8 +232,7 @@ class Identities:
         return outcome.receipts
 
     def execute(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
-        tx.execute(self.store.sql(statement), tuple(params))
-        return tx
+        return self.store.execute(tx, statement, params)
 
     # -- reading --------------------------------------------------------------------
 

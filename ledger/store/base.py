@@ -275,6 +275,13 @@ class LedgerStore(ABC):
     def sql(self, statement: str) -> str:
         """``statement`` in this database's placeholder style."""
 
+    def execute(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+        """Run ``statement`` (``%s`` placeholders) in ``tx``; the cursor comes back with
+        this statement's outcome in hand -- ``rowcount`` included -- wherever it runs,
+        a step of an append (``before``) as well."""
+        tx.execute(self.sql(statement), tuple(params))
+        return tx
+
     @abstractmethod
     def key_of(self, ledger: str) -> Any:
         """The ledger's stream id as this database stores it."""

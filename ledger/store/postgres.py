@@ -315,6 +315,15 @@ class PostgresLedgerStore(LedgerStore):
     def sql(self, statement: str) -> str:
         return statement
 
+    def execute(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
+        if not _pipelined(tx):
+            return super().execute(tx, statement, params)
+        # A small append's steps run in pipeline mode, where a statement's outcome
+        # arrives only at the next sync: a nested pipeline block syncs as it closes.
+        with tx.connection.pipeline():
+            tx.execute(statement, tuple(params))
+        return tx
+
     def key_of(self, ledger: str) -> Any:
         return ledger_id(ledger)
 
