@@ -30,6 +30,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from tempfile import TemporaryDirectory
 from typing import Any
@@ -39,6 +40,7 @@ import orjson
 import psycopg
 from psycopg import sql
 
+from benchmarks.cpu import cpu_by_part, per_request
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
 from ledger.settings import Settings
@@ -179,9 +181,11 @@ def catch_up(url: str) -> tuple[int, float]:
 
 
 def pages(server: ServerProcess, ids: dict[str, list[str]], kind: str, count: int,
-          clients: int, seed: int = 7) -> tuple[Any, int]:
+          clients: int, parts: Mapping[str, Iterable[int]], seed: int = 7,
+          ) -> tuple[Any, int, str]:
     """``count`` first pages (100 rows) of random patients' or users' access histories;
-    the first fifth warms the server up and is not counted."""
+    the first fifth warms the server up and is not counted. Also the CPU each of
+    ``parts`` (and PostgreSQL) spent a measured page (see benchmarks.cpu)."""
     rng = random.Random(seed)
     route = "/v1/users/{}/accesses" if kind == "users" else "/v1/patients/{}/accesses"
     requests = [
@@ -192,8 +196,9 @@ def pages(server: ServerProcess, ids: dict[str, list[str]], kind: str, count: in
     warm = requests[: count // 5]
     run_load("127.0.0.1", server.port, [warm[i::clients] for i in range(clients)])
     measured = requests[count // 5 :]
+    before = cpu_by_part(parts)
     result = run_load("127.0.0.1", server.port, [measured[i::clients] for i in range(clients)])
-    return result, len(measured)
+    return result, len(measured), per_request(before, cpu_by_part(parts), len(measured))
 
 
 # -- 4. lag -------------------------------------------------------------------------------
@@ -333,7 +338,7 @@ def main() -> None:
                     [sys.executable, "-m", "api.cli", "project"], cwd=ROOT,
                     env={**os.environ, **env}, stdout=subprocess.DEVNULL)
             try:
-                run_served(url, env, ids, args)
+                run_served(url, env, ids, args, projector.pid if projector else None)
             finally:
                 if projector is not None:
                     projector.terminate()
@@ -344,19 +349,24 @@ def main() -> None:
 
 
 def run_served(url: str, env: dict[str, str], ids: dict[str, list[str]],
-               args: argparse.Namespace) -> None:
-    """Pages and lag, over HTTP, against a server of ``args.workers`` workers."""
+               args: argparse.Namespace, projector: int | None = None) -> None:
+    """Pages and lag, over HTTP, against a server of ``args.workers`` workers (and the
+    ``projector`` process, whose CPU is counted with theirs)."""
     with ServerProcess(env, args=("--workers", str(args.workers))) as server:
+        assert server.proc is not None
+        parts = {"server": [server.proc.pid], "projector": [projector] if projector else []}
         for kind in ("patients", "users"):
             for clients in (int(n) for n in str(args.clients).split(",")):
-                result, measured = pages(server, ids, kind, args.pages, clients)
+                result, measured, cpu = pages(server, ids, kind, args.pages, clients, parts)
                 bad = {s: n for s, n in result.statuses.items() if s != 200}
                 p50, p99 = result.percentile(50) * 1000, result.percentile(99) * 1000
                 how = "one at a time" if clients == 1 else f"{clients} at once"
                 line(f"{kind[:-1]} history page, 100 rows, {how}",
                      f"p50 {p50:.1f} ms, p99 {p99:.1f} ms", "p99 <= 15 ms", p99 <= 15)
-                line("  (pages)", f"{measured:,} at {measured / result.seconds:,.0f}/s"
+                line("  (pages)", f"{measured:,} at {measured / result.seconds:,.0f}/s,"
+                     f" p90 {result.percentile(90) * 1000:.1f} ms"
                      + (f", non-200: {bad}" if bad else ""))
+                line("  (CPU a page)", cpu)
         lags = lag_under_load(url, server, args.rate, args.seconds)
         lag99 = percentile(lags, 99)
         line(f"view lag while ingesting {args.rate:,}/s",
