@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 PROC = Path("/proc")
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def _stat(pid: int) -> tuple[str, int, float] | None:
@@ -26,9 +27,6 @@ def _stat(pid: int) -> tuple[str, int, float] | None:
     fields = raw[raw.rindex(")") + 2 :].split()
     # After the name: state, ppid, ..., utime and stime are the 12th and 13th.
     return name, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
-
-
-_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 Sample = dict[int, tuple[str, float]]  # pid -> (part, CPU seconds so far)
