@@ -29,10 +29,11 @@ def test_per_request_names_each_part_per_request_and_the_total() -> None:
 def test_a_busy_process_is_counted_under_its_part() -> None:
     parts = {"me": [os.getpid()]}
     before = cpu_by_part(parts)
-    deadline = time.process_time() + 0.1
+    deadline = time.process_time() + 0.2
     while time.process_time() < deadline:
         pass
     after = cpu_by_part(parts)
     assert before is not None and after is not None
     assert before[os.getpid()][0] == "me"
-    assert spent(before, after)["me"] >= 0.09
+    # /proc counts in clock ticks (10 ms here): each sample may be a tick short.
+    assert 0.17 <= spent(before, after)["me"] < 1.0
