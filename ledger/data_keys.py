@@ -22,7 +22,7 @@ from ledger.crypto.envelope import DataKey, dek_aad, unwrap_key, wrap_key
 from ledger.crypto.keyring import KeyRing
 from ledger.entry import format_recorded_at
 from ledger.store import LedgerStore
-from ledger.store.base import probe_each, select_in
+from ledger.store.base import select_keyed
 
 # Unwrapped keys are kept this long. A shred elsewhere does not wait for it: every append
 # settles, under the ledger's write lock, the keys it sealed with against the table (see
@@ -110,11 +110,9 @@ class DataKeys:
             raise DataKeyUnusable(ledger, ref, kek_id) from error
 
     def _rows(self, tx: Any, columns: str, ledger: str, refs: list[str]) -> list[Any]:
-        query = f"SELECT {columns} FROM patient_keys WHERE ledger = %s"
-        if self.store.dialect == "postgresql":
-            return probe_each(tx, query, "patient_ref", refs, (ledger,))
-        return select_in(tx, self.store.sql(query) + " AND patient_ref IN ({marks})",
-                         (ledger,), refs, "?")
+        return select_keyed(tx, self.store.dialect, self.store.sql,
+                            f"SELECT {columns} FROM patient_keys WHERE ledger = %s",
+                            "patient_ref", refs, (ledger,))
 
     def _load(self, tx: Any, ledger: str, refs: list[str]) -> dict[str, PatientKey]:
         return {

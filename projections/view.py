@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from ledger.canonical import parse
-from ledger.store.base import probe_each
+from ledger.store import base
 from projections.instants import utc_of
 
 
@@ -165,13 +165,5 @@ def select_keyed(
     ``keys``: on PostgreSQL by one probe per key (see ``probe_each``: spelled ``key IN
     (...)``, a view without statistics -- one being rebuilt -- was read whole for each
     batch); on SQLite a few hundred keys a statement (its bound-parameter limit)."""
-    if sql.dialect == "postgresql":
-        return probe_each(tx, f"SELECT {columns} FROM {table} WHERE ledger = %s", key, keys,
-                          (ledger,))
-    rows: list[tuple[Any, ...]] = []
-    for start in range(0, len(keys), 500):
-        chunk = keys[start : start + 500]
-        tx.execute(sql(f"SELECT {columns} FROM {table} WHERE ledger = %s AND {key} IN"
-                       f" ({','.join(['%s'] * len(chunk))})"), (ledger, *chunk))
-        rows.extend(tx.fetchall())
-    return rows
+    return base.select_keyed(tx, sql.dialect, sql, f"SELECT {columns} FROM {table}"
+                             " WHERE ledger = %s", key, keys, (ledger,))

@@ -464,6 +464,20 @@ def probe_each(tx: Any, select: str, key: str, keys: Sequence[str],
     return list(tx.fetchall())
 
 
+def select_keyed(
+    tx: Any, dialect: str, placeholders: Callable[[str], str], select: str, key: str,
+    keys: Sequence[str], params: Sequence[Any],
+) -> list[Any]:
+    """Rows of ``select`` (``SELECT ... WHERE ...``, ``%s`` placeholders for ``params``)
+    whose ``key`` is one of ``keys``: on PostgreSQL one probe per key (:func:`probe_each`),
+    elsewhere an ``IN`` list a chunk at a time (:func:`select_in`). ``placeholders``
+    turns ``%s`` into the database's own (a store's ``sql``)."""
+    if dialect == "postgresql":
+        return probe_each(tx, select, key, keys, params)
+    return select_in(tx, placeholders(f"{select} AND {key} IN ({{marks}})"), params, keys,
+                     placeholders("%s"))
+
+
 def open_store(database_url: str, *, maintain_tree: bool = True, **options: Any) -> LedgerStore:
     """Open the store a ``LEDGER_DATABASE_URL`` names (the schema must be migrated)."""
     store: LedgerStore
