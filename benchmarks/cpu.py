@@ -61,11 +61,13 @@ def spent(before: Sample, after: Sample) -> dict[str, float]:
     return totals
 
 
-def per_request(before: Sample | None, after: Sample | None, requests: int) -> str:
-    """``"server 6.1 ms, PostgreSQL 3.2, projector 0.8; 10.1 ms in all"``: CPU a request,
-    by part."""
+def per_request(before: Sample | None, after: Sample | None, requests: int,
+                unit: str = "ms") -> str:
+    """``"server 6.1 ms, PostgreSQL 3.2, projector 0.8; 10.1 ms in all"``: CPU a request
+    (or an event: ``unit="us"``), by part."""
     if before is None or after is None or requests <= 0:
         return "n/a (no /proc)"
-    ms = {part: seconds / requests * 1000 for part, seconds in spent(before, after).items()}
-    text = [f"{part} {value:.1f}" for part, value in sorted(ms.items(), key=lambda kv: -kv[1])]
-    return f"{text[0]} ms, " + ", ".join(text[1:]) + f"; {sum(ms.values()):.1f} ms in all"
+    scale = {"ms": 1e3, "us": 1e6}[unit]
+    each = {part: seconds / requests * scale for part, seconds in spent(before, after).items()}
+    text = [f"{part} {value:.1f}" for part, value in sorted(each.items(), key=lambda kv: -kv[1])]
+    return f"{text[0]} {unit}, " + ", ".join(text[1:]) + f"; {sum(each.values()):.1f} {unit} in all"

@@ -22,6 +22,7 @@ import subprocess
 import sys
 import time
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from tempfile import TemporaryDirectory
@@ -29,6 +30,7 @@ from tempfile import TemporaryDirectory
 import orjson
 import psycopg
 
+from benchmarks.cpu import cpu_by_part, per_request
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
 from ledger.admission import Pending
@@ -82,8 +84,17 @@ def serving(url: str, tmp: Path, workers: int, key: str, *, plaintext: bool = Fa
     return ServerProcess(env, args=("--workers", str(workers)), api_key=key)
 
 
+@dataclass(frozen=True)
+class BatchRun:
+    """Events a second through the batch endpoint, and the CPU each part spent an event."""
+
+    rate: float
+    cpu: str
+
+
 def bench_batches(url: str, tmp: Path, events: list[dict], clients: int, workers: int, *,
-                  plaintext: bool = False, again: bool = False) -> tuple[float, float | None]:
+                  plaintext: bool = False, again: bool = False
+                  ) -> tuple[BatchRun, BatchRun | None]:
     """Events a second through the batch endpoint, on a new database; with ``again``, also
     the rate of the same events posted a second time under new event ids, to the same
     server: the same patients, whose data keys the server now knows."""
@@ -95,11 +106,14 @@ def bench_batches(url: str, tmp: Path, events: list[dict], clients: int, workers
                              orjson.dumps({"events": batch[i : i + 1000]}), key=key)
                 for i in range(0, len(batch), 1000)]
 
-    def rate(server: ServerProcess, batch: list[dict]) -> float:
+    def rate(server: ServerProcess, batch: list[dict]) -> BatchRun:
         posts = bodies(batch)
+        parts = {"server": [server.proc.pid]}
+        before = cpu_by_part(parts)
         result = run_load("127.0.0.1", server.port, [posts[i::clients] for i in range(clients)])
+        cpu = per_request(before, cpu_by_part(parts), len(batch), unit="us")
         assert set(result.statuses) == {201}, result.statuses
-        return len(batch) / result.seconds
+        return BatchRun(len(batch) / result.seconds, cpu)
 
     with serving(url, tmp, workers, key, plaintext=plaintext) as server:
         first = rate(server, events)
@@ -172,11 +186,12 @@ def encryption_cost(n: int, clients: int, workers: int, rounds: int, known: bool
                 finally:
                     drop_pg_database(url)
                 name = "plaintext" if plaintext else "encrypted"
-                for kind, rate in (("new patients", first), ("known patients", second)):
-                    if rate is not None:
-                        rates[kind][plaintext].append(rate)
+                for kind, run in (("new patients", first), ("known patients", second)):
+                    if run is not None:
+                        rates[kind][plaintext].append(run.rate)
                         label = "" if kind == "new patients" else ", patients known"
-                        line(f"batch endpoint, {name}{label}", f"{rate:,.0f} events/s")
+                        line(f"batch endpoint, {name}{label}", f"{run.rate:,.0f} events/s")
+                        print(f"  CPU an event: {run.cpu}", flush=True)
     for kind, measured in rates.items():
         if not measured[False]:
             continue
@@ -225,7 +240,9 @@ def main() -> None:
         try:
             ceiling = raw_copy_ceiling(url, batch_events)
             line("raw COPY ceiling (same rows, bare table)", f"{ceiling:,.0f} rows/s")
-            sealed, _ = bench_batches(url, tmp, batch_events, args.batch_clients, args.workers)
+            sealed_run, _ = bench_batches(url, tmp, batch_events, args.batch_clients,
+                                          args.workers)
+            sealed = sealed_run.rate
             line("batch endpoint, encrypted (1,000/request)", f"{sealed:,.0f} events/s",
                  ">= 30,000", sealed >= 30_000)
             line("  ratio to raw COPY", f"{sealed / ceiling:.1%}", ">= 20%",
@@ -235,8 +252,8 @@ def main() -> None:
 
         url = create_pg_database()
         try:
-            plain, _ = bench_batches(url, tmp, batch_events, args.batch_clients, args.workers,
-                                     plaintext=True)
+            plain = bench_batches(url, tmp, batch_events, args.batch_clients, args.workers,
+                                  plaintext=True)[0].rate
             line("batch endpoint, encryption off", f"{plain:,.0f} events/s")
             cost = 1 - sealed / plain
             line("  cost of encryption", f"{cost:.1%}", "<= 15%", cost <= 0.15)

@@ -23,6 +23,9 @@ def test_per_request_names_each_part_per_request_and_the_total() -> None:
     after = {1: ("server", 1.6), 2: ("PostgreSQL", 0.2)}
     assert per_request(before, after, 100) == "server 6.0 ms, PostgreSQL 2.0; 8.0 ms in all"
     assert per_request(None, after, 100) == "n/a (no /proc)"
+    # Per event of a batch run: the same split in microseconds.
+    assert per_request(before, after, 100_000, unit="us") == (
+        "server 6.0 us, PostgreSQL 2.0; 8.0 us in all")
 
 
 @pytest.mark.skipif(not PROC.is_dir(), reason="reads /proc (Linux)")
