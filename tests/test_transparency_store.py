@@ -30,7 +30,13 @@ from ledger.chain import EMPTY_HEAD, Head, extend
 from ledger.entry import Entry
 from ledger.migrate import _config, migrate
 from ledger.store import ledger_id, open_store
-from ledger.store.base import CATCH_UP_ENTRIES, STORED_LEVELS_FROM, TreeIncomplete, caught_up
+from ledger.store.base import (
+    CATCH_UP_ENTRIES,
+    STORED_LEVELS_FROM,
+    StoreUnavailable,
+    TreeIncomplete,
+    caught_up,
+)
 from ledger.store.postgres import PIPELINED_EVENTS
 from ledger.tlog import TransparencyLog
 from ledger.transparency.tree import Frontier, root_of
@@ -238,6 +244,67 @@ def test_a_step_of_a_small_append_sees_its_statements_outcome(database_url: str)
     finally:
         store.close()
     assert counts == [1, 0]
+
+
+def test_an_append_that_fails_leaves_nothing_and_its_connection_ready(
+    database_url: str,
+) -> None:
+    """A small append runs its transaction block as statements of one pipeline (BEGIN
+    with the reads, COMMIT with the rows): whether a step fails in Python or one of its
+    statements fails in the database, nothing commits, and the one pooled connection
+    goes back out of the block, so the next append chains on."""
+    migrate(database_url)
+    store = open_store(database_url, pool_size=1)
+
+    def fails_in_python(tx: Any) -> None:
+        tx.execute(store.sql("INSERT INTO key_shreds (ledger, shreds) VALUES (%s, 7)"),
+                   (LEDGER,))
+        raise RuntimeError("a step failed")
+
+    def fails_in_the_database(tx: Any) -> None:
+        tx.execute("SELECT shreds FROM no_such_table")
+
+    try:
+        store.append({LEDGER: [_pending(3)]}, datetime.now(UTC))
+        with pytest.raises(RuntimeError):
+            store.append({LEDGER: [_pending(2)]}, datetime.now(UTC), before=fails_in_python)
+        with pytest.raises((StoreUnavailable, sqlite3.OperationalError)):
+            store.append({LEDGER: [_pending(2)]}, datetime.now(UTC),
+                         before=fails_in_the_database)
+        assert store.head(LEDGER).seq == 3
+        store.append({LEDGER: [_pending(2)]}, datetime.now(UTC))
+        assert store.head(LEDGER).seq == 5
+        with store.reading() as curs:
+            curs.execute("SELECT COUNT(*) FROM key_shreds")
+            assert curs.fetchone()[0] == 0  # the failed step's row was rolled back
+    finally:
+        store.close()
+    assert assert_tree_is_the_chain(database_url) == 5
+
+
+def test_a_step_reads_its_own_rows_behind_the_appends_reads(database_url: str) -> None:
+    """A ``before`` step's reads go out behind the append's lock and reads (one round
+    trip on PostgreSQL, where they share a pipeline) and fetch their own rows, in a
+    small append and a large one. (That they do under contention, when the lock's own
+    result arrives late, is what test_four_servers_share_one_postgres_chain caught.)"""
+    migrate(database_url)
+    store = open_store(database_url)
+    seen: list[Any] = []
+
+    def step(tx: Any) -> None:
+        tx.execute(store.sql("SELECT name FROM ledgers WHERE name <> %s"), ("-",))
+        seen.append([tuple(row) for row in tx.fetchall()])
+        tx.execute("SELECT 41 + 1")
+        seen.append(tuple(tx.fetchone()))
+
+    try:
+        store.append({LEDGER: [_pending(1)]}, datetime.now(UTC))
+        store.append({LEDGER: [_pending(2)]}, datetime.now(UTC), before=step)
+        store.append({LEDGER: [_pending(PIPELINED_EVENTS + 1)]}, datetime.now(UTC),
+                     before=step)
+    finally:
+        store.close()
+    assert seen == [[(LEDGER,)], (42,)] * 2
 
 
 def test_two_ledgers_have_two_trees(database_url: str) -> None:

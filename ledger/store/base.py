@@ -113,9 +113,7 @@ class LedgerStore(ABC):
             for ledger, submissions in groups.items()
         }
         grown: dict[uuid.UUID, tuple[int, str, Frontier]] = {}
-        with self._begin(wanted) as (tx, snapshots):
-            if before is not None:
-                before(tx)
+        with self._begin(wanted, before) as (tx, snapshots):
             for ledger, submissions in groups.items():
                 lid = wanted[ledger][0]
                 head, recorded, since = snapshots[ledger]
@@ -223,11 +221,14 @@ class LedgerStore(ABC):
 
     @contextmanager
     def _begin(
-        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
+        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]],
+        before: Callable[[Any], None] | None = None,
     ) -> Iterator[tuple[Any, dict[str, Snapshot]]]:
-        """Open the write transaction and take, under its lock, each wanted ledger's
-        :class:`Snapshot`."""
+        """Open the write transaction, run ``before`` in it, and take, under its lock,
+        each wanted ledger's :class:`Snapshot`."""
         with self._write_transaction() as tx:
+            if before is not None:
+                before(tx)
             yield tx, {
                 ledger: self._snapshot(tx, lid, event_ids)
                 for ledger, (lid, event_ids) in wanted.items()

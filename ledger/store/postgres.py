@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, ExitStack, contextmanager
+from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
 from typing import Any
 
 import psycopg
@@ -102,6 +102,36 @@ def _pipelined(curs: Any) -> bool:
     return bool(curs.connection.pgconn.pipeline_status)
 
 
+@contextmanager
+def _pipelined_transaction(conn: Any) -> Iterator[Any]:
+    """BEGIN and COMMIT as two more statements of the pipeline they run in.
+
+    psycopg's ``conn.transaction()`` in pipeline mode syncs after BEGIN and again before
+    COMMIT, and waits each time: two round trips more per append, all but the first
+    spent holding the write lock. An explicit transaction block is not ended by a sync
+    (only an implicit one is), so the reads' sync, and a step's own (see
+    :meth:`PostgresLedgerStore.execute`), stay inside it. Leaving by an exception queues
+    nothing: :func:`_roll_back` ends the block once the pipeline is closed.
+
+    Yields the cursor that COMMIT goes through, whose status ``_begin`` reads once the
+    pipeline has synced."""
+    commit = conn.cursor()
+    conn.cursor().execute("BEGIN")
+    yield commit
+    commit.execute("COMMIT")
+
+
+def _roll_back(conn: Any) -> None:
+    """End whatever transaction block an append left open (an error in a pipeline leaves
+    it aborted until ROLLBACK), so that the pooled connection goes back idle."""
+    if conn.closed or conn.pgconn.transaction_status == psycopg.pq.TransactionStatus.IDLE:
+        return
+    try:
+        conn.execute("ROLLBACK")
+    except psycopg.Error:
+        conn.close()  # the pool discards a closed connection
+
+
 def postgres_conninfo(url: str) -> dict[str, Any]:
     """psycopg connection parameters from a ``postgresql://`` URL."""
     url = url.replace("postgresql+psycopg://", "postgresql://", 1)
@@ -164,7 +194,8 @@ class PostgresLedgerStore(LedgerStore):
 
     @contextmanager
     def _begin(
-        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]]
+        self, wanted: Mapping[str, tuple[uuid.UUID, list[str]]],
+        before: Callable[[Any], None] | None = None,
     ) -> Iterator[tuple[Any, dict[str, Snapshot]]]:
         # The lock (and NOTIFY) and every snapshot's reads go out as one pipeline: one
         # round trip. The reads still run after the lock is granted -- the server
@@ -174,40 +205,70 @@ class PostgresLedgerStore(LedgerStore):
         # last sync waits for. A larger one leaves it after the reads, for its COPYs.
         events = sum(len(ids) for _, ids in wanted.values())
         try:
-            with self.datastore.get_connection() as conn, ExitStack() as stack:
-                reads = {}
-                if 0 < events <= PIPELINED_EVENTS:
-                    stack.enter_context(conn.pipeline())
-                stack.enter_context(conn.transaction())
-                curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
-
-                def cursor() -> Any:
-                    return stack.enter_context(conn.cursor(row_factory=tuple_row))
-
-                with conn.pipeline():
-                    self.recorder._lock_table(curs)
-                    for ledger, (lid, event_ids) in wanted.items():
-                        head, ids = cursor(), cursor()
-                        head.execute(HEAD_QUERY, (lid,), prepare=True)
-                        ids.execute(RECORDED_QUERY, (event_ids, lid), prepare=True)
-                        cached = self._frontiers.get(lid) if self.maintain_tree else None
-                        since = None
-                        if cached is not None:
-                            since = cursor()
-                            since.execute(STATES_AFTER_QUERY, (lid, cached[0]), prepare=True,
-                                          binary=True)
-                        reads[ledger] = (head, ids, since)
-                snapshots = {
-                    ledger: Snapshot(
-                        self._head_of(head.fetchone()), self._recorded_of(ids.fetchall()),
-                        None if since is None
-                        else [(int(seq), bytes(state)) for seq, state in since.fetchall()],
-                    )
-                    for ledger, (head, ids, since) in reads.items()
-                }
-                yield curs, snapshots
+            with self.datastore.get_connection() as conn:
+                try:
+                    commit = None
+                    with ExitStack() as stack:
+                        pipeline = None
+                        if 0 < events <= PIPELINED_EVENTS:
+                            pipeline = stack.enter_context(conn.pipeline())
+                            commit = stack.enter_context(_pipelined_transaction(conn))
+                        else:
+                            stack.enter_context(conn.transaction())
+                        yield self._snapshots(conn, stack, wanted, before, pipeline)
+                    # An aborted block answers COMMIT with ROLLBACK, and no error:
+                    # nothing may be acknowledged unless it says COMMIT.
+                    if commit is not None and commit.statusmessage != "COMMIT":
+                        raise StoreUnavailable("the append's transaction did not commit")
+                except BaseException:
+                    _roll_back(conn)
+                    raise
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
+
+    def _snapshots(
+        self, conn: Any, stack: ExitStack, wanted: Mapping[str, tuple[uuid.UUID, list[str]]],
+        before: Callable[[Any], None] | None, pipeline: Any = None,
+    ) -> tuple[Any, dict[str, Snapshot]]:
+        """The append's cursor, and each ledger's head, recorded ids and the entries
+        other processes appended since this one's edge of the tree: read under the lock.
+
+        ``before`` runs right behind the reads, before their results are fetched, so its
+        own reads (the data keys' shred count, when settling) share their round trip:
+        the first fetch asks the server for everything queued so far. In the append's
+        own ``pipeline`` when it has one (a nested pipeline block would sync as it
+        opened, behind the queued BEGIN: a round trip more); else in one of their own."""
+        curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
+
+        def cursor() -> Any:
+            return stack.enter_context(conn.cursor(row_factory=tuple_row))
+
+        reads = {}
+        with nullcontext() if pipeline is not None else conn.pipeline():
+            self.recorder._lock_table(curs)
+            for ledger, (lid, event_ids) in wanted.items():
+                head, ids = cursor(), cursor()
+                head.execute(HEAD_QUERY, (lid,), prepare=True)
+                ids.execute(RECORDED_QUERY, (event_ids, lid), prepare=True)
+                cached = self._frontiers.get(lid) if self.maintain_tree else None
+                since = None
+                if cached is not None:
+                    since = cursor()
+                    since.execute(STATES_AFTER_QUERY, (lid, cached[0]), prepare=True,
+                                  binary=True)
+                reads[ledger] = (head, ids, since)
+            if before is not None:
+                # A cursor of its own: in a pipeline a cursor's fetch returns the first
+                # result that reached it, which on ``curs`` may be the lock's.
+                before(cursor())
+        return curs, {
+            ledger: Snapshot(
+                self._head_of(head.fetchone()), self._recorded_of(ids.fetchall()),
+                None if since is None
+                else [(int(seq), bytes(state)) for seq, state in since.fetchall()],
+            )
+            for ledger, (head, ids, since) in reads.items()
+        }
 
     def _head(self, tx: Any, lid: uuid.UUID) -> Head:
         tx.execute(HEAD_QUERY, (lid,), prepare=True)
