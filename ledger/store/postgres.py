@@ -109,9 +109,9 @@ def _pipelined_transaction(conn: Any) -> Iterator[Any]:
     psycopg's ``conn.transaction()`` in pipeline mode syncs after BEGIN and again before
     COMMIT, and waits each time: two round trips more per append, all but the first
     spent holding the write lock. An explicit transaction block is not ended by a sync
-    (only an implicit one is), so the reads' sync, and a step's own (see
-    :meth:`PostgresLedgerStore.execute`), stay inside it. Leaving by an exception queues
-    nothing: :func:`_roll_back` ends the block once the pipeline is closed.
+    (only an implicit one is), so a step that syncs (see :meth:`PostgresLedgerStore.execute`)
+    stays inside it. Leaving by an exception queues no COMMIT: :func:`_roll_back` ends
+    the block once the pipeline is closed.
 
     Yields the cursor that COMMIT goes through, whose status ``_begin`` reads once the
     pipeline has synced."""
