@@ -209,13 +209,13 @@ class PostgresLedgerStore(LedgerStore):
                 try:
                     commit = None
                     with ExitStack() as stack:
-                        pipeline = None
-                        if 0 < events <= PIPELINED_EVENTS:
-                            pipeline = stack.enter_context(conn.pipeline())
+                        pipelined = 0 < events <= PIPELINED_EVENTS
+                        if pipelined:
+                            stack.enter_context(conn.pipeline())
                             commit = stack.enter_context(_pipelined_transaction(conn))
                         else:
                             stack.enter_context(conn.transaction())
-                        yield self._snapshots(conn, stack, wanted, before, pipeline)
+                        yield self._snapshots(conn, stack, wanted, before, pipelined)
                     # An aborted block answers COMMIT with ROLLBACK, and no error:
                     # nothing may be acknowledged unless it says COMMIT.
                     if commit is not None and commit.statusmessage != "COMMIT":
@@ -228,7 +228,7 @@ class PostgresLedgerStore(LedgerStore):
 
     def _snapshots(
         self, conn: Any, stack: ExitStack, wanted: Mapping[str, tuple[uuid.UUID, list[str]]],
-        before: Callable[[Any], None] | None, pipeline: Any = None,
+        before: Callable[[Any], None] | None, pipelined: bool,
     ) -> tuple[Any, dict[str, Snapshot]]:
         """The append's cursor, and each ledger's head, recorded ids and the entries
         other processes appended since this one's edge of the tree: read under the lock.
@@ -236,7 +236,7 @@ class PostgresLedgerStore(LedgerStore):
         ``before`` runs right behind the reads, before their results are fetched, so its
         own reads (the data keys' shred count, when settling) share their round trip:
         the first fetch asks the server for everything queued so far. In the append's
-        own ``pipeline`` when it has one (a nested pipeline block would sync as it
+        own pipeline when it is ``pipelined`` (a nested pipeline block would sync as it
         opened, behind the queued BEGIN: a round trip more); else in one of their own."""
         curs = stack.enter_context(conn.cursor(row_factory=tuple_row))
 
@@ -244,7 +244,7 @@ class PostgresLedgerStore(LedgerStore):
             return stack.enter_context(conn.cursor(row_factory=tuple_row))
 
         reads = {}
-        with nullcontext() if pipeline is not None else conn.pipeline():
+        with nullcontext() if pipelined else conn.pipeline():
             self.recorder._lock_table(curs)
             for ledger, (lid, event_ids) in wanted.items():
                 head, ids = cursor(), cursor()
