@@ -53,6 +53,14 @@ class Reader:
         return cls(caller.id, caller.kind, ",".join(roles) or None)
 
 
+# A patient as an access row names it: (blind index, data key id, sealed id token).
+SealedPatient = tuple[str | None, str | None, str | None]
+
+
+def _patient_of(row: dict[str, Any]) -> SealedPatient:
+    return row["patient_ref"], row["key_id"], row["patient_token"]
+
+
 def _sealed_patient(ref: str | None, key_id: str | None, token: str | None) -> dict[str, Any]:
     patient: dict[str, Any] = {"id": token}
     if key_id is not None:
@@ -92,6 +100,13 @@ def access_item(row: dict[str, Any], patient_id: str | None) -> dict[str, Any]:
     return item
 
 
+def access_items(
+    rows: Sequence[dict[str, Any]], ids: dict[SealedPatient, str | None]
+) -> list[dict[str, Any]]:
+    """The API's items for ``rows``, given their patients' opened ids."""
+    return [access_item(r, ids.get(_patient_of(r))) for r in rows]
+
+
 class AccessReports:
     """Patient records, access histories and accountings, opened for one reader."""
 
@@ -117,15 +132,17 @@ class AccessReports:
         record.update(opened.get("data") or {})
         return opened["patient"]["id"], dict(sorted(record.items()))
 
-    def open_accesses(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    def open_patients(
+        self, ledger: str, rows: Sequence[dict[str, Any]]
+    ) -> dict[SealedPatient, str | None]:
+        """The id of each patient ``rows`` name, opened (``ERASED`` where shredded)."""
         # Ingest seals a patient's id once per data key and reuses the token, so a page
         # names few distinct tokens (one, mostly, in a patient's history): each is opened
         # once.
-        patients = [(r["patient_ref"], r["key_id"], r["patient_token"]) for r in rows]
-        sealed = list(dict.fromkeys(p for p in patients if p[0] is not None))
+        sealed = list(dict.fromkeys(
+            p for r in rows if (p := _patient_of(r))[0] is not None))
         opened = self._open(ledger, [{"patient": _sealed_patient(*p)} for p in sealed])
-        ids = {p: o["patient"].get("id") for p, o in zip(sealed, opened, strict=True)}
-        return [access_item(r, ids.get(p)) for r, p in zip(rows, patients, strict=True)]
+        return {p: o["patient"].get("id") for p, o in zip(sealed, opened, strict=True)}
 
     def open_disclosures(self, ledger: str, rows: Sequence[dict[str, Any]]) -> list[Disclosure]:
         opened = self._open(ledger, [{
@@ -169,12 +186,13 @@ class AccessReports:
 
     # -- the questions -----------------------------------------------------------------
 
-    def accesses(self, ledger: str, where: AccessFilter, after: Position | None,
-                 order: Order, limit: int) -> tuple[list[dict[str, Any]], bool]:
-        """A page of opened access items, and whether more follow."""
+    def access_rows(self, ledger: str, where: AccessFilter, after: Position | None,
+                    order: Order, limit: int) -> tuple[list[dict[str, Any]], bool]:
+        """A page of access rows as the view holds them (PHI sealed), and whether more
+        follow."""
         rows = self.svc.queries.accesses(ledger, where, after=after, order=order,
                                          limit=limit + 1)
-        return self.open_accesses(ledger, rows[:limit]), len(rows) > limit
+        return rows[:limit], len(rows) > limit
 
     def accounting_period(self, since: str | None, until: str | None) -> tuple[str, str]:
         now = self.svc.clock()

@@ -13,6 +13,7 @@ store's connection prepared while its tables were empty), once the tables have g
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
@@ -78,8 +79,9 @@ def _pages_touched(conn: Any, query: str, params: str) -> int:
 
 
 def _numbered(query: str) -> str:
-    """``query`` as psycopg sends it: ``%s`` placeholders numbered ``$1``, ``$2``, ..."""
-    parts = query.split("%s")
+    """``query`` as psycopg sends it: ``%s`` and ``%b`` placeholders numbered ``$1``,
+    ``$2``, ..."""
+    parts = re.split("%[sb]", query)
     return "".join(p + (f"${i}" if i < len(parts) else "") for i, p in enumerate(parts, 1))
 
 

@@ -593,6 +593,22 @@ def test_every_read_is_a_query_event_and_shows_in_the_next_report(client: TestCl
     assert [i["patient"]["id"] for i in mine] == [P, P, P, Q, R, P]
 
 
+def test_a_read_that_cannot_be_recorded_shows_nothing(client: TestClient) -> None:
+    """No PHI leaves unless its read is durably in the ledger: with the writer gone, every
+    route that shows PHI answers 503, and the answer names no patient."""
+    post(client, event("create", data={"name": "Ann"}), event(patient=Q),
+         disclosure("County Health Dept", "public_health", "PUBHLTH", at(3)))
+    start = head(client)
+    services(client).writer.stop()
+    for path in (f"/v1/patients/{P}", f"/v1/patients/{P}/accesses",
+                 f"/v1/patients/{P}/disclosures", f"/v1/users/{ALICE['id']}/accesses"):
+        response = read(client, path)
+        assert response.status_code == 503, (path, response.text)
+        for shown in (P, Q, "Ann", "County Health Dept"):
+            assert shown not in response.text, (path, shown)
+    assert head(client) == start
+
+
 # -- crypto-shredding ----------------------------------------------------------------------------
 
 

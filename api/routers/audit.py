@@ -23,6 +23,8 @@ from api.access_reports import (
     USER_ACCESS_REPORT,
     AccessReports,
     Reader,
+    SealedPatient,
+    access_items,
 )
 from api.accounting_report import as_csv, as_html, as_json
 from api.errors import ApiError
@@ -31,7 +33,7 @@ from api.services import Services, services
 from ledger.event import Action, PurposeOfUse
 from projections.accounting import Accounting, account
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
-from projections.instants import format_utc, parse_bound, utc_of
+from projections.instants import format_utc, parse_bound
 from projections.queries import AccessFilter
 
 router = APIRouter(prefix="/v1", tags=["audit"])
@@ -166,16 +168,35 @@ def _after(problems: Problems, cursor: str | None, scope: dict[str, Any]) -> Pos
         return None
 
 
-def _page(
-    svc: Services, reports: AccessReports, ledger: str, where: AccessFilter,
-    scope: dict[str, Any], after: Position | None, order: str, limit: int,
-) -> dict[str, Any]:
-    items, more = reports.accesses(ledger, where, after, order, limit)  # type: ignore[arg-type]
+@dataclass(frozen=True, slots=True)
+class _SealedPage:
+    """A page of access rows as the view holds them, its patients' ids opened."""
+
+    rows: list[dict[str, Any]]
+    ids: dict[SealedPatient, str | None]
+    next_cursor: str | None
+
+    @property
+    def shown(self) -> list[str]:
+        """The patients whose ids the page shows, in the order they first appear."""
+        return [i for i in self.ids.values() if i]
+
+
+def _read_page(
+    reports: AccessReports, ledger: str, where: AccessFilter, scope: dict[str, Any],
+    after: Position | None, order: str, limit: int,
+) -> _SealedPage:
+    rows, more = reports.access_rows(ledger, where, after, order, limit)  # type: ignore[arg-type]
     next_cursor = None
-    if more and items:
-        last = items[-1]
-        next_cursor = encode_cursor(Position(utc_of(last["occurred_at"]), last["seq"]), scope)
-    return {"items": items, "next_cursor": next_cursor}
+    if more and rows:
+        last = rows[-1]
+        next_cursor = encode_cursor(Position(last["occurred_utc"], last["seq"]), scope)
+    return _SealedPage(rows, reports.open_patients(ledger, rows), next_cursor)
+
+
+def _answer(head: dict[str, Any], page: _SealedPage) -> Response:
+    return json_response({**head, "items": access_items(page.rows, page.ids),
+                          "next_cursor": page.next_cursor})
 
 
 def _list_params(problems: Problems, since: str | None, until: str | None,
@@ -215,19 +236,26 @@ async def history_params(
     return HistoryParams(purpose, since, until, action, cursor, limit, order, min_seq, wait_ms)
 
 
+# Records the read of a page: (purpose, the ids of the patients it shows) -> durable.
+RecordRead = Callable[[str, list[str]], Awaitable[None]]
+
+
 async def _history(
     svc: Services, ledger: str, where: AccessFilter, q: HistoryParams,
-    exists: Callable[[], bool], missing: ApiError,
-    record: Callable[[AccessReports, str], Awaitable[None]] | None = None,
-) -> tuple[str, AccessReports, dict[str, Any]]:
+    exists: Callable[[], bool], missing: ApiError, head: dict[str, Any],
+    record: RecordRead, ahead: list[str] | None = None,
+) -> Response:
     """One page of an access history (a patient's or a user's): parameters checked
-    (every bad one named at once), views awaited, rows read and opened off the loop.
-    ``where`` names whose history; the time and action filters are added here.
+    (every bad one named at once), views awaited, rows read and opened off the loop, the
+    read recorded. ``where`` names whose history; the time and action filters are added
+    here; ``head`` goes before the items in the answer.
 
-    ``record(reports, purpose)``, when whose PHI the page shows is known before it is
-    read (a patient's history), records the read while the page is read, once the
-    history is known to exist: the answer then waits for the slower of the two rather
-    than their sum. The answer still leaves only once the record is durable."""
+    The answer leaves only once the record of the read is durable, but the two are made
+    side by side: when whose PHI the page shows is known before it is read (``ahead``: a
+    patient's history), the read is recorded while the page is read, once the history is
+    known to exist; otherwise as soon as the page's patients are opened, while its items
+    are built and encoded. Either way the answer waits for the slower of the two rather
+    than their sum."""
     problems = Problems()
     purpose = _purpose(problems, q.purpose)
     since_utc, until_utc, actions = _list_params(problems, q.since, q.until, q.action, q.order,
@@ -240,23 +268,28 @@ async def _history(
     reports = AccessReports(svc)
     where = replace(where, since_utc=since_utc, until_utc=until_utc, actions=actions)
 
-    def page() -> dict[str, Any]:
-        return _page(svc, reports, ledger, where, scope, after, q.order, q.limit)
+    def page() -> _SealedPage:
+        return _read_page(reports, ledger, where, scope, after, q.order, q.limit)
 
-    def read() -> dict[str, Any]:
+    if ahead is not None:
+        if not await off_loop(exists):
+            raise missing
+        answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, page())),
+                                         record(purpose, ahead))
+        return answer
+
+    def read() -> _SealedPage:
         # A history with rows on this page exists: the existence check (a round trip)
         # is needed only to tell an empty page from an unknown patient or user.
         shown = page()
-        if not shown["items"] and not exists():
+        if not shown.rows and not exists():
             raise missing
         return shown
 
-    if record is None:
-        return purpose, reports, await off_loop(read)
-    if not await off_loop(exists):
-        raise missing
-    shown, _ = await asyncio.gather(off_loop(page), record(reports, purpose))
-    return purpose, reports, shown
+    sealed = await off_loop(read)
+    answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, sealed)),
+                                     record(purpose, sealed.shown))
+    return answer
 
 
 @router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
@@ -266,19 +299,19 @@ async def patient_accesses(
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient_id)
+    reader = _reader(request)
 
-    def record(reports: AccessReports, purpose: str) -> Awaitable[None]:
-        return reports.record_reads(ledger, _reader(request), [patient_id], purpose,
-                                    ACCESS_REPORT)
+    async def record(purpose: str, shown: list[str]) -> None:
+        await AccessReports(svc).record_reads(ledger, reader, shown, purpose, ACCESS_REPORT)
 
-    _, _, page = await _history(
+    return await _history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
         exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
         missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
                          ["patient_id"]),
-        record=record,
+        head={"patient": {"id": patient_id}, "ledger": ledger},
+        record=record, ahead=[patient_id],
     )
-    return json_response({"patient": {"id": patient_id}, "ledger": ledger, **page})
 
 
 @router.get("/users/{user_id}/accesses",
@@ -289,15 +322,20 @@ async def user_accesses(
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient) if patient else None
-    purpose, reports, page = await _history(
+    reader = _reader(request)
+
+    async def record(purpose: str, shown: list[str]) -> None:
+        await AccessReports(svc).record_reads(ledger, reader, shown, purpose,
+                                              USER_ACCESS_REPORT)
+
+    return await _history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), q,
         exists=lambda: svc.queries.has_accesses(ledger, actor_id=user_id),
         missing=ApiError(404, "user_not_found", "nothing is recorded for this user",
                          ["user_id"]),
+        head={"user": {"id": user_id}, "ledger": ledger},
+        record=record,
     )
-    shown = [item["patient"]["id"] for item in page["items"] if item["patient"]]
-    await reports.record_reads(ledger, _reader(request), shown, purpose, USER_ACCESS_REPORT)
-    return json_response({"user": {"id": user_id}, "ledger": ledger, **page})
 
 
 @router.get(
