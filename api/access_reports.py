@@ -19,7 +19,6 @@ from typing import Any
 
 import orjson
 
-from ledger.event_ids import new_event_id
 from ledger.protect import ERASED
 from projections.accounting import Disclosure
 from projections.cursor import Position
@@ -173,16 +172,15 @@ class AccessReports:
         actor: dict[str, Any] = {"id": reader.id, "kind": reader.kind}
         if reader.role:
             actor["role"] = reader.role[:256]
-        events = [{
-            "event_id": new_event_id(),
+        template = {
             "occurred_at": now.isoformat(timespec="microseconds"),
             "action": "query", "outcome": "success", "actor": actor,
-            "patient": {"id": patient_id}, "resource": {"type": what},
-            "purpose": purpose, "channel": "api",
+            "resource": {"type": what}, "purpose": purpose, "channel": "api",
             "source": {"system": "phi-ledger"},
-        } for patient_id in dict.fromkeys(p for p in patient_ids if p and p != ERASED)]
-        if events:
-            await self.svc.ingest.record(ledger, events, batch=True)
+        }
+        shown = list(dict.fromkeys(p for p in patient_ids if p and p != ERASED))
+        if shown:
+            await self.svc.ingest.record_alike(ledger, template, shown)
 
     # -- the questions -----------------------------------------------------------------
 

@@ -263,6 +263,7 @@ class EventRejected(ValueError):
 
 
 _EVENT = TypeAdapter(Event)
+_PATIENT = TypeAdapter(Patient)
 
 
 def _path(loc: tuple[Any, ...]) -> str:
@@ -351,6 +352,45 @@ def validate_batch(events: Any, sizes: list[int | None] | None = None) -> list[d
                 problems.append((f"events[{i}].event_id",
                                  f"repeats the event_id of events[{seen[event_id]}]"))
             seen.setdefault(event_id, i)
+    if problems:
+        raise EventRejected(problems)
+    return events
+
+
+def validate_alike(
+    events: list[dict[str, Any]], sizes: list[int] | None = None
+) -> list[dict[str, Any]]:
+    """Validate events made alike: each a copy of ``events[0]`` but for its
+    ``event_id`` and ``patient`` (the service's own records of a read, one per patient a
+    page shows). The first is checked whole, as :func:`validate_batch` would; the others'
+    event ids and patients by the same rules. A page's ~31 reads cost one event's
+    validation and thirty id checks, not thirty-one events' (a tenth of a user page's
+    CPU in one process). ``sizes`` are the events' canonical lengths, when the caller
+    has them. Raises :class:`EventRejected` naming ``events[i].field``."""
+    if not events:
+        raise EventRejected([("events", "must hold at least one event")])
+    if len(events) > MAX_BATCH_EVENTS:
+        raise EventRejected([("events", f"must hold at most {MAX_BATCH_EVENTS} events")])
+    # What the events share, checked whole once (with a stand-in patient, so that a bad
+    # patient of the first does not hide the rules between the shared fields).
+    shared = {**events[0], "patient": {"id": "-"}}
+    problems = check_event(shared, "events[0]", sizes[0] if sizes else None)
+    seen = {events[0].get("event_id")}
+    for i, event in enumerate(events):
+        if i:
+            if sizes and sizes[i] > MAX_EVENT_BYTES:
+                problems.append((f"events[{i}]", f"is larger than {MAX_EVENT_BYTES} bytes"))
+            event_id = event.get("event_id")
+            if not isinstance(event_id, str) or not _UUID.match(event_id):
+                problems.append((f"events[{i}].event_id",
+                                 "must be a UUID in canonical lower-case form"))
+            elif event_id in seen:
+                problems.append((f"events[{i}].event_id", "repeats an earlier event_id"))
+            seen.add(event_id)
+        try:
+            _PATIENT.validate_python(event.get("patient"))
+        except ValidationError as error:
+            problems.extend(_problems(error, f"events[{i}].patient"))
     if problems:
         raise EventRejected(problems)
     return events

@@ -16,7 +16,8 @@ from typing import Any, Protocol
 
 from ledger.admission import Accepted, Conflicted, Outcome, Pending
 from ledger.canonical import canonical
-from ledger.event import validate_batch, validate_event
+from ledger.event import validate_alike, validate_batch, validate_event
+from ledger.event_ids import new_event_id
 from ledger.writer import GroupCommitWriter, Settlement, nothing_to_settle
 
 
@@ -110,6 +111,23 @@ class Ingest:
         else:
             for event, size in zip(events, sizes, strict=True):
                 validate_event(event, size)
+        return self._queue(ledger, events, encoded)
+
+    def submit_alike(
+        self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
+    ) -> Future[Outcome]:
+        """Queue, all or nothing, one event per patient of ``patient_ids``: ``template``
+        with a fresh ``event_id`` and that patient (what the service writes when it shows
+        PHI). Validated as :func:`ledger.event.validate_alike` does. Raises EventRejected."""
+        events = [{**template, "event_id": new_event_id(), "patient": {"id": patient_id}}
+                  for patient_id in patient_ids]
+        encoded = [canonical(e) for e in events]
+        validate_alike(events, [len(raw) for raw in encoded])
+        return self._queue(ledger, events, encoded)
+
+    def _queue(
+        self, ledger: str, events: Sequence[dict[str, Any]], encoded: Sequence[bytes | None]
+    ) -> Future[Outcome]:
         # Sealing happens in the writer thread, a whole group at a time (one data-key
         # lookup for all of it); here only the fingerprint, while the encoding is at hand.
         fingerprint = self.protection.fingerprint
@@ -129,6 +147,12 @@ class Ingest:
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False
     ) -> Accepted:
         future = self.submit(ledger, events, batch=batch)
+        return self._accepted(await asyncio.wrap_future(future))
+
+    async def record_alike(
+        self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
+    ) -> Accepted:
+        future = self.submit_alike(ledger, template, patient_ids)
         return self._accepted(await asyncio.wrap_future(future))
 
     def record_sync(
