@@ -236,19 +236,15 @@ async def history_params(
     return HistoryParams(purpose, since, until, action, cursor, limit, order, min_seq, wait_ms)
 
 
-# Records the read of a page: (purpose, the ids of the patients it shows) -> durable.
-RecordRead = Callable[[str, list[str]], Awaitable[None]]
-
-
 async def _history(
     svc: Services, ledger: str, where: AccessFilter, q: HistoryParams,
     exists: Callable[[], bool], missing: ApiError, head: dict[str, Any],
-    record: RecordRead, ahead: list[str] | None = None,
+    reader: Reader, what: str, ahead: list[str] | None = None,
 ) -> Response:
     """One page of an access history (a patient's or a user's): parameters checked
     (every bad one named at once), views awaited, rows read and opened off the loop, the
-    read recorded. ``where`` names whose history; the time and action filters are added
-    here; ``head`` goes before the items in the answer.
+    read recorded (as ``reader``'s look at ``what``). ``where`` names whose history; the
+    time and action filters are added here; ``head`` goes before the items in the answer.
 
     The answer leaves only once the record of the read is durable, but the two are made
     side by side: when whose PHI the page shows is known before it is read (``ahead``: a
@@ -271,11 +267,14 @@ async def _history(
     def page() -> _SealedPage:
         return _read_page(reports, ledger, where, scope, after, q.order, q.limit)
 
+    def record(shown: list[str]) -> Awaitable[None]:
+        return reports.record_reads(ledger, reader, shown, purpose, what)
+
     if ahead is not None:
         if not await off_loop(exists):
             raise missing
         answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, page())),
-                                         record(purpose, ahead))
+                                         record(ahead))
         return answer
 
     def read() -> _SealedPage:
@@ -288,7 +287,7 @@ async def _history(
 
     sealed = await off_loop(read)
     answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, sealed)),
-                                     record(purpose, sealed.shown))
+                                     record(sealed.shown))
     return answer
 
 
@@ -299,18 +298,13 @@ async def patient_accesses(
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient_id)
-    reader = _reader(request)
-
-    async def record(purpose: str, shown: list[str]) -> None:
-        await AccessReports(svc).record_reads(ledger, reader, shown, purpose, ACCESS_REPORT)
-
     return await _history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
         exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
         missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
                          ["patient_id"]),
         head={"patient": {"id": patient_id}, "ledger": ledger},
-        record=record, ahead=[patient_id],
+        reader=_reader(request), what=ACCESS_REPORT, ahead=[patient_id],
     )
 
 
@@ -322,19 +316,13 @@ async def user_accesses(
     svc: Services = Depends(services),
 ) -> Response:
     ref = svc.protection.patient_ref(ledger, patient) if patient else None
-    reader = _reader(request)
-
-    async def record(purpose: str, shown: list[str]) -> None:
-        await AccessReports(svc).record_reads(ledger, reader, shown, purpose,
-                                              USER_ACCESS_REPORT)
-
     return await _history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), q,
         exists=lambda: svc.queries.has_accesses(ledger, actor_id=user_id),
         missing=ApiError(404, "user_not_found", "nothing is recorded for this user",
                          ["user_id"]),
         head={"user": {"id": user_id}, "ledger": ledger},
-        record=record,
+        reader=_reader(request), what=USER_ACCESS_REPORT,
     )
 
 
