@@ -362,11 +362,12 @@ def validate_alike(
 ) -> list[dict[str, Any]]:
     """Validate events made alike: each a copy of ``events[0]`` but for its
     ``event_id`` and ``patient`` (the service's own records of a read, one per patient a
-    page shows). The first is checked whole, as :func:`validate_batch` would; the others'
-    event ids and patients by the same rules. A page's ~31 reads cost one event's
-    validation and thirty id checks, not thirty-one events' (a tenth of a user page's
-    CPU in one process). ``sizes`` are the events' canonical lengths, when the caller
-    has them. Raises :class:`EventRejected` naming ``events[i].field``."""
+    page shows). What they share is checked whole once, as :func:`validate_batch` checks
+    an event; each event's id and patient by the same rules. A page's ~31 reads then cost
+    one event's validation and thirty id checks, not thirty-one events' (about a sixth of
+    the CPU of recording them, in one process). ``sizes`` are the events' canonical
+    lengths, when the caller has them. Raises :class:`EventRejected` naming
+    ``events[i].field``; a bad shared field is named once, at ``events[0]``."""
     if not events:
         raise EventRejected([("events", "must hold at least one event")])
     if len(events) > MAX_BATCH_EVENTS:
