@@ -334,14 +334,18 @@ def validate_event(event: Any, size: int | None = None) -> dict[str, Any]:
     return event
 
 
-def validate_batch(events: Any, sizes: list[int | None] | None = None) -> list[dict[str, Any]]:
-    """Validate a whole batch; raise one :class:`EventRejected` naming every bad field."""
+def _check_batch_size(events: Any) -> None:
     if not isinstance(events, list):
         raise EventRejected([("events", "must be a list of events")])
     if not events:
         raise EventRejected([("events", "must hold at least one event")])
     if len(events) > MAX_BATCH_EVENTS:
         raise EventRejected([("events", f"must hold at most {MAX_BATCH_EVENTS} events")])
+
+
+def validate_batch(events: Any, sizes: list[int | None] | None = None) -> list[dict[str, Any]]:
+    """Validate a whole batch; raise one :class:`EventRejected` naming every bad field."""
+    _check_batch_size(events)
     problems: list[tuple[str, str]] = []
     seen: dict[str, int] = {}
     for i, event in enumerate(events):
@@ -368,10 +372,7 @@ def validate_alike(
     the CPU of recording them, in one process). ``sizes`` are the events' canonical
     lengths, when the caller has them. Raises :class:`EventRejected` naming
     ``events[i].field``; a bad shared field is named once, at ``events[0]``."""
-    if not events:
-        raise EventRejected([("events", "must hold at least one event")])
-    if len(events) > MAX_BATCH_EVENTS:
-        raise EventRejected([("events", f"must hold at most {MAX_BATCH_EVENTS} events")])
+    _check_batch_size(events)
     # What the events share, checked whole once (with a stand-in patient, so that a bad
     # patient of the first does not hide the rules between the shared fields).
     shared = {**events[0], "patient": {"id": "-"}}
