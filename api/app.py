@@ -23,7 +23,6 @@ from api.auth.middleware import AccessControl, SecurityHeaders
 from api.auth.openapi import document_access
 from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
-from api.logs import configure_logging
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
 from api.routers import admin, audit, auth, health, ingest, ledger, transparency
@@ -32,6 +31,7 @@ from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
 from ledger.ingest import Ingest, Protection
+from ledger.logs import configure_logging
 from ledger.migrate import migrate
 from ledger.protection import protection_from_settings
 from ledger.runtime import tune_gc

@@ -535,7 +535,7 @@ class Projector:
 if __name__ == "__main__":
     # A helper of Projector._catch_up_in_processes: BATCH VIEW... Its logs take the form
     # and level its projector's environment sets, like every other process's.
-    from api.logs import configure_logging
+    from ledger.logs import configure_logging
     from ledger.settings import Settings
 
     _settings = Settings.from_env()

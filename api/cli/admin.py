@@ -54,9 +54,9 @@ def _identities() -> Iterator[Identities]:
     ring for TOTP seeds; a missing or wrong key ring is one line, not a traceback."""
     from api.auth.identities import AccessError, Identities
     from api.auth.sealing import SeedSeal
-    from api.logs import configure_logging
     from ledger.clock import utc_now
     from ledger.crypto.keyring import KeyRingError
+    from ledger.logs import configure_logging
     from ledger.migrate import migrate
     from ledger.protection import load_key_ring, protection_from_settings
     from ledger.store import StoreUnavailable, open_store

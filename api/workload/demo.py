@@ -7,7 +7,7 @@ import time
 from rich.progress import Progress
 
 from api.app import build_services
-from api.logs import configure_logging
+from ledger.logs import configure_logging
 from ledger.settings import Settings
 
 

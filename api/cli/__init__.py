@@ -11,9 +11,9 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-from api.admin_cli import admin_app
-from api.logs import configure_logging
-from api.transparency_cli import register as register_transparency
+from api.cli.admin import admin_app
+from api.cli.transparency import register as register_transparency
+from ledger.logs import configure_logging
 from ledger.settings import Settings
 
 app = typer.Typer(
@@ -23,7 +23,7 @@ app = typer.Typer(
     add_completion=False,
 )
 err = Console(stderr=True)
-app.add_typer(admin_app, name="admin")  # identities and keys: api/admin_cli.py
+app.add_typer(admin_app, name="admin")  # identities and keys: api/cli/admin.py
 
 LedgerOption = Annotated[
     str | None, typer.Option("--ledger", "-l", help="The ledger (tenant); default: 'default'.")
@@ -214,7 +214,7 @@ def verify(
     themselves, and cross-checked against the list of ledgers."""
     import time
 
-    from api.transparency_cli import newest_note_problem, signed_elsewhere
+    from api.cli.transparency import newest_note_problem, signed_elsewhere
     from ledger.verifier import verify as verify_chain
 
     settings = _settings()
@@ -298,7 +298,7 @@ def demo(
     batch: Annotated[int, typer.Option(help="Events per ingest batch.")] = 500,
 ) -> None:
     """Fill the database with a realistic synthetic answering-service day."""
-    from api.demo import run_demo
+    from api.workload.demo import run_demo
     from ledger.crypto.keyring import KeyRingError
     from ledger.data_keys import DataKeyUnusable
 
@@ -457,6 +457,3 @@ register_transparency(app, keys_app)  # verify-proof, witness, checkpoint, keys 
 def main() -> None:
     app()
 
-
-if __name__ == "__main__":
-    main()
