@@ -16,7 +16,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from ledger.data_keys import DataKeyUnusable
 from ledger.event import EventRejected
-from ledger.ingest import EventConflict
+from ledger.ingest import EventConflict, ReservedSource
 from ledger.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -60,6 +60,8 @@ def domain_error_response(exc: Exception) -> Response | None:
     """The answer to an error of the service layer, or None for anything else."""
     if isinstance(exc, ApiError):
         return error_response(exc.status, exc.code, exc.message, exc.fields, exc.headers)
+    if isinstance(exc, ReservedSource):
+        return error_response(400, "reserved_source", str(exc), exc.fields)
     if isinstance(exc, EventRejected):
         return error_response(422, "invalid_event", str(exc), exc.fields)
     if isinstance(exc, EventConflict):

@@ -19,13 +19,14 @@ from fastapi import FastAPI
 from fastapi.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from api.auth.caller import Caller
 from api.errors import crash_response, domain_error_response
 from api.middleware import BodyTooLarge
-from api.routers.common import caller_ledger
+from api.routers.common import request_caller
 from api.routers.ingest import record_batch, record_event
 from api.services import Services
 
-Handler = Callable[[Services, str, bytes], Awaitable[Response]]
+Handler = Callable[[Services, Caller, bytes], Awaitable[Response]]
 
 
 class _Template:
@@ -54,9 +55,9 @@ class IngestFastPath:
         svc: Services = self.owner.state.services
         try:
             # AccessControl, in front of this, authenticated the caller: its ledger is
-            # the only one this request may append to.
-            ledger = caller_ledger(scope)
-            response = await handler(svc, ledger, await _body(receive))
+            # the only one this request may append to, and its entries name it.
+            caller = request_caller(scope)
+            response = await handler(svc, caller, await _body(receive))
         except BodyTooLarge:
             raise  # RequestContext answers it
         except Exception as exc:  # answered as the framework's handlers would

@@ -15,6 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from ledger.attestation import NO_MEMBERS
 from ledger.chain import Head, extend
 from ledger.entry import Entry, Receipt
 
@@ -22,11 +23,13 @@ from ledger.entry import Entry, Receipt
 @dataclass(frozen=True, slots=True)
 class Pending:
     """An event waiting to be chained: its id, the fingerprint of the posted body, and
-    the event (as posted until the writer seals it; as stored once it reaches the store)."""
+    the event (as posted until the writer seals it; as stored once it reaches the store),
+    and the members the service writes beside it (see ledger.attestation)."""
 
     event_id: str
     fingerprint: str
     event: dict[str, Any]
+    members: Mapping[str, Any] = field(default_factory=lambda: NO_MEMBERS)
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,7 +113,8 @@ def plan_admission(
 
 def chain_plan(plan: Plan, head: Head, ledger: str, recorded_at: str) -> list[Entry]:
     """The entries the plan appends after ``head``."""
-    return extend(head, ledger, [p.event for p in plan.new], recorded_at)
+    return extend(head, ledger, [p.event for p in plan.new], recorded_at,
+                  [p.members for p in plan.new])
 
 
 def outcomes(plan: Plan, new_entries: Sequence[Entry], replayed: Mapping[int, Entry]) -> list[

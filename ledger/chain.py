@@ -8,12 +8,13 @@ an export) feeds stored entries to a :class:`ChainCheck` in ``seq`` order.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from ledger.attestation import well_formed_submitter
 from ledger.canonical import NotCanonicalizable, canonical, parse
-from ledger.entry import ENTRY_FIELDS, GENESIS_HASH, LEAF_PREFIX, Entry
+from ledger.entry import ENTRY_FIELDS, GENESIS_HASH, LEAF_PREFIX, SERVICE_MEMBERS, Entry
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,9 +34,11 @@ EMPTY_HEAD = Head(0, GENESIS_HASH, None)
 
 
 def extend(
-    head: Head, ledger: str, events: Sequence[dict[str, Any]], recorded_at: str
+    head: Head, ledger: str, events: Sequence[dict[str, Any]], recorded_at: str,
+    members: Sequence[Mapping[str, Any]] | None = None,
 ) -> list[Entry]:
-    """Chain ``events`` after ``head``, in order, all stamped with ``recorded_at``.
+    """Chain ``events`` after ``head``, in order, all stamped with ``recorded_at``; each
+    entry carries the service-written ``members`` of the same index (none when omitted).
 
     ``recorded_at`` never goes backwards along a chain: a clock that stepped back is
     held at the head's time, so the chain's times stay ordered like its seqs.
@@ -44,9 +47,10 @@ def extend(
         recorded_at = head.recorded_at
     entries = []
     prev_hash, seq = head.hash, head.seq
-    for event in events:
+    for i, event in enumerate(events):
         seq += 1
-        entry = Entry.seal(ledger, seq, recorded_at, prev_hash, event)
+        entry = Entry.seal(ledger, seq, recorded_at, prev_hash, event,
+                           None if members is None else members[i])
         entries.append(entry)
         prev_hash = entry.hash
     return entries
@@ -103,8 +107,13 @@ class ChainCheck:
             obj = parse(data)
         except ValueError:
             raise ChainBroken(expected, "entry is not valid JSON") from None
-        if not isinstance(obj, dict) or obj.keys() != ENTRY_FIELDS:
+        if (not isinstance(obj, dict) or not obj.keys() >= ENTRY_FIELDS
+                or not obj.keys() <= ENTRY_FIELDS | SERVICE_MEMBERS):
             raise ChainBroken(expected, "entry does not have exactly the entry fields")
+        # Entries appended before submitted_by existed have none; newer ones must have a
+        # well-formed one (its content is covered by the hash, checked below).
+        if "submitted_by" in obj and not well_formed_submitter(obj["submitted_by"]):
+            raise ChainBroken(expected, "entry's submitted_by is not well-formed")
         if obj["seq"] != expected:
             raise ChainBroken(expected, f"entry claims seq {obj['seq']!r}")
         if obj["ledger"] != self.ledger:
@@ -125,7 +134,15 @@ class ChainCheck:
         # are exactly canonical(entry without hash): cut it out instead of re-encoding.
         # The last `,"hash":"` is that member: only scalars follow it, and a quote inside
         # a string is always escaped.
-        cut = data.rfind(b',"hash":"')
+        if len(obj) == len(ENTRY_FIELDS):
+            cut = data.rfind(b',"hash":"')
+        else:
+            # Service members (objects) follow the hash: its member ends where the
+            # canonical tail of the members after it begins.
+            tail = canonical({k: v for k, v in obj.items() if k > "hash"})
+            cut = len(data) - len(tail) - 74
+            if cut < 0 or data[cut:cut + 9] != b',"hash":"':
+                cut = -1
         if cut < 0 or not isinstance(claimed, str) or len(claimed) != 64:
             raise ChainBroken(expected, "entry has no well-formed hash")
         body = data[:cut] + data[cut + 74 :]

@@ -9,6 +9,7 @@ the line ``phi-ledger export`` writes.
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -18,6 +19,11 @@ from ledger.canonical import canonical, parse
 GENESIS_HASH = "0" * 64
 LEAF_PREFIX = b"\x00"
 ENTRY_FIELDS = frozenset({"ledger", "seq", "recorded_at", "prev_hash", "event", "hash"})
+# Members the service writes beside the client's event (see ledger.attestation). Entries
+# written before a member existed stay valid without it. Every name must sort after
+# "hash": the hash member is then always followed by the same tail of the entry.
+SERVICE_MEMBERS = frozenset({"submitted_by"})
+assert all(name > "hash" for name in SERVICE_MEMBERS)
 
 
 def entry_hash(body: dict[str, Any]) -> str:
@@ -42,25 +48,34 @@ class Entry:
     hash: str
     # The canonical bytes including the hash, when already known (sealed or read back).
     raw: bytes = field(default=b"", compare=False, repr=False)
+    # The service-written members (SERVICE_MEMBERS): empty in entries older than them.
+    members: Mapping[str, Any] = field(default_factory=dict)
 
     @classmethod
     def seal(
-        cls, ledger: str, seq: int, recorded_at: str, prev_hash: str, event: dict[str, Any]
+        cls, ledger: str, seq: int, recorded_at: str, prev_hash: str, event: dict[str, Any],
+        members: Mapping[str, Any] | None = None,
     ) -> Entry:
+        members = dict(members or {})
+        if not members.keys() <= SERVICE_MEMBERS:
+            raise ValueError("an entry member the ledger does not know")
+        tail = canonical({"ledger": ledger, "seq": seq, "recorded_at": recorded_at,
+                          "prev_hash": prev_hash, **members})
         body = canonical({
             "ledger": ledger,
             "seq": seq,
             "recorded_at": recorded_at,
             "prev_hash": prev_hash,
             "event": event,
+            **members,
         })
         digest = hashlib.sha256(LEAF_PREFIX + body).hexdigest()
-        # Keys sort as event < hash < ledger: the hash member goes right after the event,
-        # before the last `,"ledger":"` (the ledger name holds no quote). Splicing saves a
-        # second encoding of the whole entry.
-        cut = body.rfind(b',"ledger":"')
+        # Keys sort as event < hash < every other member: the hash member goes right
+        # after the event, before the members that follow it -- exactly `tail` without its
+        # opening brace. Splicing saves a second encoding of the whole entry.
+        cut = len(body) - len(tail)
         raw = body[:cut] + b',"hash":"' + digest.encode() + b'"' + body[cut:]
-        return cls(ledger, seq, recorded_at, prev_hash, event, digest, raw)
+        return cls(ledger, seq, recorded_at, prev_hash, event, digest, raw, members)
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -70,6 +85,7 @@ class Entry:
             "prev_hash": self.prev_hash,
             "event": self.event,
             "hash": self.hash,
+            **self.members,
         }
 
     def encode(self) -> bytes:
@@ -81,7 +97,7 @@ class Entry:
         obj = parse(data)
         return cls(
             obj["ledger"], obj["seq"], obj["recorded_at"], obj["prev_hash"], obj["event"],
-            obj["hash"], bytes(data),
+            obj["hash"], bytes(data), {k: obj[k] for k in SERVICE_MEMBERS if k in obj},
         )
 
     @property

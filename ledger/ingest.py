@@ -15,8 +15,9 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from ledger.admission import Accepted, Conflicted, Outcome, Pending
+from ledger.attestation import BY_SERVICE, Attestation, reserved_source
 from ledger.canonical import canonical
-from ledger.event import validate_alike, validate_batch, validate_event
+from ledger.event import EventRejected, validate_alike, validate_batch, validate_event
 from ledger.event_ids import new_event_id
 from ledger.writer import GroupCommitWriter, Settlement, nothing_to_settle
 
@@ -89,20 +90,35 @@ class EventConflict(Exception):
         self.event_ids = event_ids
 
 
+class ReservedSource(EventRejected):
+    """A client's event claims the service's own ``source.system`` (HTTP 400): only the
+    service writes records as ``phi-ledger``."""
+
+
 class Ingest:
-    """Records events; every method returns only once the events are committed."""
+    """Records events; every method returns only once the events are committed.
+
+    Every entry carries the :class:`~ledger.attestation.Attestation` of its submission
+    (``by``): the authenticated caller for HTTP requests; the service itself for the
+    records it composes and for callers inside its process (CLI, demo workload)."""
 
     def __init__(self, writer: GroupCommitWriter, protection: Protection) -> None:
         self.writer = writer
         self.protection = protection
 
     def submit(
-        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False
+        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
+        by: Attestation = BY_SERVICE,
     ) -> Future[Outcome]:
         """Validate and queue one event, or an all-or-nothing batch (``batch=True``:
         problems are then named ``events[i].field``). Raises EventRejected."""
         if batch and not isinstance(events, list):
             validate_batch(events)  # raises: the batch is not a list
+        if not by.by_service:
+            reserved = reserved_source(events, batch=batch)
+            if reserved:
+                raise ReservedSource([(f, "reserved for the service's own records")
+                                      for f in reserved])
         # One canonical encoding per event serves the size check and the fingerprint.
         encoded = [_encoded(e) for e in events]
         sizes = [None if raw is None else len(raw) for raw in encoded]
@@ -111,7 +127,7 @@ class Ingest:
         else:
             for event, size in zip(events, sizes, strict=True):
                 validate_event(event, size)
-        return self._queue(ledger, events, encoded)
+        return self._queue(ledger, events, encoded, by)
 
     def submit_alike(
         self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
@@ -123,16 +139,18 @@ class Ingest:
                   for patient_id in patient_ids]
         encoded = [canonical(e) for e in events]
         validate_alike(events, [len(raw) for raw in encoded])
-        return self._queue(ledger, events, encoded)
+        return self._queue(ledger, events, encoded, BY_SERVICE)
 
     def _queue(
-        self, ledger: str, events: Sequence[dict[str, Any]], encoded: Sequence[bytes | None]
+        self, ledger: str, events: Sequence[dict[str, Any]], encoded: Sequence[bytes | None],
+        by: Attestation,
     ) -> Future[Outcome]:
         # Sealing happens in the writer thread, a whole group at a time (one data-key
         # lookup for all of it); here only the fingerprint, while the encoding is at hand.
         fingerprint = self.protection.fingerprint
+        members = by.members()
         pending = [
-            Pending(e["event_id"], fingerprint(ledger, e, raw), e)
+            Pending(e["event_id"], fingerprint(ledger, e, raw), e, members)
             for e, raw in zip(events, encoded, strict=True)
         ]
         return self.writer.submit(ledger, pending)
@@ -144,9 +162,10 @@ class Ingest:
         return outcome
 
     async def record(
-        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False
+        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
+        by: Attestation = BY_SERVICE,
     ) -> Accepted:
-        future = self.submit(ledger, events, batch=batch)
+        future = self.submit(ledger, events, batch=batch, by=by)
         return self._accepted(await asyncio.wrap_future(future))
 
     async def record_alike(

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from ledger.admission import Accepted, Pending
+from ledger.attestation import BY_SERVICE
 from ledger.clock import Clock
 from ledger.entry import Receipt
 from ledger.event_ids import new_event_id
@@ -51,7 +52,8 @@ def shred_patient(
     if reason:
         # The reason is an operator's note (a request number, "patient request"): never PHI.
         event["source"] = {"system": "phi-ledger shred", "site": reason[:256]}
-    pending = Pending(event["event_id"], protection.fingerprint(ledger, event), event)
+    pending = Pending(event["event_id"], protection.fingerprint(ledger, event), event,
+                      BY_SERVICE.members())
     outcome = store.append(
         {ledger: [[pending]]}, now, before=protection.keys.shredder(ledger, ref)
     )[ledger][0]

@@ -191,7 +191,8 @@ class GroupCommitWriter:
             # Pending(...) rather than dataclasses.replace: this runs for every event, and
             # replace() inspects the fields each time (a sixth of the sealer's time).
             groups[ledger] = [
-                [Pending(p.event_id, p.fingerprint, next(stored)) for p in job.pending]
+                [Pending(p.event_id, p.fingerprint, next(stored), p.members)
+                 for p in job.pending]
                 for job in ledger_jobs
             ]
         return groups
@@ -277,7 +278,8 @@ class GroupCommitWriter:
                     for j, pending in enumerate(sub):
                         if i in changed:
                             sub[j] = Pending(  # type: ignore[index]
-                                pending.event_id, pending.fingerprint, changed[i])
+                                pending.event_id, pending.fingerprint, changed[i],
+                                pending.members)
                         i += 1
 
         return settle

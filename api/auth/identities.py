@@ -34,6 +34,7 @@ from api.auth.credentials import (
 )
 from api.auth.sealing import SeedSeal
 from ledger.admission import Accepted, Pending
+from ledger.attestation import BY_SERVICE
 from ledger.clock import Clock
 from ledger.entry import Receipt
 from ledger.event_ids import new_event_id
@@ -226,7 +227,11 @@ class Identities:
         self, ledger: str, now: datetime, events: list[dict[str, Any]],
         change: Callable[[Any], None] | None,
     ) -> list[Receipt]:
-        pending = [Pending(e["event_id"], self.fingerprint(ledger, e), e) for e in events]
+        # Identity and key changes are the service's own records, whoever asked for them
+        # (the event's actor names the admin or the CLI).
+        members = BY_SERVICE.members()
+        pending = [Pending(e["event_id"], self.fingerprint(ledger, e), e, members)
+                   for e in events]
         outcome = self.store.append({ledger: [pending]}, now, before=change)[ledger][0]
         assert isinstance(outcome, Accepted)  # fresh event ids: never a replay or conflict
         return outcome.receipts

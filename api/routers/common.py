@@ -8,7 +8,9 @@ import orjson
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from api.auth.caller import Caller
 from api.errors import ApiError
+from ledger.attestation import Attestation, Submitter
 from ledger.store.base import LEDGER_NAME
 
 
@@ -31,17 +33,28 @@ LEDGER_DOC = (
 )
 
 
-def caller_ledger(scope: Any) -> str:
-    """The ledger of the request's authenticated caller: the only ledger it may use.
-
-    Access control (api.auth.middleware) has already refused a request whose ``ledger``
-    parameter names another one; without a caller nothing is reached at all."""
+def request_caller(scope: Any) -> Caller:
+    """The request's authenticated caller (401 when there is none)."""
     state = scope.get("state")
     caller = state.get("caller") if isinstance(state, dict) else None
     if caller is None:
         raise ApiError(401, "unauthenticated", "a bearer credential is required",
                        headers={"WWW-Authenticate": 'Bearer realm="phi-ledger"'})
-    return caller.ledger
+    return caller
+
+
+def caller_ledger(scope: Any) -> str:
+    """The ledger of the request's authenticated caller: the only ledger it may use.
+
+    Access control (api.auth.middleware) has already refused a request whose ``ledger``
+    parameter names another one; without a caller nothing is reached at all."""
+    return request_caller(scope).ledger
+
+
+def attestation_of(caller: Caller) -> Attestation:
+    """What the service writes beside the events ``caller`` submits: who submitted them,
+    with which credential (see ledger.attestation)."""
+    return Attestation(Submitter(caller.id, caller.credential))
 
 
 async def chosen_ledger(

@@ -7,8 +7,15 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.caller import Caller
 from api.errors import ApiError
-from api.routers.common import LEDGER_PARAMETER, json_response, ledger_of, parse_json
+from api.routers.common import (
+    LEDGER_PARAMETER,
+    attestation_of,
+    json_response,
+    parse_json,
+    request_caller,
+)
 from api.services import Services
 from ledger.event import MAX_BATCH_EVENTS
 
@@ -43,7 +50,7 @@ def _batch_body() -> dict[str, Any]:
 )
 async def post_event(request: Request) -> Response:
     svc = request.app.state.services
-    return await record_event(svc, ledger_of(request), await request.body())
+    return await record_event(svc, request_caller(request.scope), await request.body())
 
 
 @router.post(
@@ -56,22 +63,24 @@ async def post_event(request: Request) -> Response:
 )
 async def post_batch(request: Request) -> Response:
     svc = request.app.state.services
-    return await record_batch(svc, ledger_of(request), await request.body())
+    return await record_batch(svc, request_caller(request.scope), await request.body())
 
 
 # The handlers proper, shared by the routes above and by api.fastpath, which serves
 # these two paths without the framework's routing (see there).
 
 
-async def record_event(svc: Services, ledger: str, raw: bytes) -> Response:
-    outcome = await svc.ingest.record(ledger, [parse_json(raw)])
+async def record_event(svc: Services, caller: Caller, raw: bytes) -> Response:
+    outcome = await svc.ingest.record(caller.ledger, [parse_json(raw)],
+                                      by=attestation_of(caller))
     return json_response(outcome.receipts[0].as_dict(), 201 if outcome.created else 200)
 
 
-async def record_batch(svc: Services, ledger: str, raw: bytes) -> Response:
+async def record_batch(svc: Services, caller: Caller, raw: bytes) -> Response:
     body = parse_json(raw)
     if not isinstance(body, dict) or set(body) != {"events"}:
         raise ApiError(422, "invalid_event", 'the body must be {"events": [...]}', ["events"])
-    outcome = await svc.ingest.record(ledger, body["events"], batch=True)
+    outcome = await svc.ingest.record(caller.ledger, body["events"], batch=True,
+                                      by=attestation_of(caller))
     receipts = [r.as_dict() for r in outcome.receipts]
     return json_response({"receipts": receipts}, 201 if outcome.created else 200)
