@@ -9,7 +9,7 @@ own* into every entry it appends (beside ``ledger``, ``seq``, ``recorded_at``,
   the authenticated caller whose request appended the event; for the records the service
   composes itself (reads it recorded, identity and key changes, shreds, CLI actions)
   ``{"identity": "phi-ledger", "credential": null}`` -- no client identity can have that
-  id (identity ids are ``id-<hex>``), and no client event may claim the service's
+  id (identity ids are ``<kind>-<hex>``), and no client event may claim the service's
   ``source.system`` (see :func:`reserved_source`).
 
 One path carries these members from the authenticated caller to the entry: an
