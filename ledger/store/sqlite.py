@@ -9,6 +9,7 @@ cut, as a receipt promises.
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import uuid
 from collections.abc import Iterator, Sequence
@@ -43,6 +44,18 @@ def sqlite_path(url: str) -> str:
     return url.removeprefix("sqlite:///")
 
 
+def owner_only(path: str) -> None:
+    """Create the database file readable and writable by its owner only (0600, like the
+    key ring), and narrow an existing one and its WAL/SHM to that. SQLite creates the
+    -wal and -shm files with the database file's permissions, so they follow it."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+    for name in (path, f"{path}-wal", f"{path}-shm"):
+        if os.path.exists(name):
+            os.chmod(name, 0o600)
+
+
 class SQLiteLedgerStore(LedgerStore):
     """Chains in the library's ``stored_events`` table in one SQLite file."""
 
@@ -57,6 +70,7 @@ class SQLiteLedgerStore(LedgerStore):
     def from_url(cls, url: str, **_: Any) -> SQLiteLedgerStore:
         path = sqlite_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
+        owner_only(path)
         datastore = SQLiteDatastore(path, lock_timeout=LOCK_TIMEOUT_SECONDS, pool_size=4)
         return cls(datastore)
 
