@@ -72,7 +72,7 @@ def build_services(
     ).start()
     return Services(
         settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection,
-        Projector(store), AuditQueries(store),
+        Projector(store, protection=protection), AuditQueries(store),
         access=build_access(settings, store, protection, clock),
         tlog=tlog,
         checkpointer=Checkpointer(tlog, interval=settings.checkpoint_interval_ms / 1000,

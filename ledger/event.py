@@ -43,6 +43,8 @@ WORKFORCE_ACTIONS = frozenset(
 # public AUTH_ACTIONS, which the service also writes for its own users.)
 SYSTEM_ACTIONS = frozenset({
     "patient_shredded",
+    # continual monitoring: a reviewer's triage of an alert, the rule set in force
+    "alert_acknowledged", "alert_dismissed", "monitoring_rules",
     "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
     "account_locked", "account_unlocked",
 })
@@ -191,6 +193,8 @@ class Recipient(TypedDict):
         "court", "researcher", "employer", "coroner", "organ_procurement", "government",
         "other",
     ]
+    # The business associate's id, as in ``baa_signed`` (monitoring's ``no_baa``).
+    partner: NotRequired[Text | None]
 
 
 class Disclosure(TypedDict):
