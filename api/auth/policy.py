@@ -82,6 +82,8 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
     ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/acknowledge"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/dismiss"): _allow(INVESTIGATOR),
     # sessions
     ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
     ("POST", "/v1/auth/logout"): _allow(*ANY_ROLE),
