@@ -38,6 +38,7 @@ from ledger.store.base import LedgerStore, StoreUnavailable
 from projections import indexes
 from projections.accesses import AccessesView
 from projections.disclosures import DisclosuresView
+from projections.investigation_view import InvestigationsView
 from projections.patients import PatientsView
 from projections.view import Change, Sql, View, concerns, wanted_actions
 from projections.workforce import WorkforceView
@@ -64,7 +65,8 @@ GATHER_SECONDS = 0.02
 
 def all_views() -> list[View]:
     """Every view the service keeps, in the order they are applied."""
-    return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView()]
+    return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView(),
+            InvestigationsView()]
 
 
 def process_groups(views: Sequence[View], processes: int) -> list[list[View]]:

@@ -81,6 +81,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/amend"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/close"): _allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}/evidence"): _allow(INVESTIGATOR),
     ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
     # sessions
     ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
