@@ -18,8 +18,11 @@ from typing import Any
 from api.access_reports import AccessReports, Reader, SealedPatient, access_item
 from api.errors import ApiError
 from ledger.admission import Accepted, Pending
+from ledger.canonical import parse
 from ledger.entry import Entry, Receipt
 from ledger.event_ids import new_event_id
+from ledger.transparency.evidence import encode_evidence
+from ledger.transparency.tree import assemble, inclusion_plan, plan_nodes
 from projections.instants import format_utc, utc_of
 from projections.investigation_queries import InvestigationQueries
 from projections.investigations import (
@@ -246,6 +249,30 @@ class InvestigationService:
             states[ref] = fold_state(states[ref], action, event["outcome"], event.get("data"),
                                      shredded=action == "patient_shredded")
         return states
+
+    # -- evidence ----------------------------------------------------------------------
+
+    def evidence(self, ledger: str, investigation_id: str) -> bytes:
+        """The evidence file: every in-scope entry the newest signed checkpoint covers,
+        as stored (PHI sealed), each with its inclusion proof against that checkpoint."""
+        record = self.load(ledger, investigation_id)
+        tlog = self.svc.tlog
+        checkpoint = None if tlog is None else tlog.latest(ledger)
+        if tlog is None or checkpoint is None:
+            raise ApiError(404, "not_checkpointed", "no signed checkpoint yet; retry shortly",
+                           headers={"Retry-After": "1"})
+        size = checkpoint.size
+        s = record["scope"]
+        scope = scope_of(record, utc_of(s["from"]), utc_of(s["to"]) if s.get("to") else None)
+        seqs = sorted(r["seq"] for r in self.queries.in_scope(ledger, scope, size))
+        entries = self._entries(ledger, seqs)
+        plans = {seq: inclusion_plan(seq - 1, size) for seq in seqs}
+        nodes = list(dict.fromkeys(n for p in plans.values() for n in plan_nodes(p)))
+        found = self.svc.store.subtrees(ledger, nodes)
+        proofs = {seq: assemble(plan, found) for seq, plan in plans.items()}
+        return encode_evidence(ledger, investigation_id, public(record)["scope"],
+                               checkpoint.note, size,
+                               [parse(entries[seq].encode()) for seq in seqs], proofs)
 
     # -- pages, opened for the reader -------------------------------------------------
 

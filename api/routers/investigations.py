@@ -258,6 +258,19 @@ async def _report(service: InvestigationService, answer: Answer, reader: Any, pu
                     headers={"Content-Security-Policy": REPORT_CSP})
 
 
+@router.get("/investigations/{investigation_id}/evidence", response_class=Response,
+            summary="The evidence file: in-scope entries as stored, with inclusion proofs")
+async def evidence(
+    investigation_id: str, ledger: str = Depends(chosen_ledger),
+    svc: Services = Depends(services),
+) -> Response:
+    service = _service(svc)
+    await service.through(ledger, None)
+    body = await asyncio.to_thread(service.evidence, ledger, investigation_id)
+    return Response(body, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="evidence-{investigation_id}.json"'})
+
+
 def discovered_date(record: dict[str, Any]) -> date:
     return date.fromisoformat(record["discovered_at"][:10])
 
