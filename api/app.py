@@ -25,7 +25,17 @@ from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import admin, alerts, audit, auth, health, ingest, ledger, transparency
+from api.routers import (
+    admin,
+    alerts,
+    audit,
+    auth,
+    health,
+    ingest,
+    investigations,
+    ledger,
+    transparency,
+)
 from api.services import Services
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
@@ -159,7 +169,8 @@ def create_app(
     )
     install_error_handlers(app)
     for router in (ingest.router, ledger.router, transparency.router, audit.router,
-                   auth.router, admin.router, health.router, alerts.router):
+                   auth.router, admin.router, health.router, alerts.router,
+                   investigations.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]

@@ -47,6 +47,7 @@ SYSTEM_ACTIONS = frozenset({
     "alert_acknowledged", "alert_dismissed", "monitoring_rules",
     "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
     "account_locked", "account_unlocked",
+    "investigation_opened", "investigation_amended", "investigation_closed",
 })
 DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS
 
