@@ -25,7 +25,7 @@ from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import admin, audit, auth, health, ingest, ledger, transparency
+from api.routers import admin, audit, auth, fhir, health, ingest, ledger, transparency
 from api.services import Services
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
@@ -50,6 +50,9 @@ BODY_LIMITS = {
     "/v1/events/batch": 32 * 1024 * 1024,
     "/v1/auth/login": 4 * 1024,
     "/v1/admin/keys": 4 * 1024,
+    # FHIR JSON is wordier than ours: an AuditEvent gets four times an event's slack.
+    "/fhir/AuditEvent": 8 * MAX_EVENT_BYTES,
+    "/fhir": 64 * 1024 * 1024,
 }
 
 
@@ -159,7 +162,7 @@ def create_app(
     )
     install_error_handlers(app)
     for router in (ingest.router, ledger.router, transparency.router, audit.router,
-                   auth.router, admin.router, health.router):
+                   auth.router, admin.router, health.router, fhir.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]
