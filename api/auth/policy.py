@@ -62,6 +62,12 @@ RULES: dict[tuple[str, str], Rule] = {
     # ingest
     ("POST", "/v1/events"): _allow(INGEST, limit=Limit.INGEST),
     ("POST", "/v1/events/batch"): _allow(INGEST, limit=Limit.INGEST),
+    # standard formats (api.routers.fhir): AuditEvents in, read back and searched (ITI-81)
+    ("POST", "/fhir/AuditEvent"): _allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/fhir"): _allow(INGEST, limit=Limit.INGEST),
+    ("GET", "/fhir/AuditEvent"): _allow(*PHI_READERS),
+    ("GET", "/fhir/AuditEvent/{}"): _allow(*PHI_READERS),
+    ("GET", "/fhir/metadata"): PUBLIC,
     # the chain, for verification
     ("GET", "/v1/ledger"): _allow(*CHAIN_READERS),
     ("GET", "/v1/ledger/entries"): _allow(*CHAIN_READERS),
