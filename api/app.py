@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from api import console
 from api.auth.access import build_access
 from api.auth.middleware import AccessControl, SecurityHeaders
 from api.auth.openapi import document_access
@@ -185,6 +186,7 @@ def create_app(
         fhir.router,
     ):
         app.include_router(router)
+    console.install(app)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]
 

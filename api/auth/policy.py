@@ -52,6 +52,7 @@ def _allow(*roles: str, limit: Limit = Limit.READ) -> Rule:
 
 
 PUBLIC = Rule(None, Limit.PUBLIC)
+CONSOLE = Rule(None, Limit.PUBLIC)  # authenticated by the console's own session check
 PHI_READERS = (AUDITOR, INVESTIGATOR)
 # The chain, checkpoints and proofs: ciphertext and hashes only. Auditors (and so
 # investigators) may read them too.
@@ -106,6 +107,23 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    # the console: a browser carries no bearer header, so this layer lets it through;
+    # the console checks its session cookie on every request and applies the rule of
+    # the API route each page mirrors (api.console.web.require)
+    ("GET", "/console"): CONSOLE,
+    ("GET", "/console/static/console.css"): CONSOLE,
+    ("GET", "/console/sign-in"): CONSOLE,
+    ("POST", "/console/sign-in"): CONSOLE,
+    ("POST", "/console/sign-out"): CONSOLE,
+    ("GET", "/console/purpose"): CONSOLE,
+    ("POST", "/console/purpose"): CONSOLE,
+    ("GET", "/console/patients"): CONSOLE,
+    ("GET", "/console/patients/{}"): CONSOLE,
+    ("GET", "/console/patients/{}/accounting"): CONSOLE,
+    ("GET", "/console/users"): CONSOLE,
+    ("GET", "/console/users/{}"): CONSOLE,
+    ("GET", "/console/ledger"): CONSOLE,
+    ("POST", "/console/ledger/verify"): CONSOLE,
     # the API's own description
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
