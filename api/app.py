@@ -25,7 +25,7 @@ from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import admin, audit, auth, health, ingest, ledger, transparency
+from api.routers import admin, audit, auth, health, ingest, ledger, reference, transparency
 from api.services import Services
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
@@ -152,6 +152,10 @@ def create_app(
         version="0.1.0",
         summary="A hash-chained ledger of every access to protected health information.",
         lifespan=lifespan,
+        # /docs and /redoc are served by api.routers.reference from the installed
+        # swagger-ui-bundle (FastAPI's own pages load their scripts from a CDN).
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's built-in OpenTelemetry would put request paths (which can hold patient
         # identifiers) into spans, and costs a tenth of a small request: off.
         telemetry={"tracing": False, "metrics": False, "logs": False,
@@ -159,7 +163,7 @@ def create_app(
     )
     install_error_handlers(app)
     for router in (ingest.router, ledger.router, transparency.router, audit.router,
-                   auth.router, admin.router, health.router):
+                   auth.router, admin.router, health.router, reference.router):
         app.include_router(router)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]

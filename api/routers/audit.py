@@ -53,6 +53,12 @@ MinSeq = Annotated[int | None, Query(
     ge=1, description="Answer only once the views include this seq of the ledger.")]
 WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
 
+# The views are built from the ledger a moment after each append: a patient posted a
+# moment ago may not be in them yet. Say how to wait instead of letting the caller guess.
+VIEWS_TRAIL = ("; views may trail the ledger by a moment after a write: pass min_seq=<the"
+               " receipt's seq> to wait until they include it")
+NO_ACCESS = "no access to this patient is recorded" + VIEWS_TRAIL
+
 
 class Problems:
     """Collects every bad parameter, so one 400 names them all."""
@@ -140,7 +146,7 @@ async def patient_record(
     def read() -> tuple[Any, dict[str, Any]]:
         row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
         if row is None:
-            raise ApiError(404, "patient_not_found", "no record of this patient",
+            raise ApiError(404, "patient_not_found", "no record of this patient" + VIEWS_TRAIL,
                            ["patient_id"])
         if row.deleted:
             raise ApiError(404, "patient_deleted",
@@ -301,7 +307,7 @@ async def patient_accesses(
     return await _history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
         exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
-        missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
+        missing=ApiError(404, "patient_not_found", NO_ACCESS,
                          ["patient_id"]),
         head={"patient": {"id": patient_id}, "ledger": ledger},
         reader=_reader(request), what=ACCESS_REPORT, ahead=[patient_id],
@@ -351,7 +357,7 @@ async def patient_disclosures(
 
     def read() -> Accounting:
         if not svc.queries.has_accesses(ledger, patient_ref=ref):
-            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+            raise ApiError(404, "patient_not_found", NO_ACCESS,
                            ["patient_id"])
         rows = svc.queries.disclosures(ledger, ref, *period)
         return account(reports.open_disclosures(ledger, rows), summarise=summarize)
