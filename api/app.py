@@ -36,6 +36,7 @@ from api.routers import (
     ingest,
     investigations,
     ledger,
+    reference,
     transparency,
 )
 from api.services import Services
@@ -167,6 +168,10 @@ def create_app(
         version="0.1.0",
         summary="A hash-chained ledger of every access to protected health information.",
         lifespan=lifespan,
+        # /docs and /redoc are served by api.routers.reference from the installed
+        # swagger-ui-bundle (FastAPI's own pages load their scripts from a CDN).
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's built-in OpenTelemetry would put request paths (which can hold patient
         # identifiers) into spans, and costs a tenth of a small request: off.
         telemetry={"tracing": False, "metrics": False, "logs": False,
@@ -184,6 +189,7 @@ def create_app(
         alerts.router,
         investigations.router,
         fhir.router,
+        reference.router,
     ):
         app.include_router(router)
     console.install(app)

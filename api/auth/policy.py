@@ -129,6 +129,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{}"): PUBLIC,
 }
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
@@ -161,7 +162,10 @@ def decide(rule: Rule, caller: Caller, requested_ledgers: list[str]) -> Decision
     if rule.roles is None:
         return ALLOWED
     if not caller.has_any(rule.roles):
-        return Decision(False, "your roles do not allow this request")
+        # Naming the roles that would do tells the caller what key to ask for; the rule
+        # table is public knowledge (docs/contract.md), so it reveals nothing.
+        return Decision(False, "your roles do not allow this request; allowed: "
+                        + ", ".join(sorted(rule.roles)))
     if any(name != caller.ledger for name in requested_ledgers):
         return Decision(False, "you may only use your own ledger")
     return ALLOWED
