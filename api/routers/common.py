@@ -8,6 +8,7 @@ import orjson
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from api.access_reports import Reader
 from api.auth.caller import Caller
 from api.errors import ApiError
 from ledger.attestation import Attestation, Submitter
@@ -78,3 +79,8 @@ LEDGER_PARAMETER = {
     "description": LEDGER_DOC,
     "schema": {"type": "string", "pattern": LEDGER_NAME.pattern},
 }
+
+
+def reader_of(request: Request) -> Reader:
+    """Who is reading, as the ledger records it with each read of PHI."""
+    return Reader.of(getattr(request.state, "caller", None))
