@@ -22,7 +22,9 @@ import signal
 import socket
 import sys
 import time
+from collections.abc import Mapping
 from types import FrameType
+from typing import Any
 
 import uvicorn
 from uvicorn._subprocess import get_subprocess
@@ -49,6 +51,20 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     return sock
 
 
+TRUSTED_PROXIES_VARIABLE = "LEDGER_TRUSTED_PROXIES"
+
+
+def proxy_options(environ: Mapping[str, str]) -> dict[str, Any]:
+    """uvicorn's proxy settings: ``X-Forwarded-For``/``-Proto`` are believed only from
+    the addresses (or CIDR ranges) listed, comma separated, in ``LEDGER_TRUSTED_PROXIES``;
+    by default from nobody. (uvicorn's own default trusts 127.0.0.1, which let anyone on
+    the host choose the address the per-address login limit counts.)"""
+    trusted = environ.get(TRUSTED_PROXIES_VARIABLE, "").strip()
+    if not trusted:
+        return {"proxy_headers": False, "forwarded_allow_ips": ""}
+    return {"proxy_headers": True, "forwarded_allow_ips": trusted}
+
+
 def serve(
     host: str,
     port: int,
@@ -69,6 +85,7 @@ def serve(
         ssl_certfile=ssl_certfile,
         ssl_keyfile=ssl_keyfile,
         timeout_graceful_shutdown=10,
+        **proxy_options(os.environ),
     )
     if workers == 1:
         server = uvicorn.Server(config)
