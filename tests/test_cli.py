@@ -49,7 +49,9 @@ def first_bad_line(lines: list[bytes], after: int = 0, prev_hash: str | None = N
             return seq
         if not isinstance(entry, dict) or rfc8785(entry) != line:
             return seq
-        if set(entry) != {"ledger", "seq", "recorded_at", "prev_hash", "event", "hash"}:
+        fields = {"ledger", "seq", "recorded_at", "prev_hash", "event", "hash"}
+        # submitted_by: written by the service into entries since it existed (optional).
+        if set(entry) not in (fields, fields | {"submitted_by"}):
             return seq
         body = {k: v for k, v in entry.items() if k != "hash"}
         digest = hashlib.sha256(b"\x00" + rfc8785(body)).hexdigest()
