@@ -12,6 +12,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from api.cli.admin import admin_app
+from api.cli.investigations import investigations_app
 from api.cli.transparency import register as register_transparency
 from ledger.logs import configure_logging
 from ledger.settings import Settings
@@ -24,6 +25,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 app.add_typer(admin_app, name="admin")  # identities and keys: api/cli/admin.py
+app.add_typer(investigations_app, name="investigations")  # api/cli/investigations.py
 
 LedgerOption = Annotated[
     str | None, typer.Option("--ledger", "-l", help="The ledger (tenant); default: 'default'.")
