@@ -161,6 +161,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
 
+def _coverage(note: str | None, last: int) -> str:
+    """Whether the checkpoint printed covers the report's last entry."""
+    try:
+        size = int((note or "").split("\n")[1])
+    except (IndexError, ValueError):
+        return "<p>No signed checkpoint covers these entries yet.</p>"
+    if size < last:
+        return (f"<p>The checkpoint covers seq 1-{size}: entries after it are not yet"
+                " covered; fetch the evidence file once a newer checkpoint is signed.</p>")
+    return f"<p>The checkpoint covers seq 1-{size}, every entry listed.</p>"
+
+
 def as_html(head: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
             affected: Sequence[Mapping[str, Any]], generated: str,
             checkpoint_note: str | None) -> str:
@@ -206,6 +218,7 @@ def as_html(head: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
         f"<p>Entries covered: seq {covered} (computed through seq {head['through_seq']})."
         " The signed checkpoint below commits to them; the evidence bundle"
         " (GET /v1/investigations/{id}/evidence) proves each entry is in it.</p>",
+        _coverage(checkpoint_note, max(seqs) if seqs else 0),
         f'<p class="mono">{escape(checkpoint_note or "(no checkpoint signed yet)")}</p>',
         "</body></html>",
     ]
