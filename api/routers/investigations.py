@@ -17,11 +17,13 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
+from api.audit_reads import Problems
+from api.audit_reads import check_purpose as _purpose
 from api.errors import ApiError
 from api.investigation_report import REPORT_CSP, as_csv, as_html
 from api.investigations import Answer, InvestigationService, generated_at, public
-from api.routers.audit import Problems, _purpose, _reader
 from api.routers.common import chosen_ledger, json_response
+from api.routers.common import reader_of as _reader
 from api.services import Services, services
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.instants import parse_bound
