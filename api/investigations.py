@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from api.access_reports import AccessReports, Reader, SealedPatient, access_item
+from api.alert_desk import alert_item
 from api.errors import ApiError
 from ledger.admission import Accepted, Pending
 from ledger.canonical import parse
@@ -23,6 +24,7 @@ from ledger.entry import Entry, Receipt
 from ledger.event_ids import new_event_id
 from ledger.transparency.evidence import encode_evidence
 from ledger.transparency.tree import assemble, inclusion_plan, plan_nodes
+from projections.alert_queries import alerts_for_seqs
 from projections.instants import format_utc, utc_of
 from projections.investigation_queries import InvestigationQueries
 from projections.investigations import (
@@ -45,10 +47,11 @@ READS_PER_BATCH = 1000
 
 
 def alerts_for(svc: Any, ledger: str, seqs: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """The alerts raised on each of ``seqs`` (continual monitoring, issue 18). Until the
-    alerts view exists nothing is raised, so every entry has none."""
-    del svc, ledger, seqs
-    return {}
+    """The alerts continual monitoring raised on each of ``seqs``, shaped as ``GET
+    /v1/alerts`` shapes them, without the patient (the entry they sit on shows it)."""
+    found = alerts_for_seqs(svc.store, ledger, seqs)
+    return {seq: [{k: v for k, v in alert_item(row, None).items() if k != "patient"}
+                  for row in rows] for seq, rows in found.items()}
 
 
 @dataclass(frozen=True)
