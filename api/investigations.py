@@ -54,6 +54,14 @@ def alerts_for(svc: Any, ledger: str, seqs: Sequence[int]) -> dict[int, list[dic
                   for row in rows] for seq, rows in found.items()}
 
 
+def sent_encrypted(stored: bytes) -> bool:
+    """``disclosure.encrypted`` of a stored ``disclose`` entry, read without decoding it:
+    stored entries are canonical JSON, and in a disclosure only ``disclosure`` has an
+    ``encrypted`` member (``data`` is refused on a disclosure; actor, resource and source
+    have none), so the member's text is found exactly."""
+    return b'"encrypted":true' in stored
+
+
 @dataclass(frozen=True)
 class Answer:
     """An investigation answered through one seq: every list whole (pages are cut from
@@ -231,8 +239,8 @@ class InvestigationService:
         scope = scope_of(record, utc_of(s["from"]), utc_of(s["to"]) if s.get("to") else None)
         rows = self.queries.in_scope(ledger, scope, through)
         disclosures = [r["seq"] for r in rows if r["action"] == "disclose"]
-        encrypted = {seq: ((e.event.get("disclosure") or {}).get("encrypted"))
-                     for seq, e in self._entries(ledger, disclosures).items()}
+        encrypted = {seq: sent_encrypted(raw)
+                     for seq, raw in self.svc.store.stored_at(ledger, disclosures).items()}
         patients = affected(rows, encrypted)
         states = self.states(ledger, [a.patient_ref for a in patients], through)
         tally = counts(patients, states)
@@ -284,6 +292,8 @@ class InvestigationService:
                                                          list[dict[str, Any]], list[str]]:
         """The timeline items of ``rows`` and the affected items of ``patients``, their
         patient ids opened; and the ids shown (each to be recorded as read)."""
+        whole = self.queries.accesses_at(answer.ledger, [r["seq"] for r in rows])
+        rows = [whole[r["seq"]] for r in rows]
         samples = [a.sample for a in patients if a.sample is not None]
         ids = self.reports.open_patients(answer.ledger, [*rows, *samples])
         alerts = alerts_for(self.svc, answer.ledger, [r["seq"] for r in rows])
