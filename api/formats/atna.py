@@ -218,7 +218,7 @@ def to_event(data: bytes, *, event_id: str, default_purpose: str | None = None
     purpose = ("ETREAT" if has(type_codes, EMERGENCY_OVERRIDE)
                else purpose_of(_codes(ident, "PurposeOfUse"))
                or purpose_of(c for _, p in participants for c in _codes(p, "PurposeOfUse"))
-               or default_purpose)
+               or (default_purpose if action in PHI_ACCESS_ACTIONS else None))
     if purpose:
         event["purpose"] = purpose
     elif action in PHI_ACCESS_ACTIONS:

@@ -407,7 +407,8 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     purpose = purpose_of(codings(resource.get("purposeOfEvent")))
     if purpose is None and found is not None:
         purpose = purpose_of(codings(found[1].get("purposeOfUse")))
-    purpose = purpose or default_purpose
+    if purpose is None and action in PHI_ACCESS_ACTIONS:
+        purpose = default_purpose
     if purpose is not None:
         event["purpose"] = purpose
     elif action in PHI_ACCESS_ACTIONS:

@@ -74,8 +74,9 @@ class SyslogListeners:
 
     async def close(self) -> None:
         for server in self.servers:
-            if isinstance(server, asyncio.DatagramTransport):
-                server.close()
+            if isinstance(server, tuple):  # UDP: (transport, protocol)
+                server[0].close()
+                server[1].worker.cancel()
             else:
                 server.close()
                 await server.wait_closed()
@@ -161,9 +162,9 @@ async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
                 raise ValueError("a UDP sender names no identity with the ingest role")
             senders[addr] = found
         host, port = address(udp)
-        transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(intake, senders), local_addr=(host, port))
-        servers.append(transport)
+        servers.append((transport, protocol))
     return SyslogListeners(intake, resolve, servers)
 
 
