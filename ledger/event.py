@@ -43,8 +43,11 @@ WORKFORCE_ACTIONS = frozenset(
 # public AUTH_ACTIONS, which the service also writes for its own users.)
 SYSTEM_ACTIONS = frozenset({
     "patient_shredded",
+    # continual monitoring: a reviewer's triage of an alert, the rule set in force
+    "alert_acknowledged", "alert_dismissed", "monitoring_rules",
     "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
     "account_locked", "account_unlocked",
+    "investigation_opened", "investigation_amended", "investigation_closed",
 })
 DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS
 # Events of the standard audit formats that record no access to PHI (docs/standard-formats.md):
@@ -196,6 +199,8 @@ class Recipient(TypedDict):
         "court", "researcher", "employer", "coroner", "organ_procurement", "government",
         "other",
     ]
+    # The business associate's id, as in ``baa_signed`` (monitoring's ``no_baa``).
+    partner: NotRequired[Text | None]
 
 
 class Disclosure(TypedDict):
