@@ -9,23 +9,30 @@ from __future__ import annotations
 import asyncio
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import pytest
+from fastapi.testclient import TestClient
 
+from api.app import create_app
 from api.auth.identities import Actor
-from api.cli.formats import intake_of
 from api.formats import atna
 from api.formats.fhir_audit import FormatRejected
 from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
 from api.services import Services
+from api.syslog.dead_letters import DeadLetters
 from api.syslog.intake import map_message
 from api.syslog.listener import resolver, server_context, start
+from api.syslog.service import intake_of
 from ledger.entry import Entry
+from ledger.settings import Settings
 from tests import atna_messages as msgs
 from tests.certs import Pki
+from tests.support import fastapi_app
 
 EVENT_ID = "00000000-0000-4000-8000-000000000000"
 
@@ -269,3 +276,27 @@ def test_udp_takes_listed_senders_only(svc: Services) -> None:
 
     _run(stranger)
     assert len(_events(svc)) == 2
+
+
+def test_serve_runs_the_listener_and_metrics_count_dead_letters(
+        settings: Settings, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    port = _port()
+    configured = replace(settings, syslog_tls=f"127.0.0.1:{port}", syslog_cert=pki.server[0],
+                         syslog_key=pki.server[1], syslog_ca=pki.ca)
+    app = create_app(configured, configure_logs=False)
+    with TestClient(app) as client:
+        svc = fastapi_app(app).state.services
+        _identity(svc, "atna-sender")
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                pki.client_context("atna-sender").wrap_socket(
+                    raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(frame(syslog_message(msgs.login())))
+            tls.sendall(frame(syslog_message(b"<AuditMessage/>")))
+            deadline = time.monotonic() + 60  # only a hang fails here
+            while not DeadLetters(svc.store, None).letters():
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        metrics = client.get("/metrics").text
+        assert 'phi_ledger_dead_letters{format="atna-syslog",ledger="default"} 1.0' in metrics
+        assert [e["action"] for e in _events(svc)] == ["login"]

@@ -15,34 +15,6 @@ dead_app = typer.Typer(help="ATNA messages that could not be mapped: list and re
                        no_args_is_help=True)
 
 
-def intake_of(svc: Any) -> Any:
-    """The ATNA intake over a running service container."""
-    from api.syslog.dead_letters import DeadLetters
-    from api.syslog.intake import AtnaIntake
-
-    ring = getattr(svc.protection, "ring", None)
-    return AtnaIntake(svc.ingest, DeadLetters(svc.store, ring), svc.clock,
-                      svc.settings.fhir_default_purpose)
-
-
-async def start_listeners(svc: Any) -> Any:
-    """Start the listeners ``svc.settings`` configures (None when none is)."""
-    from api.syslog.listener import resolver, server_context, start, udp_senders_of
-
-    settings: Settings = svc.settings
-    if not settings.syslog_tls and not settings.syslog_udp:
-        return None
-    context = None
-    if settings.syslog_tls:
-        if not (settings.syslog_cert and settings.syslog_key and settings.syslog_ca):
-            raise ValueError("LEDGER_SYSLOG_TLS needs LEDGER_SYSLOG_CERT, LEDGER_SYSLOG_KEY "
-                             "and LEDGER_SYSLOG_CA")
-        context = server_context(settings.syslog_cert, settings.syslog_key, settings.syslog_ca)
-    return await start(intake_of(svc), resolver(svc.access.identities),
-                       tls=settings.syslog_tls, context=context, udp=settings.syslog_udp,
-                       udp_senders=udp_senders_of(settings.syslog_udp_senders))
-
-
 def register(app: typer.Typer, fail: Any) -> None:
     @app.command()
     def syslog(
@@ -55,6 +27,7 @@ def register(app: typer.Typer, fail: Any) -> None:
         from dataclasses import replace
 
         from api.app import build_services
+        from api.syslog.service import start_listeners
 
         settings = Settings.from_env()
         settings = replace(settings, syslog_tls=tls or settings.syslog_tls,
@@ -65,6 +38,7 @@ def register(app: typer.Typer, fail: Any) -> None:
 
         async def run() -> None:
             listeners = await start_listeners(svc)
+            assert listeners is not None
             stop = asyncio.Event()
             loop = asyncio.get_running_loop()
             for sig in (signal.SIGTERM, signal.SIGINT):
@@ -114,6 +88,7 @@ def replay(
     """Map dead letters again (after a fix, e.g. LEDGER_FORMATS_DEFAULT_PURPOSE set):
     each that now maps becomes an entry; the others keep their (updated) reason."""
     from api.app import build_services
+    from api.syslog.service import intake_of
 
     svc = build_services(Settings.from_env())
     try:
