@@ -123,6 +123,18 @@ def test_stu3_names_are_accepted(client: TestClient) -> None:
     assert event["source"] == {"system": "old-server"}
 
 
+def test_stu3_lifecycle_disclosure_is_a_disclosure(client: TestClient) -> None:
+    message = m.stu3_read()
+    message["entity"][0]["lifecycle"] = {"code": "11"}
+    message["agent"].append({"role": [{"coding": [{"code": "IRCP"}]}],
+                             "name": "County Public Health", "requestor": False})
+    r = _post(client, message)
+    assert r.status_code == 201, r.text
+    event = _stored_event(client, 1)
+    assert event["action"] == "disclose"
+    assert event["disclosure"]["recipient"]["name"] == "County Public Health"
+
+
 def test_refusals_name_fhirpaths_and_never_values(client: TestClient) -> None:
     message = m.read()
     message["recorded"] = "SECRET-not-an-instant"
