@@ -286,3 +286,21 @@ def test_capability_statement(client: TestClient) -> None:
     statement = CapabilityStatement.model_validate(r.json())
     names = {p.name for p in statement.rest[0].resource[0].searchParam}
     assert names >= {"patient", "date", "agent", "entity-type", "action", "outcome"}
+
+
+def test_batch_mixes_new_replayed_and_conflicting_entries(client: TestClient) -> None:
+    first, second = m.create(), m.update()
+    assert _post(client, first).status_code == 201
+    clash = copy.deepcopy(m.delete())
+    assert _post(client, clash).status_code == 201
+    clash["outcome"] = "4"  # same id, another body
+    r = client.post("/fhir", content=orjson.dumps(_bundle("batch", [first, second, clash])),
+                    headers=FHIR)
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses == ["200 OK", "201 Created", "409 Conflict"]
+    assert len(_entries(client)) == 3
+    third = m.read()
+    r = client.post("/fhir", content=orjson.dumps(_bundle("batch", [first, third])),
+                    headers=FHIR)
+    assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK", "201 Created"]
+    assert r.json()["entry"][1]["response"]["location"] == "/fhir/AuditEvent/4"
