@@ -304,3 +304,15 @@ def test_batch_mixes_new_replayed_and_conflicting_entries(client: TestClient) ->
                     headers=FHIR)
     assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK", "201 Created"]
     assert r.json()["entry"][1]["response"]["location"] == "/fhir/AuditEvent/4"
+
+
+def test_bundle_entries_without_id_are_known_by_their_content(client: TestClient) -> None:
+    message = m.patient_read()
+    del message["id"]
+    body = orjson.dumps(_bundle("batch", [message]))
+    assert client.post("/fhir", content=body, headers=FHIR).json()["entry"][0][
+        "response"]["status"] == "201 Created"
+    reordered = orjson.dumps(_bundle("batch", [dict(reversed(list(message.items())))]))
+    assert client.post("/fhir", content=reordered, headers=FHIR).json()["entry"][0][
+        "response"]["status"] == "200 OK"
+    assert len(_entries(client)) == 1

@@ -92,13 +92,15 @@ def _settings_purpose(svc: Services) -> str | None:
     return getattr(svc.settings, "fhir_default_purpose", None)
 
 
-def _map(svc: Services, caller_id: str, resource: Any, raw: bytes, path: str
+def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: str
          ) -> dict[str, Any]:
     """One posted AuditEvent -> its contract event; raises FormatRejected."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
         raise FormatRejected([(path, "must be an AuditEvent resource")])
     problems = audit_event_problems(resource, path)
-    key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(raw)
+    # In a Bundle (``raw`` None) an entry without an id is known by its canonical JSON.
+    key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(
+        raw if raw is not None else canonical(resource))
     try:
         event = to_event(resource, event_id=derived_event_id(caller_id, f"fhir:{key}"),
                          default_purpose=_settings_purpose(svc), path=path)
@@ -201,8 +203,7 @@ async def post_bundle(request: Request) -> Response:
                 continue
             resource = entry.get("resource")
             try:
-                out.append(_map(svc, caller_id, resource, canonical(resource)
-                                if isinstance(resource, dict) else b"", path))
+                out.append(_map(svc, caller_id, resource, None, path))
             except FormatRejected as rejected:
                 out.append(rejected.problems)
             except TypeError:
