@@ -17,7 +17,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from api.formats.fhir_audit import to_audit_event, to_event
 from tests import fhir_messages as m
-from tests.support import contract_example, fastapi_app, make_event
+from tests.support import auth_headers, contract_example, fastapi_app, make_event, service_key
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -220,6 +220,9 @@ def test_round_trip_keeps_every_element_the_contract_holds() -> None:
                    actor={"id": "svc", "kind": "application", "device_id": "d-1"}),
         make_event(action="print", outcome="denied", actor={"id": "p", "kind": "patient"},
                    source=None),
+        make_event(action="application_activity", patient=None, purpose=None, channel=None,
+                   resource=None, actor={"id": "ehr-app", "kind": "application"}),
+        make_event(action="security_alert", purpose="ETREAT", channel=None, resource=None),
         make_event(action="staff_added", patient=None, purpose=None, channel=None,
                    resource=None, data={"staff_id": "u1", "role": "nurse"}),
     ]
@@ -316,3 +319,18 @@ def test_bundle_entries_without_id_are_known_by_their_content(client: TestClient
     assert client.post("/fhir", content=reordered, headers=FHIR).json()["entry"][0][
         "response"]["status"] == "200 OK"
     assert len(_entries(client)) == 1
+
+
+def test_roles_ingest_posts_and_auditors_read(client: TestClient) -> None:
+    svc = fastapi_app(client.app).state.services
+    auditor = auth_headers(service_key(svc, roles=("auditor",)))
+    ingest = auth_headers(service_key(svc, roles=("ingest",)))
+    body = orjson.dumps(m.read())
+    assert client.post("/fhir/AuditEvent", content=body,
+                       headers={**FHIR, **auditor}).status_code == 403
+    assert client.post("/fhir/AuditEvent", content=body,
+                       headers={**FHIR, **ingest}).status_code == 201
+    assert client.get("/fhir/AuditEvent", params={"purpose": "HOPERAT"},
+                      headers=ingest).status_code == 403
+    assert client.get("/fhir/AuditEvent/1", params={"purpose": "HOPERAT"},
+                      headers=auditor).status_code == 200
