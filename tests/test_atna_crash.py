@@ -6,6 +6,7 @@ restart ends with each message recorded once. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -37,10 +38,11 @@ def _message(i: int) -> bytes:
 <ActiveParticipant UserID="user-{i}" UserIsRequestor="true"/></AuditMessage>""".encode())
 
 
-def _listener(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "api.cli", "syslog", "--tls",
-                             f"127.0.0.1:{port}"], cwd=ROOT, env=env,
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+def _listener(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
+    with log.open("ab") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "api.cli", "syslog", "--tls",
+                                 f"127.0.0.1:{port}"], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=out)
     deadline = time.monotonic() + 60  # only a hang fails here
     while time.monotonic() < deadline:
         assert proc.poll() is None, "the listener exited"
@@ -85,6 +87,16 @@ def _state(settings: Settings) -> tuple[list[int], list[int]]:
             [by_digest[d] for d in digests])
 
 
+def _read(log: Path) -> list[int]:
+    """The messages the listener logged as taken off the stream, in order."""
+    by_digest = {sha256_hex(_message(i)): i for i in range(TOTAL)}
+    out = []
+    for line in log.read_text().splitlines():
+        if '"syslog.frame_read"' in line:
+            out.append(by_digest[json.loads(line)["sha256"]])
+    return out
+
+
 def _wait(check: object, timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
     while not check():  # type: ignore[operator]
@@ -99,10 +111,11 @@ def test_killed_listener_keeps_every_message_it_read(database_url: str, tmp_path
     env = {**os.environ, "LEDGER_DATABASE_URL": database_url,
            "LEDGER_KEY_FILE": str(settings.key_file), "LEDGER_SYSLOG_CERT": str(pki.server[0]),
            "LEDGER_SYSLOG_KEY": str(pki.server[1]), "LEDGER_SYSLOG_CA": str(pki.ca),
-           "LEDGER_LOG_LEVEL": "warning"}
+           "LEDGER_LOG_LEVEL": "debug", "LEDGER_LOG_FORMAT": "json"}
+    log = tmp_path / "listener.log"
     frames = [frame(_message(i)) for i in range(TOTAL)]
     port = free_port()
-    proc = _listener(env, port)
+    proc = _listener(env, port, log)
     try:
         _send(pki, port, frames)
         _wait(lambda: len(_state(settings)[0]) >= 20)
@@ -117,9 +130,13 @@ def test_killed_listener_keeps_every_message_it_read(database_url: str, tmp_path
     assert taken == list(range(len(taken)))  # a prefix: nothing read was lost
     assert all(i % BAD_EVERY == 0 for i in dead)
     assert len(taken) < TOTAL, "the kill came after the stream ended: nothing was tested"
+    read = _read(log)
+    # Every message it read is recorded, but the one in hand when it was killed (the next
+    # is not read until the last is durable).
+    assert read[:len(taken)] == taken and len(read) - len(taken) <= 1
 
     # the sender reconnects and sends everything again: each message ends up once
-    proc = _listener(env, port)
+    proc = _listener(env, port, log)
     try:
         _send(pki, port, frames)
         _wait(lambda: len(_state(settings)[0]) == TOTAL - TOTAL // BAD_EVERY)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
+from ledger.logs import configure_logging
 from ledger.settings import Settings
 
 dead_app = typer.Typer(help="ATNA messages that could not be mapped: list and replay.",
@@ -34,6 +35,7 @@ def register(app: typer.Typer, fail: Any) -> None:
                            syslog_udp=udp or settings.syslog_udp)
         if not settings.syslog_tls and not settings.syslog_udp:
             raise fail("say where to listen: --tls host:port and/or --udp host:port")
+        configure_logging(settings.log_format, settings.log_level)
         svc = build_services(settings)
 
         async def run() -> None:

@@ -19,6 +19,7 @@ from typing import Any
 import structlog
 
 from api.auth.caller import INGEST
+from api.formats.codes import sha256_hex
 from api.formats.syslog import MAX_FRAME, FrameError, OctetFramer
 from api.syslog.intake import AtnaIntake, Sender
 from ledger.store import StoreUnavailable
@@ -101,6 +102,9 @@ async def _connection(intake: AtnaIntake, resolve: Resolve, reader: asyncio.Stre
                     break
                 framer.feed(data)
                 continue
+            # Which frames were taken, for an operator (and the crash test) to check
+            # against the ledger and the dead letters after a failure.
+            log.debug("syslog.frame_read", sha256=sha256_hex(frame))
             await intake.take(sender, frame)
     except FrameError as error:
         log.warning("syslog.stream_refused", reason=str(error))
