@@ -21,7 +21,9 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.auth.identities import Actor
 from api.formats import atna
-from api.formats.fhir_audit import FormatRejected
+from api.formats.fhir_audit import FormatRejected, to_audit_event
+from api.formats.fhir_audit import to_event as fhir_to_event
+from api.formats.fhir_validation import rendered_is_valid
 from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
@@ -30,6 +32,7 @@ from api.syslog.listener import resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
 from ledger.settings import Settings
+from ledger.verifier import verify_ledger
 from tests import atna_messages as msgs
 from tests.certs import Pki
 from tests.support import fastapi_app
@@ -194,6 +197,11 @@ def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
         a for name, (_, a, *_rest) in msgs.SHAPES.items()
         if name not in ("dcm4che_patient_read", "openhim_pix_query"))
     assert len({e["event_id"] for e in events}) == len(events)
+    assert verify_ledger(svc.store, "default").ok
+    for seq, event in enumerate(events, 1):  # each rendered back as a valid R4 AuditEvent
+        rendered = to_audit_event(event, resource_id=str(seq))
+        rendered_is_valid(rendered)
+        assert fhir_to_event(rendered, event_id=event["event_id"]) == event
     letters = intake.dead_letters.letters()
     assert len(letters) == 4
     assert all(letter.sender for letter in letters)
