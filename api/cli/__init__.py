@@ -13,6 +13,7 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from api.cli.admin import admin_app
+from api.cli.formats import register as register_formats
 from api.cli.investigations import investigations_app
 from api.cli.transparency import register as register_transparency
 from ledger.logs import configure_logging
@@ -496,6 +497,7 @@ def keys_retire(kek_id: Annotated[str, typer.Argument(help="The KEK to remove.")
 
 
 register_transparency(app, keys_app)  # verify-proof, witness, checkpoint, keys *-log-key*
+register_formats(app, _fail)  # syslog (ATNA listeners), dead-letters: api/cli/formats.py
 
 
 def main() -> None:
