@@ -129,9 +129,9 @@ def test_plain_http_signs_in_only_a_local_browser(settings: Settings) -> None:
     seed = provision_user(settings, "alice", PASSWORD)
     app = create_app(settings, clock=clock, configure_logs=False)
     with TestClient(app, base_url="http://testserver", client=("198.51.100.7", 1)) as remote:
-        assert remote.get("/console").status_code == 403
+        assert remote.get("/console").status_code == 400
         r = remote.post("/console/sign-in", data={"username": "alice"})
-        assert r.status_code == 403 and "HTTPS" in r.text
+        assert r.status_code == 400 and "HTTPS" in r.text
     local = Console(app, clock, {"alice": seed}, {}, base_url="http://testserver")
     with local.client:
         r = local.sign_in()
