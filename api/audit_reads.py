@@ -43,6 +43,12 @@ T = TypeVar("T")
 PURPOSES = frozenset(get_args(PurposeOfUse))
 ACTIONS = frozenset(get_args(Action)) | {"patient_shredded"}
 MAX_LIMIT = 1000
+
+# The views are built from the ledger a moment after each append: a patient posted a
+# moment ago may not be in them yet. Say how to wait instead of letting the caller guess.
+VIEWS_TRAIL = ("; views may trail the ledger by a moment after a write: pass min_seq=<the"
+               " receipt's seq> to wait until they include it")
+NO_ACCESS = "no access to this patient is recorded" + VIEWS_TRAIL
 MAX_WAIT_MS = 10_000
 
 Purpose = Annotated[str | None, Query(
@@ -269,7 +275,7 @@ async def patient_history(
     return await history(
         svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
         exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
-        missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
+        missing=ApiError(404, "patient_not_found", NO_ACCESS,
                          ["patient_id"]),
         build=build, reader=reader, what=ACCESS_REPORT, ahead=[patient_id],
     )
@@ -305,7 +311,7 @@ async def patient_record(
     def read() -> tuple[PatientRow, dict[str, Any]]:
         row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
         if row is None:
-            raise ApiError(404, "patient_not_found", "no record of this patient",
+            raise ApiError(404, "patient_not_found", "no record of this patient" + VIEWS_TRAIL,
                            ["patient_id"])
         if row.deleted:
             raise ApiError(404, "patient_deleted",
@@ -346,7 +352,7 @@ async def disclosure_accounting(
 
     def read() -> Accounting:
         if not svc.queries.has_accesses(ledger, patient_ref=ref):
-            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
+            raise ApiError(404, "patient_not_found", NO_ACCESS,
                            ["patient_id"])
         rows = svc.queries.disclosures(ledger, ref, *period)
         return account(reports.open_disclosures(ledger, rows), summarise=summarize)

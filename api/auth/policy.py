@@ -63,6 +63,12 @@ RULES: dict[tuple[str, str], Rule] = {
     # ingest
     ("POST", "/v1/events"): _allow(INGEST, limit=Limit.INGEST),
     ("POST", "/v1/events/batch"): _allow(INGEST, limit=Limit.INGEST),
+    # standard formats (api.routers.fhir): AuditEvents in, read back and searched (ITI-81)
+    ("POST", "/fhir/AuditEvent"): _allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/fhir"): _allow(INGEST, limit=Limit.INGEST),
+    ("GET", "/fhir/AuditEvent"): _allow(*PHI_READERS),
+    ("GET", "/fhir/AuditEvent/{}"): _allow(*PHI_READERS),
+    ("GET", "/fhir/metadata"): PUBLIC,
     # the chain, for verification
     ("GET", "/v1/ledger"): _allow(*CHAIN_READERS),
     ("GET", "/v1/ledger/entries"): _allow(*CHAIN_READERS),
@@ -82,7 +88,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/amend"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/close"): _allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}/evidence"): _allow(INVESTIGATOR),
     ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/acknowledge"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/dismiss"): _allow(INVESTIGATOR),
     # sessions
     ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
     ("POST", "/v1/auth/logout"): _allow(*ANY_ROLE),
@@ -118,6 +129,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{}"): PUBLIC,
 }
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
@@ -150,7 +162,10 @@ def decide(rule: Rule, caller: Caller, requested_ledgers: list[str]) -> Decision
     if rule.roles is None:
         return ALLOWED
     if not caller.has_any(rule.roles):
-        return Decision(False, "your roles do not allow this request")
+        # Naming the roles that would do tells the caller what key to ask for; the rule
+        # table is public knowledge (docs/contract.md), so it reveals nothing.
+        return Decision(False, "your roles do not allow this request; allowed: "
+                        + ", ".join(sorted(rule.roles)))
     if any(name != caller.ledger for name in requested_ledgers):
         return Decision(False, "you may only use your own ledger")
     return ALLOWED

@@ -12,7 +12,6 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.access_reports import Reader
 from api.accounting_report import as_csv, as_html, as_json
 from api.audit_reads import (
     ACTIONS,
@@ -35,7 +34,7 @@ from api.audit_reads import (
 from api.audit_reads import (
     patient_record as read_patient_record,
 )
-from api.routers.common import chosen_ledger, json_response
+from api.routers.common import chosen_ledger, json_response, reader_of
 from api.services import Services, services
 from projections.instants import format_utc
 
@@ -44,8 +43,7 @@ router = APIRouter(prefix="/v1", tags=["audit"])
 __all__ = ["ACTIONS", "MAX_LIMIT", "PURPOSES", "off_loop", "router"]
 
 
-def _reader(request: Request) -> Reader:
-    return Reader.of(getattr(request.state, "caller", None))
+_reader = reader_of
 
 
 @router.get("/patients/{patient_id}", summary="A patient's current record")
