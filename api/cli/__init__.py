@@ -116,6 +116,7 @@ def migrate() -> None:
 
 def _projector(settings: Settings) -> Any:
     from ledger.migrate import migrate as run
+    from ledger.protection import protection_from_settings
     from ledger.runtime import tune_gc
     from ledger.store import StoreUnavailable, open_store
     from projections.runner import Projector
@@ -123,7 +124,8 @@ def _projector(settings: Settings) -> Any:
     tune_gc()
     try:
         run(settings.database_url)
-        return Projector(open_store(settings.database_url))
+        store = open_store(settings.database_url)
+        return Projector(store, protection=protection_from_settings(settings, store))
     except StoreUnavailable as error:
         raise _fail(str(error)) from None
     except Exception as error:  # the driver's own errors: say which, not what they quote
