@@ -54,7 +54,8 @@ def _configure(ctx: typer.Context) -> None:
     except ConfigError as error:
         raise _fail(str(error)) from None
     os.environ.update(found.values)
-    if ctx.invoked_subcommand in NEEDS_EXISTING_LEDGER:
+    asking_for_help = any(arg in ("--help", "-h") for arg in sys.argv[1:])
+    if ctx.invoked_subcommand in NEEDS_EXISTING_LEDGER and not asking_for_help:
         problem = missing_ledger(found)
         if problem:
             raise _fail(problem)
