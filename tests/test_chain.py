@@ -97,6 +97,24 @@ def test_non_canonical_bytes_are_caught() -> None:
     assert verdict.first_bad_seq == 3
 
 
+def test_non_canonical_bytes_with_a_matching_hash_are_caught() -> None:
+    """A forger who hashes the very bytes they store (a space after a colon, which every
+    JSON parser reads the same) gets a matching hash: only the canonical-form check can
+    tell, and two encodings of one entry would give exports two different leaf hashes."""
+    rows = _rows(5)
+    data = rows[4][1]
+    cut = data.rfind(b',"hash":"')
+    loose = data.replace(b'"ledger":"default"', b'"ledger": "default"', 1)
+    assert loose.rfind(b',"hash":"') == cut  # the change is after the hash member
+    body = loose[:cut] + loose[cut + 74 :]
+    rehashed = hashlib.sha256(b"\x00" + body).hexdigest().encode()
+    rows[4] = (5, loose[: cut + 9] + rehashed + loose[cut + 73 :])
+    assert parse(rows[4][1])["hash"] == rehashed.decode()
+    verdict = check_chain("default", rows)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.verified_through) == (False, 5, 4)
+    assert verdict.reason == "entry is not stored in canonical form"
+
+
 def test_entry_from_another_ledger_is_caught() -> None:
     rows = _rows(3)
     other = extend(EMPTY_HEAD, "other", [{"x": 1}], T)[0]
