@@ -67,7 +67,7 @@ def two_tenants(
 def _get(client: TestClient, headers: dict[str, str], path: str, seq: int) -> dict[str, Any]:
     r = client.get(path, params={"purpose": "HOPERAT", "min_seq": seq, "wait_ms": 10_000},
                    headers=headers)
-    assert r.status_code == 200, r.text
+    assert r.status_code == 200, (path, r.text)
     return r.json()
 
 
