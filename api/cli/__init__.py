@@ -248,6 +248,7 @@ def verify(
     import time
 
     from api.cli.transparency import newest_note_problem, signed_elsewhere
+    from ledger.chain import VerdictKind
     from ledger.verifier import verify as verify_chain
 
     settings = _settings()
@@ -289,7 +290,8 @@ def verify(
                 continue
             intact = False
             reason = verdict.reason or ""
-            if reason.startswith("truncated: "):
+            if verdict.kind is VerdictKind.TRUNCATED:
+                # the reason starts with the kind's own name: say it once, as the label
                 typer.echo(f"{name}: TRUNCATED: {reason.removeprefix('truncated: ')} "
                            f"(intact through seq {verdict.verified_through})")
             elif verdict.first_bad_seq is None:
