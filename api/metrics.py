@@ -70,6 +70,13 @@ class Metrics:
             ["ledger"], registry=self.registry,
         )
 
+        self.dead_letters = Gauge(
+            "phi_ledger_dead_letters",
+            "Standard-format messages kept as dead letters, not yet replayed "
+            "(phi-ledger dead-letters list / replay)",
+            ["ledger", "format"], registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
