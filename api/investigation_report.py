@@ -18,9 +18,9 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-from api.console.pictures import ACTION_COLOURS as SHARED_COLOURS
-from api.console.pictures import Mark
-from api.console.pictures import timeline_svg as shared_timeline_svg
+from api.pictures import ACTION_COLOURS as SHARED_COLOURS
+from api.pictures import Mark
+from api.pictures import timeline_svg as shared_timeline_svg
 
 # The marks' colours: the shared renderer's, so legend and picture agree.
 ACTION_COLOURS = dict(SHARED_COLOURS)
@@ -101,7 +101,7 @@ def _instant(text: str) -> float:
 
 def timeline_svg(timeline: Sequence[Mapping[str, Any]], width: int = 960) -> str:
     """The timeline as an SVG, drawn by the shared renderer
-    (:func:`api.console.pictures.timeline_svg`): one lane per actor, device and IP, a
+    (:func:`api.pictures.timeline_svg`): one lane per actor, device and IP, a
     mark per access coloured by action (``class="mark"``, ``data-seq``), entries with
     alerts boxed in red (``class="alert"``)."""
     marks = [

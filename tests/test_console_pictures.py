@@ -7,7 +7,7 @@ from xml.etree.ElementTree import Element
 
 from defusedxml.ElementTree import fromstring
 
-from api.console.pictures import (
+from api.pictures import (
     MAX_LANES,
     OTHERS,
     Lane,

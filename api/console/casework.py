@@ -20,7 +20,6 @@ from pydantic import ValidationError
 from api.access_reports import Reader
 from api.alert_desk import MAX_REASON, TriageRefused, list_page, record_shown, triage
 from api.console.filters import Filters
-from api.console.pictures import Lane, Mark, legend_items, timeline_svg
 from api.console.web import (
     Stop,
     Viewer,
@@ -35,6 +34,7 @@ from api.console.web import (
 )
 from api.errors import ApiError
 from api.investigations import InvestigationService
+from api.pictures import Lane, Mark, legend_items, timeline_svg
 from api.routers.alerts import STATUSES
 from api.routers.investigations import OpenIn, _check_scope, _report, _scope_dict
 from projections.alert_queries import AlertFilter

@@ -31,7 +31,6 @@ from api.audit_reads import (
 from api.auth.identities import AccessError
 from api.auth.limits import retry_after
 from api.console.filters import Filters
-from api.console.pictures import Lane, Mark, daily_volumes, legend_items, timeline_svg, volume_svg
 from api.console.session import (
     PRESESSION,
     PURPOSE,
@@ -64,6 +63,7 @@ from api.console.web import (
     viewer_of,
 )
 from api.errors import ApiError
+from api.pictures import Lane, Mark, daily_volumes, legend_items, timeline_svg, volume_svg
 from api.verifications import last_verification, verify_and_record
 from projections.instants import format_utc
 

@@ -204,5 +204,5 @@ def letter_csp(html: str) -> str:
 
 
 def markup(svg: str) -> Markup:
-    """SVG made by :mod:`api.console.pictures` (which escapes its data) for a template."""
+    """SVG made by :mod:`api.pictures` (which escapes its data) for a template."""
     return Markup(svg)  # built from escaped parts only
