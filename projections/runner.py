@@ -39,6 +39,7 @@ from projections import indexes
 from projections.accesses import AccessesView
 from projections.alerts import AlertsView
 from projections.disclosures import DisclosuresView
+from projections.investigation_view import InvestigationsView
 from projections.patients import PatientsView
 from projections.view import Change, Sql, View, concerns, wanted_actions
 from projections.workforce import WorkforceView
@@ -67,7 +68,7 @@ def all_views(protection: Any | None = None) -> list[View]:
     """Every view the service keeps, in the order they are applied. ``protection``
     opens what monitoring must compare (see projections.alerts.Sight)."""
     return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView(),
-            AlertsView(protection)]
+            AlertsView(protection), InvestigationsView()]
 
 
 def process_groups(views: Sequence[View], processes: int) -> list[list[View]]:

@@ -15,8 +15,8 @@ from fastapi.responses import Response
 
 from api.access_reports import Reader
 from api.alert_desk import TriageRefused, list_page, record_shown, triage
+from api.audit_reads import MAX_LIMIT, PURPOSES, From, Problems, Purpose, To
 from api.errors import ApiError
-from api.routers.audit import MAX_LIMIT, PURPOSES, From, Problems, Purpose, To
 from api.routers.common import chosen_ledger, json_response, parse_json
 from api.services import Services, services
 from projections.alert_queries import AlertFilter
