@@ -70,6 +70,11 @@ class Metrics:
             ["ledger"], registry=self.registry,
         )
 
+        self.alerts = Gauge(
+            "phi_ledger_alerts", "Alerts raised by continual monitoring, by rule and status"
+            " (every ledger)", ["rule", "status"], registry=self.registry,
+        )
+
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()
         self.latency.labels(route).observe(seconds)
