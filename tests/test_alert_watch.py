@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import threading
 from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any
+from typing import Any, ClassVar
 
 from api.monitoring import Watch, Webhook, record_rule_sets
 from ledger.clock import utc_now
@@ -39,7 +39,7 @@ def test_rule_set_recorded_once_after_the_first_alert(svc: Any) -> None:
 
 
 class _Receiver(BaseHTTPRequestHandler):
-    bodies: list[dict[str, Any]] = []
+    bodies: ClassVar[list[dict[str, Any]]] = []
     fail_first = 0
 
     def do_POST(self) -> None:

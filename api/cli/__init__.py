@@ -35,7 +35,8 @@ LedgerOption = Annotated[
 # directory, they would otherwise make a new, empty default database and, for example,
 # print an API key the running service has never heard of.
 NEEDS_EXISTING_LEDGER = frozenset(
-    {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild"})
+    {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild",
+     "alerts"})
 
 
 @app.callback()
@@ -316,6 +317,28 @@ def export(
             out.write(b"\n")
     finally:
         out.flush()
+        store.close()
+
+
+@app.command()
+def alerts(
+    rule: Annotated[str | None, typer.Option(help="Only this rule (e.g. vip_access).")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="Only this status: open, explained, acknowledged, dismissed.")] = None,
+    ledger: LedgerOption = None,
+) -> None:
+    """List what continual monitoring flagged, newest first (tab-separated, no PHI)."""
+    from api.cli.alerts import RULES, STATUSES, alert_lines, check_choice
+
+    check_choice(rule, tuple(RULES), "--rule")
+    check_choice(status, STATUSES, "--status")
+    settings = _settings()
+    store = _reader_store(settings)
+    try:
+        typer.echo("alert_id\trule\tseverity\tstatus\tseq\toccurred_at\tactor\texplained_by")
+        for line in alert_lines(store, ledger or settings.default_ledger, rule, status):
+            typer.echo(line)
+    finally:
         store.close()
 
 
