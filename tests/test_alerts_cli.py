@@ -35,3 +35,15 @@ def test_alerts_lists_filters_without_phi_and_survives_a_rebuild(settings: Setti
     finally:
         svc.writer.stop()
         svc.store.close()
+
+
+def test_demo_writes_ground_truth_apart_from_the_ledger(settings: Settings, tmp_path) -> None:
+    import json
+
+    truth = tmp_path / "truth.jsonl"
+    done = run_cli(settings, "demo", "--events", "3000", "--truth", str(truth))
+    assert done.returncode == 0, done.stderr
+    labels = [json.loads(line) for line in truth.read_text().splitlines()]
+    assert {"untrained", "no_mfa", "insecure_channel"} <= {x["rule"] for x in labels}
+    exported = run_cli(settings, "export").stdout
+    assert "insecure_channel" not in exported and "explained_by" not in exported

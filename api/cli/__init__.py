@@ -348,6 +348,10 @@ def demo(
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same day.")] = 7,
     ledger: LedgerOption = None,
     batch: Annotated[int, typer.Option(help="Events per ingest batch.")] = 500,
+    truth: Annotated[str | None, typer.Option(
+        help="Post the monitored service (every monitoring rule's violation) and write "
+             "the alerts it must raise to this file (JSON lines), never to the ledger.")
+    ] = None,
 ) -> None:
     """Fill the database with a realistic synthetic answering-service day."""
     from api.workload.demo import run_demo
@@ -357,7 +361,7 @@ def demo(
     settings = _settings()
     try:
         run_demo(settings, events=events, seed=seed, ledger=ledger, batch=batch,
-                 progress=_progress())
+                 progress=_progress(), truth=truth)
     except KeyRingError as error:
         # A missing, exposed or wrong key ring: one line naming it, not a traceback.
         raise _fail(str(error)) from None

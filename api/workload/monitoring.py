@@ -22,6 +22,7 @@ relative, who was removed), not by running the rules, and never posted.
 
 from __future__ import annotations
 
+import itertools
 import random
 import uuid
 from collections.abc import Iterator
@@ -107,12 +108,8 @@ class MonitoredService:
 
     def events(self, n: int) -> Iterator[dict[str, Any]]:
         """Exactly ``n`` events (fewer never: the run goes on as long as asked)."""
-        made = 0
-        for _, event in self._run():
-            if made >= n:
-                return
+        for _, event in itertools.islice(self._run(), n):
             yield event
-            made += 1
 
     def _on_shift(self, person: Person, when: datetime) -> bool:
         start, end = SHIFTS[person.shift]
