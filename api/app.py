@@ -41,6 +41,7 @@ from api.routers import (
     transparency,
 )
 from api.services import Services
+from api.syslog.service import start_listeners
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
 from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
@@ -151,11 +152,15 @@ def create_app(
                 target=svc.checkpointer.run, args=(stop,), name="checkpointer", daemon=True
             )
             signer.start()
+        # ATNA syslog listeners on this event loop, when configured (api.syslog).
+        syslog = await start_listeners(svc)
         log.info("service.started", dialect=svc.store.dialect, projections=follower is not None,
                  checkpoints=signer is not None)
         try:
             yield
         finally:
+            if syslog is not None:
+                await syslog.close()
             stop.set()
             if follower is not None:
                 follower.join(timeout=10)

@@ -18,12 +18,12 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
-ACTION_COLOURS = {
-    "read": "#1f77b4", "query": "#9ecae1", "create": "#2ca02c", "update": "#98df8a",
-    "delete": "#8c564b", "disclose": "#d62728", "export": "#ff7f0e", "print": "#bcbd22",
-    "login": "#7f7f7f", "logout": "#c7c7c7", "login_failed": "#9467bd",
-}
-OTHER_COLOUR = "#17becf"
+from api.console.pictures import ACTION_COLOURS as SHARED_COLOURS
+from api.console.pictures import Mark
+from api.console.pictures import timeline_svg as shared_timeline_svg
+
+# The marks' colours: the shared renderer's, so legend and picture agree.
+ACTION_COLOURS = dict(SHARED_COLOURS)
 
 STYLE = """
 body { font-family: sans-serif; margin: 2em; color: #111; }
@@ -100,52 +100,17 @@ def _instant(text: str) -> float:
 
 
 def timeline_svg(timeline: Sequence[Mapping[str, Any]], width: int = 960) -> str:
-    """The timeline as an SVG: one lane per actor, device and IP, a circle per access
-    (``class="mark"``, ``data-seq``) coloured by action, an alert ringed in red
-    (``class="alert"``)."""
-    lanes: dict[str, int] = {}
-    for item in timeline:
-        for lane in _lanes(item):
-            lanes.setdefault(lane, len(lanes))
-    left, lane_height, top = 220, 24, 20
-    height = top + lane_height * max(1, len(lanes)) + 30
-    times = [_instant(i["occurred_at"]) for i in timeline]
-    start, end = (min(times), max(times)) if times else (0.0, 1.0)
-    span = (end - start) or 1.0
-    plot = width - left - 20
-
-    def x(t: float) -> float:
-        return left + plot * (t - start) / span
-
-    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
-             f' viewBox="0 0 {width} {height}" role="img" aria-label="timeline of accesses">']
-    for lane, row in lanes.items():
-        y = top + row * lane_height
-        parts.append(f'<line x1="{left}" y1="{y}" x2="{width - 20}" y2="{y}"'
-                     ' stroke="#ddd" stroke-width="1"/>')
-        parts.append(f'<text x="4" y="{y + 4}" font-size="11" class="lane">'
-                     f'{escape(lane[:32])}</text>')
-    for item, t in zip(timeline, times, strict=True):
-        colour = ACTION_COLOURS.get(item["action"], OTHER_COLOUR)
-        for lane in _lanes(item):
-            y = top + lanes[lane] * lane_height
-            cx = f"{x(t):.1f}"
-            parts.append(f'<circle class="mark" data-seq="{item["seq"]}"'
-                         f' data-action="{escape(item["action"])}" cx="{cx}" cy="{y}" r="4"'
-                         f' fill="{colour}"><title>{escape(item["occurred_at"])}'
-                         f' {escape(item["action"])}</title></circle>')
-            if item.get("alerts"):
-                parts.append(f'<circle class="alert" data-seq="{item["seq"]}" cx="{cx}"'
-                             f' cy="{y}" r="7" fill="none" stroke="#e00" stroke-width="2"/>')
-    axis_y = height - 12
-    if timeline:
-        ordered = sorted(zip(times, timeline, strict=True), key=lambda p: p[0])
-        first, last = ordered[0][1]["occurred_at"], ordered[-1][1]["occurred_at"]
-        parts.append(f'<text x="{left}" y="{axis_y}" font-size="11">{escape(first)}</text>')
-        parts.append(f'<text x="{width - 20}" y="{axis_y}" font-size="11"'
-                     f' text-anchor="end">{escape(last)}</text>')
-    parts.append("</svg>")
-    return "".join(parts)
+    """The timeline as an SVG, drawn by the shared renderer
+    (:func:`api.console.pictures.timeline_svg`): one lane per actor, device and IP, a
+    mark per access coloured by action (``class="mark"``, ``data-seq``), entries with
+    alerts boxed in red (``class="alert"``)."""
+    marks = [
+        Mark(lane, datetime.fromisoformat(item["occurred_at"].replace("Z", "+00:00")),
+             item["action"], item.get("purpose"),
+             f"{item['occurred_at']} {item['action']}", alert=bool(item.get("alerts")),
+             seq=item["seq"])
+        for item in timeline for lane in _lanes(item)]
+    return shared_timeline_svg(marks, width=width, title="Timeline of accesses")
 
 
 def _legend() -> str:
@@ -159,6 +124,18 @@ def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
                    for row in rows)
     return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _coverage(note: str | None, last: int) -> str:
+    """Whether the checkpoint printed covers the report's last entry."""
+    try:
+        size = int((note or "").split("\n")[1])
+    except (IndexError, ValueError):
+        return "<p>No signed checkpoint covers these entries yet.</p>"
+    if size < last:
+        return (f"<p>The checkpoint covers seq 1-{size}: entries after it are not yet"
+                " covered; fetch the evidence file once a newer checkpoint is signed.</p>")
+    return f"<p>The checkpoint covers seq 1-{size}, every entry listed.</p>"
 
 
 def as_html(head: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
@@ -206,6 +183,7 @@ def as_html(head: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
         f"<p>Entries covered: seq {covered} (computed through seq {head['through_seq']})."
         " The signed checkpoint below commits to them; the evidence bundle"
         " (GET /v1/investigations/{id}/evidence) proves each entry is in it.</p>",
+        _coverage(checkpoint_note, max(seqs) if seqs else 0),
         f'<p class="mono">{escape(checkpoint_note or "(no checkpoint signed yet)")}</p>',
         "</body></html>",
     ]

@@ -16,6 +16,7 @@ from datetime import date, datetime
 from typing import Any
 
 from api.access_reports import AccessReports, Reader, SealedPatient, access_item
+from api.alert_desk import alert_item
 from api.errors import ApiError
 from ledger.admission import Accepted, Pending
 from ledger.canonical import parse
@@ -23,6 +24,7 @@ from ledger.entry import Entry, Receipt
 from ledger.event_ids import new_event_id
 from ledger.transparency.evidence import encode_evidence
 from ledger.transparency.tree import assemble, inclusion_plan, plan_nodes
+from projections.alert_queries import alerts_for_seqs
 from projections.instants import format_utc, utc_of
 from projections.investigation_queries import InvestigationQueries
 from projections.investigations import (
@@ -45,10 +47,19 @@ READS_PER_BATCH = 1000
 
 
 def alerts_for(svc: Any, ledger: str, seqs: Sequence[int]) -> dict[int, list[dict[str, Any]]]:
-    """The alerts raised on each of ``seqs`` (continual monitoring, issue 18). Until the
-    alerts view exists nothing is raised, so every entry has none."""
-    del svc, ledger, seqs
-    return {}
+    """The alerts continual monitoring raised on each of ``seqs``, shaped as ``GET
+    /v1/alerts`` shapes them, without the patient (the entry they sit on shows it)."""
+    found = alerts_for_seqs(svc.store, ledger, seqs)
+    return {seq: [{k: v for k, v in alert_item(row, None).items() if k != "patient"}
+                  for row in rows] for seq, rows in found.items()}
+
+
+def sent_encrypted(stored: bytes) -> bool:
+    """``disclosure.encrypted`` of a stored ``disclose`` entry, read without decoding it:
+    stored entries are canonical JSON, and in a disclosure only ``disclosure`` has an
+    ``encrypted`` member (``data`` is refused on a disclosure; actor, resource and source
+    have none), so the member's text is found exactly."""
+    return b'"encrypted":true' in stored
 
 
 @dataclass(frozen=True)
@@ -228,8 +239,8 @@ class InvestigationService:
         scope = scope_of(record, utc_of(s["from"]), utc_of(s["to"]) if s.get("to") else None)
         rows = self.queries.in_scope(ledger, scope, through)
         disclosures = [r["seq"] for r in rows if r["action"] == "disclose"]
-        encrypted = {seq: ((e.event.get("disclosure") or {}).get("encrypted"))
-                     for seq, e in self._entries(ledger, disclosures).items()}
+        encrypted = {seq: sent_encrypted(raw)
+                     for seq, raw in self.svc.store.stored_at(ledger, disclosures).items()}
         patients = affected(rows, encrypted)
         states = self.states(ledger, [a.patient_ref for a in patients], through)
         tally = counts(patients, states)
@@ -281,6 +292,8 @@ class InvestigationService:
                                                          list[dict[str, Any]], list[str]]:
         """The timeline items of ``rows`` and the affected items of ``patients``, their
         patient ids opened; and the ids shown (each to be recorded as read)."""
+        whole = self.queries.accesses_at(answer.ledger, [r["seq"] for r in rows])
+        rows = [whole[r["seq"]] for r in rows]
         samples = [a.sample for a in patients if a.sample is not None]
         ids = self.reports.open_patients(answer.ledger, [*rows, *samples])
         alerts = alerts_for(self.svc, answer.ledger, [r["seq"] for r in rows])

@@ -74,6 +74,12 @@ class Metrics:
             "phi_ledger_alerts", "Alerts raised by continual monitoring, by rule and status"
             " (every ledger)", ["rule", "status"], registry=self.registry,
         )
+        self.dead_letters = Gauge(
+            "phi_ledger_dead_letters",
+            "Standard-format messages kept as dead letters, not yet replayed "
+            "(phi-ledger dead-letters list / replay)",
+            ["ledger", "format"], registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

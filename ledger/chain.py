@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from enum import Enum
 from typing import Any
 
 from ledger.canonical import NotCanonicalizable, canonical, parse
@@ -52,15 +53,31 @@ def extend(
     return entries
 
 
+class VerdictKind(Enum):
+    """What a check of a ledger found, for callers that act on it (the CLI's wording,
+    alerting) without reading the human-readable reason."""
+
+    INTACT = "intact"
+    BROKEN = "broken"  # an entry is missing, edited, reordered or not linked
+    TRUNCATED = "truncated"  # a signed checkpoint covers more entries than the chain holds
+    REWRITTEN = "rewritten"  # the entries do not reproduce a signed root
+    TREE_MISMATCH = "tree_mismatch"  # the chain is intact, the stored Merkle tree is not
+
+
 @dataclass(frozen=True, slots=True)
 class Verdict:
-    """The outcome of checking a chain: intact through ``verified_through``, or not."""
+    """The outcome of checking a chain: intact through ``verified_through``, or not, and
+    ``kind`` says which way not, so no caller parses ``reason`` (written for people)."""
 
-    ok: bool
+    kind: VerdictKind
     verified_through: int
     first_bad_seq: int | None
     reason: str | None
     head_hash: str = GENESIS_HASH
+
+    @property
+    def ok(self) -> bool:
+        return self.kind is VerdictKind.INTACT
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -135,8 +152,9 @@ class ChainCheck:
 
     def verdict(self, error: ChainBroken | None = None) -> Verdict:
         if error is None:
-            return Verdict(True, self.head.seq, None, None, self.head.hash)
-        return Verdict(False, self.head.seq, error.seq, error.reason, self.head.hash)
+            return Verdict(VerdictKind.INTACT, self.head.seq, None, None, self.head.hash)
+        return Verdict(VerdictKind.BROKEN, self.head.seq, error.seq, error.reason,
+                       self.head.hash)
 
 
 def check_chain(

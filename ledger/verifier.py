@@ -13,7 +13,8 @@ size a checkpoint was signed at (the ``checkpoints`` table, plus any the caller 
 such as a witness's) the root recomputed from the entries must be the signed root. A
 chain that is intact but shorter than a signed size was truncated (or rolled back); an
 intact chain whose root differs from a signed one was rewritten. Finally the stored tree
-must agree with the chain at its head, or the proofs it serves would not verify.
+must agree with the chain, at its head and in every subtree it keeps, or the proofs it
+serves would not verify.
 """
 
 from __future__ import annotations
@@ -25,10 +26,11 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
-from ledger.chain import ChainBroken, ChainCheck, Head, Verdict
+from ledger.chain import ChainBroken, ChainCheck, Head, Verdict, VerdictKind
 from ledger.entry import GENESIS_HASH
 from ledger.store import LedgerStore, open_store
-from ledger.transparency.tree import NODE_PREFIX, Frontier, fold, range_nodes
+from ledger.store.base import STORED_LEVELS_FROM
+from ledger.transparency.tree import NODE_PREFIX, Frontier, Node, fold
 
 Progress = Callable[[int], None]
 PROGRESS_EVERY = 10_000
@@ -57,27 +59,38 @@ def _stored_checkpoints(store: LedgerStore, ledger: str, after: int, upto: int |
 
 class TreeCheck:
     """Folds entry hashes into the Merkle tree from ``start``, keeping the tree's edge at
-    each size in ``marks`` (a stretch starts from an empty tree: its sizes are relative)."""
+    each size in ``marks`` (a stretch starts from an empty tree: its sizes are relative,
+    and ``offset`` is the leaf it starts at), and every perfect subtree it completes of
+    level ``STORED_LEVELS_FROM`` and up in ``nodes`` (the ones a store keeps), so the
+    stored tree can be compared node by node, interior nodes included."""
 
-    __slots__ = ("hashes", "levels", "marks", "seen", "size")
+    __slots__ = ("hashes", "levels", "marks", "nodes", "offset", "seen", "size")
 
-    def __init__(self, start: Frontier, marks: Sequence[int] = ()) -> None:
+    def __init__(self, start: Frontier, marks: Sequence[int] = (), offset: int = 0) -> None:
         self.levels = [node.level for node in start.nodes]
         self.hashes = list(start.hashes)
         self.size = start.size
+        self.offset = offset
         self.marks = set(marks)
         self.seen: dict[int, tuple[bytes, ...]] = {}
+        self.nodes: dict[Node, bytes] = {}
 
     def add(self, leaf_hex: str) -> None:
-        digest, level = bytes.fromhex(leaf_hex), 0
+        self.add_subtree(bytes.fromhex(leaf_hex), 0)
+
+    def add_subtree(self, digest: bytes, level: int) -> None:
+        """Add a perfect subtree of ``2**level`` leaves on the right (a leaf: level 0)."""
         levels, hashes = self.levels, self.hashes
+        end = self.offset + self.size + (1 << level)  # the leaf after the new subtree
         while levels and levels[-1] == level:
             levels.pop()
             digest = _sha256(NODE_PREFIX + hashes.pop() + digest).digest()
             level += 1
+            if level >= STORED_LEVELS_FROM:
+                self.nodes[Node(level, (end >> level) - 1)] = digest
         levels.append(level)
         hashes.append(digest)
-        self.size += 1
+        self.size = end - self.offset
         if self.size in self.marks:
             self.seen[self.size] = tuple(hashes)
 
@@ -151,32 +164,51 @@ def verify_ledger(
     roots = SignedRoots()
     for size in sorted(tree.seen):
         roots.judge(size, fold(list(tree.seen[size])), signed[size])
-    return _judge(store, ledger, check.verdict(), tree.frontier, roots, max(signed, default=0))
+    return _judge(store, ledger, check.verdict(), tree.frontier, roots, max(signed, default=0),
+                  tree.nodes)
 
 
 def _judge(store: LedgerStore, ledger: str, verdict: Verdict, frontier: Frontier,
-           roots: SignedRoots, newest: int) -> Verdict:
-    """An intact chain's verdict, once the checkpoints and the stored tree are judged."""
+           roots: SignedRoots, newest: int, nodes: Mapping[Node, bytes]) -> Verdict:
+    """An intact chain's verdict, once the checkpoints and the stored tree are judged
+    (``nodes``: every stored-size subtree recomputed from the entries)."""
     head = verdict.verified_through
     if newest > head:
-        return Verdict(False, head, head + 1,
+        return Verdict(VerdictKind.TRUNCATED, head, head + 1,
                        f"truncated: a signed checkpoint covers {newest} entries but the chain"
                        f" ends at seq {head} (entries removed, or the database rolled back)",
                        verdict.head_hash)
     if roots.mismatch is not None:
         after = roots.matched
-        return Verdict(False, after, after + 1,
+        return Verdict(VerdictKind.REWRITTEN, after, after + 1,
                        f"the entries do not reproduce the {roots.mismatch.source} of size"
                        f" {roots.mismatch.size}: entries after seq {after} (the last signed"
                        f" size that matches) were rewritten", verdict.head_hash)
     if head and store.maintain_tree:
-        edge = range_nodes(0, head)
-        stored = store.subtrees(ledger, edge)
-        if [stored.get(n) for n in edge] != list(frontier.hashes):
-            return Verdict(False, head, None,
-                           "the stored Merkle tree does not match the entries at the head:"
+        problem = _tree_problem(store, ledger, frontier, nodes)
+        if problem is not None:
+            return Verdict(VerdictKind.TREE_MISMATCH, head, None,
+                           f"the stored Merkle tree does not match the entries {problem}:"
                            " proofs served from it would not verify", verdict.head_hash)
     return verdict
+
+
+def _tree_problem(store: LedgerStore, ledger: str, frontier: Frontier,
+                  nodes: Mapping[Node, bytes]) -> str | None:
+    """Where the stored tree differs from the one recomputed from the entries: its edge
+    at the head (what checkpoints and proofs start from), then every stored subtree
+    (interior nodes feed the inclusion and consistency proofs of older sizes)."""
+    edge = frontier.nodes
+    stored = store.subtrees(ledger, edge)
+    if [stored.get(n) for n in edge] != list(frontier.hashes):
+        return "at the head"
+    wanted = sorted(nodes)
+    stored = store.subtrees(ledger, wanted)
+    for node in wanted:
+        if stored.get(node) != nodes[node]:
+            return (f"in the subtree over seqs {node.start + 1}-{node.end}"
+                    f" (level {node.level}, index {node.index})")
+    return None
 
 
 @dataclass(frozen=True)
@@ -192,6 +224,7 @@ class Stretch:
     reason: str | None
     edge: tuple[bytes, ...] = ()
     marks: tuple[tuple[int, tuple[bytes, ...], tuple[tuple[bytes, str], ...]], ...] = ()
+    nodes: Mapping[Node, bytes] | None = None
 
 
 _worker_store: LedgerStore | None = None
@@ -204,7 +237,7 @@ def _check_stretch(database_url: str, ledger: str, after: int, upto: int,
         _worker_store = open_store(database_url)
     signed = _stored_checkpoints(_worker_store, ledger, after, upto, extra or {})
     check = ChainCheck(ledger, Head(after, GENESIS_HASH, None), link_first=False)
-    tree = TreeCheck(Frontier(), [size - after for size in signed])
+    tree = TreeCheck(Frontier(), [size - after for size in signed], offset=after)
     rows = _worker_store.stream(ledger, after=after, upto=upto)
     broken = _walk(check, tree, rows, None)
     if broken is not None:
@@ -216,7 +249,7 @@ def _check_stretch(database_url: str, ledger: str, after: int, upto: int,
     marks = tuple((after + rel, hashes, tuple(signed[after + rel]))
                   for rel, hashes in sorted(tree.seen.items()))
     return Stretch(after, upto, check.first_prev_hash, check.head, None, None,
-                   tuple(tree.hashes), marks)
+                   tuple(tree.hashes), marks, tree.nodes)
 
 
 def verify_ledger_parallel(
@@ -229,16 +262,20 @@ def verify_ledger_parallel(
     checkpoints: Signed | None = None,
     roots: SignedRoots | None = None,
     tree: list[Frontier] | None = None,
+    nodes: dict[Node, bytes] | None = None,
 ) -> Verdict:
     """Check seqs 1..``upto`` of ``ledger`` in stretches on ``workers`` processes.
 
-    The chain's verdict; the signed roots inside are judged into ``roots`` and the
-    tree's edge at ``upto`` is left in ``tree`` (when given) for the caller to go on."""
+    The chain's verdict; the signed roots inside are judged into ``roots``, the tree's
+    edge at ``upto`` is left in ``tree`` and its stored-size subtrees in ``nodes`` (when
+    given) for the caller to go on."""
     workers = workers or max(2, os.cpu_count() or 2)
-    step = 1 << (max(STRETCH, 1).bit_length() - 1)
+    level = max(STRETCH, 1).bit_length() - 1
+    step = 1 << level
     bounds = [(a, min(a + step, upto)) for a in range(0, upto, step)]
     roots = roots if roots is not None else SignedRoots()
     prefix = Frontier()
+    joins = TreeCheck(Frontier())  # the subtrees above a stretch, from the full stretches
     last = Head(0, GENESIS_HASH, None)
     done = 0
     # spawn, not fork: the caller may be a threaded server holding database connections.
@@ -252,25 +289,32 @@ def verify_ledger_parallel(
             if stretch.first_prev_hash is not None and stretch.first_prev_hash != last.hash:
                 for f in futures:
                     f.cancel()
-                return Verdict(False, last.seq, first_seq,
+                return Verdict(VerdictKind.BROKEN, last.seq, first_seq,
                                "prev_hash does not match the hash of the entry before", last.hash)
             if stretch.broken_at is not None:
                 for f in futures:
                     f.cancel()
                 verified = stretch.broken_at - 1
                 head = stretch.last if stretch.last.seq == verified else last
-                return Verdict(False, verified, stretch.broken_at, stretch.reason, head.hash)
+                return Verdict(VerdictKind.BROKEN, verified, stretch.broken_at, stretch.reason,
+                               head.hash)
             last = stretch.last
             done = stretch.upto
             for size, hashes, claims in stretch.marks:
                 edge = Frontier(size - stretch.after, hashes)
                 roots.judge(size, prefix.extend(edge).root(), list(claims))
             prefix = prefix.extend(Frontier(stretch.upto - stretch.after, stretch.edge))
+            if nodes is not None:
+                nodes.update(stretch.nodes or {})
+                if stretch.upto - stretch.after == step:
+                    joins.add_subtree(stretch.edge[0], level)
             if progress is not None:
                 progress(done)
     if tree is not None:
         tree.append(prefix)
-    return Verdict(True, last.seq, None, None, last.hash)
+    if nodes is not None:
+        nodes.update(joins.nodes)
+    return Verdict(VerdictKind.INTACT, last.seq, None, None, last.hash)
 
 
 def verify(
@@ -292,9 +336,10 @@ def verify(
     head = store.head(ledger)
     if head.seq < PARALLEL_FROM:
         return verify_ledger(store, ledger, progress, checkpoints=checkpoints)
-    roots, edges = SignedRoots(), []
+    roots, edges, nodes = SignedRoots(), [], {}
     verdict = verify_ledger_parallel(database_url, ledger, head.seq, progress=progress,
-                                     checkpoints=checkpoints, roots=roots, tree=edges)
+                                     checkpoints=checkpoints, roots=roots, tree=edges,
+                                     nodes=nodes)
     if not verdict.ok:
         return verdict
     signed = _stored_checkpoints(store, ledger, verdict.verified_through, None,
@@ -308,4 +353,5 @@ def verify(
     for size in sorted(tree.seen):
         roots.judge(size, fold(list(tree.seen[size])), signed[size])
     largest = max([newest.size if newest else 0, *signed, *(checkpoints or {})])
-    return _judge(store, ledger, check.verdict(), tree.frontier, roots, largest)
+    return _judge(store, ledger, check.verdict(), tree.frontier, roots, largest,
+                  nodes | tree.nodes)

@@ -15,6 +15,9 @@ from projections.accesses import COLUMNS as ACCESS_COLUMNS
 from projections.investigations import Scope
 
 RECORD_ACTIONS = ("create", "update", "delete", "patient_shredded")
+# What the whole-scope computation reads of each row; a page reads its rows whole.
+SUMMARY_COLUMNS = ("seq", "occurred_at", "occurred_utc", "action", "outcome", "channel",
+                   "patient_ref", "patient_token", "key_id", "resource_phi", "source_system")
 _SCOPE_LISTS = (("actor_id", "actors"), ("device_id", "devices"), ("ip", "ips"),
                 ("patient_ref", "patient_refs"))
 
@@ -24,6 +27,15 @@ class InvestigationQueries:
 
     def __init__(self, store: LedgerStore) -> None:
         self.store = store
+
+    def _chunks(self, values: Sequence[Any]) -> list[tuple[str, list[Any]]]:
+        """``(condition, parameters)`` pieces matching a column against ``values``: one
+        ``= ANY(array)`` on PostgreSQL, ``IN`` lists a chunk at a time on SQLite (its
+        limit on bound parameters)."""
+        if self.store.dialect == "postgresql":
+            return [("= ANY(%s)", [list(values)])] if values else []
+        return [(f"IN ({', '.join(['%s'] * len(values[i:i + IN_CHUNK]))})",
+                 list(values[i:i + IN_CHUNK])) for i in range(0, len(values), IN_CHUNK)]
 
     def _rows(self, statement: str, params: Sequence[Any]) -> list[tuple[Any, ...]]:
         with self.store.reading() as curs:
@@ -51,28 +63,38 @@ class InvestigationQueries:
             " AND recorded_at <= %s ORDER BY seq DESC LIMIT 1", (ledger, upto, recorded_utc))
         return int(rows[0][0]) if rows else 0
 
-    def in_scope(self, ledger: str, scope: Scope, through: int) -> list[dict[str, Any]]:
-        """Every access row in ``scope`` with seq <= ``through``, in time order (ties by
-        seq). Each scope list is its own indexed probe; an entry matching several lists
-        appears once."""
+    def in_scope(self, ledger: str, scope: Scope, through: int,
+                 columns: Sequence[str] = SUMMARY_COLUMNS) -> list[dict[str, Any]]:
+        """Every access row in ``scope`` with seq <= ``through`` (``columns`` of it), in
+        time order (ties by seq). Each scope list is its own indexed probe; an entry
+        matching several lists appears once."""
         found: dict[int, dict[str, Any]] = {}
-        names = ", ".join(ACCESS_COLUMNS)
+        names = ", ".join(columns)
         for column, attribute in _SCOPE_LISTS:
-            values = list(getattr(scope, attribute))
-            for start in range(0, len(values), IN_CHUNK):
-                chunk = values[start:start + IN_CHUNK]
+            for condition, chunk in self._chunks(list(getattr(scope, attribute))):
                 statement = (
                     f"SELECT {names} FROM view_accesses WHERE ledger = %s"
-                    f" AND {column} IN ({', '.join(['%s'] * len(chunk))})"
-                    " AND occurred_utc >= %s AND seq <= %s")
+                    f" AND {column} {condition} AND occurred_utc >= %s AND seq <= %s")
                 params: list[Any] = [ledger, *chunk, scope.since_utc, through]
                 if scope.until_utc is not None:
                     statement += " AND occurred_utc < %s"
                     params.append(scope.until_utc)
                 for row in self._rows(statement, params):
-                    item = dict(zip(ACCESS_COLUMNS, row, strict=True))
+                    item = dict(zip(columns, row, strict=True))
                     found[item["seq"]] = item
         return sorted(found.values(), key=lambda r: (r["occurred_utc"], r["seq"]))
+
+    def accesses_at(self, ledger: str, seqs: Sequence[int]) -> dict[int, dict[str, Any]]:
+        """The whole access rows of ``seqs``, by seq."""
+        out: dict[int, dict[str, Any]] = {}
+        names = ", ".join(ACCESS_COLUMNS)
+        for condition, chunk in self._chunks(list(seqs)):
+            for row in self._rows(
+                    f"SELECT {names} FROM view_accesses WHERE ledger = %s"
+                    f" AND seq {condition}", [ledger, *chunk]):
+                item = dict(zip(ACCESS_COLUMNS, row, strict=True))
+                out[item["seq"]] = item
+        return out
 
     def record_seqs(self, ledger: str, refs: Sequence[str], through: int
                     ) -> list[tuple[int, str, str]]:
@@ -81,12 +103,11 @@ class InvestigationQueries:
         events about the record itself count (no resource, or a ``patient`` resource)."""
         out: list[tuple[int, str, str]] = []
         actions = ", ".join(f"'{a}'" for a in RECORD_ACTIONS)
-        for start in range(0, len(refs), IN_CHUNK):
-            chunk = list(refs[start:start + IN_CHUNK])
+        for condition, chunk in self._chunks(list(refs)):
             out.extend(
                 (int(s), str(r), str(a)) for s, r, a in self._rows(
                     "SELECT seq, patient_ref, action FROM view_accesses WHERE ledger = %s"
-                    f" AND patient_ref IN ({', '.join(['%s'] * len(chunk))})"
+                    f" AND patient_ref {condition}"
                     f" AND action IN ({actions}) AND seq <= %s"
                     " AND (resource_type IS NULL OR resource_type = 'patient')",
                     [ledger, *chunk, through]))

@@ -24,6 +24,7 @@ from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, timedelta
+from functools import lru_cache
 from typing import Any
 
 import orjson
@@ -116,7 +117,7 @@ def affected(rows: Iterable[Mapping[str, Any]], encrypted: Mapping[int, bool | N
             item = found[ref] = Affected(ref, sample=row)
         item.actions[row["action"]] += 1
         if row["resource_phi"]:
-            item.phi.update(orjson.loads(row["resource_phi"]))
+            item.phi.update(_categories(row["resource_phi"]))
         if row["channel"]:
             item.channels.add(row["channel"])
         key = row["occurred_utc"]
@@ -127,6 +128,12 @@ def affected(rows: Iterable[Mapping[str, Any]], encrypted: Mapping[int, bool | N
         if not is_secured(row, encrypted.get(row["seq"])):
             item.secured = False
     return sorted(found.values(), key=lambda a: (a.first_utc, a.patient_ref))
+
+
+@lru_cache(maxsize=4096)
+def _categories(phi: str) -> tuple[str, ...]:
+    # Rows repeat a handful of category lists: each is parsed once.
+    return tuple(orjson.loads(phi))
 
 
 def counts(patients: Sequence[Affected], states: Mapping[str, str | None]) -> dict[str, Any]:

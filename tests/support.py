@@ -287,3 +287,15 @@ def fastapi_app(asgi: Any) -> Any:
             return seen
         seen = getattr(seen, "owner", None) or seen.app
     raise AssertionError("no FastAPI app inside")
+
+
+SEED_VARIABLE = "PHI_LEDGER_TEST_SEED"
+
+
+def chosen_seed() -> int:
+    """The seed of a randomised test: ``PHI_LEDGER_TEST_SEED`` when set (to replay a
+    failure), else a fresh one; printed either way, so a failing run names it."""
+    text = os.environ.get(SEED_VARIABLE)
+    seed = int(text) if text else random.randrange(2**32)
+    print(f"{SEED_VARIABLE}={seed}")
+    return seed

@@ -8,7 +8,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.canonical import canonical, parse
-from ledger.chain import EMPTY_HEAD, Head, check_chain, extend
+from ledger.chain import EMPTY_HEAD, Head, VerdictKind, check_chain, extend
 from ledger.entry import GENESIS_HASH, Entry
 
 T = "2026-11-26T19:03:22.301544Z"
@@ -66,20 +66,23 @@ def test_edited_event_is_caught_at_its_seq() -> None:
     rows[9] = (10, rows[9][1].replace(b'"n":9', b'"n":99'))
     verdict = check_chain("default", rows)
     assert (verdict.ok, verdict.first_bad_seq, verdict.verified_through) == (False, 10, 9)
-    assert "hash" in (verdict.reason or "")
+    assert verdict.reason == "hash does not match the entry's content"
+    assert verdict.kind is VerdictKind.BROKEN and verdict.head_hash == Entry.decode(rows[8][1]).hash
 
 
 def test_deleted_entry_is_a_gap() -> None:
     rows = _rows(20)
     del rows[9]
     verdict = check_chain("default", rows)
-    assert verdict.first_bad_seq == 10 and "missing" in (verdict.reason or "")
+    assert (verdict.first_bad_seq, verdict.verified_through) == (10, 9)
+    assert verdict.reason == "entry missing (next stored position is 11)"
 
 
 def test_swapped_entries_are_caught() -> None:
     rows = _rows(20)
     rows[9], rows[10] = (10, rows[10][1]), (11, rows[9][1])
-    assert check_chain("default", rows).first_bad_seq == 10
+    verdict = check_chain("default", rows)
+    assert (verdict.first_bad_seq, verdict.reason) == (10, "entry claims seq 11")
 
 
 def test_resealed_entry_breaks_the_next_link() -> None:
@@ -87,21 +90,41 @@ def test_resealed_entry_breaks_the_next_link() -> None:
     forged = Entry.decode(rows[9][1])
     rows[9] = (10, _reseal(forged, event={"event_id": "forged"}))
     verdict = check_chain("default", rows)
-    assert verdict.first_bad_seq == 11 and "prev_hash" in (verdict.reason or "")
+    assert verdict.first_bad_seq == 11
+    assert verdict.reason == "prev_hash does not match the hash of the entry before"
 
 
 def test_non_canonical_bytes_are_caught() -> None:
     rows = _rows(5)
     rows[2] = (3, rows[2][1].replace(b'{"event"', b'{ "event"', 1))
     verdict = check_chain("default", rows)
-    assert verdict.first_bad_seq == 3
+    assert (verdict.first_bad_seq, verdict.reason) == (3, "entry is not stored in canonical form")
+
+
+def test_non_canonical_bytes_with_a_matching_hash_are_caught() -> None:
+    """A forger who hashes the very bytes they store (a space after a colon, which every
+    JSON parser reads the same) gets a matching hash: only the canonical-form check can
+    tell, and two encodings of one entry would give exports two different leaf hashes."""
+    rows = _rows(5)
+    data = rows[4][1]
+    cut = data.rfind(b',"hash":"')
+    loose = data.replace(b'"ledger":"default"', b'"ledger": "default"', 1)
+    assert loose.rfind(b',"hash":"') == cut  # the change is after the hash member
+    body = loose[:cut] + loose[cut + 74 :]
+    rehashed = hashlib.sha256(b"\x00" + body).hexdigest().encode()
+    rows[4] = (5, loose[: cut + 9] + rehashed + loose[cut + 73 :])
+    assert parse(rows[4][1])["hash"] == rehashed.decode()
+    verdict = check_chain("default", rows)
+    assert (verdict.ok, verdict.first_bad_seq, verdict.verified_through) == (False, 5, 4)
+    assert verdict.reason == "entry is not stored in canonical form"
 
 
 def test_entry_from_another_ledger_is_caught() -> None:
     rows = _rows(3)
     other = extend(EMPTY_HEAD, "other", [{"x": 1}], T)[0]
     rows[0] = (1, other.encode())
-    assert check_chain("default", rows).first_bad_seq == 1
+    verdict = check_chain("default", rows)
+    assert (verdict.first_bad_seq, verdict.reason) == (1, "entry belongs to another ledger")
 
 
 def test_float_in_stored_entry_is_caught() -> None:

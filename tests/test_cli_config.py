@@ -85,6 +85,8 @@ def test_create_key_in_a_directory_without_a_ledger_refuses_and_creates_nothing(
     assert "phi-ledger.toml" in result.stderr and "LEDGER_CONFIG" in result.stderr
     assert not (tmp_path / "var").exists()
     assert result.stdout == ""
+    helped = phi_ledger(tmp_path, "admin", "create-key", "--help")  # help works anywhere
+    assert helped.returncode == 0 and "--role" in helped.stdout, helped.stderr
 
 
 def test_commands_from_any_subdirectory_use_the_config_files_ledger(tmp_path: Path) -> None:

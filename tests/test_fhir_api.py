@@ -17,7 +17,7 @@ from fhir.resources.R4B.capabilitystatement import CapabilityStatement
 
 from api.formats.fhir_audit import to_audit_event, to_event
 from tests import fhir_messages as m
-from tests.support import contract_example, fastapi_app, make_event
+from tests.support import auth_headers, contract_example, fastapi_app, make_event, service_key
 
 FHIR = {"Content-Type": "application/fhir+json"}
 
@@ -123,6 +123,18 @@ def test_stu3_names_are_accepted(client: TestClient) -> None:
     assert event["source"] == {"system": "old-server"}
 
 
+def test_stu3_lifecycle_disclosure_is_a_disclosure(client: TestClient) -> None:
+    message = m.stu3_read()
+    message["entity"][0]["lifecycle"] = {"code": "11"}
+    message["agent"].append({"role": [{"coding": [{"code": "IRCP"}]}],
+                             "name": "County Public Health", "requestor": False})
+    r = _post(client, message)
+    assert r.status_code == 201, r.text
+    event = _stored_event(client, 1)
+    assert event["action"] == "disclose"
+    assert event["disclosure"]["recipient"]["name"] == "County Public Health"
+
+
 def test_refusals_name_fhirpaths_and_never_values(client: TestClient) -> None:
     message = m.read()
     message["recorded"] = "SECRET-not-an-instant"
@@ -208,6 +220,9 @@ def test_round_trip_keeps_every_element_the_contract_holds() -> None:
                    actor={"id": "svc", "kind": "application", "device_id": "d-1"}),
         make_event(action="print", outcome="denied", actor={"id": "p", "kind": "patient"},
                    source=None),
+        make_event(action="application_activity", patient=None, purpose=None, channel=None,
+                   resource=None, actor={"id": "ehr-app", "kind": "application"}),
+        make_event(action="security_alert", purpose="ETREAT", channel=None, resource=None),
         make_event(action="staff_added", patient=None, purpose=None, channel=None,
                    resource=None, data={"staff_id": "u1", "role": "nurse"}),
     ]
@@ -274,3 +289,48 @@ def test_capability_statement(client: TestClient) -> None:
     statement = CapabilityStatement.model_validate(r.json())
     names = {p.name for p in statement.rest[0].resource[0].searchParam}
     assert names >= {"patient", "date", "agent", "entity-type", "action", "outcome"}
+
+
+def test_batch_mixes_new_replayed_and_conflicting_entries(client: TestClient) -> None:
+    first, second = m.create(), m.update()
+    assert _post(client, first).status_code == 201
+    clash = copy.deepcopy(m.delete())
+    assert _post(client, clash).status_code == 201
+    clash["outcome"] = "4"  # same id, another body
+    r = client.post("/fhir", content=orjson.dumps(_bundle("batch", [first, second, clash])),
+                    headers=FHIR)
+    statuses = [e["response"]["status"] for e in r.json()["entry"]]
+    assert statuses == ["200 OK", "201 Created", "409 Conflict"]
+    assert len(_entries(client)) == 3
+    third = m.read()
+    r = client.post("/fhir", content=orjson.dumps(_bundle("batch", [first, third])),
+                    headers=FHIR)
+    assert [e["response"]["status"] for e in r.json()["entry"]] == ["200 OK", "201 Created"]
+    assert r.json()["entry"][1]["response"]["location"] == "/fhir/AuditEvent/4"
+
+
+def test_bundle_entries_without_id_are_known_by_their_content(client: TestClient) -> None:
+    message = m.patient_read()
+    del message["id"]
+    body = orjson.dumps(_bundle("batch", [message]))
+    assert client.post("/fhir", content=body, headers=FHIR).json()["entry"][0][
+        "response"]["status"] == "201 Created"
+    reordered = orjson.dumps(_bundle("batch", [dict(reversed(list(message.items())))]))
+    assert client.post("/fhir", content=reordered, headers=FHIR).json()["entry"][0][
+        "response"]["status"] == "200 OK"
+    assert len(_entries(client)) == 1
+
+
+def test_roles_ingest_posts_and_auditors_read(client: TestClient) -> None:
+    svc = fastapi_app(client.app).state.services
+    auditor = auth_headers(service_key(svc, roles=("auditor",)))
+    ingest = auth_headers(service_key(svc, roles=("ingest",)))
+    body = orjson.dumps(m.read())
+    assert client.post("/fhir/AuditEvent", content=body,
+                       headers={**FHIR, **auditor}).status_code == 403
+    assert client.post("/fhir/AuditEvent", content=body,
+                       headers={**FHIR, **ingest}).status_code == 201
+    assert client.get("/fhir/AuditEvent", params={"purpose": "HOPERAT"},
+                      headers=ingest).status_code == 403
+    assert client.get("/fhir/AuditEvent/1", params={"purpose": "HOPERAT"},
+                      headers=auditor).status_code == 200

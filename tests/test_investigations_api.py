@@ -285,3 +285,17 @@ def test_csv_neutralises_formulas(client: TestClient) -> None:
     blank = rows.index([])
     assert rows[blank + 1][0] == "patient_id"
     assert {row[0] for row in rows[blank + 2:]} == {P1, P2, P3, P4}
+
+
+def test_the_timeline_carries_the_alerts_raised_on_each_entry(client: TestClient) -> None:
+    no_mfa, fine = post(client, ev("read", {**THIEF, "mfa": False}, "2026-11-25T03:00:00Z", P1),
+                        ev("read", THIEF, "2026-11-25T03:01:00Z", P1))
+    inv = open_investigation(client, devices=["ws-stolen"])
+    items = {i["seq"]: i for i in answer(client, inv)["timeline"]}
+    assert "no_mfa" in {a["rule"] for a in items[no_mfa]["alerts"]}
+    assert all(a["seq"] == no_mfa for a in items[no_mfa]["alerts"])
+    assert "no_mfa" not in {a["rule"] for a in items[fine]["alerts"]}
+    html = client.get(f"/v1/investigations/{inv}",
+                      params={"purpose": "HOPERAT", "format": "html"}).text
+    assert f'class="alert" data-seq="{no_mfa}"' in html
+    assert f'class="alert" data-seq="{fine}"' not in html

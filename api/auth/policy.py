@@ -124,6 +124,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/console/users/{}"): CONSOLE,
     ("GET", "/console/ledger"): CONSOLE,
     ("POST", "/console/ledger/verify"): CONSOLE,
+    ("GET", "/console/alerts"): CONSOLE,
+    ("POST", "/console/alerts/{}/{}"): CONSOLE,
+    ("GET", "/console/investigations"): CONSOLE,
+    ("POST", "/console/investigations"): CONSOLE,
+    ("GET", "/console/investigations/{}"): CONSOLE,
+    ("GET", "/console/investigations/{}/evidence"): CONSOLE,
     # the API's own description
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,

@@ -13,6 +13,8 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
 from api.cli.admin import admin_app
+from api.cli.formats import register as register_formats
+from api.cli.investigations import investigations_app
 from api.cli.transparency import register as register_transparency
 from ledger.logs import configure_logging
 from ledger.settings import Settings
@@ -25,6 +27,7 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 app.add_typer(admin_app, name="admin")  # identities and keys: api/cli/admin.py
+app.add_typer(investigations_app, name="investigations")  # api/cli/investigations.py
 
 LedgerOption = Annotated[
     str | None, typer.Option("--ledger", "-l", help="The ledger (tenant); default: 'default'.")
@@ -52,7 +55,8 @@ def _configure(ctx: typer.Context) -> None:
     except ConfigError as error:
         raise _fail(str(error)) from None
     os.environ.update(found.values)
-    if ctx.invoked_subcommand in NEEDS_EXISTING_LEDGER:
+    asking_for_help = any(arg in ("--help", "-h") for arg in sys.argv[1:])
+    if ctx.invoked_subcommand in NEEDS_EXISTING_LEDGER and not asking_for_help:
         problem = missing_ledger(found)
         if problem:
             raise _fail(problem)
@@ -245,6 +249,7 @@ def verify(
     import time
 
     from api.cli.transparency import newest_note_problem, signed_elsewhere
+    from ledger.chain import VerdictKind
     from ledger.verifier import verify as verify_chain
 
     settings = _settings()
@@ -286,7 +291,8 @@ def verify(
                 continue
             intact = False
             reason = verdict.reason or ""
-            if reason.startswith("truncated: "):
+            if verdict.kind is VerdictKind.TRUNCATED:
+                # the reason starts with the kind's own name: say it once, as the label
                 typer.echo(f"{name}: TRUNCATED: {reason.removeprefix('truncated: ')} "
                            f"(intact through seq {verdict.verified_through})")
             elif verdict.first_bad_seq is None:
@@ -521,6 +527,7 @@ def keys_retire(kek_id: Annotated[str, typer.Argument(help="The KEK to remove.")
 
 
 register_transparency(app, keys_app)  # verify-proof, witness, checkpoint, keys *-log-key*
+register_formats(app, _fail)  # syslog (ATNA listeners), dead-letters: api/cli/formats.py
 
 
 def main() -> None:

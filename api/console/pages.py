@@ -151,7 +151,8 @@ def _sign_in_form(request: Request, target: str, status: int = 200,
                   username: str = "") -> HTMLResponse:
     secure = secure_request(request)
     if _plain_http_refused(request):
-        return render(request, "error.html", 403, None, title="Use HTTPS",
+        # 400, not 403: nothing is forbidden to this person, the connection is wrong
+        return render(request, "error.html", 400, None, title="Use HTTPS",
                       message="Sign in over HTTPS: over plain HTTP the console accepts "
                               "only a browser on the service's own machine.")
     presession = new_presession()

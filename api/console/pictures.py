@@ -2,8 +2,9 @@
 
 Two pictures: the **timeline** (time across, one lane per user -- or per patient -- and a
 mark per access, coloured by action; disclosures drawn as diamonds, break-the-glass
-(purpose ``ETREAT``) ringed and flagged) and the **volume picture** (distinct patients a
-user touched per day, against their own baseline; the days above it marked).
+(purpose ``ETREAT``) ringed, entries with alerts boxed in red) and the **volume
+picture** (distinct patients a user touched per day, against their own baseline; the
+days above it marked).
 
 The markup uses classes, never ``style`` attributes, so a page with a strict CSP (no
 ``unsafe-inline``) draws it with the console's stylesheet; colours also have a printed
@@ -32,6 +33,9 @@ ACTION_COLOURS: Mapping[str, str] = {
     "disclose": "#7b2cbf",
     "export": "#b04a00",
     "print": "#00687a",
+    "login": "#4d4d9e",
+    "logout": "#6b5b3e",
+    "login_failed": "#b3006b",
 }
 OTHER_COLOUR = "#404040"
 BREAK_GLASS_PURPOSE = "ETREAT"
@@ -55,6 +59,8 @@ class Mark:
     purpose: str | None = None
     note: str = ""
     href: str | None = None
+    alert: bool = False  # monitoring raised an alert on this entry
+    seq: int | None = None
 
     @property
     def break_glass(self) -> bool:
@@ -135,8 +141,12 @@ def _mark_shape(mark: Mark, x: float, y: float) -> str:
     if mark.break_glass:
         shape += (f'<circle class="break-glass-ring" fill="none" stroke="#c00000"'
                   f' stroke-width="2" cx="{x:.1f}" cy="{y:.1f}" r="9"/>')
+    if mark.alert:
+        shape += (f'<rect class="alert" fill="none" stroke="#c00000" stroke-width="2"'
+                  f' x="{x - 6:.1f}" y="{y - 10:.1f}" width="12" height="20"/>')
     title = escape(mark.note or f"{mark.action} {mark.at.isoformat()}")
-    body = f"<g><title>{title}</title>{shape}</g>"
+    seq = "" if mark.seq is None else f' data-seq="{mark.seq}"'
+    body = f"<g{seq}><title>{title}</title>{shape}</g>"
     if mark.href:
         body = f'<a href="{escape(mark.href)}">{body}</a>'
     return body

@@ -368,6 +368,9 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
         outcome = "failure"
     types = codings(resource.get("type"))
     subtypes = codings(resource.get("subtype"))
+    # STU3's entity.lifecycle (RFC 3881 11, Disclosure; or the ISO 21089 code) says it too.
+    if any(has(codings(e.get("lifecycle")), "11", "disclose") for _, e in _entities(resource)):
+        subtypes = [*subtypes, Coded("disclose")]
     ours = next((c.code for c in types + subtypes if c.system == ACTION_SYSTEM), None)
     if ours in MAPPABLE_ACTIONS:
         action: str | None = ours
@@ -407,7 +410,8 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     purpose = purpose_of(codings(resource.get("purposeOfEvent")))
     if purpose is None and found is not None:
         purpose = purpose_of(codings(found[1].get("purposeOfUse")))
-    purpose = purpose or default_purpose
+    if purpose is None and action in PHI_ACCESS_ACTIONS:
+        purpose = default_purpose
     if purpose is not None:
         event["purpose"] = purpose
     elif action in PHI_ACCESS_ACTIONS:

@@ -92,13 +92,15 @@ def _settings_purpose(svc: Services) -> str | None:
     return getattr(svc.settings, "fhir_default_purpose", None)
 
 
-def _map(svc: Services, caller_id: str, resource: Any, raw: bytes, path: str
+def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: str
          ) -> dict[str, Any]:
     """One posted AuditEvent -> its contract event; raises FormatRejected."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
         raise FormatRejected([(path, "must be an AuditEvent resource")])
     problems = audit_event_problems(resource, path)
-    key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(raw)
+    # In a Bundle (``raw`` None) an entry without an id is known by its canonical JSON.
+    key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(
+        raw if raw is not None else canonical(resource))
     try:
         event = to_event(resource, event_id=derived_event_id(caller_id, f"fhir:{key}"),
                          default_purpose=_settings_purpose(svc), path=path)
@@ -201,8 +203,7 @@ async def post_bundle(request: Request) -> Response:
                 continue
             resource = entry.get("resource")
             try:
-                out.append(_map(svc, caller_id, resource, canonical(resource)
-                                if isinstance(resource, dict) else b"", path))
+                out.append(_map(svc, caller_id, resource, None, path))
             except FormatRejected as rejected:
                 out.append(rejected.problems)
             except TypeError:
@@ -243,15 +244,22 @@ def _index(field: str) -> str:
 
 async def _batch(svc: Services, ledger: str,
                  mapped: list[dict[str, Any] | list[tuple[str, str]]]) -> Response:
-    """Each entry on its own (one event, one submission); the writer still commits
-    everything submitted together in one transaction."""
+    """Each entry answered on its own. The valid entries go to the writer as one
+    submission first (one validation pass, one admission); only when that is refused as
+    a whole (a contract problem, an id taken by another body) does each go on its own,
+    so that one bad entry never costs the others."""
     answers: list[dict[str, Any] | None] = [None] * len(mapped)
-    futures = []
+    valid: list[tuple[int, dict[str, Any]]] = []
     for i, m in enumerate(mapped):
         if isinstance(m, list):
             answers[i] = _entry_response("422 Unprocessable Entity", issues=outcome(
                 [("error", "invalid", f"{p}: {msg}", p) for p, msg in m]))
-            continue
+        else:
+            valid.append((i, m))
+    if valid and await _together(svc, ledger, valid, answers):
+        return _batch_response(answers)
+    futures = []
+    for i, m in valid:
         try:
             futures.append((i, svc.ingest.submit(ledger, [m])))
         except EventRejected as rejected:
@@ -274,6 +282,29 @@ async def _batch(svc: Services, ledger: str,
             receipt = result.receipts[0]
             answers[i] = _entry_response("201 Created" if result.created else "200 OK",
                                          _location(receipt.seq))
+    return _batch_response(answers)
+
+
+async def _together(svc: Services, ledger: str, valid: list[tuple[int, dict[str, Any]]],
+                    answers: list[dict[str, Any] | None]) -> bool:
+    """Submit the valid entries as one; False (nothing written) when refused as a whole."""
+    try:
+        result = await asyncio.wrap_future(
+            svc.ingest.submit(ledger, [m for _, m in valid], batch=True))
+    except EventRejected:
+        return False
+    if not isinstance(result, Accepted):
+        return False
+    # Entries one transaction wrote share its recorded_at; a replay's receipt is older.
+    newest = max(r.recorded_at for r in result.receipts)
+    for (i, _), receipt in zip(valid, result.receipts, strict=True):
+        fresh = result.created and receipt.recorded_at == newest
+        answers[i] = _entry_response("201 Created" if fresh else "200 OK",
+                                     _location(receipt.seq))
+    return True
+
+
+def _batch_response(answers: list[dict[str, Any] | None]) -> Response:
     return fhir_response({"resourceType": "Bundle", "type": "batch-response",
                           "entry": answers})
 

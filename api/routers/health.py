@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from api.routers.common import json_response
 from api.services import Services, services
+from api.syslog.dead_letters import DeadLetters
 from ledger.store import StoreUnavailable
 from projections.alert_queries import alert_counts
 
@@ -66,4 +67,10 @@ async def metrics(svc: Services = Depends(services)) -> Response:
         svc.metrics.checkpoint_refusals.set(signing.refused)
         for ledger, size in list(signing.sizes.items()):
             svc.metrics.checkpoint_size.labels(ledger=ledger).set(size)
+    try:
+        letters = await asyncio.to_thread(DeadLetters(svc.store, None).open_counts)
+    except StoreUnavailable:
+        letters = {}
+    for (ledger, fmt), count in letters.items():
+        svc.metrics.dead_letters.labels(ledger=ledger, format=fmt).set(count)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

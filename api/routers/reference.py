@@ -11,8 +11,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fastapi import APIRouter
-from fastapi.responses import FileResponse, HTMLResponse, Response
+from fastapi import APIRouter, Request
+from fastapi.responses import FileResponse, HTMLResponse, JSONResponse, Response
 from swagger_ui_bundle import swagger_ui_path
 
 from api.errors import ApiError
@@ -33,13 +33,18 @@ BUNDLE_FILES = {
 }
 
 # Page set-up, as scripts of their own (a CSP without 'unsafe-inline' refuses inline ones).
+SCHEMA_FOR_PAGES = "/docs/assets/openapi.json"
 INIT_SCRIPTS = {
-    "docs.js": "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui',"
+    "docs.js": f"window.ui = SwaggerUIBundle({{url: '{SCHEMA_FOR_PAGES}', dom_id: '#swagger-ui',"
                " deepLinking: true, persistAuthorization: false});\n",
-    "redoc.js": "window.ui = SwaggerUIBundle({url: '/openapi.json', dom_id: '#swagger-ui',"
+    "redoc.js": f"window.ui = SwaggerUIBundle({{url: '{SCHEMA_FOR_PAGES}', dom_id: '#swagger-ui',"
                 " deepLinking: true, supportedSubmitMethods: [], docExpansion: 'list',"
                 " defaultModelsExpandDepth: 2});\n",
 }
+# The installed bundle is Swagger UI 4, which renders OpenAPI 3.0 documents only and
+# refuses FastAPI's 3.1 label outright; what the schema uses reads the same in 3.0, so
+# the pages get it labelled 3.0.3. /openapi.json itself stays 3.1 for tools.
+PAGES_OPENAPI_VERSION = "3.0.3"
 
 # Assets hold no PHI and change only with the installed package: browsers may keep them.
 ASSET_CACHE = {"Cache-Control": "public, max-age=86400"}
@@ -78,7 +83,10 @@ async def redoc() -> Response:
 
 
 @router.get("/docs/assets/{name}")
-async def asset(name: str) -> Response:
+async def asset(name: str, request: Request) -> Response:
+    if name == "openapi.json":
+        schema = {**request.app.openapi(), "openapi": PAGES_OPENAPI_VERSION}
+        return JSONResponse(schema)
     if name in INIT_SCRIPTS:
         return Response(INIT_SCRIPTS[name], media_type="text/javascript; charset=utf-8",
                         headers=ASSET_CACHE)

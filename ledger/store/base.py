@@ -310,6 +310,17 @@ class LedgerStore(ABC):
         with self.transaction() as tx:
             return self._entries_at(tx, ledger_id(ledger), list(seqs))
 
+    def stored_at(self, ledger: str, seqs: Sequence[int]) -> dict[int, bytes]:
+        """The stored bytes (canonical JSON) of ``ledger``'s entries at ``seqs``, by seq,
+        undecoded: for readers that need one member of many entries."""
+        if not seqs:
+            return {}
+        with self.transaction() as tx:
+            return self._stored_at(tx, ledger_id(ledger), list(seqs))
+
+    def _stored_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, bytes]:
+        return {seq: entry.encode() for seq, entry in self._entries_at(tx, lid, seqs).items()}
+
     @abstractmethod
     def ledgers(self) -> list[str]:
         """The names of every ledger that holds at least one entry."""

@@ -350,6 +350,12 @@ class PostgresLedgerStore(LedgerStore):
         curs.execute(LEAVES_QUERY, (list(seqs), lid), prepare=True, binary=True)
         return {int(seq): stored_hash(state) for seq, state in curs.fetchall()}
 
+    def _stored_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, bytes]:
+        if not seqs:
+            return {}
+        tx.execute(LEAVES_QUERY, (seqs, lid), prepare=True, binary=True)
+        return {int(seq): bytes(state) for seq, state in tx.fetchall()}
+
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
         if not seqs:
             return {}

@@ -156,6 +156,12 @@ class SQLiteLedgerStore(LedgerStore):
             " AND originator_version IN ({marks})", (lid.hex,), list(seqs), "?")
         return {int(seq): stored_hash(state) for seq, state in rows}
 
+    def _stored_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, bytes]:
+        rows = select_in(
+            tx, "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"
+            " AND originator_version IN ({marks})", (lid.hex,), seqs, "?")
+        return {int(seq): bytes(state) for seq, state in rows}
+
     def _entries_at(self, tx: Any, lid: uuid.UUID, seqs: list[int]) -> dict[int, Entry]:
         rows = select_in(
             tx, "SELECT originator_version, state FROM stored_events WHERE originator_id = ?"

@@ -1,0 +1,252 @@
+"""The console's casework pages: the alert queue with its triage, and breach
+investigations (open one, its duties, timeline picture, report and evidence).
+
+Both call the services the JSON API calls -- :mod:`api.alert_desk` and
+:class:`api.investigations.InvestigationService` -- so a page's reads are recorded and a
+triage or an opening is a ledger entry exactly as over the API.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from datetime import datetime
+from typing import Any
+from urllib.parse import quote
+
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import RedirectResponse, Response
+from pydantic import ValidationError
+
+from api.access_reports import Reader
+from api.alert_desk import MAX_REASON, TriageRefused, list_page, record_shown, triage
+from api.console.filters import Filters
+from api.console.pictures import Lane, Mark, legend_items, timeline_svg
+from api.console.web import (
+    Stop,
+    Viewer,
+    markup,
+    may,
+    page_link,
+    render,
+    require,
+    require_csrf,
+    require_purpose,
+    services_of,
+)
+from api.errors import ApiError
+from api.investigations import InvestigationService
+from api.routers.alerts import STATUSES
+from api.routers.investigations import OpenIn, _check_scope, _report, _scope_dict
+from projections.alert_queries import AlertFilter
+from projections.cursor import BadCursor, decode_cursor, encode_cursor
+from projections.monitoring.rules import RULES as ALERT_RULES
+
+router = APIRouter(prefix="/console", include_in_schema=False)
+
+ALERTS_PAGE = 50
+TIMELINE_ROWS = 500  # entries an investigation page lists and draws
+
+
+def _q(value: str) -> str:
+    return quote(value, safe="")
+
+
+def _reader(viewer: Viewer) -> Reader:
+    return Reader.of(viewer.caller)
+
+
+# -- alerts ----------------------------------------------------------------------------
+
+@router.get("/alerts")
+async def alerts_page(
+    request: Request, rule: str | None = None, status: str | None = None,
+    since: str | None = Query(None, alias="from"), until: str | None = Query(None, alias="to"),
+    cursor: str | None = None, done: str | None = None,
+) -> Response:
+    viewer = await require(request, "GET", "/v1/alerts")
+    purpose = require_purpose(request, viewer)
+    filters = Filters.parse(since, until, None)
+    bad = list(filters.bad)
+    rules = (rule,) if rule else ()
+    statuses = (status,) if status else ()
+    if rule and rule not in ALERT_RULES:
+        bad.append("rule")
+    if status and status not in STATUSES:
+        bad.append("status")
+    context: dict[str, Any] = {"filters": filters, "rule": rule or "",
+                               "status_filter": status or "", "rules": sorted(ALERT_RULES),
+                               "statuses": STATUSES,
+                               "cursor": cursor, "done": done, "max_reason": MAX_REASON}
+    # The same cursor scope as GET /v1/alerts, so a page's cursor means the same there.
+    scope = {"rule": rules, "status": statuses, "actor": None, "patient": None,
+             "from": filters.since, "to": filters.until}
+    after = None
+    if cursor is not None and not bad:
+        try:
+            after = decode_cursor(cursor, scope)
+        except BadCursor:
+            bad.append("cursor")
+    if bad:
+        return render(request, "alerts.html", 400, viewer, **context, items=[],
+                      next_cursor=None, error=f"Check these filters: {', '.join(bad)}.")
+    svc, ledger = services_of(request), viewer.caller.ledger
+    where = AlertFilter(rules, statuses, None, None, filters.since, filters.until)
+    items, shown, last = await asyncio.to_thread(list_page, svc, ledger, where, after,
+                                                 ALERTS_PAGE)
+    await record_shown(svc, ledger, _reader(viewer), shown, purpose)
+    return render(request, "alerts.html", viewer=viewer, **context, items=items, error=None,
+                  next_cursor=None if last is None else encode_cursor(last, scope),
+                  can_triage=may(viewer, "POST", "/v1/alerts/{}/acknowledge"))
+
+
+@router.post("/alerts/{alert_id}/{decision}")
+async def triage_alert(request: Request, alert_id: str, decision: str) -> Response:
+    if decision not in ("acknowledge", "dismiss"):
+        raise Stop(render(request, "error.html", 404, None, title="Not found",
+                          message="No such action on an alert."))
+    viewer = await require(request, "POST", f"/v1/alerts/{{}}/{decision}")
+    form = await require_csrf(request, viewer.secret)
+    reason = form.get("reason", "").strip()
+    back = form.get("back", "/console/alerts")
+    back = back if back.startswith("/console/alerts") else "/console/alerts"
+    if not reason or len(reason) > MAX_REASON:
+        return render(request, "error.html", 400, viewer, title="A reason is needed",
+                      message=f"Give a reason of 1-{MAX_REASON} characters (field: reason); "
+                              "write no PHI in it.")
+    svc = services_of(request)
+    try:
+        await asyncio.to_thread(triage, svc, viewer.caller.ledger, viewer.caller, alert_id,
+                                decision, reason)
+    except TriageRefused as refused:
+        return render(request, "error.html", refused.status, viewer, title="Not done",
+                      message=str(refused))
+    return RedirectResponse(page_link(back.split("?")[0], done=f"{decision}d {alert_id}"),
+                            303)
+
+
+# -- investigations ----------------------------------------------------------------------
+
+@router.get("/investigations")
+async def investigations_page(request: Request) -> Response:
+    viewer = await require(request, "GET", "/v1/investigations")
+    service = InvestigationService(services_of(request))
+    ledger = viewer.caller.ledger
+    await service.through(ledger, None)
+    items = await asyncio.to_thread(service.list, ledger)
+    return render(request, "investigations.html", viewer=viewer, items=items, error=None,
+                  form={})
+
+
+def _split(text: str) -> list[str]:
+    return [p.strip() for p in text.replace("\n", ",").split(",") if p.strip()]
+
+
+def _instant_field(text: str) -> str | None:
+    """A form's ``datetime-local`` (UTC) or RFC 3339 value as RFC 3339."""
+    text = text.strip()
+    if not text:
+        return None
+    if len(text) == 16:  # YYYY-MM-DDTHH:MM
+        return f"{text}:00Z"
+    if len(text) == 10:
+        return f"{text}T00:00:00Z"
+    return text
+
+
+@router.post("/investigations")
+async def open_investigation(request: Request) -> Response:
+    viewer = await require(request, "POST", "/v1/investigations")
+    form = await require_csrf(request, viewer.secret)
+    body = {"title": form.get("title", "").strip(),
+            "discovered_at": _instant_field(form.get("discovered_at", "")),
+            "scope": {"actors": _split(form.get("actors", "")),
+                      "devices": _split(form.get("devices", "")),
+                      "ips": _split(form.get("ips", "")),
+                      "patients": _split(form.get("patients", "")),
+                      "from": _instant_field(form.get("from", "")),
+                      "to": _instant_field(form.get("to", ""))}}
+    if form.get("note", "").strip():
+        body["note"] = form["note"].strip()
+    service = InvestigationService(services_of(request))
+    ledger = viewer.caller.ledger
+    try:
+        opened = OpenIn.model_validate(body)
+        scope = _scope_dict(opened.scope)
+        _check_scope(scope, partial=False)
+    except ValidationError as error:
+        fields = sorted({".".join(str(p) for p in e["loc"]).replace("from_", "from")
+                         for e in error.errors()})
+        return await _form_again(request, viewer, service, form,
+                                 f"Check these fields: {', '.join(fields)}.")
+    except ApiError as error:
+        return await _form_again(request, viewer, service, form,
+                                 f"{error.message} ({', '.join(error.fields)}).")
+    investigation_id, _ = await service.open(ledger, _reader(viewer), opened.title,
+                                             opened.discovered_at, scope, opened.note)
+    return RedirectResponse(f"/console/investigations/{_q(investigation_id)}", 303)
+
+
+async def _form_again(request: Request, viewer: Viewer, service: InvestigationService,
+                      form: dict[str, str], error: str) -> Response:
+    items = await asyncio.to_thread(service.list, viewer.caller.ledger)
+    return render(request, "investigations.html", 400, viewer, items=items, error=error,
+                  form=form)
+
+
+def _marks(timeline: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
+    marks, lanes = [], {}
+    for item in timeline:
+        actor = item["actor"]["id"]
+        lanes.setdefault(actor, Lane(actor, actor, f"/console/users/{_q(actor)}"))
+        when = datetime.fromisoformat(item["occurred_at"].replace("Z", "+00:00"))
+        rules = ", ".join(a.get("rule", "") for a in item.get("alerts") or [])
+        note = f"{item['occurred_at']} {item['action']} by {actor}" + (
+            f" - alerts: {rules}" if rules else "")
+        marks.append(Mark(actor, when, item["action"], item.get("purpose"), note,
+                          alert=bool(item.get("alerts")), seq=item["seq"]))
+    return marks, list(lanes.values())
+
+
+@router.get("/investigations/{investigation_id}")
+async def investigation_page(request: Request, investigation_id: str,
+                             format: str | None = None) -> Response:
+    viewer = await require(request, "GET", "/v1/investigations/{}")
+    purpose = require_purpose(request, viewer)
+    svc, ledger = services_of(request), viewer.caller.ledger
+    service = InvestigationService(svc)
+    try:
+        answer = await service.answer(ledger, investigation_id, None, None)
+    except ApiError as error:
+        return render(request, "error.html", error.status, viewer, title="Not available",
+                      message=error.message)
+    if format in ("html", "csv"):  # the printable report and the CSV, as the API makes them
+        return await _report(service, answer, _reader(viewer), purpose, format)
+    rows = answer.rows[:TIMELINE_ROWS]
+    patients = answer.patients[:TIMELINE_ROWS]
+    timeline, affected, shown = await asyncio.to_thread(service.open_page, answer, rows,
+                                                        patients)
+    await service.record_reads(ledger, _reader(viewer), shown, purpose)
+    marks, lanes = _marks(timeline)
+    head = answer.head()
+    return render(
+        request, "investigation.html", viewer=viewer, head=head,
+        investigation_id=investigation_id, timeline=timeline, affected=affected,
+        total=len(answer.rows), affected_total=len(answer.patients),
+        picture=markup(timeline_svg(marks, lanes=lanes,
+                                    title=f"Timeline of investigation {investigation_id}")),
+        legend=legend_items(marks))
+
+
+@router.get("/investigations/{investigation_id}/evidence")
+async def investigation_evidence(request: Request, investigation_id: str) -> Response:
+    viewer = await require(request, "GET", "/v1/investigations/{}/evidence")
+    service = InvestigationService(services_of(request))
+    await service.through(viewer.caller.ledger, None)
+    try:
+        body = await asyncio.to_thread(service.evidence, viewer.caller.ledger,
+                                       investigation_id)
+    except ApiError as error:
+        return render(request, "error.html", error.status, viewer, title="Not available",
+                      message=error.message)
+    return Response(body, media_type="application/json", headers={
+        "Content-Disposition": f'attachment; filename="evidence-{investigation_id}.json"'})

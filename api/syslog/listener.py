@@ -1,0 +1,183 @@
+"""The ATNA syslog listeners: RFC 5425 (TLS, mutual: the client certificate names the
+sender) and RFC 5426 (UDP, from a configured list of sender addresses only).
+
+On a TLS connection one frame is taken at a time: the next frame is not cut from the
+stream until the last one is durable (an entry or a dead letter). A connection whose
+stream is not octet-counted syslog, or whose certificate names no identity with the
+ingest role, is closed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import structlog
+
+from api.auth.caller import INGEST
+from api.formats.codes import sha256_hex
+from api.formats.syslog import MAX_FRAME, FrameError, OctetFramer
+from api.syslog.intake import AtnaIntake, Sender
+from ledger.store import StoreUnavailable
+
+log = structlog.get_logger(__name__)
+
+# Identity name -> the sender it is, or None (unknown, or without the ingest role).
+Resolve = Callable[[str], Sender | None]
+
+
+def address(text: str) -> tuple[str, int]:
+    """``host:port`` (``[v6]:port`` too)."""
+    host, _, port = text.rpartition(":")
+    if not host or not port.isdigit():
+        raise ValueError("must be host:port")
+    return host.strip("[]"), int(port)
+
+
+def server_context(cert: Path, key: Path, ca: Path) -> ssl.SSLContext:
+    """TLS 1.2+ server context that requires a client certificate issued by ``ca``."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH, cafile=str(ca))
+    context.minimum_version = ssl.TLSVersion.TLSv1_2
+    context.verify_mode = ssl.CERT_REQUIRED
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def common_name(peercert: dict[str, Any] | None) -> str | None:
+    for rdn in (peercert or {}).get("subject", ()):
+        for name, value in rdn:
+            if name == "commonName":
+                return str(value)
+    return None
+
+
+def resolver(identities: Any) -> Resolve:
+    """Senders are identities (``phi-ledger admin``) named as the certificate's CN."""
+    def resolve(name: str) -> Sender | None:
+        found = identities.by_name(name)
+        if found is None or INGEST not in found.roles:
+            return None
+        return Sender(found.id, found.ledger)
+    return resolve
+
+
+@dataclass
+class SyslogListeners:
+    """The running listeners of one process."""
+
+    intake: AtnaIntake
+    resolve: Resolve
+    servers: list[Any]
+
+    async def close(self) -> None:
+        for server in self.servers:
+            if isinstance(server, tuple):  # UDP: (transport, protocol)
+                server[0].close()
+                server[1].worker.cancel()
+            else:
+                server.close()
+                await server.wait_closed()
+
+
+async def _connection(intake: AtnaIntake, resolve: Resolve, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+    name = common_name(writer.get_extra_info("peercert"))
+    sender = await asyncio.to_thread(resolve, name) if name else None
+    if sender is None:
+        intake.stats.refused_senders += 1
+        log.warning("syslog.sender_refused", reason="certificate names no ingest identity")
+        writer.close()
+        return
+    framer = OctetFramer(MAX_FRAME)
+    try:
+        while True:
+            frame = framer.next_frame()
+            if frame is None:
+                data = await reader.read(MAX_FRAME + 8)
+                if not data:
+                    break
+                framer.feed(data)
+                continue
+            # Which frames were taken, for an operator (and the crash test) to check
+            # against the ledger and the dead letters after a failure.
+            log.debug("syslog.frame_read", sha256=sha256_hex(frame))
+            await intake.take(sender, frame)
+    except FrameError as error:
+        log.warning("syslog.stream_refused", reason=str(error))
+    except StoreUnavailable:
+        log.warning("syslog.store_unavailable", action="connection closed; nothing after "
+                    "the unrecorded message was read")
+    except (ConnectionError, ssl.SSLError):
+        pass
+    finally:
+        writer.close()
+
+
+class _Datagrams(asyncio.DatagramProtocol):
+    """RFC 5426: one message a datagram, from known addresses only, taken in order."""
+
+    def __init__(self, intake: AtnaIntake, senders: dict[str, Sender]) -> None:
+        self.intake = intake
+        self.senders = senders
+        self.queue: asyncio.Queue[tuple[Sender, bytes]] = asyncio.Queue(maxsize=10_000)
+        self.worker = asyncio.get_running_loop().create_task(self._drain())
+
+    def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
+        sender = self.senders.get(addr[0])
+        if sender is None or len(data) > MAX_FRAME:
+            self.intake.stats.refused_senders += 1
+            return
+        try:
+            self.queue.put_nowait((sender, data))
+        except asyncio.QueueFull:  # UDP is lossy by design (RFC 5426); say so in the log
+            log.warning("syslog.udp_dropped", reason="queue full")
+
+    async def _drain(self) -> None:
+        while True:
+            sender, data = await self.queue.get()
+            try:
+                await self.intake.take(sender, data)
+            except StoreUnavailable:
+                log.warning("syslog.store_unavailable", transport="udp")
+
+
+async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
+                context: ssl.SSLContext | None = None, udp: str | None = None,
+                udp_senders: dict[str, str] | None = None) -> SyslogListeners:
+    """Start the configured listeners; ``udp_senders`` maps an address to an identity
+    name."""
+    servers: list[Any] = []
+    if tls:
+        if context is None:
+            raise ValueError("a TLS listener needs a certificate, a key and a client CA")
+        host, port = address(tls)
+        servers.append(await asyncio.start_server(
+            lambda r, w: _connection(intake, resolve, r, w), host, port, ssl=context,
+            limit=MAX_FRAME + 8))
+    if udp:
+        senders = {}
+        for addr, name in (udp_senders or {}).items():
+            found = resolve(name)
+            if found is None:
+                raise ValueError("a UDP sender names no identity with the ingest role")
+            senders[addr] = found
+        host, port = address(udp)
+        transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
+            lambda: _Datagrams(intake, senders), local_addr=(host, port))
+        servers.append((transport, protocol))
+    return SyslogListeners(intake, resolve, servers)
+
+
+def udp_senders_of(entries: tuple[str, ...]) -> dict[str, str]:
+    """``LEDGER_SYSLOG_UDP_SENDERS`` entries ``address=identity`` as a dict."""
+    out = {}
+    for entry in entries:
+        addr, _, name = entry.partition("=")
+        if not addr or not name:
+            raise ValueError("LEDGER_SYSLOG_UDP_SENDERS entries are address=identity")
+        out[addr.strip()] = name.strip()
+    return out

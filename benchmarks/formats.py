@@ -1,0 +1,184 @@
+"""Standard formats on PostgreSQL (fsync on), beside the native batch of the same run.
+
+    .venv/bin/python -m benchmarks.formats [--events 20000] [--atna 8000] [--clients 2]
+
+One `phi-ledger serve` (projections off, the ATNA TLS listener on) on a fresh database:
+
+- native: `POST /v1/events/batch`, 1,000 events a request;
+- FHIR: `POST /fhir` batch Bundles of 1,000 AuditEvents (the same events, rendered as
+  BALP AuditEvents), target >= 10,000 events/s;
+- ATNA: 4 mutual-TLS senders, octet-counted RFC 5424 frames, each message durable before
+  the listener reads the sender's next frame; the clock stops when the ledger holds them
+  all; target >= 5,000 messages/s.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import socket
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import orjson
+
+from api.formats.fhir_audit import to_audit_event
+from api.formats.syslog import frame, syslog_message
+from benchmarks.host import describe as describe_host
+from benchmarks.httpload import post_request, run_load
+from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS
+from ledger.migrate import migrate
+from ledger.store import open_store
+from tests.certs import Pki
+from tests.support import (
+    ServerProcess,
+    create_pg_database,
+    drop_pg_database,
+    free_port,
+    provision_key,
+)
+
+SENDERS = 4
+
+
+def line(name: str, value: str, target: str = "", ok: bool | None = None) -> None:
+    mark = "" if ok is None else ("  PASS" if ok else "  MISS")
+    print(f"{name:<40} {value:>22}  {target}{mark}", flush=True)
+
+
+def events(n: int, seed: int = 7) -> list[dict]:
+    from api.workload import Workload
+
+    mappable = PHI_ACCESS_ACTIONS | AUTH_ACTIONS
+    out = [e for e in Workload(seed=seed).events(n * 2) if e["action"] in mappable]
+    return out[:n]
+
+
+def audit_message(i: int, patient: str) -> bytes:
+    return f"""<AuditMessage><EventIdentification EventActionCode="R"
+ EventDateTime="2026-11-26T08:00:00.{i % 1000:03d}Z" EventOutcomeIndicator="0">
+<EventID csd-code="110110" codeSystemName="DCM" originalText="Patient Record"/>
+<PurposeOfUse csd-code="TREAT"/></EventIdentification>
+<ActiveParticipant UserID="user-{i % 97}" UserIsRequestor="true"
+ NetworkAccessPointID="198.51.100.{i % 250}" NetworkAccessPointTypeCode="2"/>
+<AuditSourceIdentification AuditSourceID="bench-ehr"/>
+<ParticipantObjectIdentification ParticipantObjectID="{patient}^^^&amp;1.2&amp;ISO"
+ ParticipantObjectTypeCode="1" ParticipantObjectTypeCodeRole="1"/>
+<ParticipantObjectIdentification ParticipantObjectID="msg-{i}" ParticipantObjectTypeCode="2"
+ ParticipantObjectTypeCodeRole="3"/></AuditMessage>""".encode()
+
+
+def head(url: str) -> int:
+    store = open_store(url)
+    try:
+        return store.head("default").seq
+    finally:
+        store.close()
+
+
+def timed_posts(server: ServerProcess, path: str, bodies: list[bytes], clients: int,
+                key: str, count: int) -> float:
+    posts = [post_request(path, b, key=key) for b in bodies]
+    result = run_load("127.0.0.1", server.port, [posts[i::clients] for i in range(clients)])
+    assert set(result.statuses) <= {200, 201}, result.statuses
+    return count / result.seconds
+
+
+def atna(url: str, pki: Pki, port: int, n: int) -> float:
+    start_seq = head(url)
+    per_sender = n // SENDERS
+    streams = [b"".join(frame(syslog_message(audit_message(s * per_sender + i,
+                                                             f"PAT-{(s * 31 + i) % 5000}")))
+                        for i in range(per_sender)) for s in range(SENDERS)]
+    context = pki.client_context("atna-sender")
+    connections = []
+    for _ in range(SENDERS):
+        raw = socket.create_connection(("127.0.0.1", port))
+        connections.append(context.wrap_socket(raw, server_hostname="127.0.0.1"))
+
+    def send(tls: socket.socket, data: bytes) -> None:
+        tls.sendall(data)
+
+    started = time.perf_counter()
+    threads = [threading.Thread(target=send, args=(c, d)) for c, d in zip(connections, streams,
+                                                                            strict=True)]
+    for t in threads:
+        t.start()
+    target = start_seq + per_sender * SENDERS
+    while head(url) < target:
+        time.sleep(0.02)
+    seconds = time.perf_counter() - started
+    for t in threads:
+        t.join()
+    for c in connections:
+        c.close()
+    return per_sender * SENDERS / seconds
+
+
+def validation_ceiling(sample: list[dict]) -> float:
+    """AuditEvents a second one core validates with fhir.resources (what every incoming
+    AuditEvent costs before it is mapped), measured beside the server."""
+    from api.formats.fhir_validation import audit_event_problems
+
+    resources = [to_audit_event(e, resource_id="1") for e in sample]
+    started = time.perf_counter()
+    for resource in resources:
+        audit_event_problems(resource)
+    return len(resources) / (time.perf_counter() - started)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--events", type=int, default=20_000)
+    parser.add_argument("--atna", type=int, default=8_000)
+    parser.add_argument("--clients", type=int, default=2)
+    args = parser.parse_args()
+    print(describe_host(), flush=True)
+    print(f"nproc {os.cpu_count()}; {sys.version.split()[0]}", flush=True)
+    sample = events(args.events)
+    fhir_events = [{**e, "event_id": str(uuid.uuid4())} for e in sample]
+    url = create_pg_database()
+    try:
+        with TemporaryDirectory() as tmp_name:
+            tmp = Path(tmp_name)
+            pki = Pki(tmp)
+            migrate(url)
+            key = provision_key(url, roles=["ingest"], name="atna-sender")
+            port = free_port()
+            env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(tmp / "keys.json"),
+                   "LEDGER_LOG_LEVEL": "warning", "LEDGER_PROJECTIONS": "off",
+                   "LEDGER_SYSLOG_TLS": f"127.0.0.1:{port}",
+                   "LEDGER_SYSLOG_CERT": str(pki.server[0]),
+                   "LEDGER_SYSLOG_KEY": str(pki.server[1]), "LEDGER_SYSLOG_CA": str(pki.ca)}
+            with ServerProcess(env, api_key=key) as server:
+                native = timed_posts(server, "/v1/events/batch", [
+                    orjson.dumps({"events": sample[i:i + 1000]})
+                    for i in range(0, len(sample), 1000)], args.clients, key, len(sample))
+                line("native batch (1,000 a request)", f"{native:,.0f} ev/s")
+                bundles = [orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
+                    {"resource": {**to_audit_event(e, resource_id=e["event_id"]),
+                                  "id": e["event_id"]},
+                     "request": {"method": "POST", "url": "AuditEvent"}}
+                    for e in fhir_events[i:i + 1000]]})
+                    for i in range(0, len(fhir_events), 1000)]
+                fhir = timed_posts(server, "/fhir", bundles, args.clients, key,
+                                   len(fhir_events))
+                line("FHIR batch Bundle (1,000 AuditEvents)", f"{fhir:,.0f} ev/s",
+                     ">= 10,000", fhir >= 10_000)
+                line("  FHIR / native", f"{fhir / native:.0%}")
+                line("  fhir.resources validation alone, 1 core",
+                     f"{validation_ceiling(fhir_events[:1000]):,.0f} ev/s")
+                rate = atna(url, pki, port, args.atna)
+                line(f"ATNA over TLS, {SENDERS} senders", f"{rate:,.0f} msg/s", ">= 5,000",
+                     rate >= 5_000)
+                line("  ATNA / native", f"{rate / native:.0%}")
+    finally:
+        drop_pg_database(url)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,310 @@
+"""IHE ATNA over syslog: AuditMessages in the shapes IPF, dcm4che and OpenHIM send (both
+attribute spellings) mapped to contract events; XML attacks and malformed frames refused;
+the TLS listener (mutual TLS: the client certificate names an ingest identity) and the
+UDP listener (listed senders only) recording each message durably, unmappable ones as
+dead letters that a replay turns into entries after a fix -- on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.auth.identities import Actor
+from api.formats import atna
+from api.formats.fhir_audit import FormatRejected, to_audit_event
+from api.formats.fhir_audit import to_event as fhir_to_event
+from api.formats.fhir_validation import rendered_is_valid
+from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
+from api.services import Services
+from api.syslog.dead_letters import DeadLetters
+from api.syslog.intake import map_message
+from api.syslog.listener import resolver, server_context, start
+from api.syslog.service import intake_of
+from ledger.entry import Entry
+from ledger.settings import Settings
+from ledger.verifier import verify_ledger
+from tests import atna_messages as msgs
+from tests.certs import Pki
+from tests.support import fastapi_app
+
+EVENT_ID = "00000000-0000-4000-8000-000000000000"
+
+
+@pytest.mark.parametrize("shape", sorted(msgs.SHAPES))
+def test_each_sender_shape_maps_to_its_event(shape: str) -> None:
+    make, action, outcome, actor, patient, purpose = msgs.SHAPES[shape]
+    event = atna.to_event(make(), event_id=EVENT_ID, default_purpose="HOPERAT")
+    assert (event["action"], event["outcome"], event["actor"]["id"]) == (action, outcome, actor)
+    assert event.get("patient") == ({"id": patient} if patient else None)
+    phi = action in ("read", "create", "query", "disclose")
+    assert event.get("purpose") == (purpose or ("HOPERAT" if phi else None))
+    assert event["source"]["system"]
+
+
+def test_details_of_the_mapping() -> None:
+    ipf = atna.to_event(msgs.ipf_registry_query(), event_id=EVENT_ID)
+    assert ipf["actor"] == {"id": "alice@hospital", "kind": "user"}  # the human requestor
+    assert ipf["source"] == {"system": "ipf-consumer", "site": "Northside"}
+    assert ipf["occurred_at"] == "2026-11-26T14:03:22.120+01:00"
+    read = atna.to_event(msgs.dcm4che_patient_read(), event_id=EVENT_ID,
+                         default_purpose="TREAT")
+    assert read["actor"] == {"id": "bob", "kind": "user", "role": "radiologist",
+                             "ip": "198.51.100.7"}
+    assert read["resource"] == {"type": "Study Instance UID", "id": "1.2.840.99.1"}
+    out = atna.to_event(msgs.dcm4che_export_disclosure(), event_id=EVENT_ID)
+    assert out["disclosure"]["recipient"] == {"name": "State Cancer Registry", "kind": "other",
+                                              "address": "203.0.113.5"}
+    pix = atna.to_event(msgs.openhim_pix_query(), event_id=EVENT_ID, default_purpose="TREAT")
+    assert pix["actor"]["kind"] == "application" and pix["actor"]["ip"] == "10.0.0.7"
+
+
+def test_no_purpose_and_no_default_is_refused_by_path() -> None:
+    with pytest.raises(FormatRejected) as refused:
+        atna.to_event(msgs.dcm4che_patient_read(), event_id=EVENT_ID)
+    assert [p for p, _ in refused.value.problems] == [
+        "AuditMessage/EventIdentification/PurposeOfUse"]
+
+
+def test_bom_and_namespaces_are_accepted() -> None:
+    body = b"\xef\xbb\xbf" + msgs.login().replace(
+        b"<AuditMessage>", b'<AuditMessage xmlns="urn:x">')
+    assert atna.to_event(body, event_id=EVENT_ID)["action"] == "login"
+
+
+@pytest.mark.parametrize("body", [
+    b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "SECRET">]><AuditMessage>&x;</AuditMessage>',
+    b'<?xml version="1.0"?><!DOCTYPE a SYSTEM "http://example.invalid/a.dtd"><AuditMessage/>',
+    b"<AuditMessage><unclosed></AuditMessage>",
+    b"<Other/>",
+    b"<AuditMessage>" + b"x" * (64 * 1024) + b"</AuditMessage>",
+])
+def test_dangerous_or_broken_xml_is_refused_without_echo(body: bytes) -> None:
+    with pytest.raises(FormatRejected) as refused:
+        atna.to_event(body, event_id=EVENT_ID)
+    assert "SECRET" not in str(refused.value)
+
+
+def test_octet_framer_cuts_frames_wherever_the_bytes_split() -> None:
+    messages = [syslog_message(m()) for m in (msgs.login, msgs.logout, msgs.ipf_registry_query)]
+    stream = b"".join(frame(m) for m in messages)
+    for step in (1, 7, 1000, len(stream)):
+        framer, out = OctetFramer(), []
+        for i in range(0, len(stream), step):
+            framer.feed(stream[i:i + step])
+            while (f := framer.next_frame()) is not None:
+                out.append(f)
+        assert out == messages and framer.pending == 0
+    with pytest.raises(FrameError):
+        big = OctetFramer(100)
+        big.feed(b"101 ")
+        big.next_frame()
+    with pytest.raises(FrameError):
+        junk = OctetFramer()
+        junk.feed(b"<85>1 no length")
+        junk.next_frame()
+
+
+def test_rfc5424_structured_data_and_bom() -> None:
+    raw = (b'<85>1 2026-11-26T19:03:22Z host app 42 IHE+RFC-3881 [ex@1 a="x\\]y" b="]"]'
+           b'[other@2] \xef\xbb\xbf<AuditMessage/>')
+    message = parse_message(raw)
+    assert (message.msgid, message.hostname, message.msg) == (
+        "IHE+RFC-3881", "host", b"<AuditMessage/>")
+    with pytest.raises(ValueError):
+        parse_message(b"not syslog")
+
+
+def test_the_same_message_maps_to_the_same_event_id_per_sender() -> None:
+    raw = syslog_message(msgs.login())
+    first = map_message(raw, "id-1", None).event
+    again = map_message(syslog_message(msgs.login(), hostname="relay"), "id-1", None).event
+    other = map_message(raw, "id-2", None).event
+    assert first and again and other
+    assert first["event_id"] == again["event_id"] != other["event_id"]
+
+
+# -- the listeners, in process ---------------------------------------------------------
+
+
+def _events(svc: Services) -> list[dict[str, Any]]:
+    entries = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10_000)]
+    return svc.protection.reveal_many("default", [e.event for e in entries])
+
+
+def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) -> None:
+    svc.access.identities.issue_key("default", list(roles), name=name,
+                                    actor=Actor("test"), record=False)
+
+
+async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
+    """Wait for ``check``; the deadline only catches a hang."""
+    async def loop() -> None:
+        while not check():
+            await asyncio.sleep(0.01)
+    await asyncio.wait_for(loop(), timeout)
+
+
+def _run(coro: Callable[[], Awaitable[None]]) -> None:
+    asyncio.run(coro())  # type: ignore[arg-type]
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
+        svc: Services, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    _identity(svc, "atna-sender")
+    intake = intake_of(svc)
+    port = _port()
+    messages = [syslog_message(make()) for make, *_ in msgs.SHAPES.values()]
+    messages.append(b"<85>1 not really syslog")
+    messages.append(syslog_message(b"<AuditMessage><EventIdentification/></AuditMessage>"))
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca))
+        try:
+            _, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+            for m in messages + messages:  # everything twice: recorded once
+                writer.write(frame(m))
+            await writer.drain()
+            total = 2 * len(messages)
+            await _until(lambda: intake.stats.accepted + intake.stats.replayed
+                         + intake.stats.dead >= total)
+            writer.close()
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    events = _events(svc)
+    # Without a default purpose the two reads that name none are dead letters.
+    assert sorted(e["action"] for e in events) == sorted(
+        a for name, (_, a, *_rest) in msgs.SHAPES.items()
+        if name not in ("dcm4che_patient_read", "openhim_pix_query"))
+    assert len({e["event_id"] for e in events}) == len(events)
+    assert verify_ledger(svc.store, "default").ok
+    for seq, event in enumerate(events, 1):  # each rendered back as a valid R4 AuditEvent
+        rendered = to_audit_event(event, resource_id=str(seq))
+        rendered_is_valid(rendered)
+        assert fhir_to_event(rendered, event_id=event["event_id"]) == event
+    letters = intake.dead_letters.letters()
+    assert len(letters) == 4
+    assert all(letter.sender for letter in letters)
+    reasons = " ".join(letter.reason for letter in letters)
+    assert "PurposeOfUse" in reasons and "syslog" in reasons and "pat-4711" not in reasons
+    assert intake.dead_letters.message(letters[0].id) in messages
+
+    # after the fix (a default purpose configured), the replay turns two into entries
+    intake.default_purpose = "HOPERAT"
+    seqs = [intake.replay(letter.id) for letter in letters]
+    assert sum(s is not None for s in seqs) == 2
+    assert len(intake.dead_letters.letters()) == 2
+    assert len(_events(svc)) == len(events) + 2
+    assert intake.replay(letters[0].id) == seqs[0]  # replaying again writes nothing
+    assert len(_events(svc)) == len(events) + 2
+
+
+def test_tls_refuses_unknown_untrusted_and_non_ingest_senders(
+        svc: Services, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    _identity(svc, "auditor-only", roles=("auditor",))
+    intake = intake_of(svc)
+    port = _port()
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca))
+        try:
+            for cn in ("nobody", "auditor-only"):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=pki.client_context(cn))
+                writer.write(frame(syslog_message(msgs.login())))
+                await writer.drain()
+                assert await reader.read() == b""  # closed by the listener
+                writer.close()
+            with pytest.raises((ssl.SSLError, ConnectionError)):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=pki.client_context("atna-sender", self_signed=True))
+                writer.write(frame(syslog_message(msgs.login())))
+                await writer.drain()
+                if await reader.read() == b"":
+                    raise ConnectionError("closed")
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert intake.stats.refused_senders == 2
+    assert _events(svc) == [] and intake.dead_letters.letters() == []
+
+
+def test_udp_takes_listed_senders_only(svc: Services) -> None:
+    _identity(svc, "udp-sender")
+    intake = intake_of(svc)
+    port = _port()
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), udp=f"127.0.0.1:{port}",
+                                udp_senders={"127.0.0.1": "udp-sender"})
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(syslog_message(msgs.login()), ("127.0.0.1", port))
+                s.sendto(syslog_message(msgs.logout()), ("127.0.0.1", port))
+            await _until(lambda: intake.stats.accepted >= 2)
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert sorted(e["action"] for e in _events(svc)) == ["login", "logout"]
+    unlisted = intake_of(svc)
+
+    async def stranger() -> None:
+        listeners = await start(unlisted, resolver(svc.access.identities),
+                                udp=f"127.0.0.1:{port}", udp_senders={"192.0.2.1": "udp-sender"})
+        try:
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(syslog_message(msgs.ipf_registry_query()), ("127.0.0.1", port))
+            await _until(lambda: unlisted.stats.refused_senders >= 1)
+        finally:
+            await listeners.close()
+
+    _run(stranger)
+    assert len(_events(svc)) == 2
+
+
+def test_serve_runs_the_listener_and_metrics_count_dead_letters(
+        settings: Settings, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    port = _port()
+    configured = replace(settings, syslog_tls=f"127.0.0.1:{port}", syslog_cert=pki.server[0],
+                         syslog_key=pki.server[1], syslog_ca=pki.ca)
+    app = create_app(configured, configure_logs=False)
+    with TestClient(app) as client:
+        svc = fastapi_app(app).state.services
+        _identity(svc, "atna-sender")
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                pki.client_context("atna-sender").wrap_socket(
+                    raw, server_hostname="127.0.0.1") as tls:
+            tls.sendall(frame(syslog_message(msgs.login())))
+            tls.sendall(frame(syslog_message(b"<AuditMessage/>")))
+            deadline = time.monotonic() + 60  # only a hang fails here
+            while not DeadLetters(svc.store, None).letters():
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        metrics = client.get("/metrics").text
+        assert 'phi_ledger_dead_letters{format="atna-syslog",ledger="default"} 1.0' in metrics
+        assert [e["action"] for e in _events(svc)] == ["login"]

@@ -1,0 +1,115 @@
+"""Tenant isolation where it is enforced: in the queries over the views.
+
+Two ledgers hold the same actor id and the same patient id. Every question an auditor can
+ask -- a user's history, a patient's record, a patient's accesses, the accounting of
+disclosures -- answers from the caller's own ledger only. With PHI encrypted, each
+ledger's blind index already gives the patient a different ``patient_ref``, which would hide
+a missing ``ledger = ...`` filter; the plaintext mode (``LEDGER_UNSAFE_PLAINTEXT``) keys the
+views by the patient id itself, so only the filter keeps the tenants apart. Both modes, on
+SQLite and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from ledger.settings import Settings
+from tests.support import auth_headers, contract_example, make_event, provision_key
+
+A, B = "clinic-a", "clinic-b"
+ACTOR, PATIENT, ONLY_A = "agent-0042", "MRN-SAME-1", "MRN-ONLY-A"
+Keys = dict[str, dict[str, str]]
+
+
+@pytest.fixture(params=["encrypted", "plaintext"])
+def two_tenants(
+    request: pytest.FixtureRequest, database_url: str, tmp_path: Path
+) -> Iterator[tuple[TestClient, Keys, dict[str, dict[str, Any]]]]:
+    """Both ledgers filled with one actor id and one patient id; what each ledger got."""
+    env = {"LEDGER_UNSAFE_PLAINTEXT": "1"} if request.param == "plaintext" else {}
+    settings = replace(Settings.from_env(env), database_url=database_url,
+                       key_file=tmp_path / "keys.json")
+    assert settings.unsafe_plaintext is (request.param == "plaintext")
+    keys = {f"{role}@{ledger}": auth_headers(provision_key(database_url, roles=[role],
+                                                           ledger=ledger))
+            for role in ("ingest", "auditor") for ledger in (A, B)}
+    actor = {**make_event()["actor"], "id": ACTOR}
+    posted: dict[str, dict[str, Any]] = {}
+    with TestClient(create_app(settings, configure_logs=False)) as client:
+        for ledger, name in ((A, "Alice Tenant-A"), (B, "Bobby Tenant-B")):
+            events = [
+                make_event(action="create", actor=actor, patient={"id": PATIENT},
+                           data={"name": name}),
+                {**contract_example(), "actor": actor, "patient": {"id": PATIENT},
+                 "disclosure": {**contract_example()["disclosure"],
+                                "description": f"callback for {ledger}"}},
+            ]
+            r = client.post("/v1/events/batch", json={"events": events},
+                            headers=keys[f"ingest@{ledger}"])
+            assert r.status_code == 201, r.text
+            posted[ledger] = {"name": name, "ids": {e["event_id"] for e in events},
+                              "seq": r.json()["receipts"][-1]["seq"]}
+        only_a = make_event(action="create", actor=actor, patient={"id": ONLY_A},
+                            data={"name": "Carol Only-A"})
+        r = client.post("/v1/events", json=only_a, headers=keys[f"ingest@{A}"])
+        assert r.status_code == 201, r.text
+        posted[A]["only"] = r.json()["seq"]
+        yield client, keys, posted
+
+
+def _get(client: TestClient, headers: dict[str, str], path: str, seq: int) -> dict[str, Any]:
+    r = client.get(path, params={"purpose": "HOPERAT", "min_seq": seq, "wait_ms": 10_000},
+                   headers=headers)
+    assert r.status_code == 200, (path, r.text)
+    return r.json()
+
+
+def _event_ids(items: list[dict[str, Any]]) -> set[str]:
+    return {i["event_id"] for i in items if i["action"] != "query"}
+
+
+@pytest.mark.parametrize("ledger", [A, B])
+def test_every_query_answers_from_the_callers_ledger_only(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], ledger: str
+) -> None:
+    client, keys, posted = two_tenants
+    mine, theirs = posted[ledger], posted[B if ledger == A else A]
+    auditor = keys[f"auditor@{ledger}"]
+
+    record = _get(client, auditor, f"/v1/patients/{PATIENT}", mine["seq"])
+    assert record["ledger"] == ledger and record["record"] == {"name": mine["name"]}
+
+    accesses = _get(client, auditor, f"/v1/patients/{PATIENT}/accesses", mine["seq"])
+    assert _event_ids(accesses["items"]) == mine["ids"]
+
+    history = _get(client, auditor, f"/v1/users/{ACTOR}/accesses", mine["seq"])
+    assert _event_ids(history["items"]) == mine["ids"]
+
+    accounting = _get(client, auditor, f"/v1/patients/{PATIENT}/disclosures", mine["seq"])
+    text = str(accounting)
+    assert f"callback for {ledger}" in text
+    assert f"callback for {B if ledger == A else A}" not in text
+    assert theirs["name"] not in str([record, accesses, history, accounting])
+
+
+def test_a_patient_of_another_ledger_is_not_found(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]]
+) -> None:
+    """Clinic A's patient is unknown to clinic B's auditor (the same 404 as a patient no
+    one ever recorded), and known to A's."""
+    client, keys, posted = two_tenants
+    _get(client, keys[f"auditor@{A}"], f"/v1/patients/{ONLY_A}/disclosures", posted[A]["only"])
+    for path in (f"/v1/patients/{ONLY_A}", f"/v1/patients/{ONLY_A}/accesses",
+                 f"/v1/patients/{ONLY_A}/disclosures", "/v1/patients/MRN-NEVER/accesses"):
+        r = client.get(path, params={"purpose": "HOPERAT", "min_seq": posted[B]["seq"]},
+                       headers=keys[f"auditor@{B}"])
+        assert r.status_code == 404, (path, r.text)
+        assert r.json()["error"]["code"] == "patient_not_found"
+        assert "Carol" not in r.text
