@@ -26,6 +26,7 @@ from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
+from api.monitoring import Watch, Webhook
 from api.routers import (
     admin,
     alerts,
@@ -134,12 +135,17 @@ def create_app(
         svc = build_services(settings, protection=protection, clock=clock)
         app.state.services = svc
         stop = threading.Event()
-        follower = None
+        follower = watcher = None
         if settings.project_inline:
             follower = threading.Thread(
                 target=svc.projector.follow, args=(stop,), name="projector", daemon=True
             )
             follower.start()
+            watch = Watch(svc.store, svc.protection, clock,
+                          Webhook(settings.alert_webhook) if settings.alert_webhook else None)
+            watcher = threading.Thread(target=watch.run, args=(stop,), name="monitoring",
+                                       daemon=True)
+            watcher.start()
         signer = None
         if settings.checkpoints_inline and not settings.unsafe_no_tree and svc.checkpointer:
             signer = threading.Thread(
@@ -158,6 +164,8 @@ def create_app(
             stop.set()
             if follower is not None:
                 follower.join(timeout=10)
+            if watcher is not None:
+                watcher.join(timeout=10)
             svc.writer.stop()
             if signer is not None and svc.checkpointer is not None:
                 signer.join(timeout=10)

@@ -70,6 +70,10 @@ class Metrics:
             ["ledger"], registry=self.registry,
         )
 
+        self.alerts = Gauge(
+            "phi_ledger_alerts", "Alerts raised by continual monitoring, by rule and status"
+            " (every ledger)", ["rule", "status"], registry=self.registry,
+        )
         self.dead_letters = Gauge(
             "phi_ledger_dead_letters",
             "Standard-format messages kept as dead letters, not yet replayed "

@@ -79,6 +79,8 @@ class Settings:
     syslog_key: Path | None = None
     syslog_ca: Path | None = None
     syslog_udp_senders: tuple[str, ...] = ()
+    # Continual monitoring (api.monitoring): where new alert ids and rule codes are POSTed.
+    alert_webhook: str | None = None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -114,6 +116,7 @@ class Settings:
             syslog_udp_senders=tuple(
                 s.strip() for s in (env.get("LEDGER_SYSLOG_UDP_SENDERS") or "").split(",")
                 if s.strip()),
+            alert_webhook=env.get("LEDGER_ALERT_WEBHOOK") or None,
         )
 
     @property

@@ -29,7 +29,7 @@ from ledger.crypto.blind_index import blind_index
 from ledger.event import SYSTEM_ACTIONS
 from ledger.protect import ERASED
 from projections.accesses import patient_of
-from projections.monitoring.rules import SEVERITY, Entry, Finding, evaluate
+from projections.monitoring.rules import SEVERITY, Entry, Finding, evaluate, ruleset_digest
 from projections.monitoring.state import (
     RECORD_TYPES,
     State,
@@ -204,6 +204,7 @@ class AlertsView(View):
 
     def __init__(self, protection: Any | None = None) -> None:
         self.sight = Sight(protection)
+        self.digest = ruleset_digest()
 
     def apply(self, tx: Any, sql: Sql, changes: Sequence[Change]) -> None:
         by_ledger: dict[str, list[Change]] = {}
@@ -219,12 +220,14 @@ class AlertsView(View):
         for i, event in zip(opening, opened, strict=True):
             events[i] = event
         prepared = []
-        keys: set[tuple[str, str]] = set()
+        keys: set[tuple[str, str]] = {("alerted", self.digest)}
         for change, event in zip(changes, events, strict=True):
             entry = entry_of(change)
             written = written_of(self.sight, ledger, event)
             prepared.append((change, entry, written))
             keys |= keys_for(entry, written)
+            if entry.action == RULES_RECORDED:
+                keys.add(("ruleset", str((change.event.get("data") or {}).get("digest"))))
         state = self._load(tx, sql, ledger, keys)
         before = {k: canonical(v) for k, v in state.items()}
         new: dict[str, AlertRow] = {}
@@ -232,6 +235,11 @@ class AlertsView(View):
         triaged: list[tuple[str, str, int]] = []
         for change, entry, written in prepared:
             action = entry.action
+            if action == RULES_RECORDED:
+                digest = (change.event.get("data") or {}).get("digest")
+                if isinstance(digest, str):
+                    state.setdefault(("ruleset", digest), {"seq": change.seq})
+                continue
             if action in TRIAGE_ACTIONS:
                 data = change.event.get("data") or {}
                 if isinstance(data.get("alert_id"), str):
@@ -246,6 +254,9 @@ class AlertsView(View):
                 raised.append((finding, by))
                 row = _alert(change, entry, finding, by)
                 new[row.alert_id] = row
+            if findings:
+                # The first alert under this rule set: the service then records the set.
+                state.setdefault(("alerted", self.digest), {"seq": change.seq})
             for seq, rule, by in observe(entry, written, raised, state):
                 explained.append((alert_id(seq, rule), by))
         # Later entries change earlier alerts: in this batch's rows, else in the table.

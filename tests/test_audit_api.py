@@ -78,6 +78,8 @@ def at(days_ago: float, offset_hours: float = -5, **extra: float) -> str:
 
 def event(action: str = "read", patient: str = P, actor: dict[str, Any] = ALICE,
           when: str | None = None, **fields: Any) -> dict[str, Any]:
+    if action in ("create", "update") and "data" in fields and "resource" not in fields:
+        fields["resource"] = {"type": "patient"}  # writes to the record itself
     body = make_event(action=action, actor=dict(actor), patient={"id": patient},
                       occurred_at=when or at(10), **fields)
     return body
@@ -179,15 +181,22 @@ def order_key(item: dict[str, Any]) -> tuple[str, int]:
 # -- the patient record --------------------------------------------------------------------
 
 
+RECORD = {"type": "patient"}
+
+
 def test_patient_record_is_folded_from_create_update_delete(client: TestClient) -> None:
     start = head(client)
-    created, updated, _, _ = post(
+    created, updated, _, _, _ = post(
         client,
         event("create", data={"name": "Ann Example", "phone": "555-0101", "dob": "1961-04-09",
-                               "allergies": ["latex", "penicillin"], "visits": 3}),
-        event("update", data={"phone": "555-0199", "dob": None, "notes": "call after 5"}),
-        event("update", outcome="failure", data={"name": "Wrong Person"}),
-        event("update", patient=Q, data={"name": "Someone Else"}),
+                               "allergies": ["latex", "penicillin"], "visits": 3},
+              resource=RECORD),
+        event("update", data={"phone": "555-0199", "dob": None, "notes": "call after 5"},
+              resource=RECORD),
+        event("update", outcome="failure", data={"name": "Wrong Person"}, resource=RECORD),
+        event("update", patient=Q, data={"name": "Someone Else"}, resource=RECORD),
+        # A message about the patient is an access, not a change to the record.
+        event("create", data={"name": "Not The Record"}, resource={"type": "message"}),
     )
     body = ok(read(client, f"/v1/patients/{P}"))
     assert body["patient"] == {"id": P}
@@ -206,7 +215,8 @@ def test_patient_record_is_folded_from_create_update_delete(client: TestClient) 
     history = ok(read(client, f"/v1/patients/{P}/accesses"))
     assert deleted in [i["seq"] for i in history["items"]]
 
-    (revived,) = post(client, event("create", data={"name": "Ann Example", "phone": "555-0000"}))
+    (revived,) = post(client, event("create", data={"name": "Ann Example", "phone": "555-0000"},
+                                    resource=RECORD))
     body = ok(read(client, f"/v1/patients/{P}", purpose="TREAT"))
     assert body["record"] == {"name": "Ann Example", "phone": "555-0000"}
     assert body["created_seq"] == revived
@@ -406,7 +416,7 @@ def test_bad_parameters_are_all_named_in_one_400(client: TestClient) -> None:
 def test_read_your_writes(client: TestClient) -> None:
     for i in range(15):
         e = event("update" if i else "create", when=at(1, minutes=-i),
-                  data={"phone": f"555-01{i:02d}"})
+                  data={"phone": f"555-01{i:02d}"}, resource=RECORD)
         r = client.post("/v1/events", json=e)
         assert r.status_code == 201, r.text
         seq = r.json()["seq"]

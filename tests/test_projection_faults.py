@@ -226,6 +226,8 @@ def assert_consistent_with_positions(store: LedgerStore, what: str) -> dict[str,
     read = {LEDGER: entries_of(store, LEDGER)}
     folds: dict[int, dict[str, Any]] = {}
     for view, position in positions.items():
+        if view not in VIEW_TABLES:
+            continue  # the oracle folds these four; alerts and investigations: own tests
         upto = sum(1 for c in committed if c.position <= position)
         if upto not in folds:
             folds[upto] = oracle(store, (LEDGER,), {LEDGER: upto}, read)

@@ -463,7 +463,8 @@ def oracle(store: LedgerStore, ledgers: tuple[str, ...], upto: dict[str, int] | 
                     row["shredded"] = True
                     row["updated_seq"] = seq
                     row["updated_utc"] = when
-            elif ok and action in ("create", "update", "delete"):
+            elif ok and action in ("create", "update", "delete") and (
+                    resource.get("type") in (None, "patient")):  # the record itself only
                 row = patients.get((ledger, ref))
                 if row is None:
                     row = patients[(ledger, ref)] = {
@@ -554,6 +555,8 @@ def plain_records(posted: dict[str, list[dict[str, Any]]]
                 continue
             if action not in ("create", "update", "delete") or event["outcome"] != "success":
                 continue
+            if (event.get("resource") or {}).get("type") not in (None, "patient"):
+                continue  # a call or message about the patient: an access, not the record
             key = (ledger, event["patient"]["id"])
             if key not in records:
                 records[key] = PlainRecord(deleted=action == "delete")

@@ -43,7 +43,7 @@ SEED = 5
 N_EVENTS = 3000
 LEDGER = "default"
 VIEW_TABLES = ("view_patients", "view_accesses", "view_disclosures", "view_workforce",
-               "view_partners")
+               "view_partners", "view_alerts", "monitor_state")
 _BYTEA_HEX = re.compile(rb"\\\\x([0-9a-f]*)")
 
 
@@ -56,7 +56,7 @@ def fill_and_project(settings: Settings) -> tuple[list[dict[str, Any]], set[str]
     try:
         for start in range(0, N_EVENTS, 500):
             svc.ingest.record_sync(LEDGER, events[start : start + 500], batch=True)
-        Projector(svc.store).catch_up()
+        Projector(svc.store, protection=svc.protection).catch_up()
         Projector(svc.store).rebuild(["patients"])
         refs = {svc.protection.patient_ref(LEDGER, e["patient"]["id"])
                 for e in events if e.get("patient")}
@@ -72,6 +72,7 @@ def views_at_rest(url: str) -> dict[str, bytes]:
     if url.startswith("postgresql://"):
         dump = subprocess.run(
             [pg_dump_binary(), "--format=plain", "--no-owner", "--table=public.view_*",
+             "--table=public.monitor_state",
              "--dbname", url], capture_output=True, timeout=180, check=False)
         assert dump.returncode == 0, dump.stderr.decode(errors="replace")
         assert b"stored_events" not in dump.stdout, "the dump is not of the views alone"

@@ -38,7 +38,8 @@ LedgerOption = Annotated[
 # directory, they would otherwise make a new, empty default database and, for example,
 # print an API key the running service has never heard of.
 NEEDS_EXISTING_LEDGER = frozenset(
-    {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild"})
+    {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild",
+     "alerts"})
 
 
 @app.callback()
@@ -326,11 +327,37 @@ def export(
 
 
 @app.command()
+def alerts(
+    rule: Annotated[str | None, typer.Option(help="Only this rule (e.g. vip_access).")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="Only this status: open, explained, acknowledged, dismissed.")] = None,
+    ledger: LedgerOption = None,
+) -> None:
+    """List what continual monitoring flagged, newest first (tab-separated, no PHI)."""
+    from api.cli.alerts import RULES, STATUSES, alert_lines, check_choice
+
+    check_choice(rule, tuple(RULES), "--rule")
+    check_choice(status, STATUSES, "--status")
+    settings = _settings()
+    store = _reader_store(settings)
+    try:
+        typer.echo("alert_id\trule\tseverity\tstatus\tseq\toccurred_at\tactor\texplained_by")
+        for line in alert_lines(store, ledger or settings.default_ledger, rule, status):
+            typer.echo(line)
+    finally:
+        store.close()
+
+
+@app.command()
 def demo(
     events: Annotated[int, typer.Option(help="How many events to post.")] = 10_000,
     seed: Annotated[int, typer.Option(help="Seed: the same seed gives the same day.")] = 7,
     ledger: LedgerOption = None,
     batch: Annotated[int, typer.Option(help="Events per ingest batch.")] = 500,
+    truth: Annotated[str | None, typer.Option(
+        help="Post the monitored service (every monitoring rule's violation) and write "
+             "the alerts it must raise to this file (JSON lines), never to the ledger.")
+    ] = None,
 ) -> None:
     """Fill the database with a realistic synthetic answering-service day."""
     from api.workload.demo import run_demo
@@ -340,7 +367,7 @@ def demo(
     settings = _settings()
     try:
         run_demo(settings, events=events, seed=seed, ledger=ledger, batch=batch,
-                 progress=_progress())
+                 progress=_progress(), truth=truth)
     except KeyRingError as error:
         # A missing, exposed or wrong key ring: one line naming it, not a traceback.
         raise _fail(str(error)) from None

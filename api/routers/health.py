@@ -11,6 +11,7 @@ from api.routers.common import json_response
 from api.services import Services, services
 from api.syslog.dead_letters import DeadLetters
 from ledger.store import StoreUnavailable
+from projections.alert_queries import alert_counts
 
 router = APIRouter(tags=["operations"])
 
@@ -54,6 +55,12 @@ async def metrics(svc: Services = Depends(services)) -> Response:
     for view, entries in lag.items():
         svc.metrics.projection_lag.labels(view=view).set(entries)
     svc.metrics.projection_lag_seconds.set(waited)
+    try:  # alerts by rule and status: codes and counts, never who or whom
+        counts = await asyncio.to_thread(alert_counts, svc.store)
+    except StoreUnavailable:
+        counts = {}
+    for (rule, status), count in counts.items():
+        svc.metrics.alerts.labels(rule=rule, status=status).set(count)
     if svc.checkpointer is not None:
         signing = svc.checkpointer.stats
         svc.metrics.checkpoints_signed.set(signing.signed)

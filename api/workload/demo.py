@@ -19,6 +19,7 @@ def run_demo(
     ledger: str | None,
     batch: int,
     progress: Progress | None = None,
+    truth: str | None = None,
 ) -> int:
     """Post ``events`` events of the seeded workload; returns the ledger's new head seq."""
     from api.workload import Workload
@@ -34,7 +35,15 @@ def run_demo(
         if progress is not None:
             progress.start()
             task = progress.add_task(f"posting to {name}", total=events, rate="")
-        for event in Workload(seed=seed).events(events):
+        if truth is not None:
+            # The monitored service, its ground truth written apart (never posted).
+            from api.workload.monitoring import MonitoredService
+
+            monitored = MonitoredService(seed=seed)
+            source = monitored.events(events)
+        else:
+            source = Workload(seed=seed).events(events)
+        for event in source:
             chunk.append(event)
             if len(chunk) >= batch:
                 svc.ingest.record_sync(name, chunk, batch=True)
@@ -48,9 +57,23 @@ def run_demo(
             done += len(chunk)
         if progress is not None and task is not None:
             progress.update(task, completed=done)
+        if truth is not None:
+            write_truth(truth, monitored.truth)
         return svc.store.head(name).seq
     finally:
         if progress is not None:
             progress.stop()
         svc.writer.stop()
         svc.store.close()
+
+
+def write_truth(path: str, truth: dict[int, list[tuple[str, str, int | None]]]) -> None:
+    """The ground truth as JSON lines: ``{"index", "rule", "status", "explained_by"}``,
+    indexes counting the posted events from 0 (seq = the head before + index + 1)."""
+    import json
+
+    with open(path, "w", encoding="utf-8") as out:
+        for index in sorted(truth):
+            for rule, status, by in truth[index]:
+                out.write(json.dumps({"index": index, "rule": rule, "status": status,
+                                      "explained_by": by}) + "\n")

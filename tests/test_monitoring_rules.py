@@ -1,0 +1,124 @@
+"""Each rule fires on a minimal example and stays quiet on its nearest non-example
+(pure: the rules are functions of an entry and what the ledger said before it)."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from datetime import date, datetime, timedelta
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from projections.monitoring.rules import (
+    RULES,
+    SEVERITY,
+    Entry,
+    Facts,
+    Record,
+    Staff,
+    evaluate,
+    outside_by,
+    ruleset_digest,
+    spike_threshold,
+)
+
+T = datetime.fromisoformat("2026-11-02T12:00:00-05:00")
+READ = Entry("default", 10, "read", "success", "agent-1", "user", T, patient="ref-1")
+ROSTERED = Staff(added=True, trainings=(T - timedelta(days=30),))
+
+
+def fires(rule: str, entry: Entry, facts: Facts) -> bool:
+    return RULES[rule](entry, facts) is not None
+
+
+CASES = {
+    # rule: (entry, facts that fire, entry/facts nearest that do not)
+    "insecure_channel": (
+        (replace(READ, action="disclose", channel="sms"), Facts()),
+        (replace(READ, action="disclose", channel="secure_sms"), Facts())),
+    "no_mfa": ((replace(READ, mfa=False), Facts()), (replace(READ, mfa=True), Facts())),
+    "untrained": (
+        (READ, Facts(roster=True, staff=Staff(added=True, trainings=(
+            T - timedelta(days=365, minutes=1),)))),
+        (READ, Facts(roster=True, staff=Staff(added=True, trainings=(
+            T - timedelta(days=364, hours=23, minutes=59),))))),
+    "not_on_roster": ((READ, Facts(roster=True)), (READ, Facts(roster=False))),
+    "removed_staff": ((READ, Facts(staff=Staff(added=True, removed=True))),
+                      (READ, Facts(staff=Staff(added=True, removed=False)))),
+    "no_baa": ((replace(READ, action="disclose", partner="ba-1"), Facts(baa_in_force=False)),
+               (replace(READ, action="disclose", partner="ba-1"), Facts(baa_in_force=True))),
+    "same_last_name": ((READ, Facts(staff=Staff(family="d1"), record=Record(family="d1"))),
+                       (READ, Facts(staff=Staff(family="d1"), record=Record(family="d2")))),
+    "self_access": ((READ, Facts(staff=Staff(patient="ref-1"))),
+                    (READ, Facts(staff=Staff(patient="ref-2")))),
+    "vip_access": ((READ, Facts(record=Record(vip=True))), (READ, Facts(record=Record()))),
+    # shift 08:00-11:00 local; T is 12:00: 60 minutes out is within the grace.
+    "after_hours": ((replace(READ, at=T + timedelta(minutes=1)),
+                     Facts(staff=Staff(shift=(480, 660)))),
+                    (READ, Facts(staff=Staff(shift=(480, 660))))),
+    "break_glass": ((replace(READ, purpose="ETREAT"), Facts()),
+                    (replace(READ, purpose="TREAT"), Facts())),
+    "volume_spike": ((READ, Facts(day_patients=51, day_new_patient=True)),
+                     (READ, Facts(day_patients=50, day_new_patient=True))),
+    "bulk_export": ((replace(READ, action="export"),
+                     Facts(export_patients=100, export_new_patient=True)),
+                    (replace(READ, action="export"),
+                     Facts(export_patients=99, export_new_patient=True))),
+    "login_guessing": (
+        (replace(READ, action="login", patient=None),
+         Facts(failures=tuple(T - timedelta(minutes=m) for m in (1, 2, 3, 4, 14)))),
+        (replace(READ, action="login", patient=None),
+         Facts(failures=tuple(T - timedelta(minutes=m) for m in (1, 2, 3, 4, 16))))),
+}
+
+
+def test_every_rule_has_a_case_and_a_severity() -> None:
+    assert set(CASES) == set(RULES) == set(SEVERITY)
+    assert len(RULES) == 14
+
+
+@pytest.mark.parametrize("rule", sorted(CASES))
+def test_fires_on_example_and_not_on_nearest_non_example(rule: str) -> None:
+    (entry, facts), (near, near_facts) = CASES[rule]
+    assert fires(rule, entry, facts)
+    assert not fires(rule, near, near_facts)
+
+
+def test_shift_boundaries_cross_midnight() -> None:
+    night = (19 * 60, 7 * 60)  # 19:00-07:00
+    assert outside_by(6 * 3600 + 59 * 60, night) == 0  # one minute inside
+    assert outside_by(8 * 3600, night) == 3600  # the grace: not "more than 60"
+    assert outside_by(8 * 3600 + 60, night) == 3660
+    assert outside_by(17 * 3600 + 59 * 60, night) == 60 * 60 + 60
+
+
+def test_volume_threshold_uses_the_median_only_with_seven_active_days() -> None:
+    day = date(2026, 11, 20)
+    six = {day - timedelta(days=d): 40 for d in range(1, 7)}
+    assert spike_threshold(day, six) == 50
+    seven = {day - timedelta(days=d): 40 for d in range(1, 8)}
+    assert spike_threshold(day, seven) == 120
+    old = {day - timedelta(days=d): 40 for d in range(15, 25)}
+    assert spike_threshold(day, old) == 50
+
+
+def test_only_users_and_successes_count_and_never_the_service() -> None:
+    facts = Facts(record=Record(vip=True))
+    assert fires("vip_access", READ, facts)
+    assert not fires("vip_access", replace(READ, actor_kind="application"), facts)
+    assert not fires("vip_access", replace(READ, outcome="denied"), facts)
+    assert evaluate(replace(READ, system=True, purpose="ETREAT"), facts) == []
+
+
+def test_the_ruleset_digest_names_the_rules() -> None:
+    assert len(ruleset_digest()) == 64 and ruleset_digest() == ruleset_digest()
+
+
+@given(st.integers(0, 86399), st.integers(0, 1439), st.integers(0, 1439))
+def test_outside_is_zero_exactly_inside(second: int, start: int, end: int) -> None:
+    away = outside_by(second, (start, end))
+    assert 0 <= away <= 86400 // 2
+    if start != end and away == 0 and second != end * 60:  # the end itself: 0 s out
+        minute = second // 60
+        assert (start <= minute < end) if start < end else (minute >= start or minute < end)
