@@ -28,7 +28,7 @@ from api.access_reports import (
 )
 from api.accounting_report import as_csv, as_html, as_json
 from api.errors import ApiError
-from api.routers.common import chosen_ledger, json_response
+from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
 from ledger.event import Action, PurposeOfUse
 from projections.accounting import Accounting, account
@@ -50,7 +50,7 @@ Purpose = Annotated[str | None, Query(
 From = Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")]
 To = Annotated[str | None, Query(alias="to", description="RFC 3339, exclusive")]
 MinSeq = Annotated[int | None, Query(
-    ge=1, description="Answer only once the views include this seq of the ledger.")]
+    ge=1, le=DB_INT_MAX, description="Answer only once the views include this seq of the ledger.")]
 WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
 
 

@@ -60,7 +60,7 @@ class StoreUnavailable(Exception):
 
 def ledger_id(name: str) -> uuid.UUID:
     """The stream id of a ledger: stable, derived from its name."""
-    if not LEDGER_NAME.match(name):
+    if not LEDGER_NAME.fullmatch(name):
         raise ValueError("a ledger name is 1-63 lower-case letters, digits, '-' or '_'")
     return uuid.uuid5(_LEDGER_NAMESPACE, name)
 
