@@ -18,6 +18,7 @@ from pydantic import TypeAdapter
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
+from api import console
 from api.auth.access import build_access
 from api.auth.middleware import AccessControl, SecurityHeaders
 from api.auth.openapi import document_access
@@ -25,7 +26,19 @@ from api.errors import install_error_handlers
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
-from api.routers import admin, audit, auth, health, ingest, ledger, transparency
+from api.routers import (
+    admin,
+    alerts,
+    audit,
+    auth,
+    fhir,
+    health,
+    ingest,
+    investigations,
+    ledger,
+    reference,
+    transparency,
+)
 from api.services import Services
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
@@ -50,6 +63,9 @@ BODY_LIMITS = {
     "/v1/events/batch": 32 * 1024 * 1024,
     "/v1/auth/login": 4 * 1024,
     "/v1/admin/keys": 4 * 1024,
+    # FHIR JSON is wordier than ours: an AuditEvent gets four times an event's slack.
+    "/fhir/AuditEvent": 8 * MAX_EVENT_BYTES,
+    "/fhir": 64 * 1024 * 1024,
 }
 
 
@@ -78,7 +94,7 @@ def build_services(
     ).start()
     return Services(
         settings, store, writer, Ingest(writer, protection), Metrics(), clock, protection,
-        Projector(store), AuditQueries(store),
+        Projector(store, protection=protection), AuditQueries(store),
         access=build_access(settings, store, protection, clock),
         tlog=tlog,
         checkpointer=Checkpointer(tlog, interval=settings.checkpoint_interval_ms / 1000,
@@ -158,15 +174,31 @@ def create_app(
         version="0.1.0",
         summary="A hash-chained ledger of every access to protected health information.",
         lifespan=lifespan,
+        # /docs and /redoc are served by api.routers.reference from the installed
+        # swagger-ui-bundle (FastAPI's own pages load their scripts from a CDN).
+        docs_url=None,
+        redoc_url=None,
         # FastAPI's built-in OpenTelemetry would put request paths (which can hold patient
         # identifiers) into spans, and costs a tenth of a small request: off.
         telemetry={"tracing": False, "metrics": False, "logs": False,
                    "operation_spans": False, "auto_configure": False},
     )
     install_error_handlers(app)
-    for router in (ingest.router, ledger.router, transparency.router, audit.router,
-                   auth.router, admin.router, health.router):
+    for router in (
+        ingest.router,
+        ledger.router,
+        transparency.router,
+        audit.router,
+        auth.router,
+        admin.router,
+        health.router,
+        alerts.router,
+        investigations.router,
+        fhir.router,
+        reference.router,
+    ):
         app.include_router(router)
+    console.install(app)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]
 

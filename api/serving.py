@@ -16,6 +16,7 @@ than a restart.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import socket
@@ -38,7 +39,11 @@ def listening_socket(host: str, port: int, *, reuse_port: bool) -> socket.socket
     try:
         sock.bind((host, port))
     except OSError as error:
-        sys.exit(f"phi-ledger: cannot listen on {host}:{port}: {error.strerror}")
+        hint = ""
+        if error.errno == errno.EADDRINUSE:
+            hint = (f" (another process holds port {port}: stop it, or choose another port"
+                    " with --port)")
+        sys.exit(f"phi-ledger: cannot listen on {host}:{port}: {error.strerror}{hint}")
     sock.listen(2048)
     sock.set_inheritable(True)
     return sock

@@ -43,16 +43,24 @@ WORKFORCE_ACTIONS = frozenset(
 # public AUTH_ACTIONS, which the service also writes for its own users.)
 SYSTEM_ACTIONS = frozenset({
     "patient_shredded",
+    # continual monitoring: a reviewer's triage of an alert, the rule set in force
+    "alert_acknowledged", "alert_dismissed", "monitoring_rules",
     "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
     "account_locked", "account_unlocked",
+    "investigation_opened", "investigation_amended", "investigation_closed",
 })
 DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS
+# Events of the standard audit formats that record no access to PHI (docs/standard-formats.md):
+# an application started or stopped (DICOM 110100), a security alert such as a failed node
+# authentication (DICOM 110113). ``patient`` is optional on them, as on logins.
+SECURITY_ACTIONS = frozenset({"application_activity", "security_alert"})
 
 Action = Literal[
     "read", "create", "update", "delete", "disclose", "export", "print", "query",
     "login", "logout", "login_failed",
     "staff_added", "staff_removed", "role_changed", "training_completed", "mfa_enrolled",
     "baa_signed", "baa_ended",
+    "application_activity", "security_alert",
 ]
 Outcome = Literal["success", "failure", "denied"]
 # HL7 v3 PurposeOfUse (2.16.840.1.113883.1.11.20448), the codes in current use.
@@ -204,6 +212,8 @@ class Recipient(TypedDict):
         "court", "researcher", "employer", "coroner", "organ_procurement", "government",
         "other",
     ]
+    # The business associate's id, as in ``baa_signed`` (monitoring's ``no_baa``).
+    partner: NotRequired[Text | None]
 
 
 class Disclosure(TypedDict):

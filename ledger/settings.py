@@ -35,6 +35,14 @@ class Settings:
     ``LEDGER_CHECKPOINT_INTERVAL_MS``  a signed checkpoint covers an append at most this
                              long after it (default 1000)
     ``LEDGER_CHECKPOINT_ENTRIES``  ... or as soon as the tree grew by this many (10,000)
+    ``LEDGER_FORMATS_DEFAULT_PURPOSE``  the PurposeOfUse given to a FHIR AuditEvent or ATNA
+                             message of PHI access that names none (default: none; such
+                             messages are refused, or dead-lettered)
+    ``LEDGER_SYSLOG_TLS`` / ``LEDGER_SYSLOG_UDP``  host:port of the ATNA syslog listeners
+                             (``phi-ledger syslog``); ``LEDGER_SYSLOG_CERT``, ``_KEY``,
+                             ``_CA`` the TLS server's certificate, key and the CA of
+                             client certificates; ``LEDGER_SYSLOG_UDP_SENDERS`` a comma-
+                             separated list of ``address=identity`` allowed over UDP
     ``LEDGER_UNSAFE_NO_TREE``  appends without the Merkle tree: only for measuring its cost;
                              a ledger written so has no proofs and no checkpoints
     """
@@ -63,6 +71,14 @@ class Settings:
     checkpoint_interval_ms: int = 1000
     checkpoint_entries: int = 10_000
     unsafe_no_tree: bool = False
+    # Standard formats (api.formats, api.syslog).
+    fhir_default_purpose: str | None = None
+    syslog_tls: str | None = None
+    syslog_udp: str | None = None
+    syslog_cert: Path | None = None
+    syslog_key: Path | None = None
+    syslog_ca: Path | None = None
+    syslog_udp_senders: tuple[str, ...] = ()
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -89,6 +105,15 @@ class Settings:
             checkpoint_interval_ms=int(env.get("LEDGER_CHECKPOINT_INTERVAL_MS") or 1000),
             checkpoint_entries=int(env.get("LEDGER_CHECKPOINT_ENTRIES") or 10_000),
             unsafe_no_tree=env.get("LEDGER_UNSAFE_NO_TREE", "") in ("1", "true", "yes"),
+            fhir_default_purpose=env.get("LEDGER_FORMATS_DEFAULT_PURPOSE") or None,
+            syslog_tls=env.get("LEDGER_SYSLOG_TLS") or None,
+            syslog_udp=env.get("LEDGER_SYSLOG_UDP") or None,
+            syslog_cert=Path(v) if (v := env.get("LEDGER_SYSLOG_CERT")) else None,
+            syslog_key=Path(v) if (v := env.get("LEDGER_SYSLOG_KEY")) else None,
+            syslog_ca=Path(v) if (v := env.get("LEDGER_SYSLOG_CA")) else None,
+            syslog_udp_senders=tuple(
+                s.strip() for s in (env.get("LEDGER_SYSLOG_UDP_SENDERS") or "").split(",")
+                if s.strip()),
         )
 
     @property

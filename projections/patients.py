@@ -1,6 +1,8 @@
 """Patients: each patient's current record, folded from ``create``/``update``/``delete``.
 
-Rules, applied in ledger order to successful events only:
+Rules, applied in ledger order to successful events only, and only to events about the
+record itself (``resource.type`` ``patient``, or no resource: creating a ``call`` or
+``message`` about a patient is an access, not a change to the record):
 
 * ``create`` starts a record (or revives a deleted one) from its ``data``;
 * ``update`` merges its ``data`` into the record; a null value removes that field;
@@ -62,11 +64,18 @@ class PatientRow:
 
 
 def touches_record(change: Change) -> bool:
+    """Whether ``change`` changes a patient's record: a shred, or a successful
+    ``create``/``update``/``delete`` of the record itself (``resource.type`` ``patient``,
+    or no resource). Creating a ``call`` or ``message`` about a patient is an access."""
     event = change.event
     action = event["action"]
-    return event.get("patient") is not None and (
-        action == SHREDDED or (action in RECORD_ACTIONS and event["outcome"] == "success")
-    )
+    if event.get("patient") is None:
+        return False
+    if action == SHREDDED:
+        return True
+    resource = event.get("resource")
+    return (action in RECORD_ACTIONS and event["outcome"] == "success"
+            and (resource is None or resource.get("type") == "patient"))
 
 
 def _erased(record: dict[str, Any]) -> dict[str, Any]:

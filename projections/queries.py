@@ -72,6 +72,45 @@ class AuditQueries:
         return self._page("view_accesses", ACCESS_COLUMNS, clauses, params, where, after,
                           order, limit)
 
+    def recent(self, ledger: str, *, actions: tuple[str, ...] = (),
+               since_utc: str | None = None, until_utc: str | None = None,
+               before_seq: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
+        """The newest entries of ``ledger`` (as access rows, PHI sealed), newest first by
+        seq, keyset-paged with ``before_seq``; narrowed by action and time."""
+        clauses, params = ["ledger = %s"], [ledger]
+        if before_seq is not None:
+            clauses.append("seq < %s")
+            params.append(before_seq)
+        for clause, bound in (("occurred_utc >= %s", since_utc), ("occurred_utc < %s", until_utc)):
+            if bound is not None:
+                clauses.append(clause)
+                params.append(bound)
+        if actions:
+            clauses.append(f"action IN ({', '.join(['%s'] * len(actions))})")
+            params.extend(actions)
+        statement = (f"SELECT {', '.join(ACCESS_COLUMNS)} FROM view_accesses"
+                     f" WHERE {' AND '.join(clauses)} ORDER BY seq DESC LIMIT %s")
+        with self.store.reading() as curs:
+            curs.execute(self.store.sql(statement), [*params, limit])
+            return [dict(zip(ACCESS_COLUMNS, row, strict=True)) for row in curs.fetchall()]
+
+    def daily_patients(self, ledger: str, actor_id: str, actions: Sequence[str],
+                       since_utc: str, until_utc: str) -> dict[str, int]:
+        """Distinct patients of ``actor_id``'s successful ``actions`` per local day (the
+        date of ``occurred_at`` as the event gave it, in its own offset), in the period.
+        Counts of blind indexes: no patient is opened."""
+        marks = ", ".join(["%s"] * len(actions))
+        statement = (
+            "SELECT substr(occurred_at, 1, 10) AS day, COUNT(DISTINCT patient_ref)"
+            " FROM view_accesses WHERE ledger = %s AND actor_id = %s"
+            " AND occurred_utc >= %s AND occurred_utc < %s AND outcome = 'success'"
+            f" AND patient_ref IS NOT NULL AND action IN ({marks})"
+            " GROUP BY substr(occurred_at, 1, 10)")
+        with self.store.reading() as curs:
+            curs.execute(self.store.sql(statement),
+                         [ledger, actor_id, since_utc, until_utc, *actions])
+            return {str(day): int(count) for day, count in curs.fetchall()}
+
     def disclosures(self, ledger: str, patient_ref: str, since_utc: str | None,
                     until_utc: str | None) -> list[dict[str, Any]]:
         """Every disclosure of one patient's PHI in the period, oldest first."""

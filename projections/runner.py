@@ -37,7 +37,9 @@ from ledger.runtime import tune_gc
 from ledger.store.base import LedgerStore, StoreUnavailable
 from projections import indexes
 from projections.accesses import AccessesView
+from projections.alerts import AlertsView
 from projections.disclosures import DisclosuresView
+from projections.investigation_view import InvestigationsView
 from projections.patients import PatientsView
 from projections.view import Change, Sql, View, concerns, wanted_actions
 from projections.workforce import WorkforceView
@@ -51,7 +53,7 @@ PROCESS_BACKLOG = 200_000
 PROCESSES = 2
 # Relative work per entry, for splitting views over processes (measured: accesses makes a
 # row of every entry; patients reads and rewrites records; the others touch few entries).
-VIEW_WEIGHTS = {"accesses": 3, "patients": 2, "disclosures": 1, "workforce": 1}
+VIEW_WEIGHTS = {"accesses": 3, "patients": 2, "alerts": 3, "disclosures": 1, "workforce": 1}
 PR_SET_PDEATHSIG = 1
 PARENT_ENV = "PHI_LEDGER_PROJECTOR_PID"  # which process a helper must die with
 INDEX_CHECK_SECONDS = 60.0  # how often a follower looks for indexes left to build
@@ -62,9 +64,11 @@ GATHER_BELOW = 100
 GATHER_SECONDS = 0.02
 
 
-def all_views() -> list[View]:
-    """Every view the service keeps, in the order they are applied."""
-    return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView()]
+def all_views(protection: Any | None = None) -> list[View]:
+    """Every view the service keeps, in the order they are applied. ``protection``
+    opens what monitoring must compare (see projections.alerts.Sight)."""
+    return [PatientsView(), AccessesView(), DisclosuresView(), WorkforceView(),
+            AlertsView(protection), InvestigationsView()]
 
 
 def process_groups(views: Sequence[View], processes: int) -> list[list[View]]:
@@ -87,7 +91,13 @@ def _catch_up_views(database_url: str, names: list[str], batch: int) -> None:
     tune_gc()
     store = open_store(database_url)
     try:
-        views = [view for view in all_views() if view.name in names]
+        protection = None
+        if "alerts" in names:
+            from ledger.protection import protection_from_settings
+            from ledger.settings import Settings
+
+            protection = protection_from_settings(Settings.from_env(), store)
+        views = [view for view in all_views(protection) if view.name in names]
         Projector(store, views, batch=batch, processes=1).catch_up()
         # A rebuild's indexes of these views, built here as soon as their rows are in:
         # the sorts then overlap the slowest helper's last stretch instead of all
@@ -143,9 +153,10 @@ class Projector:
 
     def __init__(self, store: LedgerStore, views: Sequence[View] | None = None,
                  *, batch: int = BATCH, processes: int = PROCESSES,
-                 process_backlog: int = PROCESS_BACKLOG) -> None:
+                 process_backlog: int = PROCESS_BACKLOG,
+                 protection: Any | None = None) -> None:
         self.store = store
-        self.views = list(views) if views is not None else all_views()
+        self.views = list(views) if views is not None else all_views(protection)
         self.batch = batch
         self.processes = processes
         self.process_backlog = process_backlog

@@ -679,7 +679,7 @@ def test_phi_ledger_shred_beside_the_running_service(client: TestClient, setting
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")} | {
         "LEDGER_DATABASE_URL": settings.database_url, "LEDGER_KEY_FILE": str(settings.key_file)}
     done = subprocess.run([sys.executable, "-m", "api.cli", "shred", "--patient", P,
-                           "--reason", "REQ-2"], cwd=ROOT, env=env, capture_output=True,
+                           "--reason", "REQ-2", "--yes"], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120, check=False)
     assert done.returncode == 0, done.stderr
     assert "data key destroyed" in done.stdout

@@ -117,7 +117,7 @@ def key_commands() -> dict[str, list[str]]:
         "keys status": ["keys", "status"],
         "serve": ["serve", "--port", str(free_port())],
         "demo": ["demo", "--events", "5"],
-        "shred": ["shred", "--patient", MRN],
+        "shred": ["shred", "--patient", MRN, "--yes"],
         "keys rotate": ["keys", "rotate"],
     }
 

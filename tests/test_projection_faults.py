@@ -240,7 +240,7 @@ def test_sigkill_of_phi_ledger_project_mid_way_then_restart(settings: Settings) 
     assert demo.returncode == 0, demo.stderr
     for mrn in sorted({e["patient"]["id"] for e in Workload(seed=SEED).events(2000)
                        if e.get("patient")})[:3]:
-        shredded = cli(env, "shred", "--patient", mrn, "--reason", "REQ-1")
+        shredded = cli(env, "shred", "--patient", mrn, "--reason", "REQ-1", "--yes")
         assert shredded.returncode == 0, shredded.stderr
 
     store = open_store(settings.database_url)

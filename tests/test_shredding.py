@@ -106,7 +106,7 @@ class Reader:
 
 
 def shred(settings: Settings, mrn: str, *extra: str) -> tuple[str, str, int]:
-    result = run_cli(settings, "shred", "--patient", mrn, *extra)
+    result = run_cli(settings, "shred", "--patient", mrn, "--yes", *extra)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Traceback" not in result.stderr
     lines = result.stdout.strip().splitlines()

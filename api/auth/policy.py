@@ -52,6 +52,7 @@ def _allow(*roles: str, limit: Limit = Limit.READ) -> Rule:
 
 
 PUBLIC = Rule(None, Limit.PUBLIC)
+CONSOLE = Rule(None, Limit.PUBLIC)  # authenticated by the console's own session check
 PHI_READERS = (AUDITOR, INVESTIGATOR)
 # The chain, checkpoints and proofs: ciphertext and hashes only. Auditors (and so
 # investigators) may read them too.
@@ -62,6 +63,12 @@ RULES: dict[tuple[str, str], Rule] = {
     # ingest
     ("POST", "/v1/events"): _allow(INGEST, limit=Limit.INGEST),
     ("POST", "/v1/events/batch"): _allow(INGEST, limit=Limit.INGEST),
+    # standard formats (api.routers.fhir): AuditEvents in, read back and searched (ITI-81)
+    ("POST", "/fhir/AuditEvent"): _allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/fhir"): _allow(INGEST, limit=Limit.INGEST),
+    ("GET", "/fhir/AuditEvent"): _allow(*PHI_READERS),
+    ("GET", "/fhir/AuditEvent/{}"): _allow(*PHI_READERS),
+    ("GET", "/fhir/metadata"): PUBLIC,
     # the chain, for verification
     ("GET", "/v1/ledger"): _allow(*CHAIN_READERS),
     ("GET", "/v1/ledger/entries"): _allow(*CHAIN_READERS),
@@ -81,7 +88,12 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
     ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/amend"): _allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/close"): _allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}/evidence"): _allow(INVESTIGATOR),
     ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/acknowledge"): _allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/dismiss"): _allow(INVESTIGATOR),
     # sessions
     ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
     ("POST", "/v1/auth/logout"): _allow(*ANY_ROLE),
@@ -95,11 +107,29 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/healthz"): PUBLIC,
     ("GET", "/readyz"): PUBLIC,
     ("GET", "/metrics"): PUBLIC,
+    # the console: a browser carries no bearer header, so this layer lets it through;
+    # the console checks its session cookie on every request and applies the rule of
+    # the API route each page mirrors (api.console.web.require)
+    ("GET", "/console"): CONSOLE,
+    ("GET", "/console/static/console.css"): CONSOLE,
+    ("GET", "/console/sign-in"): CONSOLE,
+    ("POST", "/console/sign-in"): CONSOLE,
+    ("POST", "/console/sign-out"): CONSOLE,
+    ("GET", "/console/purpose"): CONSOLE,
+    ("POST", "/console/purpose"): CONSOLE,
+    ("GET", "/console/patients"): CONSOLE,
+    ("GET", "/console/patients/{}"): CONSOLE,
+    ("GET", "/console/patients/{}/accounting"): CONSOLE,
+    ("GET", "/console/users"): CONSOLE,
+    ("GET", "/console/users/{}"): CONSOLE,
+    ("GET", "/console/ledger"): CONSOLE,
+    ("POST", "/console/ledger/verify"): CONSOLE,
     # the API's own description
     ("GET", "/openapi.json"): PUBLIC,
     ("GET", "/docs"): PUBLIC,
     ("GET", "/docs/oauth2-redirect"): PUBLIC,
     ("GET", "/redoc"): PUBLIC,
+    ("GET", "/docs/assets/{}"): PUBLIC,
 }
 
 _PARAMETER = re.compile(r"\{[^}]*\}")
@@ -132,7 +162,10 @@ def decide(rule: Rule, caller: Caller, requested_ledgers: list[str]) -> Decision
     if rule.roles is None:
         return ALLOWED
     if not caller.has_any(rule.roles):
-        return Decision(False, "your roles do not allow this request")
+        # Naming the roles that would do tells the caller what key to ask for; the rule
+        # table is public knowledge (docs/contract.md), so it reveals nothing.
+        return Decision(False, "your roles do not allow this request; allowed: "
+                        + ", ".join(sorted(rule.roles)))
     if any(name != caller.ledger for name in requested_ledgers):
         return Decision(False, "you may only use your own ledger")
     return ALLOWED

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated, Any
@@ -28,6 +29,32 @@ app.add_typer(admin_app, name="admin")  # identities and keys: api/cli/admin.py
 LedgerOption = Annotated[
     str | None, typer.Option("--ledger", "-l", help="The ledger (tenant); default: 'default'.")
 ]
+
+
+# Commands that read or change a ledger that must already exist: run from the wrong
+# directory, they would otherwise make a new, empty default database and, for example,
+# print an API key the running service has never heard of.
+NEEDS_EXISTING_LEDGER = frozenset(
+    {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild"})
+
+
+@app.callback()
+def _configure(ctx: typer.Context) -> None:
+    """Find the database and key ring the same way whatever the current directory
+    (ledger/config.py): the environment, then LEDGER_CONFIG or phi-ledger.toml in this
+    directory or a parent, then ./var/. The answer goes into this process's environment,
+    absolute, so worker processes and helpers agree with it."""
+    from ledger.config import ConfigError, discover, missing_ledger
+
+    try:
+        found = discover(os.environ, Path.cwd())
+    except ConfigError as error:
+        raise _fail(str(error)) from None
+    os.environ.update(found.values)
+    if ctx.invoked_subcommand in NEEDS_EXISTING_LEDGER:
+        problem = missing_ledger(found)
+        if problem:
+            raise _fail(problem)
 
 
 def _settings() -> Settings:
@@ -89,6 +116,7 @@ def migrate() -> None:
 
 def _projector(settings: Settings) -> Any:
     from ledger.migrate import migrate as run
+    from ledger.protection import protection_from_settings
     from ledger.runtime import tune_gc
     from ledger.store import StoreUnavailable, open_store
     from projections.runner import Projector
@@ -96,7 +124,8 @@ def _projector(settings: Settings) -> Any:
     tune_gc()
     try:
         run(settings.database_url)
-        return Projector(open_store(settings.database_url))
+        store = open_store(settings.database_url)
+        return Projector(store, protection=protection_from_settings(settings, store))
     except StoreUnavailable as error:
         raise _fail(str(error)) from None
     except Exception as error:  # the driver's own errors: say which, not what they quote
@@ -343,12 +372,25 @@ def shred(
     ledger: LedgerOption = None,
     actor: Annotated[str, typer.Option(help="Who orders the shredding.")] = "operator",
     reason: Annotated[str | None, typer.Option(help="A note (no PHI): ticket, request.")] = None,
+    yes: Annotated[bool, typer.Option(
+        "--yes", "-y", help="Do not ask for confirmation (scripts).")] = False,
 ) -> None:
-    """Crypto-shred a patient: destroy their data key and record it in the ledger."""
+    """Crypto-shred a patient: destroy their data key and record it in the ledger.
+
+    Irreversible: the patient's PHI in every copy of the ledger, backups included, can
+    never be read again. Asks for confirmation unless --yes."""
     from ledger.clock import utc_now
     from ledger.shredding import shred_patient
 
     settings = _settings()
+    if not yes:
+        where = ledger or settings.default_ledger
+        # The MRN is not repeated: output may be captured by logs (PHI stays out).
+        question = (f"Destroy this patient's data key in ledger '{where}'? "
+                    "Their PHI can never be read again, in any copy")
+        if not typer.confirm(question, default=False, err=True):
+            err.print("phi-ledger: nothing shredded", highlight=False)
+            raise typer.Exit(1)
     store, protection = _protected_store(settings)
     try:
         done = shred_patient(store, protection, ledger or settings.default_ledger, patient,

@@ -1,128 +1,49 @@
 """Audit queries: patient records, access histories and the accounting of disclosures.
 
 Every route here shows PHI, so every route requires a ``purpose`` (a PurposeOfUse code)
-and records the read in the ledger before answering (see :mod:`api.access_reports`).
+and records the read in the ledger before answering. The reads themselves live in
+:mod:`api.audit_reads`, which the console calls too: one path for every reader.
 ``min_seq`` asks to see the views at least as far as that seq of the ledger (waiting up
 to ``wait_ms``): read-your-writes for a client that has just posted.
 """
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
-from typing import Annotated, Any, TypeVar, get_args
-
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.access_reports import (
-    ACCESS_REPORT,
-    DISCLOSURE_ACCOUNTING,
-    PATIENT_RECORD,
-    USER_ACCESS_REPORT,
-    AccessReports,
-    Reader,
-    SealedPatient,
-    access_items,
-)
 from api.accounting_report import as_csv, as_html, as_json
-from api.errors import ApiError
-from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
+from api.audit_reads import (
+    ACTIONS,
+    MAX_LIMIT,
+    PURPOSES,
+    From,
+    HistoryParams,
+    MinSeq,
+    Problems,
+    Purpose,
+    To,
+    WaitMs,
+    disclosure_accounting,
+    history_params,
+    json_page,
+    off_loop,
+    patient_history,
+    user_history,
+)
+from api.audit_reads import (
+    patient_record as read_patient_record,
+)
+from api.routers.common import chosen_ledger, json_response, reader_of
 from api.services import Services, services
-from ledger.event import Action, PurposeOfUse
-from projections.accounting import Accounting, account
-from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
-from projections.instants import format_utc, parse_bound
-from projections.queries import AccessFilter
+from projections.instants import format_utc
 
 router = APIRouter(prefix="/v1", tags=["audit"])
-T = TypeVar("T")
 
-PURPOSES = frozenset(get_args(PurposeOfUse))
-ACTIONS = frozenset(get_args(Action)) | {"patient_shredded"}
-MAX_LIMIT = 1000
-MAX_WAIT_MS = 10_000
-
-Purpose = Annotated[str | None, Query(
-    description="Why you are looking (HL7 PurposeOfUse, e.g. HOPERAT for an audit); "
-                "recorded in the ledger with the read.")]
-From = Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")]
-To = Annotated[str | None, Query(alias="to", description="RFC 3339, exclusive")]
-MinSeq = Annotated[int | None, Query(
-    ge=1, le=DB_INT_MAX, description="Answer only once the views include this seq of the ledger.")]
-WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
+__all__ = ["ACTIONS", "MAX_LIMIT", "PURPOSES", "off_loop", "router"]
 
 
-class Problems:
-    """Collects every bad parameter, so one 400 names them all."""
-
-    def __init__(self) -> None:
-        self.fields: list[str] = []
-        self.messages: list[str] = []
-
-    def add(self, field: str, message: str) -> None:
-        self.fields.append(field)
-        self.messages.append(f"{field} {message}")
-
-    def bound(self, field: str, value: str | None) -> str | None:
-        if value is None:
-            return None
-        try:
-            return parse_bound(value)
-        except ValueError as error:
-            self.add(field, str(error))
-            return None
-
-    def raise_any(self) -> None:
-        if self.fields:
-            raise ApiError(400, "invalid_request", "; ".join(self.messages), self.fields)
-
-
-def _purpose(problems: Problems, purpose: str | None) -> str:
-    if purpose is None:
-        problems.add("purpose", "is required: say why you are looking (e.g. HOPERAT)")
-    elif purpose not in PURPOSES:
-        problems.add("purpose", "must be an HL7 PurposeOfUse code (e.g. TREAT, HOPERAT)")
-    return purpose or ""
-
-
-def _actions(problems: Problems, action: str | None) -> tuple[str, ...]:
-    if not action:
-        return ()
-    chosen = tuple(dict.fromkeys(a.strip() for a in action.split(",") if a.strip()))
-    if not chosen or any(a not in ACTIONS for a in chosen):
-        problems.add("action", "must be a comma-separated list of event actions")
-    return chosen
-
-
-def _period(problems: Problems, since: str | None, until: str | None) -> None:
-    if since is not None and until is not None and since >= until:
-        problems.add("from", "must be before to")
-
-
-async def _await_views(svc: Services, ledger: str, min_seq: int | None, wait_ms: int) -> None:
-    if min_seq is None:
-        return
-    position = await asyncio.to_thread(svc.store.notification_of, ledger, min_seq)
-    if position is None:
-        raise ApiError(400, "invalid_request",
-                       "min_seq is beyond the ledger's newest entry", ["min_seq"])
-    reached = await asyncio.to_thread(svc.projector.wait_for, position, wait_ms / 1000)
-    if not reached:
-        raise ApiError(503, "views_behind",
-                       "the views have not reached min_seq yet; retry shortly", ["min_seq"],
-                       headers={"Retry-After": "1"})
-
-
-async def off_loop(read: Callable[[], T]) -> T:
-    """Run a request's reads (several database round trips and the decryption) on a
-    worker thread: on the event loop they would hold up every other request meanwhile."""
-    return await asyncio.to_thread(read)
-
-
-def _reader(request: Request) -> Reader:
-    return Reader.of(getattr(request.state, "caller", None))
+_reader = reader_of
 
 
 @router.get("/patients/{patient_id}", summary="A patient's current record")
@@ -131,164 +52,13 @@ async def patient_record(
     wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    problems = Problems()
-    purpose = _purpose(problems, purpose)
-    problems.raise_any()
-    await _await_views(svc, ledger, min_seq, wait_ms)
-    reports = AccessReports(svc)
-
-    def read() -> tuple[Any, dict[str, Any]]:
-        row = svc.queries.patient(ledger, reports.patient_ref(ledger, patient_id))
-        if row is None:
-            raise ApiError(404, "patient_not_found", "no record of this patient",
-                           ["patient_id"])
-        if row.deleted:
-            raise ApiError(404, "patient_deleted",
-                           "this patient's record was deleted; its access history remains",
-                           ["patient_id"])
-        return row, reports.open_record(ledger, row)[1]
-
-    row, record = await off_loop(read)
-    await reports.record_reads(ledger, _reader(request), [patient_id], purpose, PATIENT_RECORD)
+    row, record = await read_patient_record(svc, ledger, _reader(request), patient_id,
+                                            purpose, min_seq, wait_ms)
     return json_response({
         "patient": {"id": patient_id}, "ledger": ledger, "record": record,
         "shredded": row.shredded, "created_seq": row.created_seq,
         "updated_seq": row.updated_seq, "updated_at": row.updated_utc,
     })
-
-
-def _after(problems: Problems, cursor: str | None, scope: dict[str, Any]) -> Position | None:
-    """Where the page starts: the position ``cursor`` holds, if it belongs to ``scope``."""
-    if cursor is None:
-        return None
-    try:
-        return decode_cursor(cursor, scope)
-    except BadCursor as error:
-        problems.add("cursor", str(error))
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _SealedPage:
-    """A page of access rows as the view holds them, its patients' ids opened."""
-
-    rows: list[dict[str, Any]]
-    ids: dict[SealedPatient, str | None]
-    next_cursor: str | None
-
-    @property
-    def shown(self) -> list[str]:
-        """The patients whose ids the page shows, in the order they first appear."""
-        return [i for i in self.ids.values() if i]
-
-
-def _read_page(
-    reports: AccessReports, ledger: str, where: AccessFilter, scope: dict[str, Any],
-    after: Position | None, order: str, limit: int,
-) -> _SealedPage:
-    rows, more = reports.access_rows(ledger, where, after, order, limit)  # type: ignore[arg-type]
-    next_cursor = None
-    if more and rows:
-        last = rows[-1]
-        next_cursor = encode_cursor(Position(last["occurred_utc"], last["seq"]), scope)
-    return _SealedPage(rows, reports.open_patients(ledger, rows), next_cursor)
-
-
-def _answer(head: dict[str, Any], page: _SealedPage) -> Response:
-    return json_response({**head, "items": access_items(page.rows, page.ids),
-                          "next_cursor": page.next_cursor})
-
-
-def _list_params(problems: Problems, since: str | None, until: str | None,
-                 action: str | None, order: str, limit: int) -> tuple[str | None, str | None,
-                                                                     tuple[str, ...]]:
-    since_utc, until_utc = problems.bound("from", since), problems.bound("to", until)
-    _period(problems, since_utc, until_utc)
-    if order not in ("asc", "desc"):
-        problems.add("order", "must be asc or desc")
-    if not 1 <= limit <= MAX_LIMIT:
-        problems.add("limit", f"must be between 1 and {MAX_LIMIT}")
-    return since_utc, until_utc, _actions(problems, action)
-
-
-@dataclass(frozen=True)
-class HistoryParams:
-    """The parameters both access histories take (one dependency, one definition)."""
-
-    purpose: str | None
-    since: str | None
-    until: str | None
-    action: str | None
-    cursor: str | None
-    limit: int
-    order: str
-    min_seq: int | None
-    wait_ms: int
-
-
-async def history_params(
-    purpose: Purpose = None, since: From = None, until: To = None, action: str | None = None,
-    cursor: str | None = None, limit: int = 100, order: str = "asc", min_seq: MinSeq = None,
-    wait_ms: WaitMs = 2000,
-) -> HistoryParams:
-    # async although it awaits nothing: FastAPI runs a plain ``def`` dependency on its
-    # thread pool, a hand-off to another thread and back on every history page.
-    return HistoryParams(purpose, since, until, action, cursor, limit, order, min_seq, wait_ms)
-
-
-async def _history(
-    svc: Services, ledger: str, where: AccessFilter, q: HistoryParams,
-    exists: Callable[[], bool], missing: ApiError, head: dict[str, Any],
-    reader: Reader, what: str, ahead: list[str] | None = None,
-) -> Response:
-    """One page of an access history (a patient's or a user's): parameters checked
-    (every bad one named at once), views awaited, rows read and opened off the loop, the
-    read recorded (as ``reader``'s look at ``what``). ``where`` names whose history; the
-    time and action filters are added here; ``head`` goes before the items in the answer.
-
-    The answer leaves only once the record of the read is durable, but the two are made
-    side by side: when whose PHI the page shows is known before it is read (``ahead``: a
-    patient's history), the read is recorded while the page is read, once the history is
-    known to exist; otherwise as soon as the page's patients are opened, while its items
-    are built and encoded. Either way the answer waits for the slower of the two rather
-    than their sum."""
-    problems = Problems()
-    purpose = _purpose(problems, q.purpose)
-    since_utc, until_utc, actions = _list_params(problems, q.since, q.until, q.action, q.order,
-                                                 q.limit)
-    scope = {"p": where.patient_ref, "a": where.actor_id, "f": since_utc, "t": until_utc,
-             "x": actions, "o": q.order}
-    after = _after(problems, q.cursor, scope)  # a bad cursor is named with the rest
-    problems.raise_any()
-    await _await_views(svc, ledger, q.min_seq, q.wait_ms)
-    reports = AccessReports(svc)
-    where = replace(where, since_utc=since_utc, until_utc=until_utc, actions=actions)
-
-    def page() -> _SealedPage:
-        return _read_page(reports, ledger, where, scope, after, q.order, q.limit)
-
-    def record(shown: list[str]) -> Awaitable[None]:
-        return reports.record_reads(ledger, reader, shown, purpose, what)
-
-    if ahead is not None:
-        if not await off_loop(exists):
-            raise missing
-        answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, page())),
-                                         record(ahead))
-        return answer
-
-    def read() -> _SealedPage:
-        # A history with rows on this page exists: the existence check (a round trip)
-        # is needed only to tell an empty page from an unknown patient or user.
-        shown = page()
-        if not shown.rows and not exists():
-            raise missing
-        return shown
-
-    sealed = await off_loop(read)
-    answer, _ = await asyncio.gather(off_loop(lambda: _answer(head, sealed)),
-                                     record(sealed.shown))
-    return answer
 
 
 @router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
@@ -297,15 +67,9 @@ async def patient_accesses(
     q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    ref = svc.protection.patient_ref(ledger, patient_id)
-    return await _history(
-        svc, ledger, AccessFilter(patient_ref=ref, actor_id=actor), q,
-        exists=lambda: svc.queries.has_accesses(ledger, patient_ref=ref),
-        missing=ApiError(404, "patient_not_found", "no access to this patient is recorded",
-                         ["patient_id"]),
-        head={"patient": {"id": patient_id}, "ledger": ledger},
-        reader=_reader(request), what=ACCESS_REPORT, ahead=[patient_id],
-    )
+    head = {"patient": {"id": patient_id}, "ledger": ledger}
+    return await patient_history(svc, ledger, _reader(request), patient_id, actor, q,
+                                 lambda page: json_page(head, page))
 
 
 @router.get("/users/{user_id}/accesses",
@@ -315,15 +79,9 @@ async def user_accesses(
     q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    ref = svc.protection.patient_ref(ledger, patient) if patient else None
-    return await _history(
-        svc, ledger, AccessFilter(patient_ref=ref, actor_id=user_id), q,
-        exists=lambda: svc.queries.has_accesses(ledger, actor_id=user_id),
-        missing=ApiError(404, "user_not_found", "nothing is recorded for this user",
-                         ["user_id"]),
-        head={"user": {"id": user_id}, "ledger": ledger},
-        reader=_reader(request), what=USER_ACCESS_REPORT,
-    )
+    head = {"user": {"id": user_id}, "ledger": ledger}
+    return await user_history(svc, ledger, _reader(request), user_id, patient, q,
+                              lambda page: json_page(head, page))
 
 
 @router.get(
@@ -338,31 +96,17 @@ async def patient_disclosures(
     svc: Services = Depends(services),
 ) -> Response:
     problems = Problems()
-    purpose = _purpose(problems, purpose)
-    since_utc, until_utc = problems.bound("from", since), problems.bound("to", until)
-    _period(problems, since_utc, until_utc)
     if format not in ("json", "csv", "html"):
         problems.add("format", "must be json, csv or html")
-    problems.raise_any()
-    await _await_views(svc, ledger, min_seq, wait_ms)
-    reports = AccessReports(svc)
-    ref = reports.patient_ref(ledger, patient_id)
-    period = reports.accounting_period(since_utc, until_utc)
-
-    def read() -> Accounting:
-        if not svc.queries.has_accesses(ledger, patient_ref=ref):
-            raise ApiError(404, "patient_not_found", "no access to this patient is recorded",
-                           ["patient_id"])
-        rows = svc.queries.disclosures(ledger, ref, *period)
-        return account(reports.open_disclosures(ledger, rows), summarise=summarize)
-
-    accounting = await off_loop(read)
-    await reports.record_reads(ledger, _reader(request), [patient_id], purpose,
-                               DISCLOSURE_ACCOUNTING)
+    read = await disclosure_accounting(
+        svc, ledger, _reader(request), patient_id, purpose, since, until,
+        summarize=summarize, problems=problems, min_seq=min_seq, wait_ms=wait_ms)
     generated = format_utc(svc.clock())
     if format == "csv":
-        return Response(as_csv(accounting), media_type="text/csv; charset=utf-8", headers={
-            "Content-Disposition": 'attachment; filename="accounting-of-disclosures.csv"'})
+        return Response(as_csv(read.accounting), media_type="text/csv; charset=utf-8",
+                        headers={"Content-Disposition":
+                                 'attachment; filename="accounting-of-disclosures.csv"'})
     if format == "html":
-        return HTMLResponse(as_html(patient_id, ledger, period, generated, accounting))
-    return json_response(as_json(patient_id, ledger, period, generated, accounting))
+        return HTMLResponse(as_html(patient_id, ledger, read.period, generated,
+                                    read.accounting))
+    return json_response(as_json(patient_id, ledger, read.period, generated, read.accounting))

@@ -8,6 +8,7 @@ import orjson
 from fastapi import Query, Request
 from fastapi.responses import Response
 
+from api.access_reports import Reader
 from api.errors import ApiError
 from ledger.store.base import LEDGER_NAME
 
@@ -70,3 +71,8 @@ LEDGER_PARAMETER = {
     "description": LEDGER_DOC,
     "schema": {"type": "string", "pattern": LEDGER_NAME.pattern},
 }
+
+
+def reader_of(request: Request) -> Reader:
+    """Who is reading, as the ledger records it with each read of PHI."""
+    return Reader.of(getattr(request.state, "caller", None))

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, Depends, Query
+from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
 from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
-from ledger.verifier import verify as verify_chain
+from api.verifications import verify_and_record
 
 router = APIRouter(prefix="/v1/ledger", tags=["verify"])
 
@@ -51,12 +51,14 @@ async def entries(
 @router.post(
     "/verify", summary="Recompute the whole chain",
     description="`{ok, verified_through, first_bad_seq, reason}`: ok only when every entry "
-    "from seq 1 to the head is canonical, correctly hashed and linked.",
+    "from seq 1 to the head is canonical, correctly hashed and linked. The verdict is "
+    "kept (when, by whom) and shown on the console's ledger page.",
 )
 async def verify(
-    ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
+    request: Request, ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
 ) -> Response:
+    who = getattr(request.state, "caller", None)
     verdict = await asyncio.to_thread(
-        verify_chain, svc.store, svc.settings.database_url, ledger
+        verify_and_record, svc, ledger, who.id if who is not None else "anonymous"
     )
     return json_response(verdict.as_dict())

@@ -312,6 +312,13 @@ class LedgerStore(ABC):
     ) -> Iterator[tuple[int, bytes]]:
         """Every ``(position, stored bytes)`` after ``after`` in seq order, streamed."""
 
+    def entries_at(self, ledger: str, seqs: Sequence[int]) -> dict[int, Entry]:
+        """The stored entries of ``ledger`` at ``seqs`` (those that exist), by seq."""
+        if not seqs:
+            return {}
+        with self.transaction() as tx:
+            return self._entries_at(tx, ledger_id(ledger), list(seqs))
+
     @abstractmethod
     def ledgers(self) -> list[str]:
         """The names of every ledger that holds at least one entry."""

@@ -7,6 +7,8 @@ auditor can run on files they were handed. Documents are told apart by their fir
 - a signed checkpoint (a C2SP signed note): its signatures and origin;
 - a JSON inclusion proof (``GET /v1/proofs/inclusion``): against a signed checkpoint of
   its tree size and the entry's leaf hash;
+- an investigation's evidence file (``GET /v1/investigations/{id}/evidence``): every
+  entry in it against the signed checkpoint it carries;
 - a JSON consistency proof (``GET /v1/proofs/consistency``): against the signed
   checkpoints of both its sizes.
 
@@ -27,6 +29,7 @@ from ledger.transparency.bundle import HEADER as BUNDLE_HEADER
 from ledger.transparency.bundle import Bundle, verify_bundle
 from ledger.transparency.checkpoint import Checkpoint, CheckpointError, open_checkpoint
 from ledger.transparency.errors import TransparencyError
+from ledger.transparency.evidence import is_evidence, verify_evidence
 from ledger.transparency.note import verifier_from_key
 from ledger.transparency.proof import verify_consistency, verify_inclusion
 from ledger.transparency.tree import HASH_SIZE
@@ -40,7 +43,7 @@ class OfflineError(TransparencyError):
 class Verified:
     """What a document was shown to prove."""
 
-    kind: str  # "bundle", "checkpoint", "inclusion", "consistency"
+    kind: str  # "bundle", "checkpoint", "inclusion", "consistency", "evidence"
     checkpoint: Checkpoint  # the (newest) signed checkpoint it rests on
     summary: str
     leaf_index: int | None = None  # the position a bundle or inclusion proof is about
@@ -123,6 +126,12 @@ def verify_document(
         return Verified("bundle", checkpoint,
                         f"entry seq {index + 1} (leaf {index}, hash {leaf_hash.hex()}) is in"
                         f" {checkpoint.origin} at tree size {checkpoint.size}", index)
+    if is_evidence(text):
+        checked = verify_evidence(text, log_key, witness_keys=witness_keys, quorum=quorum)
+        return Verified("evidence", checked.checkpoint,
+                        f"{checked.entries} entries of an investigation's evidence are in"
+                        f" {checked.checkpoint.origin} at tree size {checked.checkpoint.size},"
+                        " unaltered")
     if text.lstrip().startswith("{"):
         try:
             proof = json.loads(text)

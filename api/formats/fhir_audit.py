@@ -1,0 +1,591 @@
+"""FHIR AuditEvent (R4, IHE BALP; STU3 names where unambiguous) <-> the contract event.
+
+:func:`to_event` maps one AuditEvent (a parsed JSON object) to a contract event, or raises
+:class:`FormatRejected` naming every element it cannot use by FHIRPath (never a value).
+:func:`to_audit_event` renders a stored event back as a BALP-shaped R4 AuditEvent; what
+the contract holds that AuditEvent has no element for rides in extensions under
+:data:`EXT`, so ``to_event(to_audit_event(e))`` gives ``e`` back (but its ``event_id``,
+which is derived from who posted it). Both are pure; the table of the mapping is in
+docs/standard-formats.md.
+"""
+
+from __future__ import annotations
+
+import socket
+from typing import Any
+
+import orjson
+
+from api.formats.codes import (
+    ACT_REASON,
+    APPLICATION,
+    APPLICATION_ACTIVITY,
+    APPLICATION_LAUNCHER,
+    AUDIT_EVENT_TYPE,
+    DCM,
+    DESTINATION_ROLE,
+    EXPORT,
+    LIFECYCLE,
+    LOGIN,
+    LOGOUT,
+    NETWORK_TYPE,
+    OBJECT_ROLE,
+    OBJECT_TYPE,
+    OUTCOME_CODES,
+    OUTCOMES,
+    PATIENT_ROLE,
+    PERSON_TYPE,
+    QUERY_ROLE,
+    RECIPIENT,
+    RESTFUL,
+    SECURITY_ALERT,
+    SOURCE_ROLE,
+    USER_AUTHENTICATION,
+    Coded,
+    classify,
+    has,
+    purpose_of,
+)
+from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS, SECURITY_ACTIONS
+
+# Our own extensions and code systems (what the contract holds and AuditEvent does not).
+EXT = "urn:phi-ledger:fhir:extension:"
+ACTION_SYSTEM = "urn:phi-ledger:fhir:action"
+RESOURCE_SYSTEM = "urn:phi-ledger:fhir:resource-type"
+DATA_SYSTEM = "urn:phi-ledger:fhir:data"
+BALP = "https://profiles.ihe.net/ITI/BALP/StructureDefinition/IHE.BasicAudit."
+MAPPABLE_ACTIONS = PHI_ACCESS_ACTIONS | AUTH_ACTIONS | SECURITY_ACTIONS
+ACTOR_KINDS = frozenset({"user", "application", "system", "patient"})
+RECIPIENT_KINDS = frozenset({
+    "provider", "health_plan", "patient", "personal_representative", "family",
+    "business_associate", "public_health", "health_oversight", "law_enforcement", "court",
+    "researcher", "employer", "coroner", "organ_procurement", "government", "other",
+})
+DEFAULT_CHANNEL = "api"
+
+
+class FormatRejected(ValueError):
+    """A standard message the ledger cannot take as it is; ``problems`` are
+    ``(path, message)`` pairs, the path a FHIRPath (or an XML path for ATNA)."""
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{p}: {m}" for p, m in problems))
+
+
+# -- reading tolerant JSON -------------------------------------------------------------
+
+
+def _obj(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _list(value: Any) -> list[Any]:
+    if isinstance(value, list):
+        return value
+    return [] if value is None else [value]
+
+
+def _text(value: Any) -> str | None:
+    return value if isinstance(value, str) and value.strip() else None
+
+
+def codings(value: Any) -> list[Coded]:
+    """Codes of a Coding, a CodeableConcept, or a list of either."""
+    out: list[Coded] = []
+    for item in _list(value):
+        item = _obj(item)
+        if "coding" in item:
+            out.extend(codings(item["coding"]))
+            continue
+        code = item.get("code")
+        if isinstance(code, str) and code:
+            out.append(Coded(code, _text(item.get("system")), _text(item.get("display"))))
+    return out
+
+
+def _ext(element: Any, name: str) -> Any:
+    for ext in _list(_obj(element).get("extension")):
+        ext = _obj(ext)
+        if ext.get("url") == EXT + name:
+            for key, value in ext.items():
+                if key.startswith("value"):
+                    return value
+    return None
+
+
+def _ref_id(reference: Any, resource_type: str) -> str | None:
+    """``Patient/123`` (or a full URL, or ``.../_history/2``) -> ``123``."""
+    ref = _text(_obj(reference).get("reference"))
+    if ref is None:
+        return None
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) >= 2 and parts[-2] == resource_type:
+        return parts[-1] or None
+    return None
+
+
+def _who_id(agent: dict[str, Any]) -> str | None:
+    who = _obj(agent.get("who")) or _obj(agent.get("reference"))  # STU3: agent.reference
+    return (
+        _text(_obj(who.get("identifier")).get("value"))
+        or _text(_obj(agent.get("userId")).get("value"))  # STU3
+        or _text(who.get("reference"))
+        or _text(agent.get("altId"))
+        or _text(who.get("display"))
+        or _text(agent.get("name"))
+    )
+
+
+def _is_ip(value: str) -> bool:
+    for family in (socket.AF_INET, socket.AF_INET6):
+        try:
+            socket.inet_pton(family, value)
+            return True
+        except OSError:
+            continue
+    return False
+
+
+# -- AuditEvent -> event ---------------------------------------------------------------
+
+
+def _entities(resource: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
+    return [(i, _obj(e)) for i, e in enumerate(_list(resource.get("entity")))]
+
+
+def _what(entity: dict[str, Any]) -> dict[str, Any]:
+    return _obj(entity.get("what")) or _obj(entity.get("reference"))  # STU3: reference
+
+
+def _patient_entities(resource: dict[str, Any]) -> list[tuple[int, str | None]]:
+    found = []
+    for i, entity in _entities(resource):
+        what = _what(entity)
+        pid = _ref_id(what, "Patient")
+        is_patient = pid is not None or (has(codings(entity.get("role")), PATIENT_ROLE) and (
+            not codings(entity.get("type")) or has(codings(entity.get("type")), PERSON_TYPE)))
+        if is_patient:
+            found.append((i, _text(_obj(what.get("identifier")).get("value")) or pid))
+    return found
+
+
+def _requestor(resource: dict[str, Any], path: str,
+               problems: list[tuple[str, str]]) -> tuple[int, dict[str, Any]] | None:
+    agents = [(i, _obj(a)) for i, a in enumerate(_list(resource.get("agent")))]
+    requestors = [(i, a) for i, a in agents if a.get("requestor") is True]
+    if len(requestors) == 1:
+        return requestors[0]
+    if not requestors:
+        # Liberal: one agent that is not the recipient or the source is the actor.
+        others = [(i, a) for i, a in agents if not _is_recipient(a) and not _is_source(a)]
+        if len(others) == 1:
+            return others[0]
+        problems.append((f"{path}.agent", "must name exactly one requestor agent (the user "
+                                          "or application that acted)"))
+        return None
+    problems.append((f"{path}.agent", "names more than one requestor agent"))
+    return None
+
+
+def _is_recipient(agent: dict[str, Any]) -> bool:
+    return has(codings(agent.get("type")) + codings(agent.get("role")),
+               DESTINATION_ROLE, RECIPIENT)
+
+
+def _is_source(agent: dict[str, Any]) -> bool:
+    return has(codings(agent.get("type")) + codings(agent.get("role")), SOURCE_ROLE)
+
+
+def _actor(agent: dict[str, Any], at: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
+    actor_id = _who_id(agent)
+    if actor_id is None:
+        problems.append((f"{at}.who", "must identify the agent (who.identifier.value, "
+                                      "who.reference or who.display)"))
+        actor_id = "-"
+    kind = _ext(agent, "actor-kind")
+    if kind not in ACTOR_KINDS:
+        types = codings(agent.get("type")) + codings(agent.get("role"))
+        who_ref = _text(_obj(agent.get("who")).get("reference")) or ""
+        if has(types, APPLICATION, APPLICATION_LAUNCHER) or who_ref.startswith("Device/"):
+            kind = "application"
+        elif who_ref.startswith("Patient/"):
+            kind = "patient"
+        else:
+            kind = "user"
+    actor: dict[str, Any] = {"id": actor_id, "kind": kind}
+    role = next((c.code for c in codings(agent.get("role"))), None) or next(
+        (t for r in _list(agent.get("role")) if (t := _text(_obj(r).get("text")))), None)
+    if role:
+        actor["role"] = role
+    network = _obj(agent.get("network"))
+    address = _text(network.get("address"))
+    if address:
+        if network.get("type") == "2" or (network.get("type") != "1" and _is_ip(address)):
+            if _is_ip(address):
+                actor["ip"] = address
+            else:
+                problems.append((f"{at}.network.address", "must be an IP address when "
+                                                          "network.type is 2"))
+        else:
+            actor["device_id"] = address
+    for name, key in (("device-id", "device_id"), ("session-id", "session_id"),
+                      ("organization", "organization")):
+        if (value := _text(_ext(agent, name))) is not None:
+            actor[key] = value
+    if isinstance(mfa := _ext(agent, "mfa"), bool):
+        actor["mfa"] = mfa
+    return actor
+
+
+def _typed_reference(ref: str | None) -> tuple[str, str] | None:
+    """``Observation/7`` (or a full URL, or ``.../_history/2``) -> (type, id)."""
+    if ref is None:
+        return None
+    parts = ref.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2 or not parts[-2] or not parts[-1]:
+        return None
+    return parts[-2], parts[-1]
+
+
+def _resource(resource: dict[str, Any], patient_at: set[int]) -> dict[str, Any] | None:
+    for i, entity in _entities(resource):
+        if i in patient_at or has(codings(entity.get("role")), QUERY_ROLE):
+            continue
+        types = codings(entity.get("type"))
+        if has(types, "data") and any(c.system == DATA_SYSTEM for c in types):
+            continue
+        ours = next((c.code for c in types if c.system == RESOURCE_SYSTEM), None)
+        what = _what(entity)
+        out: dict[str, Any]
+        if ours is not None:
+            out = {"type": ours}
+            if (rid := _text(_obj(what.get("identifier")).get("value"))) is not None:
+                out["id"] = rid
+        else:
+            found = _typed_reference(_text(what.get("reference")))
+            if found is None:
+                continue
+            out = {"type": found[0], "id": found[1]}
+        phi = _text(_ext(entity, "phi"))
+        if phi is not None:
+            try:
+                categories = orjson.loads(phi)
+            except orjson.JSONDecodeError:
+                categories = None
+            if isinstance(categories, list):
+                out["phi"] = categories
+        return out
+    return None
+
+
+def _data(resource: dict[str, Any], path: str,
+          problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    for i, entity in _entities(resource):
+        if not any(c.system == DATA_SYSTEM for c in codings(entity.get("type"))):
+            continue
+        data: dict[str, Any] = {}
+        for j, detail in enumerate(_list(entity.get("detail"))):
+            detail = _obj(detail)
+            name = _text(detail.get("type"))
+            try:
+                value = orjson.loads(detail.get("valueString", ""))
+            except (orjson.JSONDecodeError, TypeError):
+                name = None
+            if name is None:
+                problems.append((f"{path}.entity[{i}].detail[{j}]",
+                                 "must be a field name and its JSON value"))
+                continue
+            data[name] = value
+        return data
+    return None
+
+
+def _disclosure(resource: dict[str, Any], path: str,
+                problems: list[tuple[str, str]]) -> dict[str, Any] | None:
+    for i, agent in enumerate(_list(resource.get("agent"))):
+        agent = _obj(agent)
+        if not _is_recipient(agent):
+            continue
+        who = _obj(agent.get("who")) or _obj(agent.get("reference"))
+        name = _text(who.get("display")) or _text(agent.get("name")) or _who_id(agent)
+        if name is None:
+            problems.append((f"{path}.agent[{i}].who", "must name the recipient"))
+            return None
+        kind = _ext(agent, "recipient-kind")
+        recipient: dict[str, Any] = {"name": name,
+                                     "kind": kind if kind in RECIPIENT_KINDS else "other"}
+        address = _text(_ext(agent, "recipient-address")) or _text(
+            _obj(agent.get("network")).get("address")) or (
+            _text(_obj(who.get("identifier")).get("value")) if name != _who_id(agent) else None)
+        if address:
+            recipient["address"] = address
+        description = _text(_ext(agent, "disclosure-description")) or next(
+            (d for _, e in _entities(resource) if (d := _text(e.get("description")))),
+            None) or "disclosure recorded by a FHIR AuditEvent"
+        disclosure: dict[str, Any] = {"recipient": recipient, "description": description}
+        if isinstance(encrypted := _ext(agent, "encrypted"), bool):
+            disclosure["encrypted"] = encrypted
+        if (authorization := _text(_ext(agent, "authorization-id"))) is not None:
+            disclosure["authorization_id"] = authorization
+        return disclosure
+    problems.append((f"{path}.agent", "a disclosure must name its recipient agent (type "
+                                      "DCM 110152 Destination Role ID, or IRCP)"))
+    return None
+
+
+def _source(resource: dict[str, Any]) -> dict[str, Any] | None:
+    source = _obj(resource.get("source"))
+    if _ext(source, "no-source") is True:
+        return None
+    observer = _obj(source.get("observer"))
+    system = (_text(_obj(observer.get("identifier")).get("value"))
+              or _text(_obj(source.get("identifier")).get("value"))  # STU3
+              or _text(observer.get("display")) or _text(observer.get("reference")))
+    if system is None:
+        return None
+    out: dict[str, Any] = {"system": system}
+    if (site := _text(source.get("site"))) is not None:
+        out["site"] = site
+    return out
+
+
+def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None,
+             path: str = "AuditEvent") -> dict[str, Any]:
+    """The contract event an AuditEvent records. ``path`` prefixes the FHIRPaths of the
+    problems (``Bundle.entry[3].resource`` in a bundle)."""
+    problems: list[tuple[str, str]] = []
+    if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
+        raise FormatRejected([(path, "must be an AuditEvent resource")])
+    outcome_code = resource.get("outcome")
+    outcome = OUTCOMES.get(str(outcome_code)) if outcome_code is not None else "success"
+    if outcome is None:
+        problems.append((f"{path}.outcome", "must be 0, 4, 8 or 12"))
+        outcome = "failure"
+    types = codings(resource.get("type"))
+    subtypes = codings(resource.get("subtype"))
+    ours = next((c.code for c in types + subtypes if c.system == ACTION_SYSTEM), None)
+    if ours in MAPPABLE_ACTIONS:
+        action: str | None = ours
+    else:
+        action, reason = classify(_text(resource.get("action")), types, subtypes,
+                                  outcome != "success")
+        if action is None:
+            problems.append((f"{path}.type", reason or "is not mapped"))
+    recorded = _text(resource.get("recorded"))
+    if recorded is None:
+        problems.append((f"{path}.recorded", "is required (an instant with a time zone)"))
+    event: dict[str, Any] = {"event_id": event_id, "occurred_at": recorded or "",
+                             "action": action or "read", "outcome": outcome}
+    found = _requestor(resource, path, problems)
+    if found is not None:
+        event["actor"] = _actor(found[1], f"{path}.agent[{found[0]}]", problems)
+    else:
+        event["actor"] = {"id": "-", "kind": "user"}
+    patients = _patient_entities(resource)
+    distinct = {pid for _, pid in patients}
+    if len(distinct) > 1:
+        problems.append((f"{path}.entity", "names more than one patient: post one "
+                                           "AuditEvent per patient"))
+    elif patients:
+        i, pid = patients[0]
+        if pid is None:
+            problems.append((f"{path}.entity[{i}].what", "must identify the patient "
+                                                         "(identifier.value or Patient/id)"))
+        else:
+            event["patient"] = {"id": pid}
+    elif action in PHI_ACCESS_ACTIONS:
+        problems.append((f"{path}.entity", "must name the patient (role 1, or a what "
+                                           "referring to a Patient)"))
+    resource_ = _resource(resource, {i for i, _ in patients})
+    if resource_ is not None:
+        event["resource"] = resource_
+    purpose = purpose_of(codings(resource.get("purposeOfEvent")))
+    if purpose is None and found is not None:
+        purpose = purpose_of(codings(found[1].get("purposeOfUse")))
+    purpose = purpose or default_purpose
+    if purpose is not None:
+        event["purpose"] = purpose
+    elif action in PHI_ACCESS_ACTIONS:
+        problems.append((f"{path}.purposeOfEvent", "must hold an HL7 PurposeOfUse code "
+                                                   "(or agent.purposeOfUse)"))
+    channel = _text(_ext(resource, "channel"))
+    if action in PHI_ACCESS_ACTIONS or channel:
+        event["channel"] = channel or DEFAULT_CHANNEL
+    if action == "disclose":
+        disclosure = _disclosure(resource, path, problems)
+        if disclosure is not None:
+            event["disclosure"] = disclosure
+    data = _data(resource, path, problems)
+    if data is not None:
+        event["data"] = data
+    if (source := _source(resource)) is not None:
+        event["source"] = source
+    if problems:
+        raise FormatRejected(problems)
+    return event
+
+
+# -- event -> AuditEvent ---------------------------------------------------------------
+
+
+def _extension(name: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, bool):
+        return {"url": EXT + name, "valueBoolean": value}
+    return {"url": EXT + name, "valueString": value}
+
+
+def _coding(system: str, code: str, display: str | None = None) -> dict[str, Any]:
+    out = {"system": system, "code": code}
+    if display:
+        out["display"] = display
+    return out
+
+
+# action -> (type, subtypes, FHIR action code, BALP profile)
+_SHAPES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str | None]] = {
+    "create": (_coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+               [_coding(RESTFUL, "create", "create")], "C", "Create"),
+    "read": (_coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+             [_coding(RESTFUL, "read", "read")], "R", "PatientRead"),
+    "update": (_coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+               [_coding(RESTFUL, "update", "update")], "U", "Update"),
+    "delete": (_coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+               [_coding(RESTFUL, "delete", "delete")], "D", "Delete"),
+    "query": (_coding(AUDIT_EVENT_TYPE, "rest", "Restful Operation"),
+              [_coding(RESTFUL, "search-type", "search type")], "E", "PatientQuery"),
+    "disclose": (_coding(LIFECYCLE, "disclose", "Disclose Record Lifecycle Event"),
+                 [_coding(LIFECYCLE, "disclose", "Disclose Record Lifecycle Event")], "R",
+                 "PrivacyDisclosure.Source"),
+    "export": (_coding(DCM, EXPORT, "Export"), [], "R", None),
+    "print": (_coding(ACTION_SYSTEM, "print"), [], "R", None),
+    "login": (_coding(DCM, USER_AUTHENTICATION, "User Authentication"),
+              [_coding(DCM, LOGIN, "Login")], "E", None),
+    "login_failed": (_coding(DCM, USER_AUTHENTICATION, "User Authentication"),
+                     [_coding(DCM, LOGIN, "Login")], "E", None),
+    "logout": (_coding(DCM, USER_AUTHENTICATION, "User Authentication"),
+               [_coding(DCM, LOGOUT, "Logout")], "E", None),
+    "security_alert": (_coding(DCM, SECURITY_ALERT, "Security Alert"), [], "E", None),
+    "application_activity": (_coding(DCM, APPLICATION_ACTIVITY, "Application Activity"), [],
+                             "E", None),
+}
+
+
+def balp_profile(action: str) -> str | None:
+    shape = _SHAPES.get(action)
+    return BALP + shape[3] if shape and shape[3] else None
+
+
+def _agent_of(actor: dict[str, Any], purpose: str | None) -> dict[str, Any]:
+    agent: dict[str, Any] = {"who": {"identifier": {"value": actor["id"]}}, "requestor": True}
+    extensions = []
+    if actor["kind"] == "application":
+        agent["type"] = {"coding": [_coding(DCM, APPLICATION, "Application")]}
+    elif actor["kind"] != "user":
+        extensions.append(_extension("actor-kind", actor["kind"]))
+    if actor.get("role"):
+        agent["role"] = [{"text": actor["role"]}]
+    if actor.get("ip"):
+        agent["network"] = {"address": actor["ip"], "type": "2"}
+        if actor.get("device_id"):
+            extensions.append(_extension("device-id", actor["device_id"]))
+    elif actor.get("device_id"):
+        agent["network"] = {"address": actor["device_id"], "type": "1"}
+    for name, key in (("session-id", "session_id"), ("organization", "organization"),
+                      ("mfa", "mfa")):
+        if actor.get(key) is not None:
+            extensions.append(_extension(name, actor[key]))
+    if purpose:
+        agent["purposeOfUse"] = [{"coding": [_coding(ACT_REASON, purpose)]}]
+    if extensions:
+        agent["extension"] = extensions
+    return agent
+
+
+def _recipient_of(disclosure: dict[str, Any]) -> dict[str, Any]:
+    recipient = disclosure["recipient"]
+    extensions = [_extension("recipient-kind", recipient["kind"]),
+                  _extension("disclosure-description", disclosure["description"])]
+    if recipient.get("address"):
+        extensions.append(_extension("recipient-address", recipient["address"]))
+    if disclosure.get("encrypted") is not None:
+        extensions.append(_extension("encrypted", disclosure["encrypted"]))
+    if disclosure.get("authorization_id"):
+        extensions.append(_extension("authorization-id", disclosure["authorization_id"]))
+    return {"type": {"coding": [_coding(DCM, DESTINATION_ROLE, "Destination Role ID")]},
+            "who": {"display": recipient["name"]}, "requestor": False,
+            "extension": extensions}
+
+
+def to_audit_event(event: dict[str, Any], *, resource_id: str,
+                   received: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``event`` (as posted, PHI opened) as an R4 AuditEvent with id ``resource_id``."""
+    action = event["action"]
+    shape = _SHAPES.get(action)
+    if shape is None:  # workforce events: no BALP pattern, our own code says what it was
+        shape = (_coding(ACTION_SYSTEM, action), [], "E", None)
+    type_, subtypes, code, profile = shape
+    if action in AUTH_ACTIONS | SECURITY_ACTIONS or action == "print":
+        subtypes = [*subtypes, _coding(ACTION_SYSTEM, action)]
+    out: dict[str, Any] = {"resourceType": "AuditEvent", "id": resource_id}
+    if profile:
+        out["meta"] = {"profile": [BALP + profile]}
+    out.update({"type": type_, "action": code, "recorded": event["occurred_at"],
+                "outcome": OUTCOME_CODES[event["outcome"]]})
+    if subtypes:
+        out["subtype"] = subtypes
+    purpose = event.get("purpose")
+    if purpose:
+        out["purposeOfEvent"] = [{"coding": [_coding(ACT_REASON, purpose)]}]
+    agents = [_agent_of(event["actor"], purpose)]
+    if event.get("disclosure"):
+        agents.append(_recipient_of(event["disclosure"]))
+    out["agent"] = agents
+    source = event.get("source") or {"system": "phi-ledger"}
+    out["source"] = {"observer": {"identifier": {"value": source["system"]}},
+                     "type": [_coding("http://terminology.hl7.org/CodeSystem/"
+                                      "security-source-type", "4", "Application Server")]}
+    if source.get("site"):
+        out["source"]["site"] = source["site"]
+    if not event.get("source"):
+        out["source"]["extension"] = [_extension("no-source", True)]
+    entities: list[dict[str, Any]] = []
+    if event.get("patient"):
+        entities.append({
+            "what": {"identifier": {"value": event["patient"]["id"]}},
+            "type": _coding(OBJECT_TYPE, PERSON_TYPE, "Person"),
+            "role": _coding(OBJECT_ROLE, PATIENT_ROLE, "Patient"),
+        })
+    resource = event.get("resource")
+    if resource:
+        entity: dict[str, Any] = {"type": _coding(RESOURCE_SYSTEM, resource["type"])}
+        if resource.get("id"):
+            entity["what"] = {"identifier": {"value": resource["id"]}}
+        if resource.get("phi") is not None:
+            entity["extension"] = [_extension("phi", orjson.dumps(resource["phi"]).decode())]
+        entities.append(entity)
+    if event.get("data") is not None:
+        entities.append({
+            "type": _coding(DATA_SYSTEM, "data"),
+            "detail": [{"type": k, "valueString": orjson.dumps(v).decode()}
+                       for k, v in event["data"].items()],
+        })
+    if entities:
+        out["entity"] = entities
+    extensions = []
+    if event.get("channel"):
+        extensions.append(_extension("channel", event["channel"]))
+    extensions.append(_extension("event-id", event["event_id"]))
+    if received:
+        extensions.append(_extension("received-format", received["format"]))
+        extensions.append(_extension("received-sha256", received["sha256"]))
+    out["extension"] = extensions
+    return out
+
+
+__all__ = ["EXT", "NETWORK_TYPE", "FormatRejected", "balp_profile", "codings", "to_audit_event",
+           "to_event"]

@@ -1,0 +1,212 @@
+"""An investigation, rendered: CSV for spreadsheets, and a printable HTML report whose
+timeline is a picture (an SVG: time across, one lane per actor, device or IP, a mark per
+access coloured by action, alerts ringed in red).
+
+Pure: plain data in, text out. The console reuses :func:`as_html` and
+:func:`timeline_svg`. The HTML carries its one ``<style>`` element, allowed by its hash in
+:data:`REPORT_CSP` (no ``unsafe-inline``); the SVG uses presentation attributes only.
+"""
+
+from __future__ import annotations
+
+import base64
+import csv
+import hashlib
+import io
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from html import escape
+from typing import Any
+
+ACTION_COLOURS = {
+    "read": "#1f77b4", "query": "#9ecae1", "create": "#2ca02c", "update": "#98df8a",
+    "delete": "#8c564b", "disclose": "#d62728", "export": "#ff7f0e", "print": "#bcbd22",
+    "login": "#7f7f7f", "logout": "#c7c7c7", "login_failed": "#9467bd",
+}
+OTHER_COLOUR = "#17becf"
+
+STYLE = """
+body { font-family: sans-serif; margin: 2em; color: #111; }
+h1 { font-size: 1.5em; } h2 { font-size: 1.15em; margin-top: 1.5em; }
+table { border-collapse: collapse; margin: .5em 0; }
+th, td { border: 1px solid #999; padding: .2em .5em; font-size: .85em; text-align: left; }
+.mono { font-family: monospace; white-space: pre-wrap; font-size: .8em; }
+.legend span { display: inline-block; margin-right: 1em; font-size: .8em; }
+@media print { body { margin: 0; } }
+""".strip()
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+REPORT_CSP = (f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; img-src data:;"
+              " base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
+
+TIMELINE_COLUMNS = ("seq", "occurred_at", "action", "outcome", "actor_id", "device_id", "ip",
+                    "patient_id", "purpose", "channel", "resource_type", "phi", "alerts")
+AFFECTED_COLUMNS = ("patient_id", "state", "secured", "first", "last", "actions", "phi",
+                    "channels")
+
+
+def neutral(value: Any) -> str:
+    """A cell a spreadsheet will not run: text starting ``= + - @`` (or a tab or carriage
+    return) gets a leading apostrophe (OWASP, CSV injection)."""
+    text = "" if value is None else str(value)
+    if text and text[0] in "=+-@\t\r":
+        return "'" + text
+    return text
+
+
+def _timeline_cells(item: Mapping[str, Any]) -> list[str]:
+    actor = item["actor"]
+    resource = item.get("resource") or {}
+    patient = item.get("patient") or {}
+    return [neutral(v) for v in (
+        item["seq"], item["occurred_at"], item["action"], item["outcome"], actor.get("id"),
+        actor.get("device_id"), actor.get("ip"), patient.get("id"), item.get("purpose"),
+        item.get("channel"), resource.get("type"), " ".join(resource.get("phi") or []),
+        " ".join(a.get("rule", "") for a in item.get("alerts", [])))]
+
+
+def _affected_cells(item: Mapping[str, Any]) -> list[str]:
+    return [neutral(v) for v in (
+        item["patient"]["id"], item["state"], "yes" if item["secured"] else "no",
+        item["first"], item["last"],
+        " ".join(f"{a}={n}" for a, n in item["actions"].items()), " ".join(item["phi"]),
+        " ".join(item["channels"]))]
+
+
+def as_csv(timeline: Sequence[Mapping[str, Any]], affected: Sequence[Mapping[str, Any]]
+           ) -> str:
+    """Two tables in one file: the timeline, a blank line, then the affected patients."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(TIMELINE_COLUMNS)
+    writer.writerows(_timeline_cells(i) for i in timeline)
+    writer.writerow([])
+    writer.writerow(AFFECTED_COLUMNS)
+    writer.writerows(_affected_cells(i) for i in affected)
+    return out.getvalue()
+
+
+def _lanes(item: Mapping[str, Any]) -> list[str]:
+    actor = item["actor"]
+    lanes = [f"actor {actor['id']}"]
+    if actor.get("device_id"):
+        lanes.append(f"device {actor['device_id']}")
+    if actor.get("ip"):
+        lanes.append(f"ip {actor['ip']}")
+    return lanes
+
+
+def _instant(text: str) -> float:
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def timeline_svg(timeline: Sequence[Mapping[str, Any]], width: int = 960) -> str:
+    """The timeline as an SVG: one lane per actor, device and IP, a circle per access
+    (``class="mark"``, ``data-seq``) coloured by action, an alert ringed in red
+    (``class="alert"``)."""
+    lanes: dict[str, int] = {}
+    for item in timeline:
+        for lane in _lanes(item):
+            lanes.setdefault(lane, len(lanes))
+    left, lane_height, top = 220, 24, 20
+    height = top + lane_height * max(1, len(lanes)) + 30
+    times = [_instant(i["occurred_at"]) for i in timeline]
+    start, end = (min(times), max(times)) if times else (0.0, 1.0)
+    span = (end - start) or 1.0
+    plot = width - left - 20
+
+    def x(t: float) -> float:
+        return left + plot * (t - start) / span
+
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{width}" height="{height}"'
+             f' viewBox="0 0 {width} {height}" role="img" aria-label="timeline of accesses">']
+    for lane, row in lanes.items():
+        y = top + row * lane_height
+        parts.append(f'<line x1="{left}" y1="{y}" x2="{width - 20}" y2="{y}"'
+                     ' stroke="#ddd" stroke-width="1"/>')
+        parts.append(f'<text x="4" y="{y + 4}" font-size="11" class="lane">'
+                     f'{escape(lane[:32])}</text>')
+    for item, t in zip(timeline, times, strict=True):
+        colour = ACTION_COLOURS.get(item["action"], OTHER_COLOUR)
+        for lane in _lanes(item):
+            y = top + lanes[lane] * lane_height
+            cx = f"{x(t):.1f}"
+            parts.append(f'<circle class="mark" data-seq="{item["seq"]}"'
+                         f' data-action="{escape(item["action"])}" cx="{cx}" cy="{y}" r="4"'
+                         f' fill="{colour}"><title>{escape(item["occurred_at"])}'
+                         f' {escape(item["action"])}</title></circle>')
+            if item.get("alerts"):
+                parts.append(f'<circle class="alert" data-seq="{item["seq"]}" cx="{cx}"'
+                             f' cy="{y}" r="7" fill="none" stroke="#e00" stroke-width="2"/>')
+    axis_y = height - 12
+    if timeline:
+        ordered = sorted(zip(times, timeline, strict=True), key=lambda p: p[0])
+        first, last = ordered[0][1]["occurred_at"], ordered[-1][1]["occurred_at"]
+        parts.append(f'<text x="{left}" y="{axis_y}" font-size="11">{escape(first)}</text>')
+        parts.append(f'<text x="{width - 20}" y="{axis_y}" font-size="11"'
+                     f' text-anchor="end">{escape(last)}</text>')
+    parts.append("</svg>")
+    return "".join(parts)
+
+
+def _legend() -> str:
+    spans = "".join(f'<span><svg width="10" height="10"><circle cx="5" cy="5" r="4"'
+                    f' fill="{c}"/></svg> {escape(a)}</span>' for a, c in ACTION_COLOURS.items())
+    return f'<p class="legend">{spans}</p>'
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    head = "".join(f"<th>{escape(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(str(c))}</td>" for c in row) + "</tr>"
+                   for row in rows)
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def as_html(head: Mapping[str, Any], timeline: Sequence[Mapping[str, Any]],
+            affected: Sequence[Mapping[str, Any]], generated: str,
+            checkpoint_note: str | None) -> str:
+    """The printable report of one investigation (every value escaped)."""
+    record = head["investigation"]
+    scope = record["scope"]
+    duties = head["duties"]
+    counts = head["counts"]
+    scope_rows = [(k, ", ".join(v) if isinstance(v, list) else (v or "")) for k, v in
+                  (("actors", scope.get("actors")), ("devices", scope.get("devices")),
+                   ("IPs", scope.get("ips")),
+                   ("patients (blind indexes)", len(scope.get("patients") or [])),
+                   ("from", scope.get("from")), ("to", scope.get("to") or "(open)"))]
+    duty_rows = [(d["to"], d["deadline"], ", ".join(d.get("states", [])), d["basis"])
+                 for d in duties] or [("(none)", "", "", "no unsecured PHI in scope")]
+    seqs = [i["seq"] for i in timeline]
+    covered = f"{min(seqs)}-{max(seqs)}" if seqs else "(none)"
+    factor3 = head["risk_assessment"]["acquired_or_viewed"]
+    parts = [
+        "<!DOCTYPE html><html lang=\"en\"><head><meta charset=\"utf-8\">",
+        f"<title>Breach investigation: {escape(record['title'] or '')}</title>",
+        f"<style>{STYLE}</style></head><body>",
+        f"<h1>Breach investigation: {escape(record['title'] or '')}</h1>",
+        f"<p>Investigation {escape(record['investigation_id'])} of ledger"
+        f" {escape(head['ledger'])}, status {escape(record['status'])}. Discovered"
+        f" {escape(record['discovered_at'] or '')}. Opened {escape(record['opened_at'])} by"
+        f" {escape(record['opened_by'])}. Computed through seq {head['through_seq']}"
+        f"{' as of ' + escape(head['as_of']) if head.get('as_of') else ''};"
+        f" generated {escape(generated)}.</p>",
+        "<h2>Scope</h2>", _table(("", "value"), scope_rows),
+        "<h2>Notification duties (45 CFR 164.404-408)</h2>",
+        _table(("to", "deadline", "states", "basis"), duty_rows),
+        "<h2>Counts</h2>",
+        f"<p>{counts['patients']} patients affected, {counts['unsecured']} unsecured."
+        f" PHI acquired or viewed (read, exported, printed or disclosed):"
+        f" {'yes' if factor3['acquired_or_viewed'] else 'no'}.</p>",
+        _table(("state", "unsecured patients"), sorted(counts["by_state"].items())),
+        "<h2>Affected patients</h2>",
+        _table(AFFECTED_COLUMNS, [_affected_cells(i) for i in affected]),
+        f"<h2>Timeline ({len(timeline)} entries)</h2>", _legend(), timeline_svg(timeline),
+        _table(TIMELINE_COLUMNS, [_timeline_cells(i) for i in timeline]),
+        "<h2>Ledger checkpoint</h2>",
+        f"<p>Entries covered: seq {covered} (computed through seq {head['through_seq']})."
+        " The signed checkpoint below commits to them; the evidence bundle"
+        " (GET /v1/investigations/{id}/evidence) proves each entry is in it.</p>",
+        f'<p class="mono">{escape(checkpoint_note or "(no checkpoint signed yet)")}</p>',
+        "</body></html>",
+    ]
+    return "".join(parts)

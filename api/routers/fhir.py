@@ -1,0 +1,509 @@
+"""FHIR: AuditEvent in (IHE BALP, by the ingest role), read back and searched (ITI-81, by
+auditors), and the CapabilityStatement.
+
+Every answer is FHIR JSON; every refusal a FHIR ``OperationOutcome`` whose issues name the
+bad elements by FHIRPath and never repeat a value. What comes in and what goes out is
+validated with ``fhir.resources``. Each AuditEvent becomes a contract event through
+:mod:`api.formats.fhir_audit` and then goes the way every event goes (``Ingest``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+from urllib.parse import urlencode
+
+import orjson
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+
+from api.access_reports import AccessReports, Reader
+from api.errors import ApiError, domain_error_response
+from api.formats.codes import OUTCOME_CODES, derived_event_id, sha256_hex
+from api.formats.fhir_audit import FormatRejected, to_audit_event, to_event
+from api.formats.fhir_validation import audit_event_problems, rendered_is_valid
+from api.routers.common import caller_ledger
+from api.services import Services
+from ledger.admission import Accepted, Conflicted
+from ledger.canonical import canonical
+from ledger.entry import Entry
+from ledger.event import MAX_BATCH_EVENTS, EventRejected, PurposeOfUse
+from ledger.ingest import EventConflict
+from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
+from projections.instants import parse_bound
+from projections.queries import AccessFilter
+
+router = APIRouter(prefix="/fhir", tags=["fhir"])
+
+FHIR_JSON = "application/fhir+json"
+AUDIT_EVENT_READ = "audit_event"  # what a `query` event says was looked at
+MAX_COUNT = 100
+PURPOSE_HEADER = "x-purpose-of-use"
+# ITI-81 `action` is the AuditEvent.action code; ours are finer.
+ACTION_CODES = {
+    "C": ("create",), "R": ("read", "disclose", "export", "print"), "U": ("update",),
+    "D": ("delete",),
+    "E": ("query", "login", "logout", "login_failed", "security_alert",
+          "application_activity"),
+}
+OUTCOME_OF_CODE = {"0": "success", "4": "failure", "8": "denied", "12": "failure"}
+
+
+# -- answers ---------------------------------------------------------------------------
+
+
+def fhir_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    return Response(orjson.dumps(body), status, headers=headers, media_type=FHIR_JSON)
+
+
+def outcome(issues: Sequence[tuple[str, str, str, str | None]]) -> dict[str, Any]:
+    """An OperationOutcome of (severity, code, text, FHIRPath) issues."""
+    return {"resourceType": "OperationOutcome", "issue": [
+        {"severity": sev, "code": code, "diagnostics": text,
+         **({"expression": [path]} if path else {})}
+        for sev, code, text, path in issues]}
+
+
+def refusal(status: int, problems: Sequence[tuple[str, str]], code: str = "invalid"
+            ) -> Response:
+    return fhir_response(outcome([("error", code, f"{p}: {m}", p) for p, m in problems]),
+                         status)
+
+
+def _as_fhir(exc: Exception) -> Response:
+    """A service error (ApiError, 503, ...) as an OperationOutcome with the same status."""
+    plain = domain_error_response(exc)
+    if plain is None:
+        raise exc
+    error = orjson.loads(plain.body)["error"]
+    fields = error.get("fields") or [None]
+    issues = [("error", "processing" if plain.status_code >= 500 else "invalid",
+               error["message"], f) for f in fields]
+    headers = {k: v for k, v in plain.headers.items() if k.lower() == "retry-after"}
+    return fhir_response(outcome(issues), plain.status_code, headers)
+
+
+# -- ingest ----------------------------------------------------------------------------
+
+
+def _settings_purpose(svc: Services) -> str | None:
+    return getattr(svc.settings, "fhir_default_purpose", None)
+
+
+def _map(svc: Services, caller_id: str, resource: Any, raw: bytes, path: str
+         ) -> dict[str, Any]:
+    """One posted AuditEvent -> its contract event; raises FormatRejected."""
+    if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
+        raise FormatRejected([(path, "must be an AuditEvent resource")])
+    problems = audit_event_problems(resource, path)
+    key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(raw)
+    try:
+        event = to_event(resource, event_id=derived_event_id(caller_id, f"fhir:{key}"),
+                         default_purpose=_settings_purpose(svc), path=path)
+    except FormatRejected as rejected:
+        raise FormatRejected(problems + rejected.problems) from None
+    if problems:
+        raise FormatRejected(problems)
+    return event
+
+
+def _caller_id(request: Request) -> str:
+    caller = getattr(request.state, "caller", None)
+    return caller.id if caller is not None else "anonymous"
+
+
+def _parse(raw: bytes) -> Any:
+    if not raw:
+        raise FormatRejected([("(body)", "the request needs a FHIR JSON body")])
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError:
+        raise FormatRejected([("(body)", "is not valid JSON")]) from None
+
+
+def _location(seq: int) -> str:
+    return f"/fhir/AuditEvent/{seq}"
+
+
+def _contract_problems(error: EventRejected, path: str) -> list[tuple[str, str]]:
+    return [(path, f"maps to a contract event whose {f} {m}") for f, m in error.problems]
+
+
+@router.post("/AuditEvent", status_code=201, summary="Record one FHIR AuditEvent (IHE BALP)")
+async def post_audit_event(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    raw = await request.body()
+    try:
+        ledger = caller_ledger(request.scope)
+        event = await asyncio.to_thread(_map, svc, _caller_id(request), _parse(raw), raw,
+                                        "AuditEvent")
+        accepted = await svc.ingest.record(ledger, [event])
+    except FormatRejected as rejected:
+        return refusal(422, rejected.problems)
+    except EventRejected as rejected:
+        return refusal(422, _contract_problems(rejected, "AuditEvent"))
+    except EventConflict:
+        return refusal(409, [("AuditEvent.id", "was already recorded with another body; "
+                                               "nothing was written")], "conflict")
+    except Exception as exc:
+        return _as_fhir(exc)
+    receipt = accepted.receipts[0]
+    body = outcome([("information", "informational",
+                     f"recorded at seq {receipt.seq} of ledger {receipt.ledger}", None)])
+    return fhir_response(body, 201 if accepted.created else 200,
+                         {"Location": _location(receipt.seq), "ETag": 'W/"1"'})
+
+
+def _entry_response(status: str, location: str | None = None,
+                    issues: dict[str, Any] | None = None) -> dict[str, Any]:
+    response: dict[str, Any] = {"status": status}
+    if location:
+        response["location"] = location
+    if issues:
+        response["outcome"] = issues
+    return {"response": response}
+
+
+@router.post("", status_code=200, summary="A batch or transaction Bundle of AuditEvents")
+async def post_bundle(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    raw = await request.body()
+    try:
+        ledger = caller_ledger(request.scope)
+        bundle = _parse(raw)
+    except FormatRejected as rejected:
+        return refusal(400, rejected.problems)
+    except Exception as exc:
+        return _as_fhir(exc)
+    if not isinstance(bundle, dict) or bundle.get("resourceType") != "Bundle":
+        return refusal(400, [("Bundle", "must be a Bundle resource")])
+    kind = bundle.get("type")
+    if kind not in ("batch", "transaction"):
+        return refusal(400, [("Bundle.type", "must be batch or transaction")])
+    entries = bundle.get("entry")
+    if not isinstance(entries, list) or not entries or len(entries) > MAX_BATCH_EVENTS:
+        return refusal(400, [("Bundle.entry", f"must hold 1 to {MAX_BATCH_EVENTS} entries")])
+    caller_id = _caller_id(request)
+
+    def map_all() -> list[dict[str, Any] | list[tuple[str, str]]]:
+        out: list[dict[str, Any] | list[tuple[str, str]]] = []
+        for i, entry in enumerate(entries):
+            path = f"Bundle.entry[{i}].resource"
+            if not isinstance(entry, dict):
+                out.append([(f"Bundle.entry[{i}]", "must be an object")])
+                continue
+            method = (entry.get("request") or {}).get("method", "POST") \
+                if isinstance(entry.get("request"), dict) else "POST"
+            if method != "POST":
+                out.append([(f"Bundle.entry[{i}].request.method", "must be POST")])
+                continue
+            resource = entry.get("resource")
+            try:
+                out.append(_map(svc, caller_id, resource, canonical(resource)
+                                if isinstance(resource, dict) else b"", path))
+            except FormatRejected as rejected:
+                out.append(rejected.problems)
+            except TypeError:
+                out.append([(path, "holds a value JSON cannot carry exactly")])
+        return out
+
+    mapped = await asyncio.to_thread(map_all)
+    if kind == "transaction":
+        return await _transaction(svc, ledger, mapped)
+    return await _batch(svc, ledger, mapped)
+
+
+async def _transaction(svc: Services, ledger: str,
+                       mapped: list[dict[str, Any] | list[tuple[str, str]]]) -> Response:
+    problems = [p for m in mapped if isinstance(m, list) for p in m]
+    if problems:
+        return refusal(422, problems)
+    events = [m for m in mapped if isinstance(m, dict)]
+    try:
+        accepted = await svc.ingest.record(ledger, events, batch=True)
+    except EventRejected as rejected:
+        return refusal(422, [(f"Bundle.entry[{_index(f)}].resource",
+                              f"maps to a contract event whose {f} {m}")
+                             for f, m in rejected.problems])
+    except EventConflict:
+        return refusal(409, [("Bundle.entry", "an AuditEvent id was already recorded with "
+                                              "another body; nothing was written")], "conflict")
+    except Exception as exc:
+        return _as_fhir(exc)
+    return fhir_response({"resourceType": "Bundle", "type": "transaction-response", "entry": [
+        _entry_response("201 Created" if accepted.created else "200 OK", _location(r.seq))
+        for r in accepted.receipts]})
+
+
+def _index(field: str) -> str:
+    return field.split("[", 1)[1].split("]", 1)[0] if field.startswith("events[") else "?"
+
+
+async def _batch(svc: Services, ledger: str,
+                 mapped: list[dict[str, Any] | list[tuple[str, str]]]) -> Response:
+    """Each entry on its own (one event, one submission); the writer still commits
+    everything submitted together in one transaction."""
+    answers: list[dict[str, Any] | None] = [None] * len(mapped)
+    futures = []
+    for i, m in enumerate(mapped):
+        if isinstance(m, list):
+            answers[i] = _entry_response("422 Unprocessable Entity", issues=outcome(
+                [("error", "invalid", f"{p}: {msg}", p) for p, msg in m]))
+            continue
+        try:
+            futures.append((i, svc.ingest.submit(ledger, [m])))
+        except EventRejected as rejected:
+            answers[i] = _entry_response("422 Unprocessable Entity", issues=outcome(
+                [("error", "invalid", f"maps to a contract event whose {f} {msg}",
+                  f"Bundle.entry[{i}].resource") for f, msg in rejected.problems]))
+    for i, future in futures:
+        try:
+            result = await asyncio.wrap_future(future)
+        except Exception as exc:
+            problem = _as_fhir(exc)
+            answers[i] = _entry_response(f"{problem.status_code}",
+                                         issues=orjson.loads(problem.body))
+            continue
+        if isinstance(result, Conflicted):
+            answers[i] = _entry_response("409 Conflict", issues=outcome([(
+                "error", "conflict", "this AuditEvent id was already recorded with another "
+                "body", f"Bundle.entry[{i}].resource.id")]))
+        elif isinstance(result, Accepted):
+            receipt = result.receipts[0]
+            answers[i] = _entry_response("201 Created" if result.created else "200 OK",
+                                         _location(receipt.seq))
+    return fhir_response({"resourceType": "Bundle", "type": "batch-response",
+                          "entry": answers})
+
+
+# -- reading back ----------------------------------------------------------------------
+
+
+def _purpose(request: Request, problems: list[tuple[str, str]]) -> str:
+    purpose = request.query_params.get("purpose") or request.headers.get(PURPOSE_HEADER)
+    if not purpose:
+        problems.append(("purpose", "is required (query parameter purpose or header "
+                                    "X-Purpose-Of-Use): say why you are looking"))
+        return ""
+    if purpose not in PurposeOfUse.__args__:  # type: ignore[attr-defined]
+        problems.append(("purpose", "must be an HL7 PurposeOfUse code (e.g. HOPERAT)"))
+    return purpose
+
+
+def _received(entry: Entry) -> dict[str, Any] | None:
+    received = getattr(entry, "received", None)
+    return received if isinstance(received, dict) else None
+
+
+def _load(svc: Services, ledger: str, seqs: Sequence[int]) -> list[dict[str, Any]]:
+    """The AuditEvents of the entries at ``seqs`` (PHI opened), in that order."""
+    entries = []
+    for seq in seqs:
+        rows = svc.store.read(ledger, seq - 1, 1)
+        if rows:
+            entries.append(Entry.decode(rows[0]))
+    opened = svc.protection.reveal_many(ledger, [e.event for e in entries])
+    out = []
+    for entry, event in zip(entries, opened, strict=True):
+        resource = to_audit_event(event, resource_id=str(entry.seq),
+                                  received=_received(entry))
+        resource.setdefault("meta", {})["lastUpdated"] = entry.recorded_at
+        rendered_is_valid(resource)
+        out.append(resource)
+    return out
+
+
+def _patients_of(resources: Sequence[dict[str, Any]]) -> list[str]:
+    ids = []
+    for resource in resources:
+        for entity in resource.get("entity", []):
+            if entity.get("role", {}).get("code") == "1" and "what" in entity:
+                ids.append(entity["what"]["identifier"]["value"])
+    return ids
+
+
+async def _record_reads(svc: Services, request: Request, ledger: str,
+                        resources: Sequence[dict[str, Any]], purpose: str) -> None:
+    reader = Reader.of(getattr(request.state, "caller", None))
+    await AccessReports(svc).record_reads(ledger, reader, _patients_of(resources), purpose,
+                                          AUDIT_EVENT_READ)
+
+
+@router.get("/AuditEvent/{resource_id}", summary="One ledger entry as a FHIR AuditEvent")
+async def read_audit_event(resource_id: str, request: Request) -> Response:
+    svc: Services = request.app.state.services
+    problems: list[tuple[str, str]] = []
+    purpose = _purpose(request, problems)
+    if not resource_id.isdigit() or not 0 < int(resource_id) < 2**53:
+        problems.append(("id", "must be the seq of a ledger entry"))
+    if problems:
+        return refusal(400, problems)
+    try:
+        ledger = caller_ledger(request.scope)
+        found = await asyncio.to_thread(_load, svc, ledger, [int(resource_id)])
+        if not found:
+            return refusal(404, [("id", "no entry at this seq")], "not-found")
+        await _record_reads(svc, request, ledger, found, purpose)
+    except Exception as exc:
+        return _as_fhir(exc)
+    return fhir_response(found[0])
+
+
+# -- ITI-81 search ---------------------------------------------------------------------
+
+
+def _dates(values: list[str], problems: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    since = until = None
+    for value in values:
+        prefix, instant = (value[:2], value[2:]) if value[:2].isalpha() else ("eq", value)
+        try:
+            bound = parse_bound(instant)
+        except ValueError:
+            problems.append(("date", "must be [ge|gt|le|lt]<RFC 3339 instant>"))
+            continue
+        if prefix in ("ge", "gt", "sa"):
+            since = max(since or bound, bound)
+        elif prefix in ("lt", "le", "eb"):
+            until = min(until or bound, bound)
+        else:
+            problems.append(("date", "takes the prefixes ge, gt, le and lt"))
+    return since, until
+
+
+def _scope(params: dict[str, Any]) -> dict[str, Any]:
+    return {k: params[k] for k in sorted(params) if k not in ("_cursor", "_count", "purpose")}
+
+
+@router.get("/AuditEvent", summary="ITI-81: search the audit log")
+async def search_audit_events(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    q = request.query_params
+    problems: list[tuple[str, str]] = []
+    purpose = _purpose(request, problems)
+    known = {"patient", "date", "agent", "entity-type", "action", "outcome", "_count",
+             "_cursor", "purpose", "ledger", "patient.identifier", "_format"}
+    for name in q:
+        if name not in known:
+            problems.append((name, "is not a supported search parameter"))
+    since, until = _dates(q.getlist("date"), problems)
+    actions: tuple[str, ...] = ()
+    if q.get("action"):
+        codes = q["action"].split(",")
+        if any(c not in ACTION_CODES for c in codes):
+            problems.append(("action", "must be C, R, U, D or E (comma-separated)"))
+        actions = tuple(a for c in codes for a in ACTION_CODES.get(c, ()))
+    outcomes: set[str] | None = None
+    if q.get("outcome"):
+        codes = q["outcome"].split(",")
+        if any(c not in OUTCOME_OF_CODE for c in codes):
+            problems.append(("outcome", "must be 0, 4, 8 or 12"))
+        outcomes = {OUTCOME_OF_CODE[c] for c in codes if c in OUTCOME_OF_CODE}
+    entity_type = q.get("entity-type")
+    if entity_type is not None and entity_type.rpartition("|")[2] not in ("1", "2"):
+        problems.append(("entity-type", "must be 1 (person: the patient) or 2 (system "
+                                        "object: the resource)"))
+    try:
+        count = int(q.get("_count", "20"))
+        if not 1 <= count <= MAX_COUNT:
+            raise ValueError
+    except ValueError:
+        problems.append(("_count", f"must be between 1 and {MAX_COUNT}"))
+        count = 20
+    patient = q.get("patient") or q.get("patient.identifier")
+    if patient is not None:
+        patient = patient.rpartition("|")[2].removeprefix("Patient/")
+    scope = _scope(dict(q.multi_items()) | {"date": q.getlist("date")})
+    after: Position | None = None
+    if q.get("_cursor"):
+        try:
+            after = decode_cursor(q["_cursor"], scope)
+        except BadCursor:
+            problems.append(("_cursor", "does not belong to this search"))
+    if problems:
+        return refusal(400, problems)
+    try:
+        ledger = caller_ledger(request.scope)
+        ref = svc.protection.patient_ref(ledger, patient) if patient else None
+        where = AccessFilter(patient_ref=ref, actor_id=q.get("agent"), since_utc=since,
+                             until_utc=until, actions=actions)
+
+        def page() -> tuple[list[dict[str, Any]], Position | None]:
+            rows: list[dict[str, Any]] = []
+            position = after
+            while len(rows) < count:
+                batch = svc.queries.accesses(ledger, where, after=position, order="asc",
+                                             limit=count * 2)
+                for row in batch:
+                    position = Position(row["occurred_utc"], row["seq"])
+                    if outcomes is not None and row["outcome"] not in outcomes:
+                        continue
+                    if entity_type is not None and (
+                            (entity_type.endswith("1") and row["patient_ref"] is None)
+                            or (entity_type.endswith("2") and row["resource_type"] is None)):
+                        continue
+                    rows.append(row)
+                    if len(rows) == count:
+                        return rows, position
+                if len(batch) < count * 2:
+                    return rows, None
+            return rows, position
+
+        rows, more = await asyncio.to_thread(page)
+        resources = await asyncio.to_thread(_load, svc, ledger, [r["seq"] for r in rows])
+        await _record_reads(svc, request, ledger, resources, purpose)
+    except Exception as exc:
+        return _as_fhir(exc)
+    base = str(request.url.replace(query=""))
+    links = [{"relation": "self", "url": str(request.url)}]
+    if more is not None and rows:
+        params = [(k, v) for k, v in q.multi_items() if k != "_cursor"]
+        params.append(("_cursor", encode_cursor(more, scope)))
+        links.append({"relation": "next", "url": f"{base}?{urlencode(params)}"})
+    return fhir_response({
+        "resourceType": "Bundle", "type": "searchset", "link": links,
+        "entry": [{"fullUrl": f"{str(request.base_url).rstrip('/')}{_location(int(r['id']))}",
+                   "resource": r, "search": {"mode": "match"}} for r in resources],
+    })
+
+
+# -- CapabilityStatement ---------------------------------------------------------------
+
+
+def capability_statement(now: str) -> dict[str, Any]:
+    search = [("patient", "reference"), ("date", "date"), ("agent", "token"),
+              ("entity-type", "token"), ("action", "token"), ("outcome", "token")]
+    return {
+        "resourceType": "CapabilityStatement", "status": "active", "date": now,
+        "kind": "instance", "fhirVersion": "4.0.1", "format": [FHIR_JSON, "json"],
+        "implementation": {"description": "phi-ledger: a hash-chained ledger of access to "
+                                          "PHI, as an IHE ATNA Audit Record Repository"},
+        "instantiates": [
+            "https://profiles.ihe.net/ITI/RESTful-ATNA/CapabilityStatement/"
+            "IHE.RESTfulATNA.Repository"],
+        "rest": [{"mode": "server",
+                  "interaction": [{"code": "batch"}, {"code": "transaction"}],
+                  "resource": [{
+                      "type": "AuditEvent",
+                      "supportedProfile": [
+                          f"https://profiles.ihe.net/ITI/BALP/StructureDefinition/"
+                          f"IHE.BasicAudit.{p}" for p in (
+                              "Create", "Read", "Update", "Delete", "Query", "PatientRead",
+                              "PatientQuery", "PrivacyDisclosure.Source",
+                              "PrivacyDisclosure.Recipient", "AuthZconsent")],
+                      "interaction": [{"code": "create"}, {"code": "read"},
+                                      {"code": "search-type"}],
+                      "searchParam": [{"name": n, "type": t} for n, t in search]
+                      + [{"name": "_count", "type": "number"}],
+                  }]}],
+    }
+
+
+@router.get("/metadata", summary="The FHIR CapabilityStatement")
+async def metadata(request: Request) -> Response:
+    svc: Services = request.app.state.services
+    return fhir_response(capability_statement(svc.clock().isoformat(timespec="seconds")))
+
+
+__all__ = ["OUTCOME_CODES", "ApiError", "capability_statement", "router"]
