@@ -18,6 +18,8 @@ from datetime import datetime
 from html import escape
 from typing import Any
 
+from api.spreadsheet import inert_row
+
 ACTION_COLOURS = {
     "read": "#1f77b4", "query": "#9ecae1", "create": "#2ca02c", "update": "#98df8a",
     "delete": "#8c564b", "disclose": "#d62728", "export": "#ff7f0e", "print": "#bcbd22",
@@ -78,10 +80,10 @@ def as_csv(timeline: Sequence[Mapping[str, Any]], affected: Sequence[Mapping[str
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(TIMELINE_COLUMNS)
-    writer.writerows(_timeline_cells(i) for i in timeline)
+    writer.writerows(inert_row(list(_timeline_cells(i))) for i in timeline)
     writer.writerow([])
     writer.writerow(AFFECTED_COLUMNS)
-    writer.writerows(_affected_cells(i) for i in affected)
+    writer.writerows(inert_row(list(_affected_cells(i))) for i in affected)
     return out.getvalue()
 
 

@@ -210,3 +210,24 @@ def test_patient_and_actor_ids_are_path_segments(client: TestClient) -> None:
     r = client.get(f"/v1/patients/{quote(odd, safe='')}/accesses",
                    params={**PURPOSE, "min_seq": receipt["seq"], "wait_ms": 10_000})
     assert r.status_code == 200 and len(r.json()["items"]) == 1, r.text
+
+
+def test_accounting_csv_cells_are_never_formulas(client: TestClient) -> None:
+    import csv
+    import io
+
+    from api.spreadsheet import inert
+
+    hostile = "=HYPERLINK(\"http://x.example\",\"click\")"
+    event = make_event(action="disclose", channel="secure_sms", purpose="LEGAL", disclosure={
+        "recipient": {"name": hostile, "address": "+1 555 0100", "kind": "provider"},
+        "description": "@SUM(A1:A9)", "encrypted": True})
+    receipt = client.post("/v1/events", json=event).json()
+    _caught_up(client, receipt["seq"])
+    r = client.get("/v1/patients/MRN-0012345/disclosures",
+                   params={**PURPOSE, "format": "csv", "from": "2020-01-01"})
+    assert r.status_code == 200, r.text
+    cells = [cell for row in csv.reader(io.StringIO(r.text)) for cell in row]
+    assert "'" + hostile in cells and "'@SUM(A1:A9)" in cells and "'+1 555 0100" in cells
+    assert not any(cell.startswith(("=", "+", "@", "\t", "\r")) for cell in cells)
+    assert inert(-5) == -5 and inert("-5") == "'-5" and inert("ok") == "ok"
