@@ -132,17 +132,21 @@ def _mark_shape(mark: Mark, x: float, y: float) -> str:
     action = mark.action if mark.action in ACTION_COLOURS else "other"
     colour = ACTION_COLOURS.get(mark.action, OTHER_COLOUR)
     classes = f"mark action-{action}" + (" break-glass" if mark.break_glass else "")
+    # data-seq and data-action let a reader (or a test) tie each mark to its entry.
+    seq_attr = "" if mark.seq is None else f' data-seq="{mark.seq}"'
+    data = f' data-action="{escape(mark.action)}"{seq_attr}'
     if mark.action == "disclose":
-        shape = (f'<polygon class="{classes}" fill="{colour}" points="{x:.1f},{y - 7:.1f} '
+        shape = (f'<polygon class="{classes}"{data} fill="{colour}" points="{x:.1f},{y - 7:.1f} '
                  f'{x + 6:.1f},{y:.1f} {x:.1f},{y + 7:.1f} {x - 6:.1f},{y:.1f}"/>')
     else:
-        shape = (f'<rect class="{classes}" fill="{colour}" x="{x - 2:.1f}" y="{y - 7:.1f}"'
+        shape = (f'<rect class="{classes}"{data} fill="{colour}" x="{x - 2:.1f}"'
+                 f' y="{y - 7:.1f}"'
                  ' width="4" height="14"/>')
     if mark.break_glass:
         shape += (f'<circle class="break-glass-ring" fill="none" stroke="#c00000"'
                   f' stroke-width="2" cx="{x:.1f}" cy="{y:.1f}" r="9"/>')
     if mark.alert:
-        shape += (f'<rect class="alert" fill="none" stroke="#c00000" stroke-width="2"'
+        shape += (f'<rect class="alert"{seq_attr} fill="none" stroke="#c00000" stroke-width="2"'
                   f' x="{x - 6:.1f}" y="{y - 10:.1f}" width="12" height="20"/>')
     title = escape(mark.note or f"{mark.action} {mark.at.isoformat()}")
     seq = "" if mark.seq is None else f' data-seq="{mark.seq}"'

@@ -21,6 +21,12 @@ JSON = "application/json"
 # ``application/fhir+json``) adds itself here.
 BODY_MEDIA: dict[tuple[str, str], frozenset[str]] = {}
 DEFAULT_MEDIA = frozenset({JSON})
+FORM = frozenset({"application/x-www-form-urlencoded", "multipart/form-data"})
+# Whole rooms that read another type: the console's HTML forms, the FHIR endpoints.
+MEDIA_BY_PREFIX: tuple[tuple[str, frozenset[str]], ...] = (
+    ("/console/", FORM),
+    ("/fhir", frozenset({"application/fhir+json", JSON})),
+)
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
 
 
@@ -47,8 +53,15 @@ def unsupported_media(scope: Mapping[str, Any], template: str) -> frozenset[str]
     method = scope.get("method", "")
     if method not in BODY_METHODS or not has_body(scope):
         return None
-    accepted = BODY_MEDIA.get((method, template), DEFAULT_MEDIA)
+    accepted = BODY_MEDIA.get((method, template)) or _room_media(template)
     return None if media_type(scope) in accepted else accepted
+
+
+def _room_media(template: str) -> frozenset[str]:
+    for prefix, media in MEDIA_BY_PREFIX:
+        if template.startswith(prefix) or template == prefix.rstrip("/"):
+            return media
+    return DEFAULT_MEDIA
 
 
 def unstorable_parameters(scope: Mapping[str, Any], path_params: Mapping[str, Any]

@@ -55,7 +55,7 @@ def test_from_a_stolen_laptop_to_duties_and_evidence_with_the_cli(settings: Sett
     html = tmp_path / "report.html"
     assert phi_ledger("investigations", "show", inv, "--purpose", "HOPERAT", "--format",
                       "html", "--output", str(html), env=env).returncode == 0
-    assert 'class="mark"' in html.read_text()
+    assert 'class="mark ' in html.read_text()
 
     evidence = tmp_path / "evidence.json"
     made = phi_ledger("investigations", "evidence", inv, "--output", str(evidence), env=env)

@@ -61,7 +61,7 @@ def test_the_report_renders_in_chromium_with_its_csp(settings: Settings, tmp_pat
             assert "<script>" in title.text  # shown as text, never run
             table = driver.find_element(By.TAG_NAME, "table")  # type: ignore[attr-defined]
             assert table.value_of_css_property("border-collapse") == "collapse"  # style ran
-            marks = driver.find_elements(By.CSS_SELECTOR, "svg circle.mark")  # type: ignore
+            marks = driver.find_elements(By.CSS_SELECTOR, "svg .mark")  # type: ignore
             timeline_seqs = {s for k, s in seqs.items()
                              if k in ("failed_login", "login", "read1", "read2", "export",
                                       "disclose", "denied")}

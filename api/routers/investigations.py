@@ -8,11 +8,9 @@ closing are ledger events; an answer shows PHI, so it takes ``purpose`` and reco
 from __future__ import annotations
 
 import asyncio
-import base64
 from datetime import date
 from typing import Annotated, Any, Literal
 
-import orjson
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
@@ -25,7 +23,7 @@ from api.investigations import Answer, InvestigationService, generated_at, publi
 from api.routers.common import chosen_ledger, json_response
 from api.routers.common import reader_of as _reader
 from api.services import Services, services
-from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
+from projections.cursor import BadCursor, Offset, decode_offset, encode_offset, offset_through
 from projections.instants import parse_bound
 
 router = APIRouter(prefix="/v1", tags=["investigations"])
@@ -180,21 +178,20 @@ def _page(problems: Problems, cursor: str | None, scope: dict[str, Any]) -> int:
     if cursor is None:
         return 0
     try:
-        return decode_cursor(cursor, scope).seq
+        return decode_offset(cursor, scope).shown
     except BadCursor as error:
         problems.add("cursor", str(error))
         return 0
 
 
-def _through_of_cursor(cursor: str | None) -> int | None:
+def _through_of_cursor(problems: Problems, cursor: str | None) -> int | None:
     """The seq a cursor's pages are computed through (checked by its digest later)."""
     if cursor is None:
         return None
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        through = orjson.loads(raw)[0]
-        return int(through.removeprefix("through:"))
-    except (ValueError, TypeError, IndexError, AttributeError):
+        return offset_through(cursor)
+    except BadCursor as error:
+        problems.add("cursor", str(error))
         return None
 
 
@@ -216,9 +213,7 @@ async def investigation(
         problems.add("limit", f"must be between 1 and {MAX_LIMIT}")
     if format not in ("json", "csv", "html"):
         problems.add("format", "must be json, csv or html")
-    through = _through_of_cursor(cursor)
-    if cursor is not None and through is None:
-        problems.add("cursor", "is not a cursor this service issued")
+    through = _through_of_cursor(problems, cursor)
     problems.raise_any()
     service = _service(svc)
     answer = await service.answer(ledger, investigation_id, as_of_utc, through)
@@ -234,7 +229,7 @@ async def investigation(
                                                      patients)
     await service.record_reads(ledger, reader, shown, purpose)
     more = offset + limit < max(len(answer.rows), len(answer.patients))
-    next_cursor = (encode_cursor(Position(f"through:{answer.through}", offset + limit), scope)
+    next_cursor = (encode_offset(Offset(answer.through, offset + limit), scope)
                    if more else None)
     return json_response({**answer.head(), "timeline": timeline, "affected": items,
                           "timeline_total": len(answer.rows),
