@@ -69,6 +69,14 @@ class NotFound(AccessError):
     pass
 
 
+class Withheld(AccessError):
+    """The request would give roles the caller may not give (``roles``: their names)."""
+
+    def __init__(self, roles: list[str]) -> None:
+        super().__init__(f"withheld role(s): {', '.join(roles)}")
+        self.roles = roles
+
+
 @dataclass(frozen=True)
 class Identity:
     """One person or application, confined to ``ledger``. Never holds a secret in the
@@ -348,13 +356,15 @@ class Identities:
     def issue_key(
         self, ledger: str, roles: Sequence[str] | frozenset[str], *, name: str | None = None,
         expires_at: datetime | None = None, actor: Actor, identity_id: str | None = None,
-        record: bool = True,
+        record: bool = True, withhold: frozenset[str] = frozenset(),
     ) -> IssuedKey:
         """A new API key: for a new application identity holding ``roles`` in ``ledger``,
         or (``identity_id``) one more key for an existing application of that ledger.
 
         ``record=False`` writes the rows without ledger entries: only for test fixtures
-        whose ledgers must start empty (no command or route passes it)."""
+        whose ledgers must start empty (no command or route passes it). A key whose
+        identity would hold any role of ``withhold`` is refused (:class:`Withheld`) before
+        anything is written: the admin routes withhold the PHI-reading roles."""
         now = self.clock()
         if name is not None:
             check_name(name)
@@ -369,6 +379,9 @@ class Identities:
             if found is None or found.ledger != ledger or found.kind != "application":
                 raise NotFound(f"no application {identity_id!r} in ledger {ledger!r}")
             ident, fresh = found, False
+        held = sorted(ident.roles & withhold)
+        if held:
+            raise Withheld(held)
         secret, key_id = new_api_key(), new_id("key")
         expires = None if expires_at is None else format_time(expires_at)
         created = format_time(now)

@@ -13,7 +13,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from api.auth.identities import AccessError, Actor, Identity, NotFound
+from api.auth.duties import OPERATOR_ONLY, PHI_READING_ROLES, operator_only_message
+from api.auth.identities import AccessError, Actor, Identity, NotFound, Withheld
 from api.errors import ApiError
 from api.routers.auth import caller
 from api.routers.common import json_response, parse_json
@@ -84,7 +85,9 @@ def _key_request(raw: bytes) -> tuple[list[str], str | None, datetime | None, st
     description="`{roles, name?, expires_at?, identity?}` -> `{key, key_id, identity, "
     "expires_at}`: a new application identity of your ledger holding `roles` (or, with "
     "`identity`, one more key for an existing application). The key is shown in this "
-    "answer only; the service keeps its SHA-256. Recorded as `key_created`.",
+    "answer only; the service keeps its SHA-256. Recorded as `key_created`. PHI-reading "
+    "roles (auditor, investigator) are refused with 403 `operator_only`, for a new identity "
+    "or an existing one: grant them with `phi-ledger admin create-key`.",
 )
 async def create_key(request: Request) -> Response:
     svc: Services = request.app.state.services
@@ -93,7 +96,11 @@ async def create_key(request: Request) -> Response:
     try:
         issued = await asyncio.to_thread(
             svc.access.identities.issue_key, who.ledger, roles, name=name,
-            expires_at=expires, actor=Actor.of(who), identity_id=identity)
+            expires_at=expires, actor=Actor.of(who), identity_id=identity,
+            withhold=PHI_READING_ROLES)
+    except Withheld as error:
+        raise ApiError(403, OPERATOR_ONLY, operator_only_message(error.roles),
+                       ["identity" if identity is not None else "roles"]) from None
     except NotFound as error:
         raise ApiError(404, "not_found", str(error), ["identity"]) from None
     except AccessError as error:
