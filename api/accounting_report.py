@@ -8,6 +8,7 @@ import io
 from html import escape
 from typing import Any
 
+from api.spreadsheet import inert_row
 from projections.accounting import (
     Accounting,
     AccountingEntry,
@@ -61,11 +62,11 @@ def as_csv(accounting: Accounting) -> str:
     writer.writerow(CSV_COLUMNS)
     for e in accounting.entries:
         d = e.first
-        writer.writerow([
+        writer.writerow(inert_row([
             d.occurred_at, d.recipient_name, d.recipient_address or "", d.description,
             purpose_statement(d.purpose), e.count, e.last.occurred_at if e.summarised else "",
             d.channel or "", d.seq,
-        ])
+        ]))
     return out.getvalue()
 
 

@@ -71,12 +71,18 @@ BODY_LIMITS = {
 }
 
 
+# Every statement the service runs ends within this (PostgreSQL): a request to a database
+# that has stopped answering is a 503 within seconds, never a hang.
+STATEMENT_TIMEOUT_SECONDS = 4.0
+
+
 def build_services(
     settings: Settings, *, protection: Protection | None = None, clock: Clock = utc_now
 ) -> Services:
     """Migrate, open the store, start the writer: everything a running service holds."""
     migrate(settings.database_url)
-    store = open_store(settings.database_url, maintain_tree=not settings.unsafe_no_tree)
+    store = open_store(settings.database_url, maintain_tree=not settings.unsafe_no_tree,
+                       statement_timeout=STATEMENT_TIMEOUT_SECONDS)
     try:
         if protection is None:
             protection = protection_from_settings(settings, store)

@@ -29,7 +29,7 @@ from api.access_reports import (
     access_items,
 )
 from api.errors import ApiError
-from api.routers.common import json_response
+from api.routers.common import DB_INT_MAX, json_response
 from api.services import Services
 from ledger.event import Action, PurposeOfUse
 from projections.accounting import Accounting, account
@@ -54,10 +54,14 @@ MAX_WAIT_MS = 10_000
 Purpose = Annotated[str | None, Query(
     description="Why you are looking (HL7 PurposeOfUse, e.g. HOPERAT for an audit); "
                 "recorded in the ledger with the read.")]
-From = Annotated[str | None, Query(alias="from", description="RFC 3339, inclusive")]
-To = Annotated[str | None, Query(alias="to", description="RFC 3339, exclusive")]
+From = Annotated[str | None, Query(
+    alias="from", description="RFC 3339 with an offset, or a date YYYY-MM-DD (midnight UTC);"
+    " inclusive")]
+To = Annotated[str | None, Query(
+    alias="to", description="RFC 3339 with an offset, or a date YYYY-MM-DD (midnight UTC);"
+    " exclusive")]
 MinSeq = Annotated[int | None, Query(
-    ge=1, description="Answer only once the views include this seq of the ledger.")]
+    ge=1, le=DB_INT_MAX, description="Answer only once the views include this seq of the ledger.")]
 WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
 
 

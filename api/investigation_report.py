@@ -21,6 +21,7 @@ from typing import Any
 from api.pictures import ACTION_COLOURS as SHARED_COLOURS
 from api.pictures import Mark
 from api.pictures import timeline_svg as shared_timeline_svg
+from api.spreadsheet import inert_row
 
 # The marks' colours: the shared renderer's, so legend and picture agree.
 ACTION_COLOURS = dict(SHARED_COLOURS)
@@ -44,20 +45,15 @@ AFFECTED_COLUMNS = ("patient_id", "state", "secured", "first", "last", "actions"
                     "channels")
 
 
-def neutral(value: Any) -> str:
-    """A cell a spreadsheet will not run: text starting ``= + - @`` (or a tab or carriage
-    return) gets a leading apostrophe (OWASP, CSV injection)."""
-    text = "" if value is None else str(value)
-    if text and text[0] in "=+-@\t\r":
-        return "'" + text
-    return text
+def _text(value: Any) -> str:
+    return "" if value is None else str(value)
 
 
 def _timeline_cells(item: Mapping[str, Any]) -> list[str]:
     actor = item["actor"]
     resource = item.get("resource") or {}
     patient = item.get("patient") or {}
-    return [neutral(v) for v in (
+    return [_text(v) for v in (
         item["seq"], item["occurred_at"], item["action"], item["outcome"], actor.get("id"),
         actor.get("device_id"), actor.get("ip"), patient.get("id"), item.get("purpose"),
         item.get("channel"), resource.get("type"), " ".join(resource.get("phi") or []),
@@ -65,7 +61,7 @@ def _timeline_cells(item: Mapping[str, Any]) -> list[str]:
 
 
 def _affected_cells(item: Mapping[str, Any]) -> list[str]:
-    return [neutral(v) for v in (
+    return [_text(v) for v in (
         item["patient"]["id"], item["state"], "yes" if item["secured"] else "no",
         item["first"], item["last"],
         " ".join(f"{a}={n}" for a, n in item["actions"].items()), " ".join(item["phi"]),
@@ -78,10 +74,10 @@ def as_csv(timeline: Sequence[Mapping[str, Any]], affected: Sequence[Mapping[str
     out = io.StringIO()
     writer = csv.writer(out)
     writer.writerow(TIMELINE_COLUMNS)
-    writer.writerows(_timeline_cells(i) for i in timeline)
+    writer.writerows(inert_row(list(_timeline_cells(i))) for i in timeline)
     writer.writerow([])
     writer.writerow(AFFECTED_COLUMNS)
-    writer.writerows(_affected_cells(i) for i in affected)
+    writer.writerows(inert_row(list(_affected_cells(i))) for i in affected)
     return out.getvalue()
 
 

@@ -12,6 +12,8 @@ import orjson
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.errors import crash_response, domain_error_response
+
 log = structlog.get_logger("api.access")
 
 REQUEST_ID_HEADER = b"x-request-id"
@@ -78,9 +80,12 @@ class RequestContext:
                     raise BodyTooLarge(limit)
             return message
 
+        started_response = False
+
         async def send_with_id(message: Message) -> None:
-            nonlocal status
+            nonlocal status, started_response
             if message["type"] == "http.response.start":
+                started_response = True
                 status = message["status"]
                 headers = list(message.get("headers", []))
                 headers.append((REQUEST_ID_HEADER, request_id.encode()))
@@ -93,6 +98,14 @@ class RequestContext:
             for message in _too_large(limit):
                 await send(message)
             status = 413
+        except Exception as error:
+            # Whatever escaped every handler (a store outage in a middleware, say) still
+            # gets the error shape, its headers and Retry-After, never the server's bare
+            # text/plain 500.
+            if started_response:
+                raise
+            response = domain_error_response(error) or crash_response(error)
+            await response(scope, receive, send_with_id)
         finally:
             self._done(scope, status, started)
 

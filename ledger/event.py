@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import re
 import socket
-from datetime import datetime
 from typing import Annotated, Any, Literal, NotRequired
 
 from pydantic import (
@@ -26,6 +25,7 @@ from pydantic import (
 from typing_extensions import TypedDict
 
 from ledger.canonical import MAX_SAFE_INTEGER, canonical
+from ledger.instant import check_instant
 
 MAX_EVENT_BYTES = 64 * 1024
 MAX_BATCH_EVENTS = 1000
@@ -78,30 +78,29 @@ Channel = Literal[
     "encrypted_email", "fax", "paper", "in_person",
 ]
 
-_UUID = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$")
-_RFC3339 = re.compile(
-    r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,9})?(Z|[+-]\d{2}:\d{2})$"
-)
-FIELD_NAME = re.compile(r"^[A-Za-z][A-Za-z0-9_.-]{0,63}$")
+_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
+# What PostgreSQL ``text`` (and any UTF-8 encoder) cannot hold: NUL and lone surrogates.
+_UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
+UNSTORABLE_TEXT = "must not contain NUL or unpaired surrogate characters"
+
+
+def storable(text: str) -> bool:
+    """Whether ``text`` can be stored as it is by every backend (no NUL, no lone
+    surrogate)."""
+    return _UNSTORABLE.search(text) is None
 
 
 def _uuid(value: str) -> str:
-    if not _UUID.match(value):
+    if not _UUID.fullmatch(value):
         raise ValueError("must be a UUID in canonical lower-case form")
     return value
 
 
 def _timestamp(value: str) -> str:
-    match = _RFC3339.match(value)
-    if not match:
-        raise ValueError("must be an RFC 3339 timestamp with a UTC offset")
-    # fromisoformat takes at most microseconds; the calendar check needs no more.
-    fraction = match.group(1) or ""
-    probe = value.replace(fraction, fraction[:7], 1).replace("Z", "+00:00")
-    try:
-        datetime.fromisoformat(probe)
-    except ValueError:
-        raise ValueError("is not a valid date and time") from None
+    why = check_instant(value)
+    if why is not None:
+        raise ValueError(why)
     return value
 
 
@@ -119,6 +118,20 @@ def _ip(value: str) -> str:
 Text = Annotated[StrictStr, Field(min_length=1, max_length=256)]
 LongText = Annotated[StrictStr, Field(min_length=1, max_length=8192)]
 Identifier = Annotated[StrictStr, Field(min_length=1, max_length=128)]
+
+
+def _path_segment(value: str) -> str:
+    # Patients and actors are queried as one path segment (/v1/patients/{id}/...): an
+    # id that cannot be one would be recorded but never be found again.
+    if "/" in value or value in (".", ".."):
+        raise ValueError("must not contain '/' nor be '.' or '..' (it is queried as a"
+                         " URL path segment)")
+    return value
+
+
+# An identifier that is queried as a URL path segment (patients, actors).
+SegmentIdentifier = Annotated[StrictStr, Field(min_length=1, max_length=128),
+                              AfterValidator(_path_segment)]
 EventId = Annotated[StrictStr, AfterValidator(_uuid)]
 Timestamp = Annotated[StrictStr, AfterValidator(_timestamp)]
 IpAddress = Annotated[StrictStr, Field(max_length=64), AfterValidator(_ip)]
@@ -143,7 +156,7 @@ def _record_data(data: Any) -> dict[str, Any] | None:
     if len(data) > 256:
         problems.append(("data", "must hold at most 256 fields"))
     for key, value in data.items():
-        if not FIELD_NAME.match(key):
+        if not FIELD_NAME.fullmatch(key):
             problems.append(("data", "field names must match [A-Za-z][A-Za-z0-9_.-]{0,63}"))
             continue
         ok = _is_scalar(value) or (
@@ -167,7 +180,7 @@ _STRICT = ConfigDict(extra="forbid", strict=True)
 
 class Actor(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
-    id: Identifier
+    id: SegmentIdentifier
     kind: Literal["user", "application", "system", "patient"]
     role: NotRequired[Text | None]
     organization: NotRequired[Text | None]
@@ -179,7 +192,7 @@ class Actor(TypedDict):
 
 class Patient(TypedDict):
     __pydantic_config__ = _STRICT  # type: ignore[misc]
-    id: Identifier
+    id: SegmentIdentifier
 
 
 class Resource(TypedDict):
@@ -286,7 +299,9 @@ def _path(loc: tuple[Any, ...]) -> str:
     return out
 
 
-def _problems(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
+def _problems(
+    error: ValidationError, prefix: str, value: Any = None
+) -> list[tuple[str, str]]:
     problems = []
     for item in error.errors(include_input=False, include_url=False):
         ctx_error = (item.get("ctx") or {}).get("error")
@@ -294,9 +309,49 @@ def _problems(error: ValidationError, prefix: str) -> list[tuple[str, str]]:
             problems.extend((_join(prefix, f), m) for f, m in ctx_error.problems)
             continue
         loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
+        if item["type"] == "extra_forbidden" and loc:
+            # The unknown name itself may be PHI ("SSN 123-45-6789"): name its object
+            # and its position among the object's members, never the name.
+            problems.append((_join(prefix, _path(loc[:-1])),
+                             f"unknown field (member {_member(value, loc)})"))
+            continue
         message = item["msg"].removeprefix("Value error, ")
         problems.append((_join(prefix, _path(loc)), message))
     return problems
+
+
+def _member(value: Any, loc: tuple[Any, ...]) -> str:
+    """The 1-based position of the member ``loc[-1]`` in its object within ``value``."""
+    for part in loc[:-1]:
+        try:
+            value = value[part]
+        except (KeyError, IndexError, TypeError):
+            return "?"
+    if isinstance(value, dict):
+        for i, key in enumerate(value, 1):
+            if key == loc[-1]:
+                return str(i)
+    return "?"
+
+
+def _unstorable(value: Any, path: str, out: list[tuple[str, str]]) -> None:
+    """Every string (and object key) below ``value`` that no backend can store."""
+    if isinstance(value, str):
+        if not storable(value):
+            out.append((path, UNSTORABLE_TEXT))
+    elif isinstance(value, dict):
+        for i, (key, item) in enumerate(value.items(), 1):
+            if not (isinstance(key, str) and FIELD_NAME.fullmatch(key)):
+                # A name refused elsewhere (or unknown): never repeated in a message.
+                inner: list[tuple[str, str]] = []
+                _unstorable(item, "", inner)
+                if inner or (isinstance(key, str) and not storable(key)):
+                    out.append((path or "(event)", f"{UNSTORABLE_TEXT} (member {i})"))
+                continue
+            _unstorable(item, _join(path, key) if path else key, out)
+    elif isinstance(value, list):
+        for i, item in enumerate(value):
+            _unstorable(item, f"{path}[{i}]", out)
 
 
 def _join(prefix: str, path: str) -> str:
@@ -330,9 +385,10 @@ def check_event(
     try:
         _EVENT.validate_python(event)
     except ValidationError as error:
-        problems.extend(_problems(error, prefix))
+        problems.extend(_problems(error, prefix, event))
     else:
         problems.extend((_join(prefix, f), m) for f, m in _rules_between_fields(event))
+    _unstorable(event, prefix, problems)
     return problems
 
 
@@ -393,16 +449,18 @@ def validate_alike(
             if sizes and sizes[i] > MAX_EVENT_BYTES:
                 problems.append((f"events[{i}]", f"is larger than {MAX_EVENT_BYTES} bytes"))
             event_id = event.get("event_id")
-            if not isinstance(event_id, str) or not _UUID.match(event_id):
+            if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
                 problems.append((f"events[{i}].event_id",
                                  "must be a UUID in canonical lower-case form"))
             elif event_id in seen:
                 problems.append((f"events[{i}].event_id", "repeats an earlier event_id"))
             seen.add(event_id)
+        patient = event.get("patient")
         try:
-            _PATIENT.validate_python(event.get("patient"))
+            _PATIENT.validate_python(patient)
         except ValidationError as error:
-            problems.extend(_problems(error, f"events[{i}].patient"))
+            problems.extend(_problems(error, f"events[{i}].patient", patient))
+        _unstorable(patient, f"events[{i}].patient", problems)
     if problems:
         raise EventRejected(problems)
     return events

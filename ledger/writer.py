@@ -16,7 +16,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 import structlog
 
@@ -66,6 +66,7 @@ class WriterStats:
     events: int = 0
     failures: int = 0
     last_group_size: int = 0
+    splits: int = 0  # failed groups committed again in halves (a submission at fault)
     seal_seconds: float = 0.0
     commit_seconds: float = 0.0
 
@@ -77,8 +78,19 @@ class WriterStopped(StoreUnavailable):
 @dataclass(slots=True)
 class _SealedGroup:
     jobs: list[_Job]
-    groups: dict[str, list[Sequence[Pending]]]
+    sealed: list[Sequence[Pending]]  # each job's submission in its stored form
     size: int
+
+
+Groups = dict[str, list[Sequence[Pending]]]
+
+
+class Settle(Protocol):
+    """Under the write lock, inside the append's transaction: the groups to append,
+    with whatever stored forms had to be sealed again replaced (new lists; the groups
+    given are not changed)."""
+
+    def __call__(self, tx: Any) -> Groups: ...
 
 
 class GroupCommitWriter:
@@ -171,31 +183,29 @@ class GroupCommitWriter:
                 size += len(more.pending)
             started = time.perf_counter()
             try:
-                groups = self._seal_jobs(jobs)
+                sealed = self._seal_jobs(jobs)
             except Exception as error:
                 self._fail(jobs, size, error)
                 continue
             self.stats.seal_seconds += time.perf_counter() - started
-            self._sealed.put(_SealedGroup(jobs, groups, size))
+            self._sealed.put(_SealedGroup(jobs, sealed, size))
         self._sealed.put(None)
 
-    def _seal_jobs(self, jobs: list[_Job]) -> dict[str, list[Sequence[Pending]]]:
-        """Each ledger's submissions with their events sealed, one seal call per ledger."""
-        by_ledger: dict[str, list[_Job]] = {}
-        for job in jobs:
-            by_ledger.setdefault(job.ledger, []).append(job)
-        groups: dict[str, list[Sequence[Pending]]] = {}
-        for ledger, ledger_jobs in by_ledger.items():
-            posted = [p.event for job in ledger_jobs for p in job.pending]
+    def _seal_jobs(self, jobs: list[_Job]) -> list[Sequence[Pending]]:
+        """Each job's submission with its events sealed, one seal call per ledger."""
+        by_ledger: dict[str, list[int]] = {}
+        for i, job in enumerate(jobs):
+            by_ledger.setdefault(job.ledger, []).append(i)
+        sealed: list[Sequence[Pending]] = [()] * len(jobs)
+        for ledger, indexes in by_ledger.items():
+            posted = [p.event for i in indexes for p in jobs[i].pending]
             stored = iter(self.seal(ledger, posted))
             # Pending(...) rather than dataclasses.replace: this runs for every event, and
             # replace() inspects the fields each time (a sixth of the sealer's time).
-            groups[ledger] = [
-                [Pending(p.event_id, p.fingerprint, next(stored), p.members)
-                 for p in job.pending]
-                for job in ledger_jobs
-            ]
-        return groups
+            for i in indexes:
+                sealed[i] = [Pending(p.event_id, p.fingerprint, next(stored), p.members)
+                             for p in jobs[i].pending]
+        return sealed
 
     # -- the committer thread ----------------------------------------------------------
 
@@ -222,25 +232,39 @@ class GroupCommitWriter:
 
     def _commit(self, batch: list[_SealedGroup], size: int) -> None:
         jobs = [job for sealed in batch for job in sealed.jobs]
-        groups: dict[str, list[Sequence[Pending]]] = {}
-        for sealed in batch:
-            for ledger, submissions in sealed.groups.items():
-                groups.setdefault(ledger, []).extend(submissions)
+        submissions = [sub for sealed in batch for sub in sealed.sealed]
+        self._commit_jobs(jobs, submissions)
+
+    def _commit_jobs(self, jobs: list[_Job], submissions: list[Sequence[Pending]]) -> None:
+        """Append ``jobs`` in one transaction; if it fails while the database answers,
+        the fault is in what was submitted, not in the database: the group is split and
+        each half committed on its own, down to the one submission that fails alone.
+        So one caller's event that the database refuses never fails another caller's."""
+        size = sum(len(sub) for sub in submissions)
+        groups: Groups = {}
+        for job, sub in zip(jobs, submissions, strict=True):
+            groups.setdefault(job.ledger, []).append(sub)
         unavailable = 0
         started = time.perf_counter()
         while True:
             try:
-                before = self._settler(jobs, groups)
-                results = self.store.append(groups, self.clock(), before=before)
+                results = self.store.append(groups, self.clock(),
+                                            before=self._settle(jobs, groups))
                 break
             except StoreUnavailable as error:
                 unavailable += 1
+                if len(jobs) > 1 and self._answers():
+                    self._split(jobs, submissions)
+                    return
                 if unavailable == 2:
                     self._fail(jobs, size, error)
                     return
                 time.sleep(self.retry_delay)
-            except Exception as error:  # a bug: fail the callers, keep the writer alive
-                self._fail(jobs, size, error)
+            except Exception as error:  # a bug or a refused row: keep the writer alive
+                if len(jobs) > 1:
+                    self._split(jobs, submissions)
+                else:
+                    self._fail(jobs, size, error)
                 return
         self.stats.commit_seconds += time.perf_counter() - started
         self.stats.transactions += 1
@@ -252,35 +276,55 @@ class GroupCommitWriter:
             position[job.ledger] = i + 1
             job.future.set_result(results[job.ledger][i])
 
-    def _settler(
-        self, jobs: list[_Job], groups: dict[str, list[Sequence[Pending]]]
-    ) -> Callable[[Any], None]:
-        """The step that settles data keys inside the append transaction, replacing in
-        ``groups`` the stored forms it has to seal again."""
+    def _split(self, jobs: list[_Job], submissions: list[Sequence[Pending]]) -> None:
+        # Halves in order, the first committed before the second is tried: submissions
+        # stay chained in the order they were submitted.
+        self.stats.splits += 1
+        half = len(jobs) // 2
+        self._commit_jobs(jobs[:half], submissions[:half])
+        self._commit_jobs(jobs[half:], submissions[half:])
+
+    def _answers(self) -> bool:
+        """Whether the database answers now (a failed group is then the group's fault)."""
+        try:
+            self.store.ping()
+        except StoreUnavailable:
+            return False
+        return True
+
+    def _settle(self, jobs: list[_Job], groups: Groups) -> Settle:
+        """The step that settles data keys inside the append transaction: it returns
+        the groups to append, with the stored forms it had to seal again replaced."""
         # Prepared here, before the write lock is taken: everything done under it is
         # done while every other writer waits.
         steps = {
             ledger: self.settler(
                 ledger,
                 [p.event for job in jobs if job.ledger == ledger for p in job.pending],
-                [p.event for sub in submissions for p in sub],
+                [p.event for sub in subs for p in sub],
             )
-            for ledger, submissions in groups.items()
+            for ledger, subs in groups.items()
         }
 
-        def settle(tx: Any) -> None:
-            for ledger, submissions in groups.items():
+        def settle(tx: Any) -> Groups:
+            settled: Groups = {}
+            for ledger, subs in groups.items():
                 changed = steps[ledger](tx)
                 if not changed:
+                    settled[ledger] = subs
                     continue
-                i = 0
-                for sub in submissions:
-                    for j, pending in enumerate(sub):
+                i, fresh = 0, []
+                for sub in subs:
+                    replaced = []
+                    for pending in sub:
                         if i in changed:
-                            sub[j] = Pending(  # type: ignore[index]
-                                pending.event_id, pending.fingerprint, changed[i],
-                                pending.members)
+                            pending = Pending(pending.event_id, pending.fingerprint,
+                                              changed[i], pending.members)
+                        replaced.append(pending)
                         i += 1
+                    fresh.append(replaced)
+                settled[ledger] = fresh
+            return settled
 
         return settle
 

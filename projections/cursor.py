@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
 import orjson
+
+_INT_MAX = 2**63 - 1
+_UTC_TEXT = re.compile(r"\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}\.\d{6}Z", re.ASCII)
 
 
 class BadCursor(ValueError):
@@ -45,7 +49,11 @@ def decode_cursor(cursor: str, scope: Mapping[str, object]) -> Position:
         occurred_utc, seq, digest = orjson.loads(raw)
     except (ValueError, TypeError):
         raise BadCursor("is not a cursor this service issued") from None
-    if not (isinstance(occurred_utc, str) and isinstance(seq, int) and isinstance(digest, str)):
+    # The digest is not a secret: a client can build a cursor, so its parts are checked
+    # as any input is (a seq the database cannot hold, text it cannot store).
+    if not (isinstance(occurred_utc, str) and _UTC_TEXT.fullmatch(occurred_utc)
+            and isinstance(seq, int) and not isinstance(seq, bool) and 0 <= seq <= _INT_MAX
+            and isinstance(digest, str)):
         raise BadCursor("is not a cursor this service issued")
     if digest != query_digest(scope):
         raise BadCursor("belongs to a different query (filters or order changed)")

@@ -80,6 +80,9 @@ def restore(store: LedgerStore, names: Sequence[str] | None = None,
             if building is not None:
                 building(name)
             tx.execute(f"SET LOCAL maintenance_work_mem = '{BUILD_MEMORY}'")
+            # A build takes as long as the view is large: not bound by the service's
+            # statement timeout, which is meant for requests.
+            tx.execute("SET LOCAL statement_timeout = 0")
             tx.execute(row[0])
         log.info("view_index_built", index=name)
         built.append(name)

@@ -8,9 +8,10 @@ on SQLite and PostgreSQL alike, and an index on them serves time-ordered pages.
 
 from __future__ import annotations
 
-import re
 from datetime import UTC, datetime
 from functools import lru_cache
+
+from ledger.instant import parse_instant, utc_text
 
 
 def utc_of(moment: str) -> str:
@@ -63,8 +64,7 @@ def _offsetless(moment: datetime) -> str:
 
 @lru_cache(maxsize=1024)
 def parse_bound(value: str) -> str:
-    """A query bound (``from``/``to``) as fixed-width UTC; raises ValueError when it is not
-    an RFC 3339 time with an offset."""
-    if not re.match(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$", value):
-        raise ValueError("must be an RFC 3339 time with an offset")
-    return utc_of(value)
+    """A query bound (``from``/``to``) as fixed-width UTC; raises ValueError (naming the
+    rule, not the value) unless it is an instant of :func:`ledger.instant.parse_instant`
+    or a bare date ``YYYY-MM-DD``, read as midnight UTC."""
+    return utc_text(parse_instant(value, date_only=True))

@@ -199,7 +199,8 @@ def test_admin_key_requests_are_checked(
     admin: tuple[TestClient, dict[str, str], dict[str, str]],
 ) -> None:
     client, headers, _ = admin
-    for body, field in (({"roles": []}, "roles"), ({"roles": ["ingest"], "x": 1}, "x"),
+    for body, field in (({"roles": []}, "roles"),
+                        ({"roles": ["ingest"], "x": 1}, "(body) member 2"),
                         ({"roles": ["ingest"], "expires_at": "tomorrow"}, "expires_at"),
                         ({"roles": ["ingest"], "expires_at": "2020-01-01T00:00:00"},
                          "expires_at")):

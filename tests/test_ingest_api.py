@@ -120,7 +120,7 @@ def test_batch_limits(client: TestClient) -> None:
         ({"purpose": "FUN"}, "purpose"),
         ({"channel": "pigeon"}, "channel"),
         ({"patient": None}, "patient"),
-        ({"surprise": 1}, "surprise"),
+        ({"surprise": 1}, "(event)"),
         ({"data": {"weight": "70 kg"}}, "data"),
         ({"action": "update", "data": {"weight": 70.5}}, "data.weight"),
         ({"action": "disclose"}, "disclosure"),

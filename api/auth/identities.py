@@ -173,19 +173,19 @@ def check_roles(roles: Sequence[str] | frozenset[str]) -> frozenset[str]:
         raise AccessError("an identity needs at least one role")
     unknown = sorted(wanted - ROLES)
     if unknown:
-        raise AccessError(
-            f"unknown role(s) {', '.join(unknown)}; roles are {', '.join(sorted(ROLES))}")
+        raise AccessError(  # the unknown names are the client's text: not repeated
+            f"unknown role(s); roles are {', '.join(sorted(ROLES))}")
     return wanted
 
 
 def check_ledger(ledger: str) -> str:
-    if not LEDGER_NAME.match(ledger):
+    if not LEDGER_NAME.fullmatch(ledger):
         raise AccessError("a ledger name is 1-63 of [a-z0-9_-], starting with a letter or digit")
     return ledger
 
 
 def check_name(name: str) -> str:
-    if not NAME.match(name):
+    if not NAME.fullmatch(name):
         raise AccessError("a name is 1-64 of letters, digits, '.', '_', '@' or '-'")
     return name
 

@@ -25,6 +25,7 @@ from api.auth.caller import Caller
 from api.auth.limits import retry_after
 from api.auth.policy import RULES, Rule, decide, rule_for
 from api.errors import error_response
+from api.request_shape import unstorable_parameters, unsupported_media
 
 log = structlog.get_logger("api.access_control")
 
@@ -148,6 +149,8 @@ class AccessControl:
                                "no access rule covers this route")
             return
         if rule.public:
+            if await self._misshapen(scope, receive, send, route, template):
+                return
             await self.app(scope, receive, send)
             return
         access = self._access()
@@ -175,12 +178,37 @@ class AccessControl:
             return
         scope.setdefault("state", {})["caller"] = caller
         structlog.contextvars.bind_contextvars(identity=caller.id)
+        if await self._misshapen(scope, receive, send, route, template):
+            return
         await self.app(scope, receive, send)
+
+    async def _misshapen(self, scope: Scope, receive: Receive, send: Send, route: Any,
+                         template: str) -> bool:
+        """Answer a request no route should read (a body in a media type the route does
+        not take; a parameter no database can store) and say so."""
+        accepted = unsupported_media(scope, template)
+        if accepted is not None:
+            await self._refuse(scope, receive, send, 415, "unsupported_media_type",
+                               f"the body must be {' or '.join(sorted(accepted))}",
+                               fields=["content-type"])
+            return True
+        path = scope.get("path", "")
+        query = scope.get("query_string", b"")
+        if "\x00" in path or b"%00" in query or b"\x00" in query:
+            _, child = route.matches(scope)
+            bad = unstorable_parameters(scope, child.get("path_params", {}))
+            if bad:
+                await self._refuse(scope, receive, send, 400, "invalid_request",
+                                   "; ".join(f"{name} must not contain NUL" for name in bad),
+                                   fields=bad)
+                return True
+        return False
 
     @staticmethod
     async def _refuse(scope: Scope, receive: Receive, send: Send, status: int, code: str,
-                      message: str, headers: dict[str, str] | None = None) -> None:
-        await error_response(status, code, message, headers=headers)(scope, receive, send)
+                      message: str, headers: dict[str, str] | None = None,
+                      fields: list[str] | None = None) -> None:
+        await error_response(status, code, message, fields, headers)(scope, receive, send)
 
     async def _too_many(self, scope: Scope, receive: Receive, send: Send, wait: float
                         ) -> None:

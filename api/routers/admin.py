@@ -19,6 +19,8 @@ from api.errors import ApiError
 from api.routers.auth import caller
 from api.routers.common import json_response, parse_json
 from api.services import Services
+from ledger.event import storable
+from ledger.instant import InstantRefused, parse_instant
 
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
@@ -57,26 +59,27 @@ def _key_request(raw: bytes) -> tuple[list[str], str | None, datetime | None, st
     body = parse_json(raw)
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the body must be a JSON object", ["(body)"])
-    bad = sorted(str(k) for k in body if k not in KEY_FIELDS)
+    # Unknown members are named by position: their names are the client's text.
+    bad = [f"(body) member {i}" for i, k in enumerate(body, 1) if k not in KEY_FIELDS]
     roles = body.get("roles")
-    if not (isinstance(roles, list) and roles and all(isinstance(r, str) for r in roles)):
+    if not (isinstance(roles, list) and roles
+            and all(isinstance(r, str) and storable(r) for r in roles)):
         bad.append("roles")
     for name in ("name", "identity", "expires_at"):
-        if body.get(name) is not None and not isinstance(body[name], str):
+        value = body.get(name)
+        if value is not None and not (isinstance(value, str) and storable(value)):
             bad.append(name)
     expires = None
-    if isinstance(body.get("expires_at"), str):
+    if isinstance(body.get("expires_at"), str) and "expires_at" not in bad:
         try:
-            expires = datetime.fromisoformat(body["expires_at"].replace("Z", "+00:00"))
-        except ValueError:
+            expires = parse_instant(body["expires_at"])
+        except InstantRefused:
             bad.append("expires_at")
-        else:
-            if expires.tzinfo is None:
-                bad.append("expires_at")
     if bad:
         raise ApiError(422, "invalid_request",
                        "roles (a non-empty list) is required; name, identity and expires_at"
-                       " (RFC 3339 with an offset) are optional strings", bad)
+                       " (RFC 3339 with an offset, within the years 1-9999 in UTC) are"
+                       " optional strings, without NUL; nothing else", bad)
     return roles, body.get("name"), expires, body.get("identity")
 
 

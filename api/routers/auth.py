@@ -18,6 +18,7 @@ from api.auth.middleware import REALM, client_address
 from api.errors import ApiError
 from api.routers.common import json_response, parse_json
 from api.services import Services
+from ledger.event import storable
 
 router = APIRouter(prefix="/v1/auth", tags=["access"])
 
@@ -30,8 +31,10 @@ def _login_body(raw: bytes) -> tuple[str, str, str]:
     if not isinstance(body, dict):
         raise ApiError(422, "invalid_request", "the body must be a JSON object", ["(body)"])
     bad = [f for f in LOGIN_FIELDS
-           if not isinstance(body.get(f), str) or not 0 < len(body[f]) <= 1024]
-    bad += sorted(str(k) for k in body if k not in LOGIN_FIELDS)
+           if not isinstance(body.get(f), str) or not 0 < len(body[f]) <= 1024
+           or not storable(body[f])]
+    # Unknown members are named by position: their names are the client's text.
+    bad += [f"(body) member {i}" for i, k in enumerate(body, 1) if k not in LOGIN_FIELDS]
     if bad:
         raise ApiError(422, "invalid_request",
                        "username, password and totp are required strings; nothing else",

@@ -14,6 +14,11 @@ from api.errors import ApiError
 from ledger.attestation import Attestation, Submitter
 from ledger.store.base import LEDGER_NAME
 
+# The largest integer either database stores (a signed 64-bit BIGINT): every integer
+# query parameter is bounded by it, so a larger one is the caller's 400, not a database
+# error.
+DB_INT_MAX = 2**63 - 1
+
 
 def parse_json(raw: bytes) -> Any:
     if not raw:

@@ -15,6 +15,9 @@ from projections.alert_queries import alert_counts
 
 router = APIRouter(tags=["operations"])
 
+# /readyz answers within this even when the database does not (the probe's own bound).
+READY_WITHIN_SECONDS = 1.5
+
 
 @router.get("/healthz", summary="The process is alive")
 async def healthz() -> Response:
@@ -24,17 +27,25 @@ async def healthz() -> Response:
 @router.get("/readyz", summary="The database answers and the writer runs")
 async def readyz(svc: Services = Depends(services)) -> Response:
     checks: dict[str, str] = {}
+    deadline = asyncio.get_running_loop().time() + READY_WITHIN_SECONDS
     try:
-        await asyncio.to_thread(svc.store.ping)
+        # Bounded here as well: a probe must answer even while the database does not.
+        await asyncio.wait_for(asyncio.to_thread(svc.store.ping), READY_WITHIN_SECONDS)
         checks["database"] = "ok"
-    except StoreUnavailable:
+    except (StoreUnavailable, TimeoutError):
         checks["database"] = "unavailable"
     checks["writer"] = "ok" if svc.writer.running else "stopped"
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, object] = {"ready": ready, "checks": checks}
     if checks["database"] == "ok":
         # Reported, not judged: views behind the ledger do not stop ingest.
-        lag, waited = await asyncio.to_thread(svc.projector.behind, svc.clock())
+        try:
+            lag, waited = await asyncio.wait_for(
+                asyncio.to_thread(svc.projector.behind, svc.clock()),
+                max(0.1, deadline - asyncio.get_running_loop().time()))
+        except (StoreUnavailable, TimeoutError):
+            checks["database"] = "unavailable"
+            return json_response({"ready": False, "checks": checks}, 503)
         body["projections"] = {"lag_entries": lag, "lag_seconds": round(waited, 3),
                                "inline": svc.settings.project_inline}
     return json_response(body, 200 if ready else 503)

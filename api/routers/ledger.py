@@ -7,7 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
-from api.routers.common import chosen_ledger, json_response
+from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
 from api.verifications import verify_and_record
 
@@ -32,7 +32,8 @@ async def head(
     "hashed. Page on with `after=next_after` while `next_after` is not null.",
 )
 async def entries(
-    after: int = Query(0, ge=0, description="Return entries with seq greater than this."),
+    after: int = Query(0, ge=0, le=DB_INT_MAX,
+                       description="Return entries with seq greater than this."),
     limit: int = Query(1000, ge=1, le=MAX_PAGE),
     ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),

@@ -15,7 +15,7 @@ from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
 from api.errors import ApiError
-from api.routers.common import chosen_ledger, json_response
+from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
 from ledger.store.base import TreeIncomplete
 from ledger.tlog import NotCheckpointed, ProofRequestError, TransparencyLog
@@ -106,7 +106,8 @@ async def keys(ledger: str = Depends(chosen_ledger),
     "time to sign, not at every size).",
     response_class=Response, responses={200: {"content": {TEXT: {}}}},
 )
-async def at_size(size: int = Path(ge=1, description="The tree size (entries covered)."),
+async def at_size(size: int = Path(ge=1, le=DB_INT_MAX,
+                                   description="The tree size (entries covered)."),
                   ledger: str = Depends(chosen_ledger),
                   svc: Services = Depends(services)) -> Response:
     checkpoint = await _call(_tlog(svc).at_size, ledger, size)
@@ -124,8 +125,9 @@ async def at_size(size: int = Path(ge=1, description="The tree size (entries cov
     "head). Check `root` against a signed checkpoint of that size, never on trust.",
 )
 async def inclusion(
-    seq: int = Query(description="The entry (leaf index + 1)."),
-    tree_size: int | None = Query(None, description="Tree size; default: the head's seq."),
+    seq: int = Query(ge=0, le=DB_INT_MAX, description="The entry (leaf index + 1)."),
+    tree_size: int | None = Query(None, ge=0, le=DB_INT_MAX,
+                                  description="Tree size; default: the head's seq."),
     ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
@@ -140,8 +142,9 @@ async def inclusion(
     "against the roots of the two signed checkpoints it holds.",
 )
 async def consistency(
-    first: int = Query(description="The older tree size (at least 1)."),
-    second: int | None = Query(None, description="The newer tree size; default: the head."),
+    first: int = Query(ge=0, le=DB_INT_MAX, description="The older tree size (at least 1)."),
+    second: int | None = Query(None, ge=0, le=DB_INT_MAX,
+                               description="The newer tree size; default: the head."),
     ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
@@ -161,8 +164,9 @@ async def consistency(
     response_class=Response, responses={200: {"content": {TEXT: {}}}},
 )
 async def bundle(
-    seq: int = Query(description="The entry, as in its receipt."),
-    size: int | None = Query(None, description="A signed checkpoint's size; default: newest."),
+    seq: int = Query(ge=0, le=DB_INT_MAX, description="The entry, as in its receipt."),
+    size: int | None = Query(None, ge=0, le=DB_INT_MAX,
+                             description="A signed checkpoint's size; default: newest."),
     ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:

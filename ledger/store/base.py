@@ -60,7 +60,7 @@ class StoreUnavailable(Exception):
 
 def ledger_id(name: str) -> uuid.UUID:
     """The stream id of a ledger: stable, derived from its name."""
-    if not LEDGER_NAME.match(name):
+    if not LEDGER_NAME.fullmatch(name):
         raise ValueError("a ledger name is 1-63 lower-case letters, digits, '-' or '_'")
     return uuid.uuid5(_LEDGER_NAMESPACE, name)
 
@@ -100,12 +100,14 @@ class LedgerStore(ABC):
         groups: Mapping[str, Sequence[Submission]],
         now: datetime,
         *,
-        before: Callable[[Any], None] | None = None,
+        before: Callable[[Any], Mapping[str, Sequence[Submission]] | None] | None = None,
     ) -> dict[str, list[Outcome]]:
         """Admit and chain each ledger's submissions, all in one transaction.
 
         ``before(cursor)`` runs first in the same transaction: a change that must commit
-        together with the entries recording it (crypto-shredding a patient)."""
+        together with the entries recording it (crypto-shredding a patient). What it
+        returns, if anything, replaces those ledgers' submissions (the same events, their
+        stored forms settled under the write lock); ``groups`` itself is never changed."""
         recorded_at = format_recorded_at(now)
         results: dict[str, list[Outcome]] = {}
         wanted = {
@@ -113,8 +115,15 @@ class LedgerStore(ABC):
             for ledger, submissions in groups.items()
         }
         grown: dict[uuid.UUID, tuple[int, str, Frontier]] = {}
-        with self._begin(wanted, before) as (tx, snapshots):
-            for ledger, submissions in groups.items():
+        settled: dict[str, Sequence[Submission]] = {}
+
+        def step(tx: Any) -> None:
+            assert before is not None
+            settled.update(before(tx) or {})
+
+        with self._begin(wanted, step if before is not None else None) as (tx, snapshots):
+            # ``before`` has run by now (under the lock, ahead of the snapshots' reads).
+            for ledger, submissions in {**groups, **settled}.items():
                 lid = wanted[ledger][0]
                 head, recorded, since = snapshots[ledger]
                 plan = plan_admission(submissions, recorded)

@@ -101,6 +101,10 @@ RECORDED_QUERY = (
 )
 
 
+# libpq counts whole seconds and takes 2 as its least.
+CONNECT_TIMEOUT_SECONDS = 2
+
+
 def _pipelined(curs: Any) -> bool:
     """Whether ``curs``'s connection is in pipeline mode (a small group's append)."""
     return bool(curs.connection.pgconn.pipeline_status)
@@ -165,7 +169,12 @@ class PostgresLedgerStore(LedgerStore):
         ]
 
     @classmethod
-    def from_url(cls, url: str, *, pool_size: int = 4, **_: Any) -> PostgresLedgerStore:
+    def from_url(cls, url: str, *, pool_size: int = 4, statement_timeout: float | None = None,
+                 **_: Any) -> PostgresLedgerStore:
+        """``statement_timeout`` (seconds) bounds every statement of every connection (the
+        service sets it, so a database that takes statements but never finishes them
+        answers within seconds); a new connection's whole handshake is bounded either
+        way, as is the wait for a pooled connection (``connect_timeout``)."""
         info = postgres_conninfo(url)
         datastore = PostgresDatastore(
             dbname=info.get("dbname", "postgres"),
@@ -183,6 +192,12 @@ class PostgresLedgerStore(LedgerStore):
             # its transaction, and the writer retries once on a fresh one.
             pre_ping=False,
         )
+        # libpq's own bound on connecting (TCP, TLS and the startup exchange): a server
+        # that accepts and never answers fails the connection, not the request's thread.
+        extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
+        if statement_timeout:
+            extra["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
+        datastore.pool.kwargs.update(extra)
         try:
             return cls(datastore, info)
         except (PersistenceError, psycopg.Error) as error:
