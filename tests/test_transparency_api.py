@@ -137,6 +137,7 @@ def test_consistency_proofs_verify_between_random_sizes(
     ("/v1/proofs/bundle", {"seq": 1, "size": 11}, "size"),             # beyond the head
     ("/v1/proofs/bundle", {"seq": 1, "size": 0}, "size"),
     ("/v1/proofs/bundle", {"seq": 9, "size": 5}, "seq"),               # seq > size
+    ("/v1/proofs/bundle", {"seq": 1, "size": "x"}, "size"),
 ])
 def test_out_of_range_requests_are_400s_naming_the_parameter(
     client: TestClient, path: str, params: dict[str, Any], field: str,
