@@ -136,7 +136,16 @@ class CheckpointRefused(Exception):
 
 
 class NotCheckpointed(LookupError):
-    """No signed checkpoint covers the entry yet."""
+    """No signed checkpoint covers the entry yet, or none was signed at the size asked for.
+
+    ``field`` names the parameter the answer is about; ``pending`` says whether waiting
+    helps (a checkpoint of the head comes within an interval; a past size that was never
+    signed never will be)."""
+
+    def __init__(self, message: str, field: str = "seq", pending: bool = True) -> None:
+        super().__init__(message)
+        self.field = field
+        self.pending = pending
 
 
 @dataclass(frozen=True)
@@ -302,9 +311,20 @@ class TransparencyLog:
         (or the one of ``size``): all an offline verifier needs beside the log's key."""
         if seq < 1:
             raise ProofRequestError("seq", "seq starts at 1")
+        if size is not None:
+            # A size the ledger never reached is a bad request; one it reached but that
+            # was never signed is a checkpoint that does not exist (404, as /checkpoints).
+            if size < 1:
+                raise ProofRequestError("size", "size must be at least 1")
+            head = self._head(ledger)
+            if size > head:
+                raise ProofRequestError("size", f"size must not exceed the head's seq ({head})")
+            if seq > size:
+                raise ProofRequestError("seq", "seq must not exceed size")
         checkpoint = self.latest(ledger) if size is None else self.at_size(ledger, size)
         if checkpoint is None and size is not None:
-            raise ProofRequestError("size", f"no checkpoint of size {size} was signed")
+            raise NotCheckpointed(f"no checkpoint was signed at size {size}", "size",
+                                  pending=False)
         if checkpoint is None or checkpoint.size < seq:
             raise NotCheckpointed(f"no signed checkpoint covers seq {seq} yet")
         proof = self.inclusion(ledger, seq, checkpoint.size)

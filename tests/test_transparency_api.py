@@ -134,7 +134,10 @@ def test_consistency_proofs_verify_between_random_sizes(
     ("/v1/proofs/consistency", {"first": 1, "second": 11}, "second"),  # > the head
     ("/v1/proofs/consistency", {"first": 11}, "first"),                # > the head
     ("/v1/proofs/bundle", {"seq": 0}, "seq"),
-    ("/v1/proofs/bundle", {"seq": 1, "size": 7}, "size"),              # never signed
+    ("/v1/proofs/bundle", {"seq": 1, "size": 11}, "size"),             # beyond the head
+    ("/v1/proofs/bundle", {"seq": 1, "size": 0}, "size"),
+    ("/v1/proofs/bundle", {"seq": 9, "size": 5}, "seq"),               # seq > size
+    ("/v1/proofs/bundle", {"seq": 1, "size": "x"}, "size"),
 ])
 def test_out_of_range_requests_are_400s_naming_the_parameter(
     client: TestClient, path: str, params: dict[str, Any], field: str,
@@ -227,6 +230,28 @@ def test_a_bundle_waits_for_a_checkpoint_covering_the_entry(settings: Settings) 
         response = client.get("/v1/proofs/bundle", params={"seq": receipt["seq"]})
         assert response.status_code == 200, response.text
         verify_bundle(response.text, bytes.fromhex(receipt["hash"]), log_key(client))
+
+
+def test_a_bundle_at_a_size_never_signed_is_a_404_not_checkpointed(settings: Settings) -> None:
+    """A size the ledger reached but no checkpoint was signed at is a missing resource (as
+    ``/v1/checkpoints/{size}`` says), not a bad request, and waiting will not bring it."""
+    slow = Settings(**{**settings.__dict__, "checkpoint_interval_ms": 60_000})
+    api_key = provision_key(settings.database_url)
+    with TestClient(create_app(slow, configure_logs=False),
+                    headers=auth_headers(api_key)) as client:
+        post(client, 5)
+    # Stopping signed the head (5) and nothing in between.
+    with TestClient(create_app(slow, configure_logs=False),
+                    headers=auth_headers(api_key)) as client:
+        assert client.get("/v1/checkpoints/3").status_code == 404
+        response = client.get("/v1/proofs/bundle", params={"seq": 2, "size": 3})
+        assert response.status_code == 404, response.text
+        error = response.json()["error"]
+        assert (error["code"], error["fields"]) == ("not_checkpointed", ["size"])
+        assert "retry-after" not in response.headers
+        signed = client.get("/v1/proofs/bundle", params={"seq": 2, "size": 5})
+        assert signed.status_code == 200, signed.text
+        assert Bundle.parse(signed.text).index == 1
 
 
 def test_verifiers_may_read_proofs_and_ingest_keys_may_not(client: TestClient,

@@ -251,7 +251,6 @@ _SIG = PETER_SIG[len(f"{EM_DASH} PeterNeumann ") : -1]
         (GO_TEXT + "\n" + f"{EM_DASH}  {_SIG}\n", "malformed"),
         (GO_TEXT + "\n" + f"{EM_DASH} PeterNeumann\n", "malformed"),
         (GO_TEXT + "\n" + f"{EM_DASH} PeterNeumann !!!!\n", "malformed"),
-        (GO_TEXT + "\n" + PETER_SIG.replace("AM=", "AN="), "malformed"),  # stray bits
         (GO_TEXT + "\n" + f"{EM_DASH} PeterNeumann x08gow==\n", "nothing after its key id"),
         (GO_TEXT + "\n" + PETER_SIG + "trailing text\n", "em dash"),
         ("tab\there\n\n" + PETER_SIG, "control character"),

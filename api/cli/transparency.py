@@ -51,6 +51,9 @@ def verify_proof(
         help="A witness's verifier key whose cosignature counts towards --quorum.")] = None,
     quorum: Annotated[int, typer.Option(
         help="How many of the --witness-key witnesses must have cosigned.")] = 0,
+    origin: Annotated[str | None, typer.Option(
+        help="The origin line the checkpoint must carry, when it differs from the key's "
+        "name (sum.golang.org: 'go.sum database tree'). Default: the key's name.")] = None,
 ) -> None:
     """Check a proof bundle, a proof or a checkpoint offline, with only the log's public
     key: no database, no server. Exit 0 when it verifies, 1 when it does not."""
@@ -74,7 +77,7 @@ def verify_proof(
         verified = verify_document(
             _read(document), key, leaf_hash=leaf,
             checkpoints=[_read(p) for p in checkpoint or []],
-            witness_keys=witness_key or [], quorum=quorum)
+            witness_keys=witness_key or [], quorum=quorum, origin=origin)
     except TransparencyError as error:
         typer.echo(f"FAILED: {error}")
         raise typer.Exit(1) from None

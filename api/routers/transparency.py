@@ -39,9 +39,11 @@ async def _call(work: Callable[..., T], *args: Any) -> T:
     except ProofRequestError as error:
         raise ApiError(400, "invalid_request", str(error), [error.field]) from None
     except NotCheckpointed as error:
+        if not error.pending:
+            raise ApiError(404, "not_checkpointed", str(error), [error.field]) from None
         raise ApiError(404, "not_checkpointed",
                        f"{error}; a checkpoint is signed within about a second of an append",
-                       ["seq"], headers={"Retry-After": "1"}) from None
+                       [error.field], headers={"Retry-After": "1"}) from None
     except TreeIncomplete:
         raise ApiError(500, "tree_incomplete",
                        "the stored Merkle tree is incomplete; run `phi-ledger verify`") from None
@@ -156,7 +158,9 @@ async def consistency(
     "proof (base64) and the newest signed checkpoint (or that of `size`). With the log's "
     "verifier key and the entry (or its hash) it verifies offline: "
     "`phi-ledger verify-proof bundle.txt --entry entry.json --key KEY`. 404 "
-    "`not_checkpointed` (with Retry-After) while no checkpoint covers the entry yet.",
+    "`not_checkpointed` (with Retry-After) while no checkpoint covers the entry yet, and "
+    "(without) when no checkpoint was signed at `size`; 400 naming `size` when it is below "
+    "1 or beyond the head, naming `seq` when it is below 1 or beyond `size`.",
     response_class=Response, responses={200: {"content": {TEXT: {}}}},
 )
 async def bundle(

@@ -4,6 +4,8 @@ Strict means one spelling per value: base64 must be the canonical standard encod
 (RFC 4648 section 4, padded, no stray bits) and decimals have no sign, no spaces and no
 leading zeroes. A format with one spelling per value cannot be re-encoded into a
 different-looking but equally valid text, which keeps signed texts byte-comparable.
+The one exception is a note's signature lines, which no signature covers: there stray
+padding bits are accepted, as Go's ``note.Open`` accepts them (see docs/interop.md).
 """
 
 from __future__ import annotations
@@ -22,16 +24,20 @@ def b64encode(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-def b64decode(text: str) -> bytes | None:
-    """The bytes ``text`` canonically encodes, or None when it is not canonical base64."""
+def b64decode(text: str, *, canonical: bool = True) -> bytes | None:
+    """The bytes ``text`` encodes, or None when it is not padded standard base64.
+
+    With ``canonical`` (the default) non-zero padding bits are refused too: they decode
+    fine but are a second spelling of the same bytes. ``canonical=False`` accepts them, as
+    Go's ``base64.StdEncoding`` (not ``.Strict()``) does; only signature lines use it.
+    """
     if not _BASE64.fullmatch(text) or len(text) % 4:
         return None
     try:
         data = base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
         return None
-    # Non-zero padding bits decode fine but are a second spelling of the same bytes.
-    return data if b64encode(data) == text else None
+    return data if not canonical or b64encode(data) == text else None
 
 
 def parse_decimal(text: str, limit: int = UINT64_LIMIT) -> int | None:

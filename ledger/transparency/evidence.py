@@ -75,8 +75,9 @@ def _leaf(entry: Mapping[str, Any]) -> tuple[int, bytes]:
 
 
 def verify_evidence(document: str | bytes, log_key: str, *, witness_keys: Sequence[str] = (),
-                    quorum: int = 0) -> EvidenceChecked:
-    """Check every entry of an evidence file against its signed checkpoint."""
+                    quorum: int = 0, origin: str | None = None) -> EvidenceChecked:
+    """Check every entry of an evidence file against its signed checkpoint (whose origin
+    must be ``origin``, by default the log key's name)."""
     try:
         doc = json.loads(document)
         note, entries, proofs = doc["checkpoint"], doc["entries"], doc["proofs"]
@@ -84,7 +85,7 @@ def verify_evidence(document: str | bytes, log_key: str, *, witness_keys: Sequen
             raise ValueError
     except (ValueError, KeyError, TypeError):
         raise EvidenceError("the document is not an investigation evidence file") from None
-    checkpoint = open_checkpoint(note, verifier_from_key(log_key),
+    checkpoint = open_checkpoint(note, verifier_from_key(log_key), origin=origin,
                                  witnesses=[verifier_from_key(k) for k in witness_keys],
                                  quorum=quorum)
     seqs = []

@@ -17,8 +17,11 @@ Key strings follow golang.org/x/mod/sumdb/note, which the spec's verifier keys c
 string carries type 0x04; transparency-dev/formats also turns a 0x01 key into a cosigner,
 which :meth:`Cosigner.from_signer` does explicitly.
 
-Strict parsing, beyond the spec's letter where it is silent: base64 must be canonical,
-a signature must carry at least one byte after its key id, a note may hold at most
+Strict parsing, beyond the spec's letter where it is silent: base64 must be canonical
+(except in signature lines, where non-zero padding bits are accepted as Go's ``note.Open``
+accepts them: the line is outside the signed text, so the bytes decoded, and what they
+vouch for, are the same; a re-encoded note spells them canonically), a signature must
+carry at least one byte after its key id, a note may hold at most
 :data:`MAX_SIGNATURES` signatures (the spec requires accepting 16), and a repeated
 signature by the same known key is checked once (as the Go reference does).
 """
@@ -301,7 +304,9 @@ class Signature:
         if not line.startswith(SIGNATURE_PREFIX):
             raise NoteError("signature line does not start with an em dash and a space")
         name, space, encoded = line[len(SIGNATURE_PREFIX) :].partition(" ")
-        data = b64decode(encoded)
+        # Go's note.Open decodes with base64.StdEncoding, which ignores padding bits: a
+        # note the reference verifier accepts must not fail here (docs/interop.md).
+        data = b64decode(encoded, canonical=False)
         if not space or not is_valid_key_name(name) or data is None:
             raise NoteError("malformed signature line")
         if len(data) <= KEY_ID_SIZE:

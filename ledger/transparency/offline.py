@@ -109,32 +109,37 @@ def verify_document(
     checkpoints: Sequence[str | bytes] = (),
     witness_keys: Sequence[str] = (),
     quorum: int = 0,
+    origin: str | None = None,
 ) -> Verified:
     """Verify ``document`` with the log's verifier key ``log_key`` and nothing else.
 
     ``leaf_hash`` is needed for bundles and inclusion proofs; ``checkpoints`` (signed
     notes) for JSON proofs: one of the proof's tree size, or the two of a consistency
     proof's sizes. ``witness_keys`` and ``quorum`` require witness cosignatures on every
-    checkpoint used. Raises a :class:`TransparencyError` saying what failed.
+    checkpoint used. ``origin`` is the origin line every checkpoint must carry; by default
+    the log key's name (C2SP says the two SHOULD match, and this service's do), but a log
+    may differ: sum.golang.org signs ``go.sum database tree``. Raises a
+    :class:`TransparencyError` saying what failed.
     """
     text = document.decode("utf-8") if isinstance(document, bytes | bytearray) else document
     log = verifier_from_key(log_key)
     witnesses = [verifier_from_key(k) for k in witness_keys]
 
     def opened(note: str | bytes) -> Checkpoint:
-        return open_checkpoint(note, log, witnesses=witnesses, quorum=quorum)
+        return open_checkpoint(note, log, origin=origin, witnesses=witnesses, quorum=quorum)
 
     if text.startswith(BUNDLE_HEADER + "\n"):
         if leaf_hash is None:
             raise OfflineError("a proof bundle is checked against an entry or its leaf hash")
-        checkpoint = verify_bundle(text, leaf_hash, log_key, witness_keys=witness_keys,
-                                   quorum=quorum)
+        checkpoint = verify_bundle(text, leaf_hash, log_key, origin=origin,
+                                   witness_keys=witness_keys, quorum=quorum)
         index = Bundle.parse(text).index
         return Verified("bundle", checkpoint,
                         f"entry seq {index + 1} (leaf {index}, hash {leaf_hash.hex()}) is in"
                         f" {checkpoint.origin} at tree size {checkpoint.size}", index)
     if is_evidence(text):
-        checked = verify_evidence(text, log_key, witness_keys=witness_keys, quorum=quorum)
+        checked = verify_evidence(text, log_key, witness_keys=witness_keys, quorum=quorum,
+                                  origin=origin)
         return Verified("evidence", checked.checkpoint,
                         f"{checked.entries} entries of an investigation's evidence are in"
                         f" {checked.checkpoint.origin} at tree size {checked.checkpoint.size},"
