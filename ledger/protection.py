@@ -16,7 +16,13 @@ import structlog
 
 from ledger.canonical import canonical
 from ledger.crypto.blind_index import blind_index
-from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider, KeyRing, KeyRingError
+from ledger.crypto.keyring import (
+    EnvKeyProvider,
+    FileKeyProvider,
+    KeyRing,
+    KeyRingError,
+    encode_ring,
+)
 from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
 from ledger.protect import patient_ref_of, protect, reveal, seal_patient_id
@@ -176,3 +182,15 @@ def protection_from_settings(settings: Settings, store: LedgerStore) -> Protecti
         return Plaintext()
     ring = load_key_ring(settings, store)
     return EnvelopeProtection(ring, DataKeys(store, ring))
+
+
+def child_environment(protection: object | None) -> dict[str, str]:
+    """The environment a child process needs to open PHI as ``protection`` does: its
+    key ring itself, not a path the child might resolve differently (settings given in
+    code, a relative ``LEDGER_KEY_FILE`` and another working directory). A process's
+    environment is readable by its own user only, as the key file is."""
+    if isinstance(protection, EnvelopeProtection):
+        return {"LEDGER_KEYS": encode_ring(protection.ring).decode()}
+    if isinstance(protection, Plaintext):
+        return {"LEDGER_UNSAFE_PLAINTEXT": "1"}
+    return {}

@@ -33,7 +33,9 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from ledger.protection import child_environment, protection_from_settings
 from ledger.runtime import tune_gc
+from ledger.settings import Settings
 from ledger.store.base import LedgerStore, StoreUnavailable
 from projections import indexes
 from projections.accesses import AccessesView
@@ -92,11 +94,9 @@ def _catch_up_views(database_url: str, names: list[str], batch: int) -> None:
     store = open_store(database_url)
     try:
         protection = None
-        if "alerts" in names:
-            from ledger.protection import protection_from_settings
-            from ledger.settings import Settings
-
-            protection = protection_from_settings(Settings.from_env(), store)
+        settings = Settings.from_env()
+        if "alerts" in names and (settings.keys_json or settings.unsafe_plaintext):
+            protection = protection_from_settings(settings, store)
         views = [view for view in all_views(protection) if view.name in names]
         Projector(store, views, batch=batch, processes=1).catch_up()
         # A rebuild's indexes of these views, built here as soon as their rows are in:
@@ -356,6 +356,12 @@ class Projector:
         # the database URL goes by environment, never on a command line others can read.
         env = {**os.environ, "LEDGER_DATABASE_URL": self.store.database_url,
                PARENT_ENV: str(os.getpid())}
+        # The helpers open PHI exactly as this projector's views do (or not at all).
+        for name in ("LEDGER_KEYS", "LEDGER_UNSAFE_PLAINTEXT"):
+            env.pop(name, None)
+        for view in self.views:
+            if isinstance(view, AlertsView):
+                env.update(child_environment(view.sight.protection))
         groups = process_groups(self.views, self.processes)
         workers = [
             subprocess.Popen([sys.executable, "-m", "projections.runner", str(self.batch),

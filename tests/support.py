@@ -103,7 +103,10 @@ def key_headers(database_url: str, **options: Any) -> dict[str, str]:
 
 
 def make_event(**overrides: Any) -> dict[str, Any]:
-    """A valid ``read`` event with a fresh event_id; override any field."""
+    """A valid ``read`` event with a fresh event_id; override any field.
+
+    A ``create``/``update``/``delete`` without a ``resource`` given is of the patient's
+    record itself: of a ``message`` it would be an access, not a change to the record."""
     event: dict[str, Any] = {
         "event_id": str(uuid.uuid4()),
         "occurred_at": "2026-11-26T14:03:22.120-05:00",
@@ -119,6 +122,10 @@ def make_event(**overrides: Any) -> dict[str, Any]:
         "source": {"system": "answer-desk", "site": "Northside"},
     }
     event.update(overrides)
+    patient = event.get("patient")
+    if (event.get("action") in {"create", "update", "delete"} and "resource" not in overrides
+            and isinstance(patient, dict) and isinstance(patient.get("id"), str)):
+        event["resource"] = {"type": "patient", "id": patient["id"]}
     return event
 
 

@@ -395,7 +395,7 @@ def test_bad_parameters_are_all_named_in_one_400(client: TestClient) -> None:
                       limit=1001, **{"from": at(1), "to": at(2)}), 400)
     assert set(body["fields"]) == {"purpose", "limit", "from"}, body
     body = error(read(client, f"/v1/patients/{P}/disclosures", purpose=None, format="pdf",
-                      **{"from": "2026-11-01"}), 400)
+                      **{"from": "2026-11-31"}), 400)
     assert set(body["fields"]) == {"purpose", "format", "from"}, body
     # A bad cursor is named beside the other bad parameters.
     body = error(read(client, f"/v1/patients/{P}/accesses", cursor="forged", limit=0), 400)

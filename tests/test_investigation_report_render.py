@@ -70,7 +70,7 @@ def test_the_report_renders_in_chromium_with_its_csp(settings: Settings, tmp_pat
             assert len(marks) == 3 * len(timeline_seqs)
             colours = {m.get_attribute("data-action"): m.get_attribute("fill") for m in marks}
             assert colours["read"] != colours["export"] != colours["disclose"]
-            lanes = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "svg text.lane")]
+            lanes = [t.text for t in driver.find_elements(By.CSS_SELECTOR, "svg text.lane-label")]
             assert lanes == ["actor agent-kim", "device ws-stolen", "ip 203.0.113.9"]
             violations = [e for e in driver.get_log("browser")  # type: ignore[attr-defined]
                           if "Content Security Policy" in e.get("message", "")]

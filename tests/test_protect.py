@@ -332,11 +332,13 @@ def test_a_tampered_character_fails() -> None:
 # --- generated data ------------------------------------------------------------------
 
 MARK = "\u2063phi\u2063"  # an invisible separator, so a marked value never occurs by chance
+# Text the ledger accepts: NUL and lone surrogates are refused at ingest (a 400).
+texts = st.characters(exclude_categories=("Cs",), exclude_characters="\x00")
 scalars = st.one_of(
     st.none(),
     st.booleans(),
     st.integers(-MAX_SAFE_INTEGER, MAX_SAFE_INTEGER),
-    st.text(max_size=40).map(lambda s: MARK + s),
+    st.text(texts, max_size=40).map(lambda s: MARK + s),
 )
 values = st.one_of(scalars, st.lists(scalars, max_size=5))
 field_names = st.from_regex(r"\A[A-Za-z][A-Za-z0-9_.-]{0,20}\Z")
@@ -352,7 +354,7 @@ def marked_strings(value: Any) -> Iterator[str]:
 
 
 @settings(max_examples=200, deadline=None)
-@given(data_dicts, st.text(max_size=30).map(lambda s: MARK + s))
+@given(data_dicts, st.text(texts.filter(lambda c: c != "/"), max_size=30).map(lambda s: MARK + s))
 def test_generated_data_round_trips_and_never_leaks(data: dict[str, Any], mrn: str) -> None:
     event = {**UPDATE, "patient": {"id": mrn}, "data": data}
     assert check_event(event) == []

@@ -179,10 +179,13 @@ def helpers_running() -> list[str]:
 def test_a_catch_up_split_over_processes_makes_the_same_views(pg_svc: Services) -> None:
     written = post_workload(pg_svc, 3000, shred_every=4)
     migrated = catalogue(pg_svc.settings.database_url)
-    single = Projector(pg_svc.store, processes=1)
+    # The service's own protection: the helpers must open PHI with the same key ring
+    # (given in code here, so only what the projector hands them can reach them).
+    protection = pg_svc.protection
+    single = Projector(pg_svc.store, processes=1, protection=protection)
     single.rebuild()
     expected = snapshot(pg_svc.store)
-    split = Projector(pg_svc.store, processes=2, process_backlog=1)
+    split = Projector(pg_svc.store, processes=2, process_backlog=1, protection=protection)
     assert split._worth_processes(written)
     seen: list[tuple[int, int]] = []
     built_after: list[str] = []
