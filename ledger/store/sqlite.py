@@ -71,7 +71,12 @@ class SQLiteLedgerStore(LedgerStore):
         path = sqlite_path(url)
         Path(path).parent.mkdir(parents=True, exist_ok=True)
         owner_only(path)
-        datastore = SQLiteDatastore(path, lock_timeout=LOCK_TIMEOUT_SECONDS, pool_size=4)
+        # One writer at a time in this process too (the pool's writer lock): waiting for
+        # another thread's write is waiting for the same lock as another process's, so it
+        # gets the same bound. The library's 5 s default turned a slow projection batch on
+        # a loaded host into a 503 for an ingest that would have gone through.
+        datastore = SQLiteDatastore(path, lock_timeout=LOCK_TIMEOUT_SECONDS, pool_size=4,
+                                    pool_timeout=LOCK_TIMEOUT_SECONDS)
         return cls(datastore)
 
     @contextmanager
