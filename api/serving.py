@@ -16,18 +16,20 @@ than a restart.
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import multiprocessing
 import os
 import signal
 import socket
 import sys
 import time
 from collections.abc import Mapping
+from multiprocessing.context import SpawnProcess
 from types import FrameType
 from typing import Any
 
 import uvicorn
-from uvicorn._subprocess import get_subprocess
 
 APP = "api.app:app_from_env"
 
@@ -96,8 +98,25 @@ def serve(
     _supervise(config, [listening_socket(host, port, reuse_port=True) for _ in range(workers)])
 
 
+def _run_worker(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
+    """A worker process's body: what uvicorn's own supervisor runs in each child, through
+    its public API only (its process helper lives in a private module)."""
+    config.configure_logging()  # logging is set up again in each spawned child
+    # The parent already expects the worker to end on an interrupt: no traceback.
+    with contextlib.suppress(KeyboardInterrupt):
+        uvicorn.Server(config).run(sockets=sockets)
+
+
+def worker_process(config: uvicorn.Config, sock: socket.socket) -> SpawnProcess:
+    """A (not yet started) spawned worker serving ``config`` on ``sock``. Spawned, not
+    forked: a fork would copy the parent's threads' locks mid-state."""
+    multiprocessing.allow_connection_pickling()  # the socket travels to the child
+    return multiprocessing.get_context("spawn").Process(target=_run_worker,
+                                                        args=(config, [sock]))
+
+
 def _supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
-    workers = [get_subprocess(config, uvicorn.Server(config).run, [sock]) for sock in sockets]
+    workers = [worker_process(config, sock) for sock in sockets]
     # One worker keeps the views current and signs checkpoints; in the others it would
     # only lose the race for each batch or each size (exactly-once and one checkpoint per
     # size hold either way). Workers read the environment as started.

@@ -371,15 +371,12 @@ class LedgerStore(ABC):
         """A cursor for queries of the store's other tables (views), taking no write lock.
         Queries use ``%s`` placeholders (see :meth:`sql`)."""
 
+    @abstractmethod
     def notifications(self, after: int, limit: int) -> list[tuple[int, bytes]]:
         """Up to ``limit`` ``(notification id, stored entry)`` of every ledger, in commit
         order, with ids above ``after``. Ids increase with commit order (every append
         holds the write lock), so a follower that remembers the last id it applied
         misses nothing and sees nothing twice."""
-        found = self.recorder.select_notifications(  # type: ignore[attr-defined]
-            start=after, limit=limit, inclusive_of_start=False
-        )
-        return [(n.id, n.state) for n in found]
 
     @abstractmethod
     def last_notification(self) -> int:

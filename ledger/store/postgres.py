@@ -158,7 +158,10 @@ class PostgresLedgerStore(LedgerStore):
         self.datastore = datastore
         self.conninfo = conninfo or {}
         self.recorder = PostgresApplicationRecorder(datastore, events_table_name="stored_events")
-        self.recorder.lock_table_statements = [  # rendered once, not on every append
+        # The statements every append starts with, rendered once, not on every append.
+        # Run here rather than through the recorder (whose lock step is private): every
+        # writer of ``stored_events`` is this class, so this is the lock they all take.
+        self.lock_statements = [
             statement.as_string() for statement in (
                 SQL("SET LOCAL lock_timeout = '{0}s'").format(datastore.lock_timeout),
                 # NOTIFY as a function, so it rides on the lock's round trip.
@@ -167,6 +170,8 @@ class PostgresLedgerStore(LedgerStore):
                 ),
             )
         ]
+        # The recorder's own inserts (none today) would take the same lock.
+        self.recorder.lock_table_statements = list(self.lock_statements)
 
     @classmethod
     def from_url(cls, url: str, *, pool_size: int = 4, statement_timeout: float | None = None,
@@ -264,7 +269,8 @@ class PostgresLedgerStore(LedgerStore):
 
         reads = {}
         with nullcontext() if pipelined else conn.pipeline():
-            self.recorder._lock_table(curs)
+            for statement in self.lock_statements:
+                curs.execute(statement, prepare=True)
             for ledger, (lid, event_ids) in wanted.items():
                 head, ids = cursor(), cursor()
                 head.execute(HEAD_QUERY, (lid,), prepare=True)

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from eventsourcing.persistence import PersistenceError, StoredEvent
+from eventsourcing.persistence import ConnectionPoolClosedError, PersistenceError, StoredEvent
 from eventsourcing.sqlite import SQLiteApplicationRecorder, SQLiteDatastore
 
 from ledger.admission import Pending, Recorded
@@ -83,10 +83,15 @@ class SQLiteLedgerStore(LedgerStore):
     def _connection(self, *, writer: bool) -> Iterator[sqlite3.Connection]:
         try:
             with self.datastore.get_connection(commit=writer) as conn:
-                raw: sqlite3.Connection = conn._sqlite_conn
+                # The library's cursor opens as the sqlite3 cursor, whose ``connection`` is
+                # the pooled sqlite3 connection: public API of both, where the library's
+                # own connection object keeps it in a private attribute.
+                with conn.cursor() as probe:
+                    raw: sqlite3.Connection = probe.connection
                 raw.execute("PRAGMA synchronous=FULL")
                 yield raw
-        except (PersistenceError, sqlite3.Error) as error:
+        # A closed store's pool answers with an error of its own, not a PersistenceError.
+        except (PersistenceError, ConnectionPoolClosedError, sqlite3.Error) as error:
             raise StoreUnavailable(f"database unavailable ({type(error).__name__})") from None
 
     # -- writing -------------------------------------------------------------------
@@ -268,6 +273,16 @@ class SQLiteLedgerStore(LedgerStore):
                 yield curs
             finally:
                 curs.close()
+
+    def notifications(self, after: int, limit: int) -> list[tuple[int, bytes]]:
+        # The library's notification id on SQLite is the table's rowid; read here, not
+        # through its recorder, so that an unusable database answers StoreUnavailable.
+        with self._connection(writer=False) as raw:
+            rows = raw.execute(
+                "SELECT rowid, state FROM stored_events WHERE rowid > ? ORDER BY rowid LIMIT ?",
+                (after, limit),
+            ).fetchall()
+            return [(int(rowid), bytes(state)) for rowid, state in rows]
 
     def last_notification(self) -> int:
         with self._connection(writer=False) as raw:
