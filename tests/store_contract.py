@@ -36,6 +36,9 @@ from tests.support import make_event
 
 A, B = "clinic-a", "clinic-b"
 NOW = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+# How long an append holding the write lock waits for a rival that should be unable to
+# commit meanwhile: elapses in full when the store is right.
+PAUSE = 2.0
 
 
 def pending(**overrides: Any) -> Pending:
@@ -355,37 +358,55 @@ class LedgerStoreContract(ABC):
             for store in stores:
                 store.close()
 
-    def test_concurrent_appends_do_not_interleave_their_notifications(
+    def test_a_follower_never_finds_an_earlier_notification_committed_later(
         self, url: str
     ) -> None:
-        """Two large appends racing: each one's notification ids form one run, so a
-        follower that has read past an id never finds an earlier one committed later
-        (the eventsourcing library's NonInterleavingNotificationIDsBaseCase)."""
-        size = 300
-        stores = [open_store(url) for _ in range(2)]
-        start = threading.Barrier(2)
+        """While one append has written its entries but not committed, no other append
+        commits (every append holds the write lock): else a follower that read past the
+        second's notification ids would never see the first's, lower ones (the hazard
+        the eventsourcing library's NonInterleavingNotificationIDsBaseCase races for).
+
+        The first append is held after its inserts until the second returns, or for
+        ``PAUSE`` seconds: with the lock the pause runs out and the second commits after
+        the first; only a missing lock lets the second return inside it."""
+        size = 300  # above PostgreSQL's pipelined size: its inserts run before COMMIT
+        first, second = open_store(url), open_store(url)
+        inserted, second_done = threading.Event(), threading.Event()
+        seen: list[list[tuple[int, bytes]]] = []
         errors: list[BaseException] = []
+        insert = first._insert
 
-        def write(store: LedgerStore, ledger: str) -> None:
+        def pausing(tx: Any, lid: Any, new: Any, waiting: Any) -> None:
+            insert(tx, lid, new, waiting)
+            inserted.set()
+            second_done.wait(PAUSE)
+
+        first._insert = pausing  # type: ignore[method-assign,assignment]  # a pause, no mock
+
+        def run(step: Any) -> None:
             try:
-                start.wait()
-                store.append({ledger: [pendings(size)]}, NOW)
-            except BaseException as error:
+                step()
+            except BaseException as error:  # reported below, in the test's thread
                 errors.append(error)
+                inserted.set()
 
-        threads = [threading.Thread(target=write, args=(s, ledger))
-                   for s, ledger in zip(stores, (A, B), strict=True)]
+        def append_second() -> None:
+            inserted.wait()
+            second.append({B: [pendings(size)]}, NOW)
+            seen.append(second.notifications(0, 4 * size))
+            second_done.set()
+
+        threads = [threading.Thread(target=run, args=(step,)) for step in (
+            lambda: first.append({A: [pendings(size)]}, NOW), append_second)]
         try:
             for thread in threads:
                 thread.start()
             for thread in threads:
                 thread.join()
             assert errors == []
-            found = stores[0].notifications(0, 2 * size + 1)
-            ledgers = [Entry.decode(data).ledger for _, data in found]
-            assert len(found) == 2 * size
-            assert ledgers in ([A] * size + [B] * size, [B] * size + [A] * size)
+            final = second.notifications(0, 4 * size)
+            assert len(final) == 2 * size
+            assert seen[0] == final[: len(seen[0])], "an earlier id became visible later"
         finally:
-            for store in stores:
-                store.close()
-
+            first.close()
+            second.close()
