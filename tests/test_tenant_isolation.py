@@ -1,8 +1,9 @@
 """Tenant isolation where it is enforced: in the queries over the views.
 
-Two ledgers hold the same actor id and the same patient id. Every question an auditor can
-ask -- a user's history, a patient's record, a patient's accesses, the accounting of
-disclosures -- answers from the caller's own ledger only. With PHI encrypted, each
+Two ledgers hold the same actor id and the same patient id. Every question an auditor or
+investigator can ask -- a user's history, a patient's record, a patient's accesses, the
+accounting of disclosures, the alerts monitoring raised, an investigation's timeline and
+affected patients -- answers from the caller's own ledger only. With PHI encrypted, each
 ledger's blind index already gives the patient a different ``patient_ref``, which would hide
 a missing ``ledger = ...`` filter; the plaintext mode (``LEDGER_UNSAFE_PLAINTEXT``) keys the
 views by the patient id itself, so only the filter keeps the tenants apart. Both modes, on
@@ -21,7 +22,14 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.settings import Settings
-from tests.support import auth_headers, contract_example, make_event, provision_key
+from projections.runner import Projector
+from tests.support import (
+    auth_headers,
+    contract_example,
+    fastapi_app,
+    make_event,
+    provision_key,
+)
 
 A, B = "clinic-a", "clinic-b"
 ACTOR, PATIENT, ONLY_A = "agent-0042", "MRN-SAME-1", "MRN-ONLY-A"
@@ -39,7 +47,7 @@ def two_tenants(
     assert settings.unsafe_plaintext is (request.param == "plaintext")
     keys = {f"{role}@{ledger}": auth_headers(provision_key(database_url, roles=[role],
                                                            ledger=ledger))
-            for role in ("ingest", "auditor") for ledger in (A, B)}
+            for role in ("ingest", "auditor", "investigator") for ledger in (A, B)}
     actor = {**make_event()["actor"], "id": ACTOR}
     posted: dict[str, dict[str, Any]] = {}
     with TestClient(create_app(settings, configure_logs=False)) as client:
@@ -50,12 +58,15 @@ def two_tenants(
                 {**contract_example(), "actor": actor, "patient": {"id": PATIENT},
                  "disclosure": {**contract_example()["disclosure"],
                                 "description": f"callback for {ledger}"}},
+                # a break-glass read: monitoring raises an alert on it
+                make_event(actor=actor, patient={"id": PATIENT}, purpose="ETREAT"),
             ]
             r = client.post("/v1/events/batch", json={"events": events},
                             headers=keys[f"ingest@{ledger}"])
             assert r.status_code == 201, r.text
             posted[ledger] = {"name": name, "ids": {e["event_id"] for e in events},
-                              "seq": r.json()["receipts"][-1]["seq"]}
+                              "seq": r.json()["receipts"][-1]["seq"],
+                              "break_glass": events[-1]["event_id"]}
         only_a = make_event(action="create", actor=actor, patient={"id": ONLY_A},
                             data={"name": "Carol Only-A"})
         r = client.post("/v1/events", json=only_a, headers=keys[f"ingest@{A}"])
@@ -115,3 +126,58 @@ def test_a_patient_of_another_ledger_is_not_found(
         assert r.status_code == 404, (path, r.text)
         assert r.json()["error"]["code"] == "patient_not_found"
         assert "Carol" not in r.text
+
+
+def _alerts(client: TestClient, headers: dict[str, str], **where: str) -> set[str]:
+    """The event ids the caller's alerts are about (``actor``/``patient`` filters)."""
+    r = client.get("/v1/alerts", params={"purpose": "HOPERAT", **where}, headers=headers)
+    assert r.status_code == 200, r.text
+    return {i["event_id"] for i in r.json()["items"]}
+
+
+@pytest.mark.parametrize("ledger", [A, B])
+def test_alerts_answer_from_the_callers_ledger_only(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], ledger: str
+) -> None:
+    client, keys, posted = two_tenants
+    svc = fastapi_app(client.app).state.services
+    Projector(svc.store, protection=svc.protection).catch_up()
+    mine, theirs = posted[ledger], posted[B if ledger == A else A]
+    investigator = keys[f"investigator@{ledger}"]
+    for where in ({}, {"actor": ACTOR}, {"patient": PATIENT}):
+        seen = _alerts(client, investigator, **where)
+        assert mine["break_glass"] in seen, where
+        assert seen <= mine["actor_ids"], where  # none of the other tenant's events
+        assert not seen & theirs["actor_ids"], where
+    assert _alerts(client, keys[f"investigator@{B}"], patient=ONLY_A) == set()
+
+
+@pytest.mark.parametrize("ledger", [A, B])
+def test_investigations_answer_from_the_callers_ledger_only(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], ledger: str
+) -> None:
+    client, keys, posted = two_tenants
+    mine, other = posted[ledger], B if ledger == A else A
+    investigator = keys[f"investigator@{ledger}"]
+    window = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
+    patients = {PATIENT, ONLY_A} if ledger == A else {PATIENT}
+    opened = []
+    for scope in ({"actors": [ACTOR]}, {"patients": [PATIENT]}):
+        r = client.post("/v1/investigations", headers=investigator, json={
+            "title": "same ids, two tenants", "discovered_at": "2026-11-30T09:00:00Z",
+            "scope": {**window, **scope}})
+        assert r.status_code == 201, r.text
+        opened.append(r.json()["investigation_id"])
+        body = client.get(f"/v1/investigations/{opened[-1]}", headers=investigator,
+                          params={"purpose": "HOPERAT"})
+        assert body.status_code == 200, body.text
+        timeline = {i["event_id"] for i in body.json()["timeline"]}
+        affected = {a["patient"]["id"] for a in body.json()["affected"]}
+        expected = mine["actor_ids"] if "actors" in scope else mine["ids"]
+        assert (timeline, affected) == (
+            expected, patients if "actors" in scope else {PATIENT}), scope
+    listed = client.get("/v1/investigations", headers=investigator).json()["items"]
+    assert {i["investigation_id"] for i in listed} == set(opened)
+    crossing = client.get(f"/v1/investigations/{opened[0]}", headers=keys[f"investigator@{other}"],
+                          params={"purpose": "HOPERAT"})
+    assert crossing.status_code == 404, crossing.text
