@@ -71,7 +71,8 @@ def two_tenants(
                             data={"name": "Carol Only-A"})
         r = client.post("/v1/events", json=only_a, headers=keys[f"ingest@{A}"])
         assert r.status_code == 201, r.text
-        posted[A]["only"] = r.json()["seq"]
+        # A's questions wait for its last entry: its history holds the ONLY_A event too
+        posted[A]["only"] = posted[A]["seq"] = r.json()["seq"]
         posted[A]["actor_ids"] = posted[A]["ids"] | {only_a["event_id"]}
         posted[B]["actor_ids"] = posted[B]["ids"]
         yield client, keys, posted
