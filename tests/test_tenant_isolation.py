@@ -51,24 +51,29 @@ def two_tenants(
     actor = {**make_event()["actor"], "id": ACTOR}
     posted: dict[str, dict[str, Any]] = {}
     with TestClient(create_app(settings, configure_logs=False)) as client:
-        for ledger, name in ((A, "Alice Tenant-A"), (B, "Bobby Tenant-B")):
+        # B's record moves state after its first entries: with another ledger's record
+        # events, A's patient would take B's seqs' entries for its own (investigations).
+        for ledger, name, states in ((A, "Alice Tenant-A", ["NY"]),
+                                     (B, "Bobby Tenant-B", ["NV", "CA"])):
             events = [
                 make_event(action="create", actor=actor, patient={"id": PATIENT},
-                           data={"name": name}),
+                           data={"name": name, "state": states[0]}),
                 {**contract_example(), "actor": actor, "patient": {"id": PATIENT},
                  "disclosure": {**contract_example()["disclosure"],
                                 "description": f"callback for {ledger}"}},
                 # a break-glass read: monitoring raises an alert on it
                 make_event(actor=actor, patient={"id": PATIENT}, purpose="ETREAT"),
-            ]
+            ] + [make_event(action="update", actor=actor, patient={"id": PATIENT},
+                            data={"state": state}) for state in states[1:]]
             r = client.post("/v1/events/batch", json={"events": events},
                             headers=keys[f"ingest@{ledger}"])
             assert r.status_code == 201, r.text
             posted[ledger] = {"name": name, "ids": {e["event_id"] for e in events},
+                              "record": {"name": name, "state": states[-1]},
                               "seq": r.json()["receipts"][-1]["seq"],
-                              "break_glass": events[-1]["event_id"]}
+                              "break_glass": events[2]["event_id"]}
         only_a = make_event(action="create", actor=actor, patient={"id": ONLY_A},
-                            data={"name": "Carol Only-A"})
+                            data={"name": "Carol Only-A", "state": "TX"})
         r = client.post("/v1/events", json=only_a, headers=keys[f"ingest@{A}"])
         assert r.status_code == 201, r.text
         # A's questions wait for its last entry: its history holds the ONLY_A event too
@@ -98,7 +103,7 @@ def test_every_query_answers_from_the_callers_ledger_only(
     auditor = keys[f"auditor@{ledger}"]
 
     record = _get(client, auditor, f"/v1/patients/{PATIENT}", mine["seq"])
-    assert record["ledger"] == ledger and record["record"] == {"name": mine["name"]}
+    assert record["ledger"] == ledger and record["record"] == mine["record"]
 
     accesses = _get(client, auditor, f"/v1/patients/{PATIENT}/accesses", mine["seq"])
     assert _event_ids(accesses["items"]) == mine["ids"]
@@ -153,32 +158,38 @@ def test_alerts_answer_from_the_callers_ledger_only(
     assert _alerts(client, keys[f"investigator@{B}"], patient=ONLY_A) == set()
 
 
-@pytest.mark.parametrize("ledger", [A, B])
 def test_investigations_answer_from_the_callers_ledger_only(
-    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], ledger: str
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]]
 ) -> None:
+    """Each tenant investigates the same actor and the same patient: its timeline, its
+    affected patients and their states of residence (from its own record events), its
+    list of investigations; the other's investigation is not found."""
     client, keys, posted = two_tenants
-    mine, other = posted[ledger], B if ledger == A else A
-    investigator = keys[f"investigator@{ledger}"]
     window = {"from": "2026-11-01T00:00:00Z", "to": "2026-12-01T00:00:00Z"}
-    patients = {PATIENT, ONLY_A} if ledger == A else {PATIENT}
-    opened = []
-    for scope in ({"actors": [ACTOR]}, {"patients": [PATIENT]}):
-        r = client.post("/v1/investigations", headers=investigator, json={
-            "title": "same ids, two tenants", "discovered_at": "2026-11-30T09:00:00Z",
-            "scope": {**window, **scope}})
-        assert r.status_code == 201, r.text
-        opened.append(r.json()["investigation_id"])
-        body = client.get(f"/v1/investigations/{opened[-1]}", headers=investigator,
-                          params={"purpose": "HOPERAT"})
-        assert body.status_code == 200, body.text
-        timeline = {i["event_id"] for i in body.json()["timeline"]}
-        affected = {a["patient"]["id"] for a in body.json()["affected"]}
-        expected = mine["actor_ids"] if "actors" in scope else mine["ids"]
-        assert (timeline, affected) == (
-            expected, patients if "actors" in scope else {PATIENT}), scope
-    listed = client.get("/v1/investigations", headers=investigator).json()["items"]
-    assert {i["investigation_id"] for i in listed} == set(opened)
-    crossing = client.get(f"/v1/investigations/{opened[0]}", headers=keys[f"investigator@{other}"],
-                          params={"purpose": "HOPERAT"})
-    assert crossing.status_code == 404, crossing.text
+    states = {A: {PATIENT: "NY", ONLY_A: "TX"}, B: {PATIENT: "CA"}}
+    opened: dict[str, list[str]] = {A: [], B: []}
+    for ledger in (A, B):
+        investigator = keys[f"investigator@{ledger}"]
+        for scope in ({"actors": [ACTOR]}, {"patients": [PATIENT]}):
+            r = client.post("/v1/investigations", headers=investigator, json={
+                "title": "same ids, two tenants", "discovered_at": "2026-11-30T09:00:00Z",
+                "scope": {**window, **scope}})
+            assert r.status_code == 201, r.text
+            opened[ledger].append(r.json()["investigation_id"])
+            body = client.get(f"/v1/investigations/{opened[ledger][-1]}",
+                              headers=investigator, params={"purpose": "HOPERAT"})
+            assert body.status_code == 200, body.text
+            timeline = {i["event_id"] for i in body.json()["timeline"]}
+            affected = {a["patient"]["id"]: a["state"] for a in body.json()["affected"]}
+            by_actor = "actors" in scope
+            assert timeline == posted[ledger]["actor_ids" if by_actor else "ids"], scope
+            assert affected == (states[ledger] if by_actor
+                                else {PATIENT: states[ledger][PATIENT]}), scope
+    for ledger, other in ((A, B), (B, A)):
+        investigator = keys[f"investigator@{ledger}"]
+        listed = client.get("/v1/investigations", headers=investigator).json()["items"]
+        assert {i["investigation_id"] for i in listed} == set(opened[ledger])
+        for theirs in opened[other]:
+            crossing = client.get(f"/v1/investigations/{theirs}", headers=investigator,
+                                  params={"purpose": "HOPERAT"})
+            assert crossing.status_code == 404, crossing.text
