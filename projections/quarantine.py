@@ -4,8 +4,8 @@ A view that cannot apply an entry (a value no view column can hold, a field of t
 wrong type, a time that overflows when converted to UTC) must not stop there: every
 later entry would then wait for someone to edit the database. The projector retries the
 batch entry by entry, and an entry that still fails -- while the database answers, and
-with an error that is not a passing one (a lost connection, a lock or statement
-timeout, a deadlock) -- is recorded here, in the same transaction that moves the view's
+with an error that blames a value of the entry (not a lost connection, a timeout, a
+lock, a missing table) -- is recorded here, in the same transaction that moves the view's
 position past it.
 
 A row names the view, the entry (notification id, ledger, seq) and the error as its
@@ -23,12 +23,13 @@ from typing import Any
 
 TABLE = "projection_quarantine"
 
-# SQLSTATE classes of errors that pass: connection (08), transaction rollback: deadlock,
-# serialization (40), insufficient resources (53), object not in prerequisite state:
-# lock not available (55), operator intervention: statement timeout, shutdown (57),
-# system error (58), internal error (XX). Blaming an entry for one would set aside an
-# entry that applies the next time.
-_PASSING_SQLSTATE = ("08", "40", "53", "55", "57", "58", "XX")
+# The SQLSTATE classes that blame a value: data exception (22: out of range, bad
+# encoding, NUL) and integrity constraint violation (23). Every other class is about the
+# database or the view's code, not the entry -- connection (08), deadlock or
+# serialization (40), resources (53), lock timeout (55), statement timeout or shutdown
+# (57), a missing table or privilege (42) -- and would fail any entry: setting the entry
+# aside for one would lose an entry that applies once it is fixed or has passed.
+_ENTRY_SQLSTATE = ("22", "23")
 
 # A fixed reason per error family: the exception's own text can quote the entry.
 _REASONS: tuple[tuple[type[BaseException], str], ...] = (
@@ -77,18 +78,20 @@ def error_text(error: BaseException) -> str:
     return f"{name}: the view could not apply the entry"
 
 
-def passing(error: BaseException) -> bool:
-    """Whether ``error`` says the database could not do the work just now (to be waited
-    out), rather than that it refused this entry."""
+def not_the_entry(error: BaseException) -> bool:
+    """Whether ``error`` says the database could not do the work (a lost connection, a
+    timeout, a lock, a missing table or privilege: to be waited out or fixed, with the
+    view paused), rather than that it refused a value of this entry."""
     sqlstate = getattr(error, "sqlstate", None)
     if isinstance(sqlstate, str) and sqlstate:
-        return sqlstate.startswith(_PASSING_SQLSTATE)
+        return not sqlstate.startswith(_ENTRY_SQLSTATE)
     if type(error).__module__.startswith("psycopg"):
         # Without a SQLSTATE these are the driver's own: a connection lost or closed.
         return type(error).__name__ in ("OperationalError", "InterfaceError")
     if type(error).__module__.startswith("sqlite3"):
-        # OperationalError is SQLite's "locked", "busy", "disk I/O error"; a value it
-        # cannot bind is an InterfaceError, DataError, or an OverflowError from Python.
+        # OperationalError is SQLite's "locked", "busy", "disk I/O error", "no such
+        # table"; a value it cannot bind or store is a ProgrammingError, InterfaceError,
+        # IntegrityError, DataError, or an OverflowError from Python.
         return type(error).__name__ == "OperationalError"
     return False
 

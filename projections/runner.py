@@ -17,7 +17,7 @@ polls. Either way it reads the entries in batches, never one at a time.
 
 No single entry stops a view. A batch that fails while the database answers is applied
 again entry by entry, each in a savepoint; an entry that still fails with an error that
-is not a passing one is set aside in ``projection_quarantine`` (projections/quarantine.py)
+blames a value of it is set aside in ``projection_quarantine`` (projections/quarantine.py)
 in the transaction that moves the view past it, and the view goes on. An entry that
 cannot even be decoded (a time that overflows when converted to UTC) is set aside for
 every view that reads its action. A database that does not answer is an outage, never
@@ -323,6 +323,7 @@ class Projector:
         last = found[-1][0]
         moved = dict(positions)
         behind = [view for view in self.views if positions[view.name] < last]
+        noted: list[dict[str, Any]] = []
         try:
             with self.store.transaction() as tx:
                 if self.store.dialect == "postgresql":
@@ -336,7 +337,7 @@ class Projector:
                 for view in behind:
                     at = positions[view.name]
                     new = [c for c in changes if c.position > at] if at > low else changes
-                    self._set_aside(tx, view, at, broken)
+                    self._set_aside(tx, view, at, broken, noted)
                     view.apply(tx, self.sql, new)
         except PositionMoved:
             log.info("projection_batch_skipped", reason="position moved by another projector")
@@ -347,6 +348,8 @@ class Projector:
                     behind, {view.name: positions[view.name] for view in behind}, last,
                     changes, broken):
                 return None
+        else:
+            self._log_set_aside(noted)
         for view in behind:
             moved[view.name] = last
         with self._moved:
@@ -523,12 +526,13 @@ class Projector:
                     broken: Sequence[Broken] = ()) -> bool:
         """One view's share of a batch, with its position, in one transaction; False when
         another projector moved the position first (nothing of ours committed)."""
+        noted: list[dict[str, Any]] = []
         try:
             with self.store.transaction() as tx:
                 if self.store.dialect == "postgresql":
                     tx.execute("SET LOCAL synchronous_commit = off")  # see _apply
                 self._move(tx, view.name, at, last)
-                self._set_aside(tx, view, at, broken)
+                self._set_aside(tx, view, at, broken, noted)
                 view.apply(tx, self.sql, changes)
         except PositionMoved:
             log.info("projection_batch_skipped", view=view.name,
@@ -538,6 +542,8 @@ class Projector:
             self._not_an_outage(error, [view.name])
             if not self._apply_entrywise([view], {view.name: at}, last, changes, broken):
                 return False
+        else:
+            self._log_set_aside(noted)
         with self._moved:
             self._moved.notify_all()
         return True
@@ -551,19 +557,26 @@ class Projector:
         log.warning("projection_batch_failed", views=views,
                     error=quarantine.error_text(error), retry="entry by entry")
 
-    def _set_aside(self, tx: Any, view: View, at: int, broken: Sequence[Broken]) -> None:
+    def _set_aside(self, tx: Any, view: View, at: int, broken: Sequence[Broken],
+                   noted: list[dict[str, Any]]) -> None:
         """Record the undecodable entries after ``at`` that ``view`` would read."""
         for entry in broken:
             if entry.position > at and concerns(entry.stored, view.actions):
                 self._quarantine(tx, view.name, entry.position, entry.ledger, entry.seq,
-                                 entry.error)
+                                 entry.error, noted)
 
     def _quarantine(self, tx: Any, view: str, position: int, ledger: str | None,
-                    seq: int | None, error: str) -> None:
+                    seq: int | None, error: str, noted: list[dict[str, Any]]) -> None:
+        """Set one entry aside; ``noted`` collects it, to be logged once committed."""
         quarantine.record(tx, self.sql, view, position, ledger, seq, error,
                           quarantine.now_text())
-        log.error("projection_entry_quarantined", view=view, notification_id=position,
-                  ledger=ledger, seq=seq, error=error)
+        noted.append({"view": view, "notification_id": position, "ledger": ledger,
+                      "seq": seq, "error": error})
+
+    @staticmethod
+    def _log_set_aside(noted: list[dict[str, Any]]) -> None:
+        for entry in noted:
+            log.error("projection_entry_quarantined", **entry)
 
     @contextmanager
     def _savepoint(self, tx: Any) -> Iterator[None]:
@@ -585,16 +598,18 @@ class Projector:
                          changes: Sequence[Change], broken: Sequence[Broken]) -> bool:
         """A batch that failed, again: each view's entries one at a time, each in a
         savepoint, in one transaction that moves the views to ``last``. An entry that
-        fails while the database answers, with an error that does not pass, is set aside
-        for that view; anything else is raised and nothing is committed. False when
-        another projector moved a position first."""
+        fails while the database answers, with an error that blames a value of it (see
+        :func:`quarantine.not_the_entry`), is set aside for that view; anything else is
+        raised and nothing is committed. False when another projector moved a position
+        first."""
+        noted: list[dict[str, Any]] = []
         try:
             with self.store.transaction() as tx:
                 if self.store.dialect == "postgresql":
                     tx.execute("SET LOCAL synchronous_commit = off")  # see _apply
                 self._move_all(tx, dict(at), last)
                 for view in views:
-                    self._set_aside(tx, view, at[view.name], broken)
+                    self._set_aside(tx, view, at[view.name], broken, noted)
                     for change in changes:
                         if change.position <= at[view.name]:
                             continue
@@ -602,15 +617,16 @@ class Projector:
                             with self._savepoint(tx):
                                 view.apply(tx, self.sql, [change])
                         except Exception as error:  # judged just below
-                            if quarantine.passing(error):
+                            if quarantine.not_the_entry(error):
                                 raise
                             self.store.ping()  # no answer: an outage, not this entry
                             self._quarantine(tx, view.name, change.position, change.ledger,
-                                             change.seq, quarantine.error_text(error))
+                                             change.seq, quarantine.error_text(error), noted)
         except PositionMoved:
             log.info("projection_batch_skipped", views=[view.name for view in views],
                      reason="position moved by another projector")
             return False
+        self._log_set_aside(noted)
         return True
 
     def rebuild(self, names: Sequence[str] | None = None,
