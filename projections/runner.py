@@ -248,7 +248,9 @@ class Projector:
         waiting = 0.0
         oldest = self.store.notifications(min(positions.values()), 1)
         if oldest:
-            recorded = Change.of(*oldest[0]).recorded_at.replace("Z", "+00:00")
+            # The store's own recorded_at, read without decoding the event: the oldest
+            # entry may be one no view can apply (its time overflows in UTC).
+            recorded = str(parse(oldest[0][1])["recorded_at"]).replace("Z", "+00:00")
             waiting = max(0.0, (now - datetime.fromisoformat(recorded)).total_seconds())
         return lag, waiting
 
