@@ -273,19 +273,7 @@ def test_a_view_that_cannot_write_pauses_and_readyz_is_not_ready(settings: Setti
         # The running follower's views, with one that cannot write; then an entry.
         svc.projector.views.append(MissingTable())
         assert client.post("/v1/events", json=make_event()).status_code == 201
-        paused = threading.Event()
-
-        def wait_paused() -> None:
-            while svc.projector.paused is None:
-                if paused.wait(0.05):
-                    return
-            paused.set()
-
-        watcher = threading.Thread(target=wait_paused, daemon=True)
-        watcher.start()
-        watcher.join(WAIT_SECONDS)
-        paused.set()
-        assert svc.projector.paused is not None, "the follower never paused"
+        until(lambda: svc.projector.paused is not None, "the follower pauses")
         ready = client.get("/readyz")
         assert ready.status_code == 503, ready.text
         body = ready.json()
@@ -295,6 +283,45 @@ def test_a_view_that_cannot_write_pauses_and_readyz_is_not_ready(settings: Setti
         assert any(r.startswith("projections paused") for r in body["reasons"])
         # Nothing was blamed on the entry.
         assert quarantine.listing(svc.store) == []
+
+
+def until(condition: Any, what: str) -> None:
+    """Return once ``condition()`` holds; fail after :data:`WAIT_SECONDS`."""
+    done = threading.Event()
+    deadline = time.monotonic() + WAIT_SECONDS
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"never: {what}")
+        done.wait(0.05)
+
+
+def test_a_follower_paused_by_an_outage_is_not_ready_until_it_moves_again(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """PostgreSQL only: a real outage, the network to the database cut (the proxy of
+    tests/test_outage.py). The follower pauses; /readyz says why, and is ready again only
+    once the follower has caught up."""
+    proxy = TcpProxy(_upstream(postgres_url)).start()
+    try:
+        settings = Settings(database_url=proxy.url_for(postgres_url),
+                            key_file=tmp_path / "keys.json")
+        app = create_app(settings, configure_logs=False)
+        with TestClient(app) as client:
+            svc: Services = fastapi_app(app).state.services
+            client.headers.update(auth_headers(service_key(svc)))
+            assert client.post("/v1/events", json=make_event()).status_code == 201
+            until(lambda: client.get("/readyz").status_code == 200, "ready")
+            proxy.cut()
+            until(lambda: svc.projector.paused is not None, "the follower pauses")
+            ready = client.get("/readyz")
+            assert ready.status_code == 503, ready.text
+            assert "projections paused: database unavailable" in ready.json()["reasons"]
+            proxy.restore()
+            until(lambda: client.get("/readyz").status_code == 200, "ready again")
+            assert svc.projector.paused is None
+            assert quarantine.listing(svc.store) == []
+    finally:
+        proxy.cut()
 
 
 def test_readyz_is_not_ready_while_a_view_is_further_behind_than_the_bound(
