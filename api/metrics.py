@@ -49,6 +49,11 @@ class Metrics:
             "Entries committed to the ledger but not yet applied to a view",
             ["view"], registry=self.registry,
         )
+        self.quarantined = Gauge(
+            "phi_ledger_projection_quarantined",
+            "Entries a view could not apply and set aside (phi-ledger quarantine lists"
+            " them; alert on any)", ["view"], registry=self.registry,
+        )
         self.projection_lag_seconds = Gauge(
             "phi_ledger_projection_lag_seconds",
             "How long the oldest entry not yet in every view has waited",

@@ -43,6 +43,10 @@ class Settings:
                              ``_CA`` the TLS server's certificate, key and the CA of
                              client certificates; ``LEDGER_SYSLOG_UDP_SENDERS`` a comma-
                              separated list of ``address=identity`` allowed over UDP
+    ``LEDGER_READY_MAX_LAG``  ``/readyz`` answers not ready while a view is more than this
+                             many entries behind the ledger (default 100000)
+    ``LEDGER_READY_MAX_LAG_SECONDS``  ... or while the oldest entry not yet in every view
+                             has waited longer than this (default 120)
     ``LEDGER_UNSAFE_NO_TREE``  appends without the Merkle tree: only for measuring its cost;
                              a ledger written so has no proofs and no checkpoints
     """
@@ -79,6 +83,9 @@ class Settings:
     syslog_key: Path | None = None
     syslog_ca: Path | None = None
     syslog_udp_senders: tuple[str, ...] = ()
+    # Readiness (api/routers/health.py): how far behind the views may be.
+    ready_max_lag: int = 100_000
+    ready_max_lag_seconds: float = 120.0
     # Continual monitoring (api.monitoring): where new alert ids and rule codes are POSTed.
     alert_webhook: str | None = None
 
@@ -117,6 +124,8 @@ class Settings:
                 s.strip() for s in (env.get("LEDGER_SYSLOG_UDP_SENDERS") or "").split(",")
                 if s.strip()),
             alert_webhook=env.get("LEDGER_ALERT_WEBHOOK") or None,
+            ready_max_lag=int(env.get("LEDGER_READY_MAX_LAG") or 100_000),
+            ready_max_lag_seconds=float(env.get("LEDGER_READY_MAX_LAG_SECONDS") or 120),
         )
 
     @property

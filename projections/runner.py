@@ -14,6 +14,14 @@ catches up in its own thread and transactions). So:
 
 On PostgreSQL the follower sleeps on LISTEN/NOTIFY (every append notifies); on SQLite it
 polls. Either way it reads the entries in batches, never one at a time.
+
+No single entry stops a view. A batch that fails while the database answers is applied
+again entry by entry, each in a savepoint; an entry that still fails with an error that
+blames a value of it is set aside in ``projection_quarantine`` (projections/quarantine.py)
+in the transaction that moves the view past it, and the view goes on. An entry that
+cannot even be decoded (a time that overflows when converted to UTC) is set aside for
+every view that reads its action. A database that does not answer is an outage, never
+an entry's fault: the batch is left as it was, and the follower pauses and retries.
 """
 
 from __future__ import annotations
@@ -25,7 +33,8 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from queue import Queue
@@ -33,11 +42,12 @@ from typing import Any, NamedTuple
 
 import structlog
 
+from ledger.canonical import parse
 from ledger.protection import child_environment, protection_from_settings
 from ledger.runtime import tune_gc
 from ledger.settings import Settings
 from ledger.store.base import LedgerStore, StoreUnavailable
-from projections import indexes
+from projections import indexes, quarantine
 from projections.accesses import AccessesView
 from projections.alerts import AlertsView
 from projections.disclosures import DisclosuresView
@@ -121,12 +131,54 @@ def _die_with_parent() -> None:
         os._exit(1)
 
 
+class Broken(NamedTuple):
+    """An entry that could not be decoded into a :class:`Change` (its ledger and seq
+    when they could be read), and why, as :func:`quarantine.error_text` puts it."""
+
+    position: int
+    ledger: str | None
+    seq: int | None
+    stored: bytes
+    error: str
+
+
+def _broken(position: int, stored: bytes, error: Exception) -> Broken:
+    ledger: str | None = None
+    seq: int | None = None
+    try:
+        entry = parse(stored)
+        if isinstance(entry.get("ledger"), str):
+            ledger = entry["ledger"][:63]
+        if isinstance(entry.get("seq"), int) and not isinstance(entry.get("seq"), bool):
+            seq = entry["seq"]
+    except Exception:  # not even JSON: the position alone names it
+        pass
+    return Broken(position, ledger, seq, stored, quarantine.error_text(error))
+
+
+def decode(found: Sequence[tuple[int, bytes]], wanted: frozenset[str] | None = None,
+           ) -> tuple[list[Change], list[Broken]]:
+    """The entries of ``found`` views reading ``wanted`` actions may read, as changes;
+    those that cannot be decoded, apart."""
+    changes: list[Change] = []
+    broken: list[Broken] = []
+    for position, stored in found:
+        if not concerns(stored, wanted):
+            continue
+        try:
+            changes.append(Change.of(position, stored))
+        except Exception as error:  # any entry's fault: set aside, not fatal
+            broken.append(_broken(position, stored, error))
+    return changes, broken
+
+
 class _Batch(NamedTuple):
     """Entries read in one go: those the views read, and where the read began and ended."""
 
     changes: list[Change]
     first: int
     last: int
+    broken: list[Broken]
 
 
 class ProjectionFailed(Exception):
@@ -162,6 +214,9 @@ class Projector:
         self.process_backlog = process_backlog
         self.sql = Sql(store.dialect, store.sql)
         self._moved = threading.Condition()
+        # Why :meth:`follow` is not moving the views right now (None: it is, or it does
+        # not run); /readyz answers not ready while it is set.
+        self.paused: str | None = None
 
     # -- positions -------------------------------------------------------------------
 
@@ -193,7 +248,9 @@ class Projector:
         waiting = 0.0
         oldest = self.store.notifications(min(positions.values()), 1)
         if oldest:
-            recorded = Change.of(*oldest[0]).recorded_at.replace("Z", "+00:00")
+            # The store's own recorded_at, read without decoding the event: the oldest
+            # entry may be one no view can apply (its time overflows in UTC).
+            recorded = str(parse(oldest[0][1])["recorded_at"]).replace("Z", "+00:00")
             waiting = max(0.0, (now - datetime.fromisoformat(recorded)).total_seconds())
         return lag, waiting
 
@@ -264,16 +321,17 @@ class Projector:
         """Apply ``found`` (read after the lowest of ``positions``) in one transaction;
         the positions after it, or None when another projector got there first."""
         low = min(positions.values())
-        changes = [Change.of(position, stored) for position, stored in found]
-        last = changes[-1].position
+        changes, broken = decode(found)
+        last = found[-1][0]
         moved = dict(positions)
+        behind = [view for view in self.views if positions[view.name] < last]
+        noted: list[dict[str, Any]] = []
         try:
             with self.store.transaction() as tx:
                 if self.store.dialect == "postgresql":
                     # Views and positions commit together, so a crash that loses this
                     # commit loses both and the batch is applied again: no fsync needed.
                     tx.execute("SET LOCAL synchronous_commit = off")
-                behind = [view for view in self.views if positions[view.name] < last]
                 # Compare-and-set first: a second projector of this batch stops here
                 # (on PostgreSQL it waits on the positions' row locks, then finds them
                 # moved) before writing a row that would duplicate the first's.
@@ -281,11 +339,21 @@ class Projector:
                 for view in behind:
                     at = positions[view.name]
                     new = [c for c in changes if c.position > at] if at > low else changes
+                    self._set_aside(tx, view, at, broken, noted)
                     view.apply(tx, self.sql, new)
-                    moved[view.name] = last
         except PositionMoved:
             log.info("projection_batch_skipped", reason="position moved by another projector")
             return None
+        except Exception as error:  # an outage is re-raised by _not_an_outage
+            self._not_an_outage(error, [view.name for view in behind])
+            if not self._apply_entrywise(
+                    behind, {view.name: positions[view.name] for view in behind}, last,
+                    changes, broken):
+                return None
+        else:
+            self._log_set_aside(noted)
+        for view in behind:
+            moved[view.name] = last
         with self._moved:
             self._moved.notify_all()
         return moved
@@ -404,7 +472,7 @@ class Projector:
             while (batch := batches.get()) is not None:
                 if contested.is_set() or failures:
                     continue  # keep draining: the reader must never block on us
-                changes, first, last = batch
+                changes, first, last, broken = batch
                 for view in lane:
                     mine = at[view.name]
                     if mine >= last:
@@ -412,7 +480,7 @@ class Projector:
                     new = (changes if mine < first
                            else [c for c in changes if c.position > mine])
                     try:
-                        applied = self._apply_view(view, mine, last, new)
+                        applied = self._apply_view(view, mine, last, new, broken)
                     except BaseException as error:  # re-raised by the reader below
                         failures.append(error)
                         break
@@ -435,9 +503,8 @@ class Projector:
                 # Entries none of these views reads are passed over undecoded (decoding
                 # was a fifth of a projection process's time); positions still move
                 # over them, to the batch's last.
-                changes = [Change.of(position, stored) for position, stored in found
-                           if concerns(stored, wanted)]
-                batch = _Batch(changes, found[0][0], found[-1][0])
+                changes, broken = decode(found, wanted)
+                batch = _Batch(changes, found[0][0], found[-1][0], broken)
                 for batches in queues:
                     batches.put(batch)
                 after = batch.last
@@ -457,21 +524,111 @@ class Projector:
             progress(Progress(reached - start, max(target - start, reached - start)))
         return read, contested.is_set()
 
-    def _apply_view(self, view: View, at: int, last: int, changes: Sequence[Change]) -> bool:
+    def _apply_view(self, view: View, at: int, last: int, changes: Sequence[Change],
+                    broken: Sequence[Broken] = ()) -> bool:
         """One view's share of a batch, with its position, in one transaction; False when
         another projector moved the position first (nothing of ours committed)."""
+        noted: list[dict[str, Any]] = []
         try:
             with self.store.transaction() as tx:
                 if self.store.dialect == "postgresql":
                     tx.execute("SET LOCAL synchronous_commit = off")  # see _apply
                 self._move(tx, view.name, at, last)
+                self._set_aside(tx, view, at, broken, noted)
                 view.apply(tx, self.sql, changes)
         except PositionMoved:
             log.info("projection_batch_skipped", view=view.name,
                      reason="position moved by another projector")
             return False
+        except Exception as error:  # an outage is re-raised by _not_an_outage
+            self._not_an_outage(error, [view.name])
+            if not self._apply_entrywise([view], {view.name: at}, last, changes, broken):
+                return False
+        else:
+            self._log_set_aside(noted)
         with self._moved:
             self._moved.notify_all()
+        return True
+
+    # -- entries a view cannot apply -------------------------------------------------
+
+    def _not_an_outage(self, error: Exception, views: list[str]) -> None:
+        """Re-raise :class:`StoreUnavailable` when the database does not answer: a batch
+        that failed then failed for that, not for an entry of it."""
+        self.store.ping()
+        log.warning("projection_batch_failed", views=views,
+                    error=quarantine.error_text(error), retry="entry by entry")
+
+    def _set_aside(self, tx: Any, view: View, at: int, broken: Sequence[Broken],
+                   noted: list[dict[str, Any]]) -> None:
+        """Record the undecodable entries after ``at`` that ``view`` would read."""
+        for entry in broken:
+            if entry.position > at and concerns(entry.stored, view.actions):
+                self._quarantine(tx, view.name, entry.position, entry.ledger, entry.seq,
+                                 entry.error, noted)
+
+    def _quarantine(self, tx: Any, view: str, position: int, ledger: str | None,
+                    seq: int | None, error: str, noted: list[dict[str, Any]]) -> None:
+        """Set one entry aside; ``noted`` collects it, to be logged once committed."""
+        quarantine.record(tx, self.sql, view, position, ledger, seq, error,
+                          quarantine.now_text())
+        noted.append({"view": view, "notification_id": position, "ledger": ledger,
+                      "seq": seq, "error": error})
+
+    @staticmethod
+    def _log_set_aside(noted: list[dict[str, Any]]) -> None:
+        for entry in noted:
+            log.error("projection_entry_quarantined", **entry)
+
+    @contextmanager
+    def _savepoint(self, tx: Any) -> Iterator[None]:
+        """Undo what the block wrote if it raises (the transaction stays usable)."""
+        if self.store.dialect == "postgresql":
+            with tx.connection.transaction():  # nested: a savepoint
+                yield
+            return
+        tx.execute("SAVEPOINT projection_entry")
+        try:
+            yield
+        except BaseException:
+            tx.execute("ROLLBACK TO SAVEPOINT projection_entry")
+            tx.execute("RELEASE SAVEPOINT projection_entry")
+            raise
+        tx.execute("RELEASE SAVEPOINT projection_entry")
+
+    def _apply_entrywise(self, views: Sequence[View], at: dict[str, int], last: int,
+                         changes: Sequence[Change], broken: Sequence[Broken]) -> bool:
+        """A batch that failed, again: each view's entries one at a time, each in a
+        savepoint, in one transaction that moves the views to ``last``. An entry that
+        fails while the database answers, with an error that blames a value of it (see
+        :func:`quarantine.not_the_entry`), is set aside for that view; anything else is
+        raised and nothing is committed. False when another projector moved a position
+        first."""
+        noted: list[dict[str, Any]] = []
+        try:
+            with self.store.transaction() as tx:
+                if self.store.dialect == "postgresql":
+                    tx.execute("SET LOCAL synchronous_commit = off")  # see _apply
+                self._move_all(tx, dict(at), last)
+                for view in views:
+                    self._set_aside(tx, view, at[view.name], broken, noted)
+                    for change in changes:
+                        if change.position <= at[view.name]:
+                            continue
+                        try:
+                            with self._savepoint(tx):
+                                view.apply(tx, self.sql, [change])
+                        except Exception as error:  # judged just below
+                            if quarantine.not_the_entry(error):
+                                raise
+                            self.store.ping()  # no answer: an outage, not this entry
+                            self._quarantine(tx, view.name, change.position, change.ledger,
+                                             change.seq, quarantine.error_text(error), noted)
+        except PositionMoved:
+            log.info("projection_batch_skipped", views=[view.name for view in views],
+                     reason="position moved by another projector")
+            return False
+        self._log_set_aside(noted)
         return True
 
     def rebuild(self, names: Sequence[str] | None = None,
@@ -502,6 +659,8 @@ class Projector:
                     tx.execute(f"TRUNCATE {', '.join(view.tables)}")
                 else:
                     view.clear(tx)
+            # Every entry is applied again: what could not be, is set aside again.
+            quarantine.clear(tx, self.sql, [view.name for view in chosen])
             if self.store.dialect == "postgresql":
                 # Rows first, secondary indexes after: one sort each instead of millions
                 # of random b-tree inserts (see projections.indexes).
@@ -524,6 +683,7 @@ class Projector:
                 with self.store.listener() as wait:
                     while not stop.is_set():
                         read = self.catch_up()
+                        self.paused = None
                         if time.monotonic() - checked > INDEX_CHECK_SECONDS:
                             # A rebuild killed before it built its indexes again.
                             indexes.restore(self.store)
@@ -534,7 +694,15 @@ class Projector:
                             # time): let a few gather, and apply them in one batch.
                             stop.wait(GATHER_SECONDS)
             except StoreUnavailable:
-                log.warning("projection_paused", reason="database unavailable")
+                self.paused = "database unavailable"
+                log.warning("projection_paused", reason=self.paused)
+                stop.wait(1.0)
+            except Exception as error:  # the follower must outlive any error
+                # Entries a view cannot apply are set aside before this; what is left is
+                # the projector's own failure. Say so (readyz) and try again.
+                self.paused = f"projection failed ({type(error).__name__})"
+                log.error("projection_paused", reason=self.paused,
+                          error=quarantine.error_text(error))
                 stop.wait(1.0)
 
     def wait_for(self, position: int, timeout: float) -> bool:

@@ -54,8 +54,11 @@ LEDGER = "default"
 SEED = 11
 
 
-class Injected(RuntimeError):
-    """The fault this module injects."""
+class Injected(BaseException):
+    """The fault this module injects: a crash of the process in the middle of a batch
+    (a BaseException, as SystemExit and KeyboardInterrupt are). An error of one entry is
+    not a crash: the projector sets that entry aside and goes on (see
+    tests/test_projection_quarantine.py)."""
 
 
 class CrashingView(View):

@@ -39,7 +39,7 @@ LedgerOption = Annotated[
 # print an API key the running service has never heard of.
 NEEDS_EXISTING_LEDGER = frozenset(
     {"admin", "keys", "shred", "verify", "export", "checkpoint", "project", "rebuild",
-     "alerts"})
+     "alerts", "quarantine"})
 
 
 @app.callback()
@@ -346,6 +346,30 @@ def alerts(
             typer.echo(line)
     finally:
         store.close()
+
+
+@app.command()
+def quarantine(
+    as_json: Annotated[bool, typer.Option("--json", help="One JSON document.")] = False,
+) -> None:
+    """List the entries a view could not apply and set aside (tab-separated, no PHI):
+    view, notification id, ledger, seq, error, when. See docs/operations.md."""
+    import json
+
+    from projections.quarantine import listing
+
+    store = _reader_store(_settings())
+    try:
+        found = listing(store)
+    finally:
+        store.close()
+    if as_json:
+        typer.echo(json.dumps({"count": len(found), "entries": [q.as_dict() for q in found]}))
+        return
+    typer.echo("view\tnotification_id\tledger\tseq\terror\tquarantined_at")
+    for q in found:
+        typer.echo("\t".join([q.view, str(q.notification_id), q.ledger or "",
+                              "" if q.seq is None else str(q.seq), q.error, q.quarantined_at]))
 
 
 @app.command()

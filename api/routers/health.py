@@ -11,12 +11,36 @@ from api.routers.common import json_response
 from api.services import Services, services
 from api.syslog.dead_letters import DeadLetters
 from ledger.store import StoreUnavailable
+from projections import quarantine
 from projections.alert_queries import alert_counts
 
 router = APIRouter(tags=["operations"])
 
 # /readyz answers within this even when the database does not (the probe's own bound).
 READY_WITHIN_SECONDS = 1.5
+# Quarantined entries listed in /readyz's body (the count is of them all).
+READY_QUARANTINE_LISTED = 100
+
+
+def projection_problems(lag: dict[str, int], waited: float, paused: str | None,
+                        max_lag: int, max_seconds: float) -> list[str]:
+    """Why the views cannot be trusted to be current (empty: they can): the follower is
+    paused, a view is more than ``max_lag`` entries behind, or the oldest entry not yet
+    in every view has waited more than ``max_seconds``."""
+    problems = [] if paused is None else [f"projections paused: {paused}"]
+    problems += [f"view {view} is {behind} entries behind (bound {max_lag})"
+                 for view, behind in sorted(lag.items()) if behind > max_lag]
+    if waited > max_seconds:
+        problems.append(f"the oldest entry not in every view has waited {waited:.0f} s"
+                        f" (bound {max_seconds:g} s)")
+    return problems
+
+
+def _projection_state(svc: Services) -> tuple[dict[str, int], float,
+                                              list[quarantine.Quarantined], dict[str, int]]:
+    lag, waited = svc.projector.behind(svc.clock())
+    return (lag, waited, quarantine.listing(svc.store, READY_QUARANTINE_LISTED),
+            quarantine.counts(svc.store))
 
 
 @router.get("/healthz", summary="The process is alive")
@@ -24,7 +48,7 @@ async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="The database answers and the writer runs")
+@router.get("/readyz", summary="The database answers, the writer runs, the views keep up")
 async def readyz(svc: Services = Depends(services)) -> Response:
     checks: dict[str, str] = {}
     deadline = asyncio.get_running_loop().time() + READY_WITHIN_SECONDS
@@ -38,16 +62,33 @@ async def readyz(svc: Services = Depends(services)) -> Response:
     ready = all(v == "ok" for v in checks.values())
     body: dict[str, object] = {"ready": ready, "checks": checks}
     if checks["database"] == "ok":
-        # Reported, not judged: views behind the ledger do not stop ingest.
         try:
-            lag, waited = await asyncio.wait_for(
-                asyncio.to_thread(svc.projector.behind, svc.clock()),
+            lag, waited, listed, counts = await asyncio.wait_for(
+                asyncio.to_thread(_projection_state, svc),
                 max(0.1, deadline - asyncio.get_running_loop().time()))
         except (StoreUnavailable, TimeoutError):
             checks["database"] = "unavailable"
             return json_response({"ready": False, "checks": checks}, 503)
+        # Judged: reads would answer from views that do not move (or move too slowly to
+        # be trusted), so the instance is not ready, whatever ingest could still take.
+        problems = projection_problems(lag, waited, svc.projector.paused,
+                                       svc.settings.ready_max_lag,
+                                       svc.settings.ready_max_lag_seconds)
+        checks["projections"] = "ok" if not problems else (
+            "paused" if svc.projector.paused is not None else "behind")
+        ready = ready and not problems
+        body["ready"] = ready
+        if problems:
+            body["reasons"] = problems
         body["projections"] = {"lag_entries": lag, "lag_seconds": round(waited, 3),
-                               "inline": svc.settings.project_inline}
+                               "inline": svc.settings.project_inline,
+                               "paused": svc.projector.paused,
+                               "max_lag_entries": svc.settings.ready_max_lag,
+                               "max_lag_seconds": svc.settings.ready_max_lag_seconds}
+        body["quarantine"] = {"count": sum(counts.values()), "by_view": counts,
+                              "entries": [q.as_dict() for q in listed]}
+    elif svc.projector.paused is not None:
+        body["reasons"] = [f"projections paused: {svc.projector.paused}"]
     return json_response(body, 200 if ready else 503)
 
 
@@ -65,6 +106,13 @@ async def metrics(svc: Services = Depends(services)) -> Response:
         lag, waited = {}, 0.0
     for view, entries in lag.items():
         svc.metrics.projection_lag.labels(view=view).set(entries)
+    try:  # entries set aside, by view: counts, never the entries
+        quarantined = await asyncio.to_thread(quarantine.counts, svc.store)
+    except StoreUnavailable:
+        quarantined = None
+    if quarantined is not None:
+        for view in {*lag, *quarantined}:
+            svc.metrics.quarantined.labels(view=view).set(quarantined.get(view, 0))
     svc.metrics.projection_lag_seconds.set(waited)
     try:  # alerts by rule and status: codes and counts, never who or whom
         counts = await asyncio.to_thread(alert_counts, svc.store)
