@@ -33,10 +33,24 @@ from tests.support import FakeClock, auth_headers, provision_key, provision_user
 PASSWORD = "correct horse battery staple"
 
 
+class Peer:
+    """The client address the service sees (as a server would put it in the scope):
+    outside the service, so a test can log in from two places."""
+
+    def __init__(self, app: Any) -> None:
+        self.app, self.address = app, ("testclient", 50000)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            scope = {**scope, "client": self.address}
+        await self.app(scope, receive, send)
+
+
 class Service:
     def __init__(self, client: TestClient, clock: FakeClock, reader: dict[str, str],
-                 seed: str) -> None:
+                 seed: str, peer: Peer) -> None:
         self.client, self.clock, self.reader, self.seed = client, clock, reader, seed
+        self.peer = peer
 
     def code(self, steps: int = 0) -> str:
         return totp_code(self.seed, totp_step(self.clock.now) + steps)
@@ -63,8 +77,9 @@ def service(settings: Settings) -> Iterator[Service]:
     clock = FakeClock(start)
     reader = auth_headers(provision_key(settings.database_url, roles=["verifier"]))
     seed = provision_user(settings, "alice", PASSWORD, roles=["auditor"])
-    with TestClient(create_app(settings, clock=clock, configure_logs=False)) as client:
-        yield Service(client, clock, reader, seed)
+    peer = Peer(create_app(settings, clock=clock, configure_logs=False))
+    with TestClient(peer) as client:
+        yield Service(client, clock, reader, seed, peer)
 
 
 def test_login_gives_a_short_lived_token_and_is_recorded(service: Service) -> None:
@@ -145,6 +160,23 @@ def test_repeated_failures_lock_the_account(service: Service) -> None:
     assert service.login(totp=service.code()).status_code == 401
     service.clock.advance(minutes=1, seconds=30)
     assert service.login().status_code == 200, "the lock lifts after 15 minutes"
+
+
+def test_wrong_passwords_lock_out_their_address_not_the_owner(service: Service) -> None:
+    """Five wrong passwords from one address must not lock the account's owner out from
+    everywhere (issue 17): the lock is per (identity, client address)."""
+    service.peer.address = ("203.0.113.66", 41000)
+    for _ in range(LOCKOUT_FAILURES):
+        assert service.login(password="wrong wrong wrong").status_code == 401
+    assert service.actions()[-1] == "account_locked"
+    assert service.login().status_code == 401, "the guessing address stays locked out"
+    assert service.entries()[-1]["event"]["resource"]["id"] == "locked"
+    service.peer.address = ("198.51.100.7", 41000)
+    assert service.login().status_code == 200, "the owner, elsewhere, is not"
+    service.peer.address = ("203.0.113.66", 41000)
+    service.clock.advance(seconds=30)
+    assert service.login(totp=service.code()).status_code == 401, "a success elsewhere " \
+        "lifts no other address's lock"
 
 
 def test_login_attempts_are_rate_limited(service: Service) -> None:

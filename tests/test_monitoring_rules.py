@@ -11,6 +11,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from projections.monitoring.rules import (
+    EXPLAINABLE,
     RULES,
     SEVERITY,
     Entry,
@@ -22,6 +23,7 @@ from projections.monitoring.rules import (
     ruleset_digest,
     spike_threshold,
 )
+from projections.monitoring.state import Written, care_explains, facts_for, observe
 
 T = datetime.fromisoformat("2026-11-02T12:00:00-05:00")
 READ = Entry("default", 10, "read", "success", "agent-1", "user", T, patient="ref-1")
@@ -122,3 +124,36 @@ def test_outside_is_zero_exactly_inside(second: int, start: int, end: int) -> No
     if start != end and away == 0 and second != end * 60:  # the end itself: 0 s out
         minute = second // 60
         assert (start <= minute < end) if start < end else (minute >= start or minute < end)
+
+
+def _fold(entries: list[Entry]) -> tuple[list[str], list[tuple[int, str, int]]]:
+    """Every entry through the view's steps (facts, rules, fold), as the alerts view
+    runs them: the rules raised, and the alerts later entries explained."""
+    state: dict[tuple[str, str], dict[str, object]] = {}
+    raised_rules: list[str] = []
+    explained: list[tuple[int, str, int]] = []
+    for entry in entries:
+        findings = evaluate(entry, facts_for(entry, Written(), state))
+        raised = [(f, care_explains(state, entry) if f.rule in EXPLAINABLE else None)
+                  for f in findings]
+        raised_rules += [f.rule for f in findings]
+        explained += observe(entry, Written(), raised, state)
+    return raised_rules, explained
+
+
+def test_rules_work_at_the_first_and_last_instants_validation_accepts() -> None:
+    """Windows are compared as differences: ``at - 15 minutes`` in the first minutes of
+    year 1 (or ``at + 24 hours`` on 9999-12-31) overflows and stopped the alerts view."""
+    first = datetime.fromisoformat("0001-01-01T00:00:00+00:00")
+    login = replace(READ, action="login", patient=None)
+    failures = [replace(login, seq=i, action="login_failed", outcome="failure",
+                        at=first + timedelta(minutes=i)) for i in range(5)]
+    rules, _ = _fold([*failures, replace(login, seq=5, at=first + timedelta(minutes=5)),
+                      replace(READ, seq=6, at=first, purpose="ETREAT", action="export")])
+    assert rules == ["login_guessing", "break_glass"]
+    assert spike_threshold(first.date(), {}) == 50
+
+    last = datetime.fromisoformat("9999-12-31T23:59:59.999999+00:00")
+    care = replace(READ, seq=8, action="create", resource_type="patient", at=last)
+    rules, explained = _fold([replace(READ, seq=7, at=last, purpose="ETREAT"), care])
+    assert rules == ["break_glass"] and explained == [(7, "break_glass", 8)]

@@ -20,7 +20,6 @@ import structlog
 
 from api.auth.caller import ROLES, Caller, IdentityKind, format_roles, parse_roles
 from api.auth.credentials import (
-    LoginState,
     WeakPassword,
     format_time,
     hash_password,
@@ -104,10 +103,6 @@ class Identity:
             failed_logins=int(row[8]), locked_until=parse_time(row[9]),
             revision=int(row[10]), created_at=row[11],
         )
-
-    @property
-    def login_state(self) -> LoginState:
-        return LoginState(self.failed_logins, self.locked_until, self.totp_last_step)
 
     def caller(self, credential: str | None) -> Caller:
         return Caller(self.id, self.kind, self.ledger, self.roles, self.name, credential)
@@ -246,6 +241,32 @@ class Identities:
 
     def execute(self, tx: Any, statement: str, params: Sequence[Any] = ()) -> Any:
         return self.store.execute(tx, statement, params)
+
+    def login_failures(self, identity_id: str, address: str) -> tuple[int, datetime | None]:
+        """Failed logins since the last success and the lock, of one identity from one
+        client address (0 and None when there are none)."""
+        with self.store.transaction() as tx:
+            row = self.execute(tx, "SELECT failures, locked_until FROM login_failures"
+                               " WHERE identity_id = %s AND address = %s",
+                               (identity_id, address)).fetchone()
+        return (0, None) if row is None else (int(row[0]), parse_time(row[1]))
+
+    def set_login_failures(self, tx: Any, identity_id: str, address: str, failures: int,
+                           locked_until: datetime | None, now: datetime) -> None:
+        """Store one address's count (a row only while there is something to remember)
+        and forget the identity's locks that have run out."""
+        if failures == 0 and locked_until is None:
+            self.execute(tx, "DELETE FROM login_failures WHERE identity_id = %s"
+                         " AND address = %s", (identity_id, address))
+        else:
+            self.execute(tx, "INSERT INTO login_failures (identity_id, address, failures,"
+                         " locked_until) VALUES (%s, %s, %s, %s) ON CONFLICT (identity_id,"
+                         " address) DO UPDATE SET failures = excluded.failures,"
+                         " locked_until = excluded.locked_until",
+                         (identity_id, address, failures,
+                          None if locked_until is None else format_time(locked_until)))
+        self.execute(tx, "DELETE FROM login_failures WHERE identity_id = %s AND failures = 0"
+                     " AND locked_until < %s", (identity_id, format_time(now)))
 
     # -- reading --------------------------------------------------------------------
 
@@ -473,10 +494,19 @@ class Identities:
     def unlock(self, id_or_name: str, *, actor: Actor) -> Receipt:
         ident = self._user(id_or_name)
         now = self.clock()
-        return self._update_user(
-            ident, "failed_logins = 0, locked_until = NULL", (),
-            self.event(ACCOUNT_UNLOCKED, now, actor.as_event(),
-                        resource={"type": "identity", "id": ident.id}), now)
+        event = self.event(ACCOUNT_UNLOCKED, now, actor.as_event(),
+                           resource={"type": "identity", "id": ident.id})
+
+        def change(tx: Any) -> None:
+            cursor = self.execute(tx, "UPDATE identities SET failed_logins = 0,"
+                                  " locked_until = NULL, revision = revision + 1"
+                                  " WHERE id = %s AND revision = %s", (ident.id, ident.revision))
+            if cursor.rowcount != 1:
+                raise AccessError("the identity changed meanwhile; try again")
+            # Every address's lock and count: the unlock lifts them all.
+            self.execute(tx, "DELETE FROM login_failures WHERE identity_id = %s", (ident.id,))
+
+        return self.record(ident.ledger, now, [event], change)[0]
 
     def revoke(self, credential_id: str, *, actor: Actor, ledger: str | None = None
                ) -> Receipt:

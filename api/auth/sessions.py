@@ -19,6 +19,7 @@ import structlog
 
 from api.auth.caller import Caller
 from api.auth.credentials import (
+    LoginState,
     LoginVerdict,
     accepted_totp_step,
     format_time,
@@ -35,6 +36,8 @@ from ledger.entry import Receipt
 
 log = structlog.get_logger(__name__)
 
+MAX_ADDRESS = 100
+
 
 @dataclass(frozen=True)
 class LoginResult:
@@ -46,6 +49,12 @@ class LoginResult:
 
 class Raced(Exception):
     """The identity's row changed between the decision and the write: decide again."""
+
+
+def failure_address(ip: str | None) -> str:
+    """The key failed logins are counted under: the client's address as the server saw
+    it (X-Forwarded-For only from a configured proxy), bounded in length."""
+    return (ip or "unknown")[:MAX_ADDRESS]
 
 
 def _ip_or_none(ip: str | None) -> str | None:
@@ -88,7 +97,11 @@ class Sessions:
             password_matches(None, password)  # as slow as a real check
             return LoginResult(None)
         now = self.identities.clock()
-        state = ident.login_state
+        # Failures count per client address: wrong passwords from one address lock that
+        # address out of the account, never its owner at another (issue 17).
+        where = failure_address(ip)
+        failures, locked_until = self.identities.login_failures(ident.id, where)
+        state = LoginState(failures, locked_until, ident.totp_last_step)
         if is_locked(state, now):
             verdict = judge_login(state, now, enrolled=True, password_ok=False, totp_step=None)
         else:
@@ -120,18 +133,24 @@ class Sessions:
                     ACCOUNT_LOCKED, now, actor, resource={"type": "identity", "id": ident.id},
                     data={"locked_until": format_time(verdict.state.locked_until or now)}))
         new = verdict.state
+        # What the admin listing shows: the latest lock on any address.
+        shown = ident.locked_until
+        if new.locked_until is not None and (shown is None or shown < new.locked_until):
+            shown = new.locked_until
 
         def change(tx: Any) -> None:
             if new != state:
+                # The identity's revision serialises every login of this identity (compare
+                # and set), the failure counts of all its addresses included.
                 cursor = self.identities.execute(
-                    tx, "UPDATE identities SET failed_logins = %s, locked_until = %s,"
-                    " totp_last_step = %s, revision = revision + 1"
-                    " WHERE id = %s AND revision = %s",
-                    (new.failed_logins,
-                     None if new.locked_until is None else format_time(new.locked_until),
-                     new.totp_last_step, ident.id, ident.revision))
+                    tx, "UPDATE identities SET locked_until = %s, totp_last_step = %s,"
+                    " revision = revision + 1 WHERE id = %s AND revision = %s",
+                    (None if shown is None else format_time(shown), new.totp_last_step,
+                     ident.id, ident.revision))
                 if cursor.rowcount != 1:
                     raise Raced()
+                self.identities.set_login_failures(
+                    tx, ident.id, where, new.failed_logins, new.locked_until, now)
             if token is not None and expires is not None:
                 self.identities.execute(
                     tx, "INSERT INTO credentials (id, identity_id, kind, secret_hash, name,"

@@ -128,6 +128,13 @@ class Finding:
     details: dict[str, Any]
 
 
+def within(at: datetime, t: datetime, window: timedelta) -> bool:
+    """Whether ``t`` lies in ``[at - window, at]``. Compared as a difference, never as a
+    shifted instant: ``at - window`` overflows for an ``at`` early in year 1, and one
+    such event would stop the view."""
+    return timedelta(0) <= at - t <= window
+
+
 def is_user_phi(entry: Entry) -> bool:
     return (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
             and entry.outcome == "success")
@@ -157,7 +164,7 @@ def untrained(entry: Entry, facts: Facts) -> Finding | None:
     if not (is_user_phi(entry) and facts.roster):
         return None
     trainings = facts.staff.trainings if facts.staff else ()
-    if any(entry.at - TRAINING_VALID <= t <= entry.at for t in trainings):
+    if any(within(entry.at, t, TRAINING_VALID) for t in trainings):
         return None
     return Finding("untrained", {"why": "no HIPAA training completed in the 365 days "
                                         "before this access"})
@@ -245,7 +252,7 @@ def after_hours(entry: Entry, facts: Facts) -> Finding | None:
 def spike_threshold(day: date, counts: dict[date, int]) -> int:
     """The distinct-patient count a user's day must exceed to be a spike."""
     earlier = [n for d, n in counts.items()
-               if day - timedelta(days=VOLUME_DAYS) <= d < day and n > 0]
+               if 0 < (day - d).days <= VOLUME_DAYS and n > 0]
     if len(earlier) < VOLUME_MIN_DAYS:
         return VOLUME_FLOOR
     return max(VOLUME_FLOOR, int(VOLUME_FACTOR * statistics.median(earlier)))
@@ -277,7 +284,7 @@ def bulk_export(entry: Entry, facts: Facts) -> Finding | None:
 def login_guessing(entry: Entry, facts: Facts) -> Finding | None:
     if entry.action != "login" or entry.outcome != "success":
         return None
-    failed = sum(1 for t in facts.failures if entry.at - GUESS_WINDOW <= t < entry.at)
+    failed = sum(1 for t in facts.failures if timedelta(0) < entry.at - t <= GUESS_WINDOW)
     if failed >= GUESS_FAILURES:
         return Finding("login_guessing", {
             "why": f"signed in after {failed} failed logins in the 15 minutes before",

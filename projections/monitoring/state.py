@@ -32,6 +32,7 @@ from projections.monitoring.rules import (
     Finding,
     Record,
     Staff,
+    within,
 )
 
 State = MutableMapping[tuple[str, str], dict[str, Any]]
@@ -139,7 +140,7 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
             facts.update(export_new_patient=new,
                          export_patients=len(patients) + (1 if new else 0),
                          export_fired_in_window=bool(
-                             fired and entry.at - EXPORT_WINDOW <= _time(fired) <= entry.at))
+                             fired and within(entry.at, _time(fired), EXPORT_WINDOW)))
     if entry.action == "login":
         facts["failures"] = tuple(
             _time(t) for t in (state.get(("failed", actor)) or {}).get("at", ()))
@@ -149,7 +150,7 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
 
 def _export_window(value: dict[str, Any], at: datetime) -> list[tuple[str, str]]:
     return [(t, ref) for t, ref in value.get("w", ())
-            if at - EXPORT_WINDOW <= _time(t) <= at]
+            if within(at, _time(t), EXPORT_WINDOW)]
 
 
 def care_explains(state: State, entry: Entry) -> int | None:
@@ -159,7 +160,7 @@ def care_explains(state: State, entry: Entry) -> int | None:
         return None
     best: tuple[str, int] | None = None
     for t, seq in (state.get(("care", pair(entry.actor_id, entry.patient))) or {}).get("at", ()):
-        if entry.at - CARE_BEFORE <= _time(t) <= entry.at and (best is None or seq > best[1]):
+        if within(entry.at, _time(t), CARE_BEFORE) and (best is None or seq > best[1]):
             best = (t, seq)
     return None if best is None else best[1]
 
@@ -206,7 +207,7 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
             for alert_seq, rule, alert_at in pending:
                 when = _time(alert_at)
                 after = BREAK_GLASS_AFTER if rule == "break_glass" else timedelta(0)
-                if when - CARE_BEFORE <= at <= when + after:
+                if -CARE_BEFORE <= at - when <= after:
                     explained.append((alert_seq, rule, entry.seq))
                 else:
                     still.append([alert_seq, rule, alert_at])
