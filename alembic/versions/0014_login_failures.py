@@ -7,7 +7,7 @@ The identity row's ``locked_until`` remains as what the admin listing shows: the
 lock on any address. No PHI: an identity id, an address, a count and a time.
 
 Revision ID: 0014
-Revises: 0012 (the lead chains it after 0013 when merging)
+Revises: 0013
 Create Date: 2026-12-06
 """
 
