@@ -166,6 +166,19 @@ def _is_generated_422(response: dict[str, Any]) -> bool:
     return bool(schema.get("$ref", "").endswith("/HTTPValidationError"))
 
 
+def _required_when_marked(parameter: dict[str, Any]) -> None:
+    """A parameter the route refuses itself when missing (to name every bad parameter in
+    one 400) is optional to the framework; ``x-required`` in its schema says it is
+    required, and its schema loses the null branch."""
+    schema = parameter.get("schema", {})
+    if not schema.pop("x-required", False):
+        return
+    parameter["required"] = True
+    branches = [b for b in schema.pop("anyOf", ()) if b.get("type") != "null"]
+    for branch in branches[:1]:
+        schema.update({k: v for k, v in branch.items() if k not in schema})
+
+
 def add_error_documents(schema: dict[str, Any]) -> dict[str, Any]:
     """``schema`` with every operation's edge statuses and the ``Error`` component."""
     components = schema.setdefault("components", {}).setdefault("schemas", {})
@@ -178,6 +191,8 @@ def add_error_documents(schema: dict[str, Any]) -> dict[str, Any]:
             responses: dict[str, Any] = operation["responses"]
             if "422" in responses and _is_generated_422(responses["422"]):
                 del responses["422"]
+            for parameter in operation.get("parameters", ()):
+                _required_when_marked(parameter)
             for status in sorted(edge_statuses(method, operation)):
                 entry = responses.setdefault(str(status), _response(status, None, {}))
                 entry.setdefault("content", {}).setdefault(

@@ -47,6 +47,21 @@ INSTANT = (
     f"^{_DATE}T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})?"
     "(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
 )
+# A query's time bound: an instant, or a date (midnight UTC).
+BOUND = f"^({_DATE}|{INSTANT[1:-1]})$"
+# What str.strip() removes (Python's whitespace), spelled out: ECMA's \s differs.
+_SPACE = ("[\\t-\\r\\u001c-\\u0020\\u0085\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029"
+          "\\u202f\\u205f\\u3000]*")
+
+
+def comma_list(names: frozenset[str] | tuple[str, ...]) -> str:
+    """The pattern of a comma-separated choice among ``names`` as the routes read it
+    (items stripped, empty items skipped, at least one item; an empty text is no filter)."""
+    name = "(" + "|".join(sorted(names)) + ")"
+    item = f"{_SPACE}{name}?{_SPACE}"
+    return f"^(({item},)*{_SPACE}{name}{_SPACE}(,{item})*)?$"
+
+
 INSTANT_DOC = (
     "RFC 3339 with an offset (`Z` or `+HH:MM`), up to nanoseconds, of a day that exists. "
     "Also refused, beyond what the pattern says: a moment outside the years 1-9999 once "

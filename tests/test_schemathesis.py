@@ -42,6 +42,38 @@ INAPPLICABLE = {
     "ensure_resource_availability": "no create-then-read links in the schema",
 }
 
+# Rules no schema can state. A schema-valid request answered 400 or 422 naming only these
+# fields is the service applying a rule of the ledger's state or between fields, so
+# `positive_data_acceptance` does not judge it; any other refusal of valid data fails.
+BEYOND_THE_SCHEMA: dict[str, tuple[frozenset[str], str]] = {
+    "GET /v1/proofs/inclusion": (frozenset({"seq", "tree_size"}),
+                                 "seq <= tree_size <= the ledger's head"),
+    "GET /v1/proofs/consistency": (frozenset({"first", "second"}),
+                                   "first <= second <= the ledger's head"),
+    "GET /v1/proofs/bundle": (frozenset({"seq", "size"}), "seq <= size <= the head"),
+    "GET /v1/checkpoints/{size}": (frozenset({"size"}), "size <= the head"),
+    "POST /v1/auth/logout": (frozenset(), "only a login session logs out, not an API key"),
+    "POST /v1/admin/keys": (frozenset(), "the identity named must be an application"),
+    "POST /v1/investigations": (frozenset({"scope", "from", "to", "scope.from", "scope.to"}),
+                                "a scope names something; from < to"),
+    "POST /v1/investigations/{investigation_id}/amend": (
+        frozenset({"scope", "note", "scope.from", "scope.to"}),
+        "a scope change or a note; from < to"),
+}
+for _reads in ("/v1/patients/{patient_id}", "/v1/patients/{patient_id}/accesses",
+               "/v1/users/{user_id}/accesses", "/v1/patients/{patient_id}/disclosures",
+               "/v1/alerts", "/v1/investigations/{investigation_id}"):
+    BEYOND_THE_SCHEMA[f"GET {_reads}"] = (
+        frozenset({"min_seq", "cursor", "from", "to"}),
+        "min_seq within the head; a cursor of this query; from < to")
+# FHIR resources are validated against the IHE BALP profile, which JSON Schema cannot
+# carry: the FHIR operations' bodies and search parameters are documented as objects
+# and free text, so valid-looking data is expected to be refused there.
+NOT_JUDGED_FOR_ACCEPTANCE = frozenset({
+    "POST /fhir/AuditEvent", "POST /fhir", "GET /fhir/AuditEvent",
+    "GET /fhir/AuditEvent/{resource_id}",
+})
+
 
 @pytest.fixture
 def app(settings: Settings) -> Iterator[Any]:
@@ -69,9 +101,23 @@ def test_every_operation_answers_as_the_schema_says(app: Any) -> None:
         for operation in operations:
             for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
                 failures += _exercise(operation, mode, keys, checks)
-        assert not failures, "\n\n".join(failures[:20]) + f"\n\n({len(failures)} failures)"
+        assert not failures, "\n\n".join(failures[:300]) + f"\n\n({len(failures)} failures)"
     finally:
         shutdown_lifespans()
+
+
+def _refusal_beyond_the_schema(label: str, mode: GenerationMode, response: Any) -> bool:
+    if mode is not GenerationMode.POSITIVE or response.status_code not in (400, 422):
+        return False
+    if label in NOT_JUDGED_FOR_ACCEPTANCE:
+        return True
+    if label not in BEYOND_THE_SCHEMA:
+        return False
+    try:
+        named = set(response.json()["error"]["fields"])
+    except (ValueError, KeyError, TypeError):
+        return False
+    return named <= BEYOND_THE_SCHEMA[label][0]
 
 
 def _exercise(operation: Any, mode: GenerationMode, keys: dict[str, str],
@@ -84,8 +130,13 @@ def _exercise(operation: Any, mode: GenerationMode, keys: dict[str, str],
     @given(case=operation.as_strategy(generation_mode=mode),
            role=st.sampled_from(sorted(keys)))
     def run(case: Any, role: str) -> None:
+        headers = auth_headers(keys[role])
+        response = case.call(headers=headers)
+        chosen = checks
+        if _refusal_beyond_the_schema(operation.label, mode, response):
+            chosen = [c for c in checks if c.__name__ != "positive_data_acceptance"]
         try:
-            case.call_and_validate(headers=auth_headers(keys[role]), checks=checks)
+            case.validate_response(response, checks=chosen, headers=headers)
         except FailureGroup as group:
             failures.append(f"{operation.label} [{mode.value}, {role}]: {group}")
 

@@ -13,6 +13,7 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.caller import ROLES
 from api.auth.duties import OPERATOR_ONLY, PHI_READING_ROLES, operator_only_message
 from api.auth.identities import AccessError, Actor, Identity, NotFound, Withheld
 from api.error_docs import errors
@@ -30,7 +31,7 @@ KEY_BODY = {"requestBody": {"required": True, "content": {"application/json": {"
     "type": "object", "required": ["roles"], "additionalProperties": False,
     "properties": {
         "roles": {"type": "array", "minItems": 1,
-                  "items": {"type": "string", "pattern": "^[^\\u0000]*$"}},
+                  "items": {"enum": sorted(ROLES)}},
         "name": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
         "identity": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
         "expires_at": {"type": ["string", "null"], "description": "RFC 3339 with an offset,"

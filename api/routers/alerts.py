@@ -18,6 +18,7 @@ from api.alert_desk import TriageRefused, list_page, record_shown, triage
 from api.audit_reads import MAX_LIMIT, PURPOSES, From, Problems, Purpose, To
 from api.error_docs import errors
 from api.errors import ApiError
+from api.event_schema import comma_list
 from api.routers.common import chosen_ledger, json_response, parse_json
 from api.services import Services, services
 from projections.alert_queries import AlertFilter
@@ -43,9 +44,13 @@ def _choices(problems: Problems, field: str, text: str | None,
 async def list_alerts(
     request: Request,
     purpose: Purpose = None,
-    rule: Annotated[str | None, Query(description="Rule code(s), comma-separated")] = None,
+    rule: Annotated[str | None, Query(description="Rule code(s), comma-separated",
+                                      json_schema_extra={"pattern": comma_list(RULES)})
+                    ] = None,
     status: Annotated[str | None, Query(description="open, explained, acknowledged, "
-                                                    "dismissed (comma-separated)")] = None,
+                                                    "dismissed (comma-separated)",
+                                        json_schema_extra={"pattern": comma_list(STATUSES)})
+                      ] = None,
     actor: Annotated[str | None, Query(description="The actor id the alert is about")] = None,
     patient: Annotated[str | None, Query(description="The patient id (MRN)")] = None,
     since: From = None, until: To = None,

@@ -22,6 +22,7 @@ from api.audit_reads import (
     MinSeq,
     Problems,
     Purpose,
+    ReportFormat,
     To,
     WaitMs,
     disclosure_accounting,
@@ -98,7 +99,7 @@ async def user_accesses(
 )
 async def patient_disclosures(
     patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
-    until: To = None, format: str = "json", summarize: bool = True,
+    until: To = None, format: ReportFormat = "json", summarize: bool = True,
     min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:

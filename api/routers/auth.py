@@ -68,7 +68,9 @@ def caller_dict(who: Caller) -> dict[str, Any]:
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "required": list(LOGIN_FIELDS),
                    "additionalProperties": False,
-                   "properties": {f: {"type": "string"} for f in LOGIN_FIELDS}}}}}},
+                   "properties": {f: {"type": "string", "minLength": 1, "maxLength": 1024,
+                                      "pattern": "^[^\\u0000]*$"}
+                                  for f in LOGIN_FIELDS}}}}}},
 )
 async def login(request: Request) -> Response:
     svc: Services = request.app.state.services

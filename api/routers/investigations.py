@@ -15,10 +15,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.audit_reads import Problems
+from api.audit_reads import PURPOSES, Problems, ReportFormat
 from api.audit_reads import check_purpose as _purpose
 from api.error_docs import JSON_200, REPORT_200, errors
 from api.errors import ApiError
+from api.event_schema import INSTANT
 from api.investigation_report import REPORT_CSP, as_csv, as_html
 from api.investigations import Answer, InvestigationService, generated_at, public
 from api.routers.common import chosen_ledger, json_response
@@ -50,8 +51,8 @@ class ScopeIn(BaseModel):
     devices: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
     ips: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
     patients: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
-    from_: str = Field(alias="from")
-    to: str | None = None
+    from_: str = Field(alias="from", json_schema_extra={"pattern": INSTANT})
+    to: str | None = Field(None, json_schema_extra={"pattern": INSTANT})
 
     _bounds = field_validator("from_", "to")(_instant)
 
@@ -71,7 +72,7 @@ class AmendScopeIn(BaseModel):
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Text
-    discovered_at: str
+    discovered_at: str = Field(json_schema_extra={"pattern": INSTANT})
     scope: ScopeIn
     note: Text | None = None
 
@@ -205,11 +206,15 @@ def _through_of_cursor(problems: Problems, cursor: str | None) -> int | None:
             responses={**REPORT_200, **errors(400, 404, 503)})
 async def investigation(
     investigation_id: str, request: Request,
-    purpose: Annotated[str | None, Query(description="Why you are looking (HOPERAT, LEGAL)")
-                       ] = None,
+    purpose: Annotated[str | None, Query(
+        description="Why you are looking (HOPERAT, LEGAL)",
+        json_schema_extra={"x-required": True, "enum": sorted(PURPOSES)})] = None,
     as_of: Annotated[str | None, Query(description="RFC 3339: answer as the ledger stood"
-                                       " (recorded_at <= as_of)")] = None,
-    cursor: str | None = None, limit: int = 100, format: str = "json",
+                                       " (recorded_at <= as_of)",
+                                       json_schema_extra={"pattern": INSTANT})] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT})] = 100,
+    format: ReportFormat = "json",
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
 ) -> Response:
     problems = Problems()
