@@ -80,7 +80,10 @@ SCALAR: list[dict[str, Any]] = [
 DATA: dict[str, Any] = {
     "description": "Field -> value of the record created or updated (actions "
     + ", ".join(f"`{a}`" for a in sorted(DATA_ACTIONS)) + " only): strings, safe integers "
-    "(|n| <= 2^53-1), booleans, null or lists of those; no floats.",
+    "(|n| <= 2^53-1), booleans, null or lists of those. No floats: an integer is written "
+    "without a fraction or exponent (`2`, not `2.0`), which JSON Schema cannot say (its "
+    "`integer` admits `2.0`); the ledger hashes numbers as written, so it refuses any "
+    "number that is not an integer literal (422 naming the field).",
     "anyOf": [
         {"type": "object", "maxProperties": 256, "propertyNames": {"pattern": FIELD_NAME},
          "additionalProperties": {"anyOf": [

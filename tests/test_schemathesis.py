@@ -33,7 +33,7 @@ from api.auth.limits import Rate
 from ledger.settings import Settings
 from tests.support import auth_headers, fastapi_app, service_key
 
-EXAMPLES = 12  # per operation and generation mode
+EXAMPLES = 40  # per operation and generation mode
 # Checks that cannot apply to this service, by name, with why:
 INAPPLICABLE = {
     # Needs links between operations (a stateful run); this run sends single requests,
@@ -66,6 +66,11 @@ for _reads in ("/v1/patients/{patient_id}", "/v1/patients/{patient_id}/accesses"
     BEYOND_THE_SCHEMA[f"GET {_reads}"] = (
         frozenset({"min_seq", "cursor", "from", "to"}),
         "min_seq within the head; a cursor of this query; from < to")
+# JSON Schema's `integer` admits `2.0` (the same number in its data model), and
+# schemathesis sends integers so spelled; the ledger hashes numbers as written and refuses
+# any that is not an integer literal (the Event schema's `data` says so). A refusal of a
+# body holding such a float, naming only `data` fields, is that rule.
+INGEST = frozenset({"POST /v1/events", "POST /v1/events/batch"})
 # FHIR resources are validated against the IHE BALP profile, which JSON Schema cannot
 # carry: the FHIR operations' bodies and search parameters are documented as objects
 # and free text, so valid-looking data is expected to be refused there.
@@ -106,18 +111,33 @@ def test_every_operation_answers_as_the_schema_says(app: Any) -> None:
         shutdown_lifespans()
 
 
-def _refusal_beyond_the_schema(label: str, mode: GenerationMode, response: Any) -> bool:
+def _refusal_beyond_the_schema(label: str, mode: GenerationMode, response: Any,
+                               body: Any) -> bool:
     if mode is not GenerationMode.POSITIVE or response.status_code not in (400, 422):
         return False
     if label in NOT_JUDGED_FOR_ACCEPTANCE:
         return True
-    if label not in BEYOND_THE_SCHEMA:
-        return False
     try:
         named = set(response.json()["error"]["fields"])
     except (ValueError, KeyError, TypeError):
         return False
+    if label in INGEST and _whole_float(body) and all(".data" in f or f.startswith("data")
+                                                       for f in named):
+        return True
+    if label not in BEYOND_THE_SCHEMA:
+        return False
     return named <= BEYOND_THE_SCHEMA[label][0]
+
+
+def _whole_float(value: Any) -> bool:
+    """Whether ``value`` holds a float (schemathesis spells integers as ``2.0`` too)."""
+    if isinstance(value, float):
+        return True
+    if isinstance(value, dict):
+        return any(map(_whole_float, value.values()))
+    if isinstance(value, list):
+        return any(map(_whole_float, value))
+    return False
 
 
 def _exercise(operation: Any, mode: GenerationMode, keys: dict[str, str],
@@ -133,7 +153,7 @@ def _exercise(operation: Any, mode: GenerationMode, keys: dict[str, str],
         headers = auth_headers(keys[role])
         response = case.call(headers=headers)
         chosen = checks
-        if _refusal_beyond_the_schema(operation.label, mode, response):
+        if _refusal_beyond_the_schema(operation.label, mode, response, case.body):
             chosen = [c for c in checks if c.__name__ != "positive_data_acceptance"]
         try:
             case.validate_response(response, checks=chosen, headers=headers)

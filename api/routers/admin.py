@@ -18,6 +18,7 @@ from api.auth.duties import OPERATOR_ONLY, PHI_READING_ROLES, operator_only_mess
 from api.auth.identities import AccessError, Actor, Identity, NotFound, Withheld
 from api.error_docs import errors
 from api.errors import ApiError
+from api.event_schema import INSTANT
 from api.routers.auth import caller
 from api.routers.common import json_response, parse_json
 from api.services import Services
@@ -34,8 +35,9 @@ KEY_BODY = {"requestBody": {"required": True, "content": {"application/json": {"
                   "items": {"enum": sorted(ROLES)}},
         "name": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
         "identity": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
-        "expires_at": {"type": ["string", "null"], "description": "RFC 3339 with an offset,"
-                       " within the years 1-9999 in UTC."},
+        "expires_at": {"type": ["string", "null"], "pattern": INSTANT,
+                       "description": "RFC 3339 with an offset, within the years 1-9999 "
+                       "in UTC."},
     }}}}}}
 
 
