@@ -197,8 +197,8 @@ def add_error_documents(schema: dict[str, Any]) -> dict[str, Any]:
                 entry = responses.setdefault(str(status), _response(status, None, {}))
                 entry.setdefault("content", {}).setdefault(
                     JSON, {"schema": {"$ref": ERROR_REF}})
-            for status, entry in responses.items():
-                headers = _headers_for(int(status)) if status.isdigit() else {}
+            for code, entry in responses.items():
+                headers = _headers_for(int(code)) if code.isdigit() else {}
                 if headers:
                     entry.setdefault("headers", {}).update(headers)
     text = repr(schema.get("paths", {}))
