@@ -1,8 +1,9 @@
 """The published OpenAPI document against the service itself: schemathesis generates
 requests for every operation from /openapi.json (schema-valid and schema-invalid ones),
-sends them with a key of every role, and runs every check it has on every answer: no
-5xx, every status documented, every body and content type as documented, valid data
-accepted, invalid data refused, authentication enforced. On SQLite and PostgreSQL.
+sends each with the key of a role drawn from all five, and runs every check it has on
+every answer: no 5xx, every status documented, every body and content type as
+documented, valid data accepted, invalid data refused, authentication enforced. On
+SQLite and PostgreSQL.
 
 Bounded: a fixed number of examples per operation and generation mode, derandomized
 (the same requests on every run), so a failure reproduces and the run stays within about
