@@ -14,7 +14,6 @@ from typing import Any
 
 import structlog
 from fastapi import FastAPI
-from pydantic import TypeAdapter
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp
 
@@ -22,7 +21,9 @@ from api import console
 from api.auth.access import build_access
 from api.auth.middleware import AccessControl, SecurityHeaders
 from api.auth.openapi import document_access
+from api.error_docs import document_errors
 from api.errors import install_error_handlers
+from api.event_schema import event_schemas
 from api.fastpath import IngestFastPath
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
@@ -44,7 +45,7 @@ from api.services import Services
 from api.syslog.service import start_listeners
 from ledger.checkpointer import Checkpointer
 from ledger.clock import Clock, utc_now
-from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES, Event
+from ledger.event import MAX_BATCH_EVENTS, MAX_EVENT_BYTES
 from ledger.ingest import Ingest, Protection
 from ledger.logs import configure_logging
 from ledger.migrate import migrate
@@ -111,12 +112,8 @@ def _openapi_with_event_schema(app: FastAPI) -> Any:
         if app.openapi_schema:
             return app.openapi_schema
         schema = original()
-        event_schema = TypeAdapter(Event).json_schema(
-            ref_template="#/components/schemas/{model}"
-        )
         components = schema.setdefault("components", {}).setdefault("schemas", {})
-        components.update(event_schema.pop("$defs", {}))
-        components["Event"] = event_schema
+        components.update(event_schemas())
         app.openapi_schema = schema
         return schema
 
@@ -214,6 +211,7 @@ def create_app(
     console.install(app)
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]
+    app.openapi = document_errors(app)  # type: ignore[method-assign]
 
     def observe(method: str, route: str, status: int, seconds: float) -> None:
         svc = getattr(app.state, "services", None)

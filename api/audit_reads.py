@@ -29,6 +29,7 @@ from api.access_reports import (
     access_items,
 )
 from api.errors import ApiError
+from api.event_schema import BOUND, comma_list
 from api.routers.common import DB_INT_MAX, json_response
 from api.services import Services
 from ledger.event import Action, PurposeOfUse
@@ -51,18 +52,30 @@ VIEWS_TRAIL = ("; views may trail the ledger by a moment after a write: pass min
 NO_ACCESS = "no access to this patient is recorded" + VIEWS_TRAIL
 MAX_WAIT_MS = 10_000
 
+# Refused with a 400 of its own when missing (naming every bad parameter at once), so
+# optional to the framework; the published schema says required (api.error_docs).
 Purpose = Annotated[str | None, Query(
     description="Why you are looking (HL7 PurposeOfUse, e.g. HOPERAT for an audit); "
-                "recorded in the ledger with the read.")]
+                "recorded in the ledger with the read.",
+    json_schema_extra={"x-required": True, "enum": sorted(PURPOSES)})]
 From = Annotated[str | None, Query(
     alias="from", description="RFC 3339 with an offset, or a date YYYY-MM-DD (midnight UTC);"
-    " inclusive")]
+    " inclusive", json_schema_extra={"pattern": BOUND})]
 To = Annotated[str | None, Query(
     alias="to", description="RFC 3339 with an offset, or a date YYYY-MM-DD (midnight UTC);"
-    " exclusive")]
+    " exclusive", json_schema_extra={"pattern": BOUND})]
 MinSeq = Annotated[int | None, Query(
     ge=1, le=DB_INT_MAX, description="Answer only once the views include this seq of the ledger.")]
 WaitMs = Annotated[int, Query(ge=0, le=MAX_WAIT_MS, description="How long min_seq may wait.")]
+
+
+# Checked with the other parameters (one 400 naming them all); published as they are.
+Limit = Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT})]
+Actions = Annotated[str | None, Query(
+    description="Event actions, comma-separated",
+    json_schema_extra={"pattern": comma_list(ACTIONS)})]
+ReportFormat = Annotated[str, Query(json_schema_extra={"enum": ["json", "csv", "html"]})]
+Order = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
 
 
 class Problems:
@@ -205,9 +218,9 @@ class HistoryParams:
 
 
 async def history_params(
-    purpose: Purpose = None, since: From = None, until: To = None, action: str | None = None,
-    cursor: str | None = None, limit: int = 100, order: str = "asc", min_seq: MinSeq = None,
-    wait_ms: WaitMs = 2000,
+    purpose: Purpose = None, since: From = None, until: To = None, action: Actions = None,
+    cursor: str | None = None, limit: Limit = 100, order: Order = "asc",
+    min_seq: MinSeq = None, wait_ms: WaitMs = 2000,
 ) -> HistoryParams:
     # async although it awaits nothing: FastAPI runs a plain ``def`` dependency on its
     # thread pool, a hand-off to another thread and back on every history page.

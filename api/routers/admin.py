@@ -13,9 +13,12 @@ from typing import Any
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
+from api.auth.caller import ROLES
 from api.auth.duties import OPERATOR_ONLY, PHI_READING_ROLES, operator_only_message
 from api.auth.identities import AccessError, Actor, Identity, NotFound, Withheld
+from api.error_docs import errors
 from api.errors import ApiError
+from api.event_schema import INSTANT
 from api.routers.auth import caller
 from api.routers.common import json_response, parse_json
 from api.services import Services
@@ -25,6 +28,17 @@ from ledger.instant import InstantRefused, parse_instant
 router = APIRouter(prefix="/v1/admin", tags=["admin"])
 
 KEY_FIELDS = ("roles", "name", "expires_at", "identity")
+KEY_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["roles"], "additionalProperties": False,
+    "properties": {
+        "roles": {"type": "array", "minItems": 1,
+                  "items": {"enum": sorted(ROLES)}},
+        "name": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
+        "identity": {"type": ["string", "null"], "pattern": "^[^\\u0000]*$"},
+        "expires_at": {"type": ["string", "null"], "pattern": INSTANT,
+                       "description": "RFC 3339 with an offset, within the years 1-9999 "
+                       "in UTC."},
+    }}}}}}
 
 
 def _identity_dict(ident: Identity, keys: list[dict[str, Any]]) -> dict[str, Any]:
@@ -38,7 +52,8 @@ def _identity_dict(ident: Identity, keys: list[dict[str, Any]]) -> dict[str, Any
     }
 
 
-@router.get("/identities", summary="Identities of your ledger and their API keys")
+@router.get("/identities", summary="Identities of your ledger and their API keys",
+            responses=errors())
 async def identities(request: Request) -> Response:
     svc: Services = request.app.state.services
     who = caller(request)
@@ -91,6 +106,7 @@ def _key_request(raw: bytes) -> tuple[list[str], str | None, datetime | None, st
     "answer only; the service keeps its SHA-256. Recorded as `key_created`. PHI-reading "
     "roles (auditor, investigator) are refused with 403 `operator_only`, for a new identity "
     "or an existing one: grant them with `phi-ledger admin create-key`.",
+    responses=errors(403, 404, 422), openapi_extra=KEY_BODY,
 )
 async def create_key(request: Request) -> Response:
     svc: Services = request.app.state.services
@@ -116,7 +132,8 @@ async def create_key(request: Request) -> Response:
     }, 201)
 
 
-@router.delete("/keys/{key_id}", summary="Revoke an API key or login session")
+@router.delete("/keys/{key_id}", summary="Revoke an API key or login session",
+               responses=errors(404, 409))
 async def revoke_key(key_id: str, request: Request) -> Response:
     svc: Services = request.app.state.services
     who = caller(request)

@@ -16,7 +16,9 @@ from fastapi.responses import Response
 from api.access_reports import Reader
 from api.alert_desk import TriageRefused, list_page, record_shown, triage
 from api.audit_reads import MAX_LIMIT, PURPOSES, From, Problems, Purpose, To
+from api.error_docs import errors
 from api.errors import ApiError
+from api.event_schema import comma_list
 from api.routers.common import chosen_ledger, json_response, parse_json
 from api.services import Services, services
 from projections.alert_queries import AlertFilter
@@ -38,13 +40,17 @@ def _choices(problems: Problems, field: str, text: str | None,
     return chosen
 
 
-@router.get("/alerts", summary="What continual monitoring flagged")
+@router.get("/alerts", summary="What continual monitoring flagged", responses=errors(400))
 async def list_alerts(
     request: Request,
     purpose: Purpose = None,
-    rule: Annotated[str | None, Query(description="Rule code(s), comma-separated")] = None,
+    rule: Annotated[str | None, Query(description="Rule code(s), comma-separated",
+                                      json_schema_extra={"pattern": comma_list(RULES)})
+                    ] = None,
     status: Annotated[str | None, Query(description="open, explained, acknowledged, "
-                                                    "dismissed (comma-separated)")] = None,
+                                                    "dismissed (comma-separated)",
+                                        json_schema_extra={"pattern": comma_list(STATUSES)})
+                      ] = None,
     actor: Annotated[str | None, Query(description="The actor id the alert is about")] = None,
     patient: Annotated[str | None, Query(description="The patient id (MRN)")] = None,
     since: From = None, until: To = None,
@@ -80,6 +86,14 @@ async def list_alerts(
                           "next_cursor": None if last is None else encode_cursor(last, scope)})
 
 
+# 403 for triage of one's own alert, 404 for an alert not in the ledger.
+TRIAGE_ERRORS = errors(400, 403, 404, 503)
+REASON_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["reason"],
+    "properties": {"reason": {"type": "string", "minLength": 1, "maxLength": MAX_REASON,
+                              "pattern": "\\S"}}}}}}}
+
+
 async def _triage(request: Request, alert_id: str, decision: str, ledger: str,
                   svc: Services) -> Response:
     body = parse_json(await request.body())
@@ -96,13 +110,15 @@ async def _triage(request: Request, alert_id: str, decision: str, ledger: str,
     return json_response({"alert_id": done.alert_id, "status": done.status, "seq": done.seq})
 
 
-@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert (in the ledger)")
+@router.post("/alerts/{alert_id}/acknowledge", summary="Acknowledge an alert (in the ledger)",
+             responses=TRIAGE_ERRORS, openapi_extra=REASON_BODY)
 async def acknowledge(alert_id: str, request: Request, ledger: str = Depends(chosen_ledger),
                       svc: Services = Depends(services)) -> Response:
     return await _triage(request, alert_id, "acknowledge", ledger, svc)
 
 
-@router.post("/alerts/{alert_id}/dismiss", summary="Dismiss an alert (in the ledger)")
+@router.post("/alerts/{alert_id}/dismiss", summary="Dismiss an alert (in the ledger)",
+             responses=TRIAGE_ERRORS, openapi_extra=REASON_BODY)
 async def dismiss(alert_id: str, request: Request, ledger: str = Depends(chosen_ledger),
                   svc: Services = Depends(services)) -> Response:
     return await _triage(request, alert_id, "dismiss", ledger, svc)

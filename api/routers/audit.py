@@ -22,6 +22,7 @@ from api.audit_reads import (
     MinSeq,
     Problems,
     Purpose,
+    ReportFormat,
     To,
     WaitMs,
     disclosure_accounting,
@@ -34,6 +35,7 @@ from api.audit_reads import (
 from api.audit_reads import (
     patient_record as read_patient_record,
 )
+from api.error_docs import REPORT_200, errors
 from api.routers.common import chosen_ledger, json_response, reader_of
 from api.services import Services, services
 from projections.instants import format_utc
@@ -44,9 +46,13 @@ __all__ = ["ACTIONS", "MAX_LIMIT", "PURPOSES", "off_loop", "router"]
 
 
 _reader = reader_of
+# 400 for a bad parameter (also min_seq beyond the head); 404 for nothing recorded;
+# 503 views_behind when min_seq is not reached within wait_ms.
+READ_ERRORS = errors(400, 404, 503)
 
 
-@router.get("/patients/{patient_id}", summary="A patient's current record")
+@router.get("/patients/{patient_id}", summary="A patient's current record",
+            responses=READ_ERRORS)
 async def patient_record(
     patient_id: str, request: Request, purpose: Purpose = None, min_seq: MinSeq = None,
     wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
@@ -61,7 +67,8 @@ async def patient_record(
     })
 
 
-@router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI")
+@router.get("/patients/{patient_id}/accesses", summary="Who touched this patient's PHI",
+            responses=READ_ERRORS)
 async def patient_accesses(
     patient_id: str, request: Request, actor: str | None = None,
     q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
@@ -73,7 +80,8 @@ async def patient_accesses(
 
 
 @router.get("/users/{user_id}/accesses",
-            summary="Everything one workforce member or application did")
+            summary="Everything one workforce member or application did",
+            responses=READ_ERRORS)
 async def user_accesses(
     user_id: str, request: Request, patient: str | None = None,
     q: HistoryParams = Depends(history_params), ledger: str = Depends(chosen_ledger),
@@ -87,11 +95,11 @@ async def user_accesses(
 @router.get(
     "/patients/{patient_id}/disclosures",
     summary="The 45 CFR 164.528 accounting of disclosures",
-    response_class=Response,
+    response_class=Response, responses={**REPORT_200, **READ_ERRORS},
 )
 async def patient_disclosures(
     patient_id: str, request: Request, purpose: Purpose = None, since: From = None,
-    until: To = None, format: str = "json", summarize: bool = True,
+    until: To = None, format: ReportFormat = "json", summarize: bool = True,
     min_seq: MinSeq = None, wait_ms: WaitMs = 2000, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:

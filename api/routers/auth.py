@@ -15,6 +15,7 @@ from api.auth.caller import Caller
 from api.auth.identities import AccessError
 from api.auth.limits import retry_after
 from api.auth.middleware import REALM, client_address
+from api.error_docs import errors
 from api.errors import ApiError
 from api.routers.common import json_response, parse_json
 from api.services import Services
@@ -63,10 +64,13 @@ def caller_dict(who: Caller) -> dict[str, Any]:
     "(`login` or `login_failed`); repeated failures lock the account for a while "
     "(`account_locked`). A TOTP code is accepted once. 401 for any failure, whatever its "
     "cause; 429 with Retry-After when attempts come too fast.",
+    responses=errors(401, 422, 429, 503),
     openapi_extra={"requestBody": {"required": True, "content": {"application/json": {
         "schema": {"type": "object", "required": list(LOGIN_FIELDS),
                    "additionalProperties": False,
-                   "properties": {f: {"type": "string"} for f in LOGIN_FIELDS}}}}}},
+                   "properties": {f: {"type": "string", "minLength": 1, "maxLength": 1024,
+                                      "pattern": "^[^\\u0000]*$"}
+                                  for f in LOGIN_FIELDS}}}}}},
 )
 async def login(request: Request) -> Response:
     svc: Services = request.app.state.services
@@ -95,7 +99,8 @@ async def login(request: Request) -> Response:
     })
 
 
-@router.post("/logout", summary="End this login session (its token stops working)")
+@router.post("/logout", summary="End this login session (its token stops working)",
+             responses=errors(400))
 async def logout(request: Request) -> Response:
     svc: Services = request.app.state.services
     who = caller(request)
@@ -107,6 +112,7 @@ async def logout(request: Request) -> Response:
     return json_response({"logged_out": who.credential, "seq": receipt.seq})
 
 
-@router.get("/whoami", summary="The authenticated caller: identity, ledger and roles")
+@router.get("/whoami", summary="The authenticated caller: identity, ledger and roles",
+            responses=errors())
 async def whoami(request: Request) -> Response:
     return json_response(caller_dict(caller(request)))

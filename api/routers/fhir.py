@@ -19,6 +19,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.access_reports import AccessReports, Reader
+from api.error_docs import fhir_errors
 from api.errors import ApiError, domain_error_response
 from api.formats.codes import OUTCOME_CODES, derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected, to_audit_event, to_event
@@ -36,6 +37,17 @@ from projections.instants import parse_bound
 from projections.queries import AccessFilter
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
+
+
+def _fhir_success(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    return {status: {"description": "A FHIR resource.", "content": {
+        "application/fhir+json": {"schema": {"type": "object"}}}} for status in statuses}
+
+
+# What each FHIR route answers, beyond the request edge's statuses (api.error_docs).
+FHIR_BODY = {"requestBody": {"required": True, "content": {
+    "application/fhir+json": {"schema": {"type": "object"}},
+    "application/json": {"schema": {"type": "object"}}}}}
 
 FHIR_JSON = "application/fhir+json"
 AUDIT_EVENT_READ = "audit_event"  # what a `query` event says was looked at
@@ -134,7 +146,9 @@ def _contract_problems(error: EventRejected, path: str) -> list[tuple[str, str]]
     return [(path, f"maps to a contract event whose {f} {m}") for f, m in error.problems]
 
 
-@router.post("/AuditEvent", status_code=201, summary="Record one FHIR AuditEvent (IHE BALP)")
+@router.post("/AuditEvent", status_code=201, summary="Record one FHIR AuditEvent (IHE BALP)",
+             response_class=Response, openapi_extra=FHIR_BODY,
+             responses={**_fhir_success(200, 201), **fhir_errors(400, 409, 422, 503)})
 async def post_audit_event(request: Request) -> Response:
     svc: Services = request.app.state.services
     raw = await request.body()
@@ -170,7 +184,9 @@ def _entry_response(status: str, location: str | None = None,
     return {"response": response}
 
 
-@router.post("", status_code=200, summary="A batch or transaction Bundle of AuditEvents")
+@router.post("", status_code=200, summary="A batch or transaction Bundle of AuditEvents",
+             response_class=Response, openapi_extra=FHIR_BODY,
+             responses={**_fhir_success(200), **fhir_errors(400, 409, 422, 503)})
 async def post_bundle(request: Request) -> Response:
     svc: Services = request.app.state.services
     raw = await request.body()
@@ -367,7 +383,9 @@ async def _record_reads(svc: Services, request: Request, ledger: str,
                                           AUDIT_EVENT_READ)
 
 
-@router.get("/AuditEvent/{resource_id}", summary="One ledger entry as a FHIR AuditEvent")
+@router.get("/AuditEvent/{resource_id}", summary="One ledger entry as a FHIR AuditEvent",
+            response_class=Response,
+            responses={**_fhir_success(200), **fhir_errors(400, 404, 503)})
 async def read_audit_event(resource_id: str, request: Request) -> Response:
     svc: Services = request.app.state.services
     problems: list[tuple[str, str]] = []
@@ -412,7 +430,8 @@ def _scope(params: dict[str, Any]) -> dict[str, Any]:
     return {k: params[k] for k in sorted(params) if k not in ("_cursor", "_count", "purpose")}
 
 
-@router.get("/AuditEvent", summary="ITI-81: search the audit log")
+@router.get("/AuditEvent", summary="ITI-81: search the audit log", response_class=Response,
+            responses={**_fhir_success(200), **fhir_errors(400, 503)})
 async def search_audit_events(request: Request) -> Response:
     svc: Services = request.app.state.services
     q = request.query_params
@@ -536,7 +555,8 @@ def capability_statement(now: str) -> dict[str, Any]:
     }
 
 
-@router.get("/metadata", summary="The FHIR CapabilityStatement")
+@router.get("/metadata", summary="The FHIR CapabilityStatement", response_class=Response,
+            responses=_fhir_success(200))
 async def metadata(request: Request) -> Response:
     svc: Services = request.app.state.services
     return fhir_response(capability_statement(svc.clock().isoformat(timespec="seconds")))

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from fastapi import APIRouter, Depends
 from fastapi.responses import Response
 
+from api.error_docs import errors
 from api.routers.common import json_response
 from api.services import Services, services
 from api.syslog.dead_letters import DeadLetters
@@ -43,12 +45,31 @@ def _projection_state(svc: Services) -> tuple[dict[str, int], float,
             quarantine.counts(svc.store))
 
 
-@router.get("/healthz", summary="The process is alive")
+READINESS = {"type": "object", "required": ["ready", "checks"],
+             "properties": {"ready": {"type": "boolean"},
+                            "checks": {"type": "object",
+                                       "additionalProperties": {"type": "string"}},
+                            "reasons": {"type": "array", "items": {"type": "string"}},
+                            "projections": {"type": "object"},
+                            "quarantine": {"type": "object"}}}
+READY_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Ready.", "content": {"application/json": {"schema": READINESS}}},
+    503: {"description": "Not ready: the body names the check that failed.",
+          "content": {"application/json": {"schema": READINESS}}},
+}
+METRICS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"description": "The Prometheus text exposition format (version 0.0.4).",
+          "content": {"text/plain": {"schema": {"type": "string"}}}},
+}
+
+
+@router.get("/healthz", summary="The process is alive", responses=errors())
 async def healthz() -> Response:
     return json_response({"status": "ok"})
 
 
-@router.get("/readyz", summary="The database answers, the writer runs, the views keep up")
+@router.get("/readyz", summary="The database answers, the writer runs, the views keep up",
+            responses=READY_RESPONSES)
 async def readyz(svc: Services = Depends(services)) -> Response:
     checks: dict[str, str] = {}
     deadline = asyncio.get_running_loop().time() + READY_WITHIN_SECONDS
@@ -92,7 +113,8 @@ async def readyz(svc: Services = Depends(services)) -> Response:
     return json_response(body, 200 if ready else 503)
 
 
-@router.get("/metrics", summary="Prometheus metrics")
+@router.get("/metrics", summary="Prometheus metrics", response_class=Response,
+            responses=METRICS_RESPONSES)
 async def metrics(svc: Services = Depends(services)) -> Response:
     stats = svc.writer.stats
     svc.metrics.appended.set(stats.events)

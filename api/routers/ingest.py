@@ -8,6 +8,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
 from api.auth.caller import Caller
+from api.error_docs import errors
 from api.errors import ApiError
 from api.routers.common import (
     LEDGER_PARAMETER,
@@ -29,6 +30,19 @@ RECEIPT_DOC = (
     "database is unavailable (retry with the same `event_id`)."
 )
 
+# 200 is a replay (nothing written); 400 reserved_source; 409 event_id_conflict; 422
+# invalid_event naming every bad field; 503 with Retry-After.
+INGEST_ERRORS: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Every event was already recorded with the same body (a replay: "
+          "nothing was written); the same receipt(s) as when it was.",
+          "content": {"application/json": {"schema": {"type": "object"}}}},
+    **errors(400, 409, 422, 503,
+             s400="`reserved_source`: `source.system` is the service's own; or "
+             "`invalid_json`.",
+             s409="`event_id_conflict`: an event_id is recorded with another body.",
+             s422="`invalid_event`, naming every bad field (`events[i].field` in a batch)."),
+}
+
 
 def _event_body() -> dict[str, Any]:
     return {"parameters": [LEDGER_PARAMETER], "requestBody": {"required": True, "content": {
@@ -45,7 +59,7 @@ def _batch_body() -> dict[str, Any]:
 
 
 @router.post(
-    "/events", status_code=201, summary="Record one access event",
+    "/events", status_code=201, responses=INGEST_ERRORS, summary="Record one access event",
     description=RECEIPT_DOC, openapi_extra=_event_body(),
 )
 async def post_event(request: Request) -> Response:
@@ -54,7 +68,7 @@ async def post_event(request: Request) -> Response:
 
 
 @router.post(
-    "/events/batch", status_code=201,
+    "/events/batch", status_code=201, responses=INGEST_ERRORS,
     summary=f"Record up to {MAX_BATCH_EVENTS} events, all or nothing",
     description="`{\"events\": [...]}` -> `{\"receipts\": [...]}` in the posted order. "
     "Nothing is written unless every event is valid and no event_id conflicts. "

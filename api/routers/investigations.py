@@ -15,9 +15,11 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints, field_validator
 
-from api.audit_reads import Problems
+from api.audit_reads import PURPOSES, Problems, ReportFormat
 from api.audit_reads import check_purpose as _purpose
+from api.error_docs import JSON_200, REPORT_200, errors
 from api.errors import ApiError
+from api.event_schema import INSTANT
 from api.investigation_report import REPORT_CSP, as_csv, as_html
 from api.investigations import Answer, InvestigationService, generated_at, public
 from api.routers.common import chosen_ledger, json_response
@@ -49,8 +51,8 @@ class ScopeIn(BaseModel):
     devices: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
     ips: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
     patients: list[Name] = Field(default_factory=list, max_length=MAX_SCOPE_ITEMS)
-    from_: str = Field(alias="from")
-    to: str | None = None
+    from_: str = Field(alias="from", json_schema_extra={"pattern": INSTANT})
+    to: str | None = Field(None, json_schema_extra={"pattern": INSTANT})
 
     _bounds = field_validator("from_", "to")(_instant)
 
@@ -70,7 +72,7 @@ class AmendScopeIn(BaseModel):
 class OpenIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
     title: Text
-    discovered_at: str
+    discovered_at: str = Field(json_schema_extra={"pattern": INSTANT})
     scope: ScopeIn
     note: Text | None = None
 
@@ -120,7 +122,8 @@ def _service(svc: Services) -> InvestigationService:
     return InvestigationService(svc)
 
 
-@router.post("/investigations", status_code=201, summary="Open a breach investigation")
+@router.post("/investigations", status_code=201, summary="Open a breach investigation",
+             responses=errors(400, 503))
 async def open_investigation(
     body: OpenIn, request: Request, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
@@ -134,7 +137,8 @@ async def open_investigation(
                           "seq": receipt.seq, "receipt": receipt.as_dict()}, 201)
 
 
-@router.get("/investigations", summary="Every investigation of the ledger")
+@router.get("/investigations", summary="Every investigation of the ledger",
+            responses=errors(503))
 async def list_investigations(
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
 ) -> Response:
@@ -145,7 +149,8 @@ async def list_investigations(
 
 
 @router.post("/investigations/{investigation_id}/amend",
-             summary="Amend an investigation's scope or add a note")
+             summary="Amend an investigation's scope or add a note",
+             responses=errors(400, 404, 409, 503))
 async def amend_investigation(
     investigation_id: str, body: AmendIn, request: Request,
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
@@ -163,7 +168,8 @@ async def amend_investigation(
 
 
 @router.post("/investigations/{investigation_id}/close",
-             summary="Close an investigation with its outcome and risk assessment")
+             summary="Close an investigation with its outcome and risk assessment",
+             responses=errors(400, 404, 409, 503))
 async def close_investigation(
     investigation_id: str, body: CloseIn, request: Request,
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
@@ -196,14 +202,19 @@ def _through_of_cursor(problems: Problems, cursor: str | None) -> int | None:
 
 
 @router.get("/investigations/{investigation_id}", response_class=Response,
-            summary="An investigation's timeline, affected patients, counts and duties")
+            summary="An investigation's timeline, affected patients, counts and duties",
+            responses={**REPORT_200, **errors(400, 404, 503)})
 async def investigation(
     investigation_id: str, request: Request,
-    purpose: Annotated[str | None, Query(description="Why you are looking (HOPERAT, LEGAL)")
-                       ] = None,
+    purpose: Annotated[str | None, Query(
+        description="Why you are looking (HOPERAT, LEGAL)",
+        json_schema_extra={"x-required": True, "enum": sorted(PURPOSES)})] = None,
     as_of: Annotated[str | None, Query(description="RFC 3339: answer as the ledger stood"
-                                       " (recorded_at <= as_of)")] = None,
-    cursor: str | None = None, limit: int = 100, format: str = "json",
+                                       " (recorded_at <= as_of)",
+                                       json_schema_extra={"pattern": INSTANT})] = None,
+    cursor: str | None = None,
+    limit: Annotated[int, Query(json_schema_extra={"minimum": 1, "maximum": MAX_LIMIT})] = 100,
+    format: ReportFormat = "json",
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
 ) -> Response:
     problems = Problems()
@@ -256,7 +267,8 @@ async def _report(service: InvestigationService, answer: Answer, reader: Any, pu
 
 
 @router.get("/investigations/{investigation_id}/evidence", response_class=Response,
-            summary="The evidence file: in-scope entries as stored, with inclusion proofs")
+            summary="The evidence file: in-scope entries as stored, with inclusion proofs",
+            responses={**JSON_200, **errors(404, 503)})
 async def evidence(
     investigation_id: str, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),

@@ -7,6 +7,7 @@ import asyncio
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import Response
 
+from api.error_docs import errors
 from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
 from api.verifications import verify_and_record
@@ -16,7 +17,7 @@ router = APIRouter(prefix="/v1/ledger", tags=["verify"])
 MAX_PAGE = 10_000
 
 
-@router.get("", summary="The head of the ledger")
+@router.get("", summary="The head of the ledger", responses=errors())
 async def head(
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services)
 ) -> Response:
@@ -27,7 +28,7 @@ async def head(
 
 
 @router.get(
-    "/entries", summary="Entries exactly as hashed",
+    "/entries", summary="Entries exactly as hashed", responses=errors(),
     description="Entries with seq > `after`, in seq order, each byte for byte as stored and "
     "hashed. Page on with `after=next_after` while `next_after` is not null.",
 )
@@ -49,7 +50,7 @@ async def entries(
 
 
 @router.post(
-    "/verify", summary="Recompute the whole chain",
+    "/verify", summary="Recompute the whole chain", responses=errors(500),
     description="`{ok, verified_through, first_bad_seq, reason}`: ok only when every entry "
     "from seq 1 to the head is canonical, correctly hashed and linked. The verdict is "
     "kept (when, by whom) and shown on the console's ledger page.",

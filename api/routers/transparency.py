@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import Response
 
+from api.error_docs import errors
 from api.errors import ApiError
 from api.routers.common import DB_INT_MAX, chosen_ledger, json_response
 from api.services import Services, services
@@ -24,6 +25,9 @@ router = APIRouter(tags=["verify"])
 
 TEXT = "text/plain; charset=utf-8"
 NO_STORE = {"Cache-Control": "no-store"}
+TEXT_200: dict[int | str, dict[str, Any]] = {
+    200: {"description": "A C2SP text document.",
+          "content": {TEXT: {"schema": {"type": "string"}}}}}
 T = TypeVar("T")
 
 
@@ -58,7 +62,7 @@ def _note(text: str) -> Response:
     description="A C2SP checkpoint (origin `<log name>/<ledger>`, tree size, base64 root) in a "
     "C2SP signed note, as `text/plain`. 404 `no_checkpoint` until the ledger's first "
     "checkpoint is signed (within about a second of its first entry).",
-    response_class=Response, responses={200: {"content": {TEXT: {}}}},
+    response_class=Response, responses={**TEXT_200, **errors(404, 500, 503)},
 )
 async def latest(ledger: str = Depends(chosen_ledger),
                  svc: Services = Depends(services)) -> Response:
@@ -75,7 +79,7 @@ async def latest(ledger: str = Depends(chosen_ledger),
     "/v1/checkpoints/key", summary="The log's checkpoint key",
     description="The active key as a C2SP verifier key, "
     "`<origin>+<key id hex>+base64(0x01 || Ed25519 public key)`, one line of `text/plain`.",
-    response_class=Response, responses={200: {"content": {TEXT: {}}}},
+    response_class=Response, responses={**TEXT_200, **errors(503)},
 )
 async def key(ledger: str = Depends(chosen_ledger),
               svc: Services = Depends(services)) -> Response:
@@ -90,6 +94,7 @@ async def key(ledger: str = Depends(chosen_ledger),
     description="`{\"keys\": [{key, id, active, signing, created_at}]}`, newest first. After "
     "a key rotation new checkpoints are signed by the active key and co-signed by older "
     "keys until they are retired; retired keys stay listed so old checkpoints still verify.",
+    responses=errors(503),
 )
 async def keys(ledger: str = Depends(chosen_ledger),
                svc: Services = Depends(services)) -> Response:
@@ -104,7 +109,7 @@ async def keys(ledger: str = Depends(chosen_ledger),
     description="The checkpoint signed at exactly `size` entries; 404 `no_checkpoint` if none "
     "was signed at that size (checkpoints are signed at the sizes the tree had when it was "
     "time to sign, not at every size).",
-    response_class=Response, responses={200: {"content": {TEXT: {}}}},
+    response_class=Response, responses={**TEXT_200, **errors(400, 404, 500, 503)},
 )
 async def at_size(size: int = Path(ge=1, le=DB_INT_MAX,
                                    description="The tree size (entries covered)."),
@@ -123,6 +128,7 @@ async def at_size(size: int = Path(ge=1, le=DB_INT_MAX,
     "is leaf `seq - 1`; `leaf_hash` is the entry's hash; `proof` lists the RFC 9162 audit "
     "path (hex, leaf side first); `root` is the tree's root at `tree_size` (default: the "
     "head). Check `root` against a signed checkpoint of that size, never on trust.",
+    responses=errors(400, 404, 500, 503),
 )
 async def inclusion(
     seq: int = Query(ge=0, le=DB_INT_MAX, description="The entry (leaf index + 1)."),
@@ -140,6 +146,7 @@ async def inclusion(
     description="`{ledger, first, second, first_root, second_root, proof}` (hex). `second` "
     "defaults to the head; `first == second` gives an empty proof. A witness checks it "
     "against the roots of the two signed checkpoints it holds.",
+    responses=errors(400, 404, 500, 503),
 )
 async def consistency(
     first: int = Query(ge=0, le=DB_INT_MAX, description="The older tree size (at least 1)."),
@@ -161,7 +168,7 @@ async def consistency(
     "`not_checkpointed` (with Retry-After) while no checkpoint covers the entry yet, and "
     "(without) when no checkpoint was signed at `size`; 400 naming `size` when it is below "
     "1 or beyond the head, naming `seq` when it is below 1 or beyond `size`.",
-    response_class=Response, responses={200: {"content": {TEXT: {}}}},
+    response_class=Response, responses={**TEXT_200, **errors(400, 404, 500, 503)},
 )
 async def bundle(
     seq: int = Query(ge=0, le=DB_INT_MAX, description="The entry, as in its receipt."),
