@@ -70,6 +70,10 @@ def assert_intact(store: LedgerStore, ledger: str, length: int) -> None:
 class LedgerStoreContract(ABC):
     """Every test takes ``store`` (open on a fresh migrated database) or ``url``."""
 
+    # How long a follower waits for word of an append: a generous bound where the
+    # database notifies (it only runs out on a lost notification), the poll where not.
+    listen_timeout: float = 30.0
+
     @abstractmethod
     def database(self, tmp_path: Path) -> AbstractContextManager[str]:
         """A fresh, empty database (not yet migrated): its LEDGER_DATABASE_URL, dropped
@@ -265,6 +269,32 @@ class LedgerStoreContract(ABC):
         # paging: after an id, at most limit, nothing twice
         assert store.notifications(ids[2], 2) == found[3:5]
         assert store.notifications(ids[-1], 10) == []
+
+    def test_a_listener_wakes_after_another_store_appended(self, url: str) -> None:
+        """``wait`` returns True once entries may be new: at once where the database
+        notifies (PostgreSQL), after its sleep where followers poll (SQLite)."""
+        follower, writer = open_store(url), open_store(url)
+        try:
+            with follower.listener() as wait:
+                writer.append({A: [pendings(1)]}, NOW)
+                assert wait(self.listen_timeout) is True
+        finally:
+            follower.close()
+            writer.close()
+
+    # -- the other tables --------------------------------------------------------------
+
+    def test_other_tables_commit_on_a_clean_exit_only(self, store: LedgerStore) -> None:
+        insert = "INSERT INTO ledgers (name, ledger_id, created_at) VALUES (%s, %s, %s)"
+        with pytest.raises(RuntimeError, match="undone"), store.transaction() as tx:
+            store.execute(tx, insert, ("undone", store.key_of("undone"), "x"))
+            raise RuntimeError("undone")
+        with store.transaction() as tx:
+            assert store.execute(tx, insert, ("kept", store.key_of("kept"), "x")).rowcount == 1
+        with store.reading() as curs:
+            curs.execute(store.sql("SELECT name FROM ledgers WHERE name = %s"), ("kept",))
+            assert curs.fetchall() == [("kept",)]
+        assert store.ledgers() == ["kept"]
 
     # -- the Merkle tree -------------------------------------------------------------
 

@@ -11,6 +11,8 @@ from tests.support import create_pg_database, drop_pg_database, free_port, requi
 
 
 class TestSQLiteStore(LedgerStoreContract):
+    listen_timeout = 0.05  # no notifications: a listener sleeps this long, then says True
+
     @contextmanager
     def database(self, tmp_path: Path) -> Iterator[str]:
         yield f"sqlite:///{tmp_path}/ledger.db"
