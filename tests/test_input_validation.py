@@ -231,3 +231,25 @@ def test_accounting_csv_cells_are_never_formulas(client: TestClient) -> None:
     assert "'" + hostile in cells and "'@SUM(A1:A9)" in cells and "'+1 555 0100" in cells
     assert not any(cell.startswith(("=", "+", "@", "\t", "\r")) for cell in cells)
     assert inert(-5) == -5 and inert("-5") == "'-5" and inert("ok") == "ok"
+
+
+def test_the_html_accounting_may_use_its_own_style_and_nothing_else(client: TestClient) -> None:
+    """The service's default policy (default-src 'none') blocked the page's own <style>;
+    the page allows that one stylesheet by its hash, and no inline style or script."""
+    import base64
+    import hashlib
+    import re
+
+    event = make_event(action="disclose", channel="secure_sms", purpose="LEGAL", disclosure={
+        "recipient": {"name": "<b>Court</b>", "address": "1 Main St", "kind": "provider"},
+        "description": "records", "encrypted": True})
+    _caught_up(client, client.post("/v1/events", json=event).json()["seq"])
+    r = client.get("/v1/patients/MRN-0012345/disclosures",
+                   params={**PURPOSE, "format": "html", "from": "2020-01-01"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    styles = re.findall(r"<style>(.*?)</style>", r.text, re.S)
+    assert len(styles) == 1 and "<script" not in r.text and "<b>Court" not in r.text
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    csp = r.headers["content-security-policy"]
+    assert f"style-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and csp.count("content-security-policy") == 0
