@@ -253,3 +253,40 @@ def test_the_html_accounting_may_use_its_own_style_and_nothing_else(client: Test
     csp = r.headers["content-security-policy"]
     assert f"style-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
     assert "unsafe-inline" not in csp and csp.count("content-security-policy") == 0
+
+
+def _integer_parameters(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    found = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                kinds = [schema, *schema.get("anyOf", [])]
+                if any(k.get("type") == "integer" for k in kinds):
+                    found.append((method, path, parameter))
+    return found
+
+
+def test_every_integer_parameter_of_the_published_api_refuses_2_63(
+    admin_client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Not a list kept by hand: every integer parameter the OpenAPI document publishes
+    (query or path, on every route, those added later included) answers 400 naming it
+    for 2^63, which neither database can hold."""
+    client, admin = admin_client
+    client.post("/v1/events", json=make_event())
+    found = _integer_parameters(client.get("/openapi.json").json())
+    assert len(found) >= 20
+    fill = {"patient_id": "MRN-0012345", "user_id": "agent-0042", "investigation_id": "inv-1",
+            "size": "1", "seq": "1", "first": "1", "purpose": "HOPERAT"}
+    for method, path, parameter in found:
+        name, big = parameter["name"], str(2**63)
+        url = path
+        for key, value in fill.items():
+            url = url.replace("{" + key + "}", big if key == name else value)
+        params = {"purpose": "HOPERAT"}
+        if parameter["in"] == "query":
+            params[name] = big
+        headers = admin if path.startswith("/v1/admin") else {}
+        _refused(client.request(method.upper(), url, params=params, headers=headers),
+                 400, name)
