@@ -179,6 +179,24 @@ def test_unknown_fields_are_named_by_position_never_by_name(client: TestClient) 
              secret)
 
 
+def test_no_body_repeats_an_unknown_members_name(client: TestClient) -> None:
+    """Investigations and FHIR resources are read by models that forbid extra members;
+    their refusals repeated the member's name ("scope.SSN 123-45-6789: Extra inputs")."""
+    secret = "SSN 123-45-6789"
+    opening = {"title": "t", "discovered_at": "2026-11-26T09:00:00Z",
+               "scope": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                         "actors": ["agent-1"]}}
+    for body, field in (({**opening, secret: 1}, "(body)"),
+                        ({**opening, "scope": {**opening["scope"], secret: 1}}, "scope")):
+        r = client.post("/v1/investigations", json=body)
+        _refused(r, 400, field, secret, "123-45")
+    fhir = client.post("/fhir/AuditEvent", json={"resourceType": "AuditEvent", secret: 1},
+                       headers={"content-type": "application/fhir+json"})
+    assert fhir.status_code in (400, 422), fhir.text
+    assert "123-45" not in fhir.text and "AuditEvent" in fhir.text
+    assert _seq(client) == 0
+
+
 def test_bodies_in_another_media_type_are_415(
     admin_client: tuple[TestClient, dict[str, str]],
 ) -> None:
