@@ -183,7 +183,7 @@ def test_no_body_repeats_an_unknown_members_name(client: TestClient) -> None:
     """Investigations and FHIR resources are read by models that forbid extra members;
     their refusals repeated the member's name ("scope.SSN 123-45-6789: Extra inputs")."""
     secret = "SSN 123-45-6789"
-    opening = {"title": "t", "discovered_at": "2026-11-26T09:00:00Z",
+    opening: dict[str, Any] = {"title": "t", "discovered_at": "2026-11-26T09:00:00Z",
                "scope": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z",
                          "actors": ["agent-1"]}}
     for body, field in (({**opening, secret: 1}, "(body)"),
