@@ -179,6 +179,16 @@ def test_wrong_passwords_lock_out_their_address_not_the_owner(service: Service) 
         "lifts no other address's lock"
 
 
+def test_no_shared_bucket_lets_one_address_keep_the_owner_out(service: Service) -> None:
+    """A limit by name, shared by every address, was a lockout by another name: ten
+    attempts a minute from anywhere kept its owner at 429."""
+    service.peer.address = ("203.0.113.66", 41000)
+    answers = [service.login(password="wrong wrong wrong").status_code for _ in range(11)]
+    assert answers[:10] == [401] * 10 and answers[10] == 429
+    service.peer.address = ("198.51.100.7", 41000)
+    assert service.login().status_code == 200
+
+
 def test_login_attempts_are_rate_limited(service: Service) -> None:
     # 10 a minute from one address (the clock stands still: nothing refills)
     answers = [service.login(username=f"nobody-{i}").status_code for i in range(11)]
