@@ -3,7 +3,9 @@ printable HTML letter a privacy office can mail to the patient (45 CFR 164.528(c
 
 from __future__ import annotations
 
+import base64
 import csv
+import hashlib
 import io
 from html import escape
 from typing import Any
@@ -16,6 +18,21 @@ from projections.accounting import (
     explain,
     purpose_statement,
 )
+
+STYLE = """
+ body { font: 11pt/1.4 Georgia, serif; margin: 2cm; color: #111; }
+ h1 { font-size: 16pt; margin-bottom: 0; }
+ table { border-collapse: collapse; width: 100%; margin-top: 1em; }
+ th, td { border: 1px solid #999; padding: 4pt 6pt; vertical-align: top; text-align: left; }
+ th { background: #eee; }
+ .meta { color: #444; }
+ @media print { body { margin: 1cm; } }
+""".strip()
+# The page's one stylesheet, allowed by its hash: the service's default policy
+# (default-src 'none') would block it, and nothing else on the page may run or load.
+STYLE_HASH = base64.b64encode(hashlib.sha256(STYLE.encode()).digest()).decode()
+ACCOUNTING_CSP = (f"default-src 'none'; style-src 'sha256-{STYLE_HASH}'; base-uri 'none';"
+                  " form-action 'none'; frame-ancestors 'none'")
 
 CSV_COLUMNS = (
     "date", "recipient_name", "recipient_address", "description", "purpose",
@@ -91,15 +108,7 @@ def as_html(patient_id: str, ledger: str, period: tuple[str, str], generated_at:
     return f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8">
 <title>Accounting of disclosures</title>
-<style>
- body {{ font: 11pt/1.4 Georgia, serif; margin: 2cm; color: #111; }}
- h1 {{ font-size: 16pt; margin-bottom: 0; }}
- table {{ border-collapse: collapse; width: 100%; margin-top: 1em; }}
- th, td {{ border: 1px solid #999; padding: 4pt 6pt; vertical-align: top; text-align: left; }}
- th {{ background: #eee; }}
- .meta {{ color: #444; }}
- @media print {{ body {{ margin: 1cm; }} }}
-</style></head>
+<style>{STYLE}</style></head>
 <body>
 <h1>Accounting of disclosures of protected health information</h1>
 <p class="meta">Patient: <strong>{escape(patient_id)}</strong><br>

@@ -14,6 +14,7 @@ from typing import Any, Final
 
 from api.access_reports import AccessReports, Reader
 from ledger.admission import Accepted, Pending
+from ledger.attestation import BY_SERVICE
 from ledger.event_ids import new_event_id
 from projections import alert_queries
 from projections.alert_queries import AlertFilter
@@ -99,7 +100,8 @@ def triage(svc: Any, ledger: str, caller: Any, alert_id: str, decision: str,
         "data": {"alert_id": alert_id, "reason": reason},
         "source": {"system": "phi-ledger"},
     }
-    pending = Pending(event["event_id"], svc.protection.fingerprint(ledger, event), event)
+    pending = Pending(event["event_id"], svc.protection.fingerprint(ledger, event), event,
+                      BY_SERVICE.members())
     outcome = svc.store.append({ledger: [[pending]]}, now)[ledger][0]
     assert isinstance(outcome, Accepted)
     status = "acknowledged" if decision == "acknowledge" else "dismissed"

@@ -56,6 +56,15 @@ def _query_field(loc: tuple[Any, ...]) -> str:
     return ".".join(parts) or "(request)"
 
 
+def _problem(error: Any) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        # Named by the object it is in, never by its name: the client's text, maybe PHI.
+        parent = _query_field(loc[:-1])
+        return ("(body)" if parent == "(request)" else parent), "unknown field"
+    return _query_field(loc), error["msg"]
+
+
 def domain_error_response(exc: Exception) -> Response | None:
     """The answer to an error of the service layer, or None for anything else."""
     if isinstance(exc, ApiError):
@@ -101,7 +110,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def _bad_request(_: Request, exc: RequestValidationError) -> Response:
-        problems = [(_query_field(tuple(e["loc"])), e["msg"]) for e in exc.errors()]
+        problems = [_problem(e) for e in exc.errors()]
         return error_response(
             400, "invalid_request", "; ".join(f"{f}: {m}" for f, m in problems),
             list(dict.fromkeys(f for f, _ in problems)),

@@ -19,6 +19,7 @@ from api.access_reports import AccessReports, Reader, SealedPatient, access_item
 from api.alert_desk import alert_item
 from api.errors import ApiError
 from ledger.admission import Accepted, Pending
+from ledger.attestation import BY_SERVICE
 from ledger.canonical import parse
 from ledger.entry import Entry, Receipt
 from ledger.event_ids import new_event_id
@@ -130,7 +131,7 @@ class InvestigationService:
 
     async def _append(self, ledger: str, event: dict[str, Any]) -> Receipt:
         pending = Pending(event["event_id"], self.svc.protection.fingerprint(ledger, event),
-                          event)
+                          event, BY_SERVICE.members())
         outcome = await asyncio.wrap_future(self.svc.writer.submit(ledger, [pending]))
         assert isinstance(outcome, Accepted)  # a fresh event id: never a replay
         return outcome.receipts[0]

@@ -25,6 +25,7 @@ from typing import Any, Final
 import structlog
 
 from ledger.admission import Pending
+from ledger.attestation import BY_SERVICE
 from ledger.event_ids import new_event_id
 from ledger.store.base import LedgerStore, StoreUnavailable
 from projections.alerts import RULES_RECORDED
@@ -71,7 +72,8 @@ def record_rule_sets(store: LedgerStore, protection: Any, clock: Callable[[], da
         if ledger in recorded:
             continue
         event = rule_set_event(clock())
-        pending = Pending(event["event_id"], protection.fingerprint(ledger, event), event)
+        pending = Pending(event["event_id"], protection.fingerprint(ledger, event), event,
+                          BY_SERVICE.members())
         store.append({ledger: [[pending]]}, clock())
         recorded.add(ledger)
         done.append(ledger)

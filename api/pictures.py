@@ -85,6 +85,19 @@ _STEPS = [timedelta(minutes=m) for m in (1, 5, 15, 30)] + [
     timedelta(days=d) for d in (1, 2, 7, 14, 30, 91, 182, 365)]
 
 
+_EARLIEST = datetime.min.replace(tzinfo=UTC)
+_LATEST = datetime.max.replace(tzinfo=UTC)
+
+
+def _shift(moment: datetime, delta: timedelta) -> datetime:
+    """``moment + delta``, held within the calendar: events at the first and last
+    instants validation accepts (years 1 and 9999) are drawn, not an OverflowError."""
+    try:
+        return moment + delta
+    except OverflowError:
+        return _EARLIEST if delta < timedelta(0) else _LATEST
+
+
 def time_ticks(start: datetime, end: datetime, most: int = 8) -> list[datetime]:
     """Round instants between ``start`` and ``end`` (UTC) at the smallest step that
     gives at most ``most`` of them."""
@@ -95,14 +108,16 @@ def time_ticks(start: datetime, end: datetime, most: int = 8) -> list[datetime]:
         first = start.replace(hour=0, minute=0, second=0, microsecond=0)
     else:
         seconds = int(step.total_seconds())
-        epoch = int(start.timestamp())
-        first = datetime.fromtimestamp(epoch - epoch % seconds, UTC)
+        first = start.replace(microsecond=0)
+        first = _shift(first, -timedelta(seconds=int(first.timestamp()) % seconds))
     ticks = []
     tick = first
     while tick <= end:
         if tick >= start:
             ticks.append(tick)
-        tick += step
+        if tick == _LATEST:
+            break
+        tick = _shift(tick, step)
     return ticks
 
 
@@ -173,7 +188,7 @@ def timeline_svg(
     start = _utc(start) if start else first
     end = _utc(end) if end else last
     if end <= start:
-        start, end = start - timedelta(minutes=30), end + timedelta(minutes=30)
+        start, end = _shift(start, -timedelta(minutes=30)), _shift(end, timedelta(minutes=30))
     span = end - start
     plot = width - LABEL_WIDTH - 2 * PAD
     height = AXIS_HEIGHT + max(1, len(drawn)) * LANE_HEIGHT + PAD
@@ -260,13 +275,17 @@ def daily_volumes(counts: Mapping[date, int], first: date | None = None,
     days = []
     day = first
     while day <= last:
-        window = [counts[d] for d in (day - timedelta(days=k) for k in range(1, BASELINE_DAYS + 1))
+        ordinal = day.toordinal()
+        window = [counts[d] for d in (date.fromordinal(ordinal - k)
+                                      for k in range(1, min(BASELINE_DAYS, ordinal - 1) + 1))
                   if counts.get(d, 0) > 0]
         baseline = threshold = None
         if len(window) >= BASELINE_MIN_ACTIVE:
             baseline = float(statistics.median(window))
             threshold = float(max(VOLUME_FLOOR, VOLUME_FACTOR * baseline))
         days.append(DayVolume(day, counts.get(day, 0), baseline, threshold))
+        if day == date.max:
+            break
         day += timedelta(days=1)
     return days
 

@@ -175,6 +175,7 @@ class Ingest:
         return self._accepted(await asyncio.wrap_future(future))
 
     def record_sync(
-        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False
+        self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
+        by: Attestation = BY_SERVICE,
     ) -> Accepted:
-        return self._accepted(self.submit(ledger, events, batch=batch).result())
+        return self._accepted(self.submit(ledger, events, batch=batch, by=by).result())

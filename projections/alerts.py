@@ -145,11 +145,10 @@ def entry_of(change: Change) -> Entry:
     resource = event.get("resource") or {}
     disclosure = event.get("disclosure") or {}
     recipient = disclosure.get("recipient") or {}
-    source = event.get("source") or {}
     action = event["action"]
     partner = recipient.get("partner")
-    system = (action in SYSTEM_ACTIONS or action in MONITORING_ACTIONS
-              or str(source.get("system", "")).startswith("phi-ledger"))
+    # Not a prefix of the source: a client's "phi-ledger-bridge" is judged like any other.
+    system = action in SYSTEM_ACTIONS or action in MONITORING_ACTIONS or change.service_record
     return Entry(
         ledger=change.ledger, seq=change.seq, action=action, outcome=event["outcome"],
         actor_id=str(actor.get("id", "")), actor_kind=str(actor.get("kind", "")),

@@ -23,7 +23,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import date, timedelta
+from datetime import date
 from functools import lru_cache
 from typing import Any
 
@@ -145,7 +145,9 @@ def counts(patients: Sequence[Affected], states: Mapping[str, str | None]) -> di
 
 
 def _plus_days(day: date, days: int) -> str:
-    return (day + timedelta(days=days)).isoformat()
+    # A deadline past the calendar (a discovery late in year 9999, which validation
+    # accepts) is its last day: the query answers rather than overflowing into a 500.
+    return date.fromordinal(min(day.toordinal() + days, date.max.toordinal())).isoformat()
 
 
 def duties(discovered: date, unsecured_states: Sequence[str | None]) -> list[dict[str, Any]]:

@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
+from ledger.attestation import SERVICE_IDENTITY, SERVICE_SYSTEM
 from ledger.canonical import parse
 from ledger.store import base
 from projections.instants import utc_of
@@ -23,6 +24,7 @@ class Change:
     recorded_at: str
     event: dict[str, Any]
     occurred_utc: str
+    service_record: bool = False  # one of the records the service composes itself
 
     @classmethod
     def of(cls, position: int, stored: bytes) -> Change:
@@ -30,7 +32,18 @@ class Change:
         entry = parse(stored)
         event = entry["event"]
         return cls(position, entry["ledger"], entry["seq"], entry["recorded_at"], event,
-                   utc_of(event["occurred_at"]))
+                   utc_of(event["occurred_at"]), is_service_record(entry))
+
+
+def is_service_record(entry: dict[str, Any]) -> bool:
+    """Whether the service composed this entry: its source is the service's, and the
+    service submitted it (``submitted_by``, which no client can write). Entries older
+    than ``submitted_by`` have only their source to go by."""
+    source = entry["event"].get("source")
+    if not (isinstance(source, dict) and source.get("system") == SERVICE_SYSTEM):
+        return False
+    by = entry.get("submitted_by")
+    return by is None or (isinstance(by, dict) and by.get("identity") == SERVICE_IDENTITY)
 
 
 # Entries are stored as canonical JSON, keys sorted: "event" comes first, and "action"

@@ -27,7 +27,7 @@ from api.formats.fhir_validation import rendered_is_valid
 from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
-from api.syslog.intake import map_message
+from api.syslog.intake import Sender, map_message
 from api.syslog.listener import resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
@@ -217,6 +217,27 @@ def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
     assert len(_events(svc)) == len(events) + 2
     assert intake.replay(letters[0].id) == seqs[0]  # replaying again writes nothing
     assert len(_events(svc)) == len(events) + 2
+
+
+def test_syslog_entries_name_their_sender_and_never_claim_the_service(svc: Services) -> None:
+    """Entries taken over syslog say which sender submitted them (issue 17): they were
+    marked as the service's own records, and a sender could then post an AuditSourceID
+    of ``phi-ledger``, indistinguishable from the service's reads."""
+    _identity(svc, "atna-sender")
+    found = svc.access.identities.by_name("atna-sender")
+    assert found is not None
+    sender, intake = Sender(found.id, found.ledger), intake_of(svc)
+    forged = msgs.login().replace(b'AuditSourceID="ehr"', b'AuditSourceID="phi-ledger"')
+    assert forged != msgs.login()
+    assert asyncio.run(intake.take(sender, syslog_message(msgs.login()))) == "accepted"
+    assert asyncio.run(intake.take(sender, syslog_message(forged))) == "dead"
+    entries = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10_000)]
+    assert [e.members["submitted_by"] for e in entries] == [
+        {"identity": found.id, "credential": "syslog"}]
+    (letter,) = intake.dead_letters.letters()
+    assert "source.system" in letter.reason and "reserved" in letter.reason
+    intake.default_purpose = "HOPERAT"
+    assert intake.replay(letter.id) is None, "a replay is the sender's too: still refused"
 
 
 def test_tls_refuses_unknown_untrusted_and_non_ingest_senders(

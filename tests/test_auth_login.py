@@ -28,7 +28,7 @@ from api.auth.credentials import (
 from ledger.event import check_event
 from ledger.settings import Settings
 from ledger.store.sqlite import sqlite_path
-from tests.support import FakeClock, auth_headers, provision_key, provision_user
+from tests.support import FakeClock, auth_headers, fastapi_app, provision_key, provision_user
 
 PASSWORD = "correct horse battery staple"
 
@@ -173,10 +173,22 @@ def test_wrong_passwords_lock_out_their_address_not_the_owner(service: Service) 
     assert service.entries()[-1]["event"]["resource"]["id"] == "locked"
     service.peer.address = ("198.51.100.7", 41000)
     assert service.login().status_code == 200, "the owner, elsewhere, is not"
+    alice = fastapi_app(service.peer.app).state.services.access.identities.by_name("alice")
+    assert alice.locked_until is not None, "the admin listing still shows the lock"
     service.peer.address = ("203.0.113.66", 41000)
     service.clock.advance(seconds=30)
     assert service.login(totp=service.code()).status_code == 401, "a success elsewhere " \
         "lifts no other address's lock"
+
+
+def test_no_shared_bucket_lets_one_address_keep_the_owner_out(service: Service) -> None:
+    """A limit by name, shared by every address, was a lockout by another name: ten
+    attempts a minute from anywhere kept its owner at 429."""
+    service.peer.address = ("203.0.113.66", 41000)
+    answers = [service.login(password="wrong wrong wrong").status_code for _ in range(11)]
+    assert answers[:10] == [401] * 10 and answers[10] == 429
+    service.peer.address = ("198.51.100.7", 41000)
+    assert service.login().status_code == 200
 
 
 def test_login_attempts_are_rate_limited(service: Service) -> None:

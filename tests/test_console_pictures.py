@@ -95,3 +95,25 @@ def test_volume_floor_and_idle_days() -> None:
     days = daily_volumes(counts)
     assert len(days) == 17 and days[1].patients == 0
     assert days[16].threshold == 50 and not days[16].above
+
+
+FIRST = datetime(1, 1, 1, tzinfo=UTC)
+LAST = datetime(9999, 12, 31, 23, 59, 59, 999999, tzinfo=UTC)
+
+
+def test_pictures_draw_the_first_and_last_instants_validation_accepts() -> None:
+    """Events in the first minutes of year 1 or the last of 9999 are valid; drawing
+    them stepped past the calendar (OverflowError: a 500 on the page) before."""
+    for moment in (FIRST, LAST):
+        svg = fromstring(timeline_svg([Mark("alice", moment, "read")]))
+        assert len(_classes(svg, "mark")) == 1
+    svg = fromstring(timeline_svg([Mark("a", FIRST, "read"), Mark("b", LAST, "read")]))
+    assert len(_classes(svg, "mark")) == 2
+    for start, end in ((FIRST, FIRST + timedelta(hours=1)), (LAST - timedelta(hours=1), LAST),
+                       (FIRST, LAST)):
+        ticks = time_ticks(start, end)
+        assert ticks and all(start <= t <= end for t in ticks)
+    early = daily_volumes({date(1, 1, 1): 3, date(1, 1, 2): 1})
+    assert [(d.day, d.patients) for d in early] == [(date(1, 1, 1), 3), (date(1, 1, 2), 1)]
+    late = daily_volumes({date.max: 2})
+    assert [(d.day, d.patients) for d in late] == [(date.max, 2)]

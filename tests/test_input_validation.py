@@ -181,6 +181,24 @@ def test_unknown_fields_are_named_by_position_never_by_name(client: TestClient) 
              secret)
 
 
+def test_no_body_repeats_an_unknown_members_name(client: TestClient) -> None:
+    """Investigations and FHIR resources are read by models that forbid extra members;
+    their refusals repeated the member's name ("scope.SSN 123-45-6789: Extra inputs")."""
+    secret = "SSN 123-45-6789"
+    opening: dict[str, Any] = {"title": "t", "discovered_at": "2026-11-26T09:00:00Z",
+               "scope": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                         "actors": ["agent-1"]}}
+    for body, field in (({**opening, secret: 1}, "(body)"),
+                        ({**opening, "scope": {**opening["scope"], secret: 1}}, "scope")):
+        r = client.post("/v1/investigations", json=body)
+        _refused(r, 400, field, secret, "123-45")
+    fhir = client.post("/fhir/AuditEvent", json={"resourceType": "AuditEvent", secret: 1},
+                       headers={"content-type": "application/fhir+json"})
+    assert fhir.status_code in (400, 422), fhir.text
+    assert "123-45" not in fhir.text and "AuditEvent" in fhir.text
+    assert _seq(client) == 0
+
+
 def test_bodies_in_another_media_type_are_415(
     admin_client: tuple[TestClient, dict[str, str]],
 ) -> None:
@@ -233,3 +251,62 @@ def test_accounting_csv_cells_are_never_formulas(client: TestClient) -> None:
     assert "'" + hostile in cells and "'@SUM(A1:A9)" in cells and "'+1 555 0100" in cells
     assert not any(cell.startswith(("=", "+", "@", "\t", "\r")) for cell in cells)
     assert inert(-5) == -5 and inert("-5") == "'-5" and inert("ok") == "ok"
+
+
+def test_the_html_accounting_may_use_its_own_style_and_nothing_else(client: TestClient) -> None:
+    """The service's default policy (default-src 'none') blocked the page's own <style>;
+    the page allows that one stylesheet by its hash, and no inline style or script."""
+    import base64
+    import hashlib
+    import re
+
+    event = make_event(action="disclose", channel="secure_sms", purpose="LEGAL", disclosure={
+        "recipient": {"name": "<b>Court</b>", "address": "1 Main St", "kind": "provider"},
+        "description": "records", "encrypted": True})
+    _caught_up(client, client.post("/v1/events", json=event).json()["seq"])
+    r = client.get("/v1/patients/MRN-0012345/disclosures",
+                   params={**PURPOSE, "format": "html", "from": "2020-01-01"})
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/html")
+    styles = re.findall(r"<style>(.*?)</style>", r.text, re.S)
+    assert len(styles) == 1 and "<script" not in r.text and "<b>Court" not in r.text
+    digest = base64.b64encode(hashlib.sha256(styles[0].encode()).digest()).decode()
+    csp = r.headers["content-security-policy"]
+    assert f"style-src 'sha256-{digest}'" in csp and "default-src 'none'" in csp
+    assert "unsafe-inline" not in csp and csp.count("content-security-policy") == 0
+
+
+def _integer_parameters(document: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    found = []
+    for path, operations in document["paths"].items():
+        for method, operation in operations.items():
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                kinds = [schema, *schema.get("anyOf", [])]
+                if any(k.get("type") == "integer" for k in kinds):
+                    found.append((method, path, parameter))
+    return found
+
+
+def test_every_integer_parameter_of_the_published_api_refuses_2_63(
+    admin_client: tuple[TestClient, dict[str, str]],
+) -> None:
+    """Not a list kept by hand: every integer parameter the OpenAPI document publishes
+    (query or path, on every route, those added later included) answers 400 naming it
+    for 2^63, which neither database can hold."""
+    client, admin = admin_client
+    client.post("/v1/events", json=make_event())
+    found = _integer_parameters(client.get("/openapi.json").json())
+    assert len(found) >= 20
+    fill = {"patient_id": "MRN-0012345", "user_id": "agent-0042", "investigation_id": "inv-1",
+            "size": "1", "seq": "1", "first": "1", "purpose": "HOPERAT"}
+    for method, path, parameter in found:
+        name, big = parameter["name"], str(2**63)
+        url = path
+        for key, value in fill.items():
+            url = url.replace("{" + key + "}", big if key == name else value)
+        params = {"purpose": "HOPERAT"}
+        if parameter["in"] == "query":
+            params[name] = big
+        headers = admin if path.startswith("/v1/admin") else {}
+        _refused(client.request(method.upper(), url, params=params, headers=headers),
+                 400, name)

@@ -36,6 +36,14 @@ def test_discovery_on_31_december_rolls_into_the_next_year() -> None:
     assert found["hhs"]["deadline"] == "2027-03-01"  # 60 days after 2026-12-31
 
 
+def test_a_discovery_late_in_9999_answers_with_the_calendars_last_day() -> None:
+    """discovered_at is any valid instant; adding 60 days to 9999-11-15 overflowed and
+    the investigation answered 500."""
+    found = _to(duties(date(9999, 11, 15), ["NY"]))
+    assert found["individuals"]["deadline"] == found["hhs"]["deadline"] == "9999-12-31"
+    assert _to(duties(date(9999, 10, 1), ["NY"]))["individuals"]["deadline"] == "9999-11-30"
+
+
 def test_leap_years() -> None:
     # 60 days after 2027-12-31 is 2028-02-29 (2028 is a leap year)
     assert _to(duties(date(2027, 12, 31), ["NY"]))["hhs"]["deadline"] == "2028-02-29"

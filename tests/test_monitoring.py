@@ -8,6 +8,7 @@ from typing import Any
 
 from projections.alert_queries import alerts_for_seqs
 from projections.runner import Projector
+from projections.view import is_service_record
 from tests.monitoring_support import (
     alerts,
     at,
@@ -140,3 +141,22 @@ def test_only_record_events_change_the_patient_record(svc: Any) -> None:
         curs.execute("SELECT record FROM view_patients")
         (record_text,), = curs.fetchall()
     assert '"note"' not in record_text  # the message's data stayed out of the record
+
+
+def test_a_source_that_merely_starts_like_the_service_is_judged(svc: Any) -> None:
+    """Only the service's own records escape the rules: a client's source
+    ``phi-ledger-bridge`` was taken for the service's (a prefix match) and raised nothing."""
+    seqs = post(svc, [read("MRN-1", at(0), purpose="ETREAT",
+                           source={"system": "phi-ledger-bridge"})])
+    assert "break_glass" in rules_of(alerts(svc), seqs[0])
+
+
+def test_service_records_are_told_by_who_submitted_them() -> None:
+    service = {"identity": "phi-ledger", "credential": None}
+    client = {"identity": "app-0123456789", "credential": "key-0123456789"}
+    ours = {"event": {"source": {"system": "phi-ledger"}}}
+    assert is_service_record({**ours, "submitted_by": service})
+    assert is_service_record(ours), "entries older than submitted_by: by their source"
+    assert not is_service_record({**ours, "submitted_by": client})
+    assert not is_service_record({"event": {"source": {"system": "ehr"}},
+                                  "submitted_by": service})

@@ -195,8 +195,17 @@ def test_outage_answers_503_writes_nothing_and_recovers(
         before = [client.post("/v1/events", json=tagged_event("before")) for _ in range(5)]
         assert [r.status_code for r in before] == [201] * 5
         assert client.get("/readyz").status_code == 200
+        fresh = key_headers(settings.database_url)  # made now, never presented yet
 
         proxy.cut()
+        # A credential not in the cache needs the database: the cut is a 503 in the
+        # error shape (it escaped access control as a bare text/plain 500 before).
+        uncached = client.get("/v1/ledger", headers=fresh)
+        assert uncached.status_code == 503, uncached.text
+        assert uncached.headers["content-type"] == "application/json"
+        assert uncached.json()["error"]["code"] == "unavailable"
+        assert uncached.headers["retry-after"] == "1"
+        assert uncached.headers["x-content-type-options"] == "nosniff"
         event = contract_example()
         response = client.post("/v1/events", json=event)
         assert response.status_code == 503, response.text

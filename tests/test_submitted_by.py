@@ -58,3 +58,24 @@ def test_clients_cannot_post_the_services_own_source(client: TestClient) -> None
     r = client.post("/v1/events/batch", json=batch)
     assert r.status_code == 400 and r.json()["error"]["fields"] == ["events[1].source.system"]
     assert client.get("/v1/ledger").json()["seq"] == 0
+
+
+def test_every_entry_says_who_submitted_it_and_only_the_service_is_the_service(
+        client: TestClient) -> None:
+    """Reads the service records and investigation actions carry the service's own
+    ``submitted_by`` (investigation actions had none); a client's entries never do."""
+    seq = client.post("/v1/events", json=make_event()).json()["seq"]
+    r = client.get("/v1/patients/MRN-0012345/accesses",
+                   params={"purpose": "HOPERAT", "min_seq": seq, "wait_ms": 10_000})
+    assert r.status_code == 200, r.text
+    r = client.post("/v1/investigations", json={
+        "title": "Lost badge", "discovered_at": "2026-11-26T09:00:00Z",
+        "scope": {"from": "2026-11-24T00:00:00Z", "to": "2026-12-01T00:00:00Z",
+                  "actors": ["agent-0042"]}})
+    assert r.status_code == 201, r.text
+    entries = client.get("/v1/ledger/entries").json()["entries"]
+    assert all("submitted_by" in e for e in entries), [e["event"]["action"] for e in entries]
+    by_service = {e["event"]["action"] for e in entries
+                  if e["submitted_by"] == BY_SERVICE.submitted_by.as_member()}
+    assert by_service == {"query", "investigation_opened"}
+    assert entries[0]["submitted_by"]["identity"].startswith("app-")

@@ -63,6 +63,15 @@ def test_accepted_events_are_applied_and_refused_ones_are_named(
                    params={"purpose": "HOPERAT", "min_seq": seq, "wait_ms": 10_000,
                            "from": occurred}),
     ]
+    opened = client.post("/v1/investigations", json={
+        "title": "edge", "discovered_at": occurred,
+        "scope": {"actors": [actor], "from": "0001-01-01T00:00:00Z",
+                  "to": "9999-12-31T23:59:59.999999Z"}})
+    assert opened.status_code == 201, opened.text
+    for shape in ("json", "html", "csv"):
+        answers.append(client.get(f"/v1/investigations/{opened.json()['investigation_id']}",
+                                  params={"purpose": "HOPERAT", "format": shape}))
+    answers.append(client.get("/v1/alerts", params={"purpose": "HOPERAT"}))
     for answer in answers:
         assert answer.status_code == 200, answer.text
     assert any(item["seq"] == seq for item in answers[0].json()["items"])

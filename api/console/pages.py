@@ -180,8 +180,9 @@ async def sign_in(request: Request) -> Response:
     username = form.get("username", "").strip()[:64]
     password, code = form.get("password", ""), form.get("totp", "").strip()
     svc = services_of(request)
-    # The API's own limits, in the same buckets: by address, then by name.
-    for key in (f"ip:{client_of(request)}", f"name:{username.lower()}"):
+    # The API's own limit, in the same bucket: by address (not by name: see
+    # api.routers.auth.login).
+    for key in (f"ip:{client_of(request)}",):
         wait = svc.access.wait("login", key)
         if wait:
             response = _sign_in_form(request, target, 429, error="Too many sign-in attempts; "

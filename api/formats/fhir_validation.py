@@ -25,6 +25,15 @@ def _fhirpath(prefix: str, loc: tuple[Any, ...]) -> str:
     return out
 
 
+def _problem(prefix: str, error: Any) -> tuple[str, str]:
+    loc = tuple(error["loc"])
+    if error["type"] == "extra_forbidden":
+        # An unknown element is named by where it is, never by its name: the name is
+        # the client's text and may be PHI.
+        return _fhirpath(prefix, loc[:-1]), "unknown element"
+    return _fhirpath(prefix, loc), error["msg"].removeprefix("Value error, ")
+
+
 def _uses_stu3(resource: dict[str, Any]) -> bool:
     def names(key: str) -> set[str]:
         found: set[str] = set()
@@ -39,8 +48,7 @@ def _problems(model: Any, resource: dict[str, Any], prefix: str) -> list[tuple[s
     try:
         model.model_validate(resource)
     except ValidationError as error:
-        return [(_fhirpath(prefix, tuple(e["loc"])), e["msg"].removeprefix("Value error, "))
-                for e in error.errors(include_input=False, include_url=False)]
+        return [_problem(prefix, e) for e in error.errors(include_input=False, include_url=False)]
     except (TypeError, ValueError):
         return [(prefix, "is not a valid AuditEvent")]
     return []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Depends, Request
 from fastapi.responses import HTMLResponse, Response
 
-from api.accounting_report import as_csv, as_html, as_json
+from api.accounting_report import ACCOUNTING_CSP, as_csv, as_html, as_json
 from api.audit_reads import (
     ACTIONS,
     MAX_LIMIT,
@@ -116,5 +116,6 @@ async def patient_disclosures(
                                  'attachment; filename="accounting-of-disclosures.csv"'})
     if format == "html":
         return HTMLResponse(as_html(patient_id, ledger, read.period, generated,
-                                    read.accounting))
+                                    read.accounting),
+                            headers={"Content-Security-Policy": ACCOUNTING_CSP})
     return json_response(as_json(patient_id, ledger, read.period, generated, read.accounting))

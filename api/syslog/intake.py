@@ -20,6 +20,7 @@ from api.formats.codes import derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected
 from api.formats.syslog import parse_message
 from api.syslog.dead_letters import DeadLetters
+from ledger.attestation import Attestation, Submitter
 from ledger.clock import Clock
 from ledger.entry import format_recorded_at
 from ledger.event import EventRejected
@@ -37,6 +38,21 @@ class Sender:
 
     identity: str
     ledger: str
+
+    @property
+    def attestation(self) -> Attestation:
+        """Its entries' ``submitted_by``: the sender's identity, never the service's (so
+        its messages may not claim the service's own ``source.system`` either)."""
+        return syslog_attestation(self.identity)
+
+
+def syslog_attestation(identity: str) -> Attestation:
+    return Attestation(Submitter(identity, SYSLOG_CREDENTIAL))
+
+
+# submitted_by.credential of entries taken over syslog: the sender proved its identity
+# with a client certificate (TLS) or is on the UDP sender list; it presented no key.
+SYSLOG_CREDENTIAL = "syslog"
 
 
 @dataclass
@@ -83,7 +99,8 @@ class AtnaIntake:
         reason = mapped.reason
         if mapped.event is not None:
             try:
-                accepted = await self.ingest.record(sender.ledger, [mapped.event])
+                accepted = await self.ingest.record(sender.ledger, [mapped.event],
+                                                    by=sender.attestation)
             except EventRejected as rejected:
                 reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
             except EventConflict:
@@ -119,7 +136,8 @@ class AtnaIntake:
         reason = mapped.reason
         if mapped.event is not None:
             try:
-                accepted = self.ingest.record_sync(letter.ledger, [mapped.event])
+                accepted = self.ingest.record_sync(letter.ledger, [mapped.event],
+                                                   by=syslog_attestation(letter.sender))
             except EventRejected as rejected:
                 reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
             except EventConflict:
