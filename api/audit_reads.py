@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar, cast, get_args
 
 from fastapi import Query
 from fastapi.responses import Response
@@ -36,7 +36,7 @@ from projections.accounting import Accounting, account
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.instants import parse_bound
 from projections.patients import PatientRow
-from projections.queries import AccessFilter
+from projections.queries import AccessFilter, Order
 
 T = TypeVar("T")
 
@@ -165,7 +165,8 @@ def _read_page(
     reports: AccessReports, ledger: str, where: AccessFilter, scope: dict[str, Any],
     after: Position | None, order: str, limit: int,
 ) -> SealedPage:
-    rows, more = reports.access_rows(ledger, where, after, order, limit)  # type: ignore[arg-type]
+    # _list_params has refused any order but asc and desc.
+    rows, more = reports.access_rows(ledger, where, after, cast(Order, order), limit)
     next_cursor = None
     if more and rows:
         last = rows[-1]

@@ -79,7 +79,7 @@ Channel = Literal[
     "encrypted_email", "fax", "paper", "in_person",
 ]
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 # What PostgreSQL ``text`` (and any UTF-8 encoder) cannot hold: NUL and lone surrogates.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -93,7 +93,7 @@ def storable(text: str) -> bool:
 
 
 def _uuid(value: str) -> str:
-    if not _UUID.fullmatch(value):
+    if not CANONICAL_UUID.fullmatch(value):
         raise ValueError("must be a UUID in canonical lower-case form")
     return value
 
@@ -450,7 +450,7 @@ def validate_alike(
             if sizes and sizes[i] > MAX_EVENT_BYTES:
                 problems.append((f"events[{i}]", f"is larger than {MAX_EVENT_BYTES} bytes"))
             event_id = event.get("event_id")
-            if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
+            if not isinstance(event_id, str) or not CANONICAL_UUID.fullmatch(event_id):
                 problems.append((f"events[{i}].event_id",
                                  "must be a UUID in canonical lower-case form"))
             elif event_id in seen:
