@@ -12,7 +12,7 @@ Every answer that shows PHI passes through here, which does three things in orde
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
@@ -56,7 +56,7 @@ class Reader:
 SealedPatient = tuple[str | None, str | None, str | None]
 
 
-def _patient_of(row: dict[str, Any]) -> SealedPatient:
+def _patient_of(row: Mapping[str, Any]) -> SealedPatient:
     return row["patient_ref"], row["key_id"], row["patient_token"]
 
 
@@ -132,7 +132,7 @@ class AccessReports:
         return opened["patient"]["id"], dict(sorted(record.items()))
 
     def open_patients(
-        self, ledger: str, rows: Sequence[dict[str, Any]]
+        self, ledger: str, rows: Sequence[Mapping[str, Any]]
     ) -> dict[SealedPatient, str | None]:
         """The id of each patient ``rows`` name, opened (``ERASED`` where shredded)."""
         # Ingest seals a patient's id once per data key and reuses the token, so a page

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import structlog
@@ -132,53 +133,82 @@ def create_app(
     settings = settings or Settings.from_env()
     if configure_logs:
         configure_logging(settings.log_format, settings.log_level)
+    app = _fastapi_app(_lifespan(settings, protection, clock))
+    return _request_edge(app, settings)
 
+
+@dataclass
+class _Background:
+    """The threads a running service keeps beside the event loop (each optional)."""
+
+    stop: threading.Event
+    follower: threading.Thread | None = None
+    watcher: threading.Thread | None = None
+    signer: threading.Thread | None = None
+
+
+def _lifespan(
+    settings: Settings, protection: Protection | None, clock: Clock
+) -> Callable[[FastAPI], AbstractAsyncContextManager[None]]:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         svc = build_services(settings, protection=protection, clock=clock)
         app.state.services = svc
-        stop = threading.Event()
-        follower = watcher = None
-        if settings.project_inline:
-            follower = threading.Thread(
-                target=svc.projector.follow, args=(stop,), name="projector", daemon=True
-            )
-            follower.start()
-            watch = Watch(svc.store, svc.protection, clock,
-                          Webhook(settings.alert_webhook) if settings.alert_webhook else None)
-            watcher = threading.Thread(target=watch.run, args=(stop,), name="monitoring",
-                                       daemon=True)
-            watcher.start()
-        signer = None
-        if settings.checkpoints_inline and not settings.unsafe_no_tree and svc.checkpointer:
-            signer = threading.Thread(
-                target=svc.checkpointer.run, args=(stop,), name="checkpointer", daemon=True
-            )
-            signer.start()
+        background = _start_background(svc, settings, clock)
         # ATNA syslog listeners on this event loop, when configured (api.syslog).
         syslog = await start_listeners(svc)
-        log.info("service.started", dialect=svc.store.dialect, projections=follower is not None,
-                 checkpoints=signer is not None)
+        log.info("service.started", dialect=svc.store.dialect,
+                 projections=background.follower is not None,
+                 checkpoints=background.signer is not None)
         try:
             yield
         finally:
             if syslog is not None:
                 await syslog.close()
-            stop.set()
-            if follower is not None:
-                follower.join(timeout=10)
-            if watcher is not None:
-                watcher.join(timeout=10)
-            svc.writer.stop()
-            if signer is not None and svc.checkpointer is not None:
-                signer.join(timeout=10)
-                try:  # what the writer committed last gets its checkpoint too
-                    svc.checkpointer.sign_all()
-                except StoreUnavailable:
-                    log.warning("checkpoint.final_failed")
-            svc.store.close()
+            _stop_background(svc, background)
             log.info("service.stopped")
 
+    return lifespan
+
+
+def _start_background(svc: Services, settings: Settings, clock: Clock) -> _Background:
+    background = _Background(threading.Event())
+    stop = background.stop
+    if settings.project_inline:
+        background.follower = threading.Thread(
+            target=svc.projector.follow, args=(stop,), name="projector", daemon=True
+        )
+        background.follower.start()
+        watch = Watch(svc.store, svc.protection, clock,
+                      Webhook(settings.alert_webhook) if settings.alert_webhook else None)
+        background.watcher = threading.Thread(target=watch.run, args=(stop,),
+                                              name="monitoring", daemon=True)
+        background.watcher.start()
+    if settings.checkpoints_inline and not settings.unsafe_no_tree and svc.checkpointer:
+        background.signer = threading.Thread(
+            target=svc.checkpointer.run, args=(stop,), name="checkpointer", daemon=True
+        )
+        background.signer.start()
+    return background
+
+
+def _stop_background(svc: Services, background: _Background) -> None:
+    background.stop.set()
+    if background.follower is not None:
+        background.follower.join(timeout=10)
+    if background.watcher is not None:
+        background.watcher.join(timeout=10)
+    svc.writer.stop()
+    if background.signer is not None and svc.checkpointer is not None:
+        background.signer.join(timeout=10)
+        try:  # what the writer committed last gets its checkpoint too
+            svc.checkpointer.sign_all()
+        except StoreUnavailable:
+            log.warning("checkpoint.final_failed")
+    svc.store.close()
+
+
+def _fastapi_app(lifespan: Callable[[FastAPI], AbstractAsyncContextManager[None]]) -> FastAPI:
     app = FastAPI(
         title="phi-ledger",
         version="0.1.0",
@@ -209,10 +239,15 @@ def create_app(
     ):
         app.include_router(router)
     console.install(app)
+    # Replacing app.openapi is FastAPI's documented way to extend the generated schema;
+    # the ignores: mypy sees a method being replaced.
     app.openapi = _openapi_with_event_schema(app)  # type: ignore[method-assign]
     app.openapi = document_access(app)  # type: ignore[method-assign]
     app.openapi = document_errors(app)  # type: ignore[method-assign]
+    return app
 
+
+def _request_edge(app: FastAPI, settings: Settings) -> ASGIApp:
     def observe(method: str, route: str, status: int, seconds: float) -> None:
         svc = getattr(app.state, "services", None)
         if svc is not None:  # None only before start-up

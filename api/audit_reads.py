@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
-from typing import Annotated, Any, TypeVar, get_args
+from typing import Annotated, Any, TypeVar, cast, get_args
 
 from fastapi import Query
 from fastapi.responses import Response
@@ -37,7 +37,7 @@ from projections.accounting import Accounting, account
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.instants import parse_bound
 from projections.patients import PatientRow
-from projections.queries import AccessFilter
+from projections.queries import AccessFilter, Order
 
 T = TypeVar("T")
 
@@ -75,7 +75,7 @@ Actions = Annotated[str | None, Query(
     description="Event actions, comma-separated",
     json_schema_extra={"pattern": comma_list(ACTIONS)})]
 ReportFormat = Annotated[str, Query(json_schema_extra={"enum": ["json", "csv", "html"]})]
-Order = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
+OrderParam = Annotated[str, Query(json_schema_extra={"enum": ["asc", "desc"]})]
 
 
 class Problems:
@@ -178,7 +178,8 @@ def _read_page(
     reports: AccessReports, ledger: str, where: AccessFilter, scope: dict[str, Any],
     after: Position | None, order: str, limit: int,
 ) -> SealedPage:
-    rows, more = reports.access_rows(ledger, where, after, order, limit)  # type: ignore[arg-type]
+    # _list_params has refused any order but asc and desc.
+    rows, more = reports.access_rows(ledger, where, after, cast(Order, order), limit)
     next_cursor = None
     if more and rows:
         last = rows[-1]
@@ -219,7 +220,7 @@ class HistoryParams:
 
 async def history_params(
     purpose: Purpose = None, since: From = None, until: To = None, action: Actions = None,
-    cursor: str | None = None, limit: Limit = 100, order: Order = "asc",
+    cursor: str | None = None, limit: Limit = 100, order: OrderParam = "asc",
     min_seq: MinSeq = None, wait_ms: WaitMs = 2000,
 ) -> HistoryParams:
     # async although it awaits nothing: FastAPI runs a plain ``def`` dependency on its

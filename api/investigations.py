@@ -9,6 +9,7 @@ data (:class:`Answer`) that the JSON, CSV and HTML renderers share.
 from __future__ import annotations
 
 import asyncio
+import builtins
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -103,7 +104,7 @@ def affected_items(patients: Sequence[Affected], ids: Mapping[SealedPatient, str
     for a in patients:
         sample = a.sample or {}
         key = (sample.get("patient_ref"), sample.get("key_id"), sample.get("patient_token"))
-        out.append(a.item(ids.get(key), states.get(a.patient_ref)))  # type: ignore[arg-type]
+        out.append(a.item(ids.get(key), states.get(a.patient_ref)))
     return out
 
 
@@ -189,7 +190,7 @@ class InvestigationService:
 
     def _entries(self, ledger: str, seqs: Sequence[int]) -> dict[int, Entry]:
         found = self.svc.store.entries_at(ledger, list(seqs))
-        return found  # type: ignore[no-any-return]
+        return found
 
     def _fold(self, ledger: str, seqs: Sequence[int]) -> dict[str, Any] | None:
         entries = self._entries(ledger, seqs)
@@ -289,8 +290,9 @@ class InvestigationService:
     # -- pages, opened for the reader -------------------------------------------------
 
     def open_page(self, answer: Answer, rows: Sequence[dict[str, Any]],
-                  patients: Sequence[Affected]) -> tuple[list[dict[str, Any]],
-                                                         list[dict[str, Any]], list[str]]:
+                  patients: Sequence[Affected]
+                  ) -> tuple[builtins.list[dict[str, Any]], builtins.list[dict[str, Any]],
+                             builtins.list[str]]:  # builtins: the class has a method `list`
         """The timeline items of ``rows`` and the affected items of ``patients``, their
         patient ids opened; and the ids shown (each to be recorded as read)."""
         whole = self.queries.accesses_at(answer.ledger, [r["seq"] for r in rows])

@@ -221,8 +221,8 @@ def timeline_svg(
         lane_key = mark.lane if mark.lane in keys else OTHERS
         if lane_key not in row or not start <= _utc(mark.at) <= end:
             continue
-        y = AXIS_HEIGHT + row[lane_key] * LANE_HEIGHT + LANE_HEIGHT / 2
-        out.append(_mark_shape(mark, x_of(mark.at), y))
+        middle = AXIS_HEIGHT + row[lane_key] * LANE_HEIGHT + LANE_HEIGHT / 2
+        out.append(_mark_shape(mark, x_of(mark.at), middle))
     if not marks:
         out.append(f'<text class="empty" x="{LABEL_WIDTH + PAD}" y="{AXIS_HEIGHT + 15}"'
                    ' fill="#1a1a1a">No accesses in this period.</text>')

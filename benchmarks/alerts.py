@@ -103,6 +103,7 @@ def main() -> None:
                 events = [next(source) for _ in range(batch)]
                 receipt = svc.ingest.record_sync("default", events, batch=True).receipts[-1]
                 position = svc.store.notification_of("default", receipt.seq)
+                assert position is not None, "an entry just appended has a notification"
                 posted = time.perf_counter()
                 alerts_only = Projector(svc.store, [views["alerts"]])
                 while alerts_only.positions()["alerts"] < position:

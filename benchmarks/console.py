@@ -24,14 +24,14 @@ from pathlib import Path
 import httpx
 
 from api.auth.credentials import totp_code, totp_step
-from ledger.settings import Settings
-from tests.support import (
+from benchmarks.support import (
     ServerProcess,
     create_pg_database,
     drop_pg_database,
     make_event,
     provision_user,
 )
+from ledger.settings import Settings
 
 PATIENT = "MRN-BENCH-1"
 PASSWORD = "correct horse battery staple"
@@ -58,16 +58,23 @@ def _events(total: int, accesses: int, users: int) -> list[dict]:
     return out
 
 
+def _csrf(page: str) -> str:
+    found = re.search(r'name="csrf" value="([^"]+)"', page)
+    if found is None:
+        raise RuntimeError("the console's form carries no csrf field")
+    return found.group(1)
+
+
 def _sign_in(base: str, seed: str) -> httpx.Client:
     client = httpx.Client(base_url=base, timeout=60)
     form = client.get("/console/sign-in")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', form.text).group(1)  # type: ignore[union-attr]
+    csrf = _csrf(form.text)
     r = client.post("/console/sign-in", data={
         "username": "bench", "password": PASSWORD, "csrf": csrf, "next": "/console",
         "totp": totp_code(seed, totp_step(datetime.now(UTC)))})
     assert r.status_code in (200, 303), r.text
     page = client.get("/console/purpose")
-    csrf = re.search(r'name="csrf" value="([^"]+)"', page.text).group(1)  # type: ignore[union-attr]
+    csrf = _csrf(page.text)
     client.post("/console/purpose", data={"purpose": "HOPERAT", "csrf": csrf,
                                           "next": "/console"})
     return client

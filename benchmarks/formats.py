@@ -28,19 +28,19 @@ import orjson
 
 from api.formats.fhir_audit import to_audit_event
 from api.formats.syslog import frame, syslog_message
+from benchmarks.certs import Pki
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
-from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS
-from ledger.migrate import migrate
-from ledger.store import open_store
-from tests.certs import Pki
-from tests.support import (
+from benchmarks.support import (
     ServerProcess,
     create_pg_database,
     drop_pg_database,
     free_port,
     provision_key,
 )
+from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS
+from ledger.migrate import migrate
+from ledger.store import open_store
 
 SENDERS = 4
 

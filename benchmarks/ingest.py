@@ -33,12 +33,12 @@ import psycopg
 from benchmarks.cpu import cpu_by_part, per_request
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
+from benchmarks.support import ServerProcess, create_pg_database, drop_pg_database, provision_key
 from ledger.admission import Pending
 from ledger.chain import EMPTY_HEAD, extend
 from ledger.migrate import migrate
 from ledger.store import open_store
 from ledger.verifier import verify
-from tests.support import ServerProcess, create_pg_database, drop_pg_database, provision_key
 
 ROOT = Path(__file__).resolve().parents[1]
 WARMUP = 3000
@@ -108,6 +108,7 @@ def bench_batches(url: str, tmp: Path, events: list[dict], clients: int, workers
 
     def rate(server: ServerProcess, batch: list[dict]) -> BatchRun:
         posts = bodies(batch)
+        assert server.proc is not None, "a started server has a process"
         parts = {"server": [server.proc.pid]}
         before = cpu_by_part(parts)
         result = run_load("127.0.0.1", server.port, [posts[i::clients] for i in range(clients)])

@@ -28,8 +28,8 @@ from tempfile import TemporaryDirectory
 from typing import Any
 
 from benchmarks.host import describe as describe_host
+from benchmarks.support import ServerProcess, create_pg_database, drop_pg_database, make_event
 from ledger.settings import Settings
-from tests.support import ServerProcess, create_pg_database, drop_pg_database, make_event
 
 DEVICE = "ws-stolen-bench"
 BATCH = 1000

@@ -43,8 +43,8 @@ from psycopg import sql
 from benchmarks.cpu import cpu_by_part, per_request
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
+from benchmarks.support import ServerProcess, create_pg_database, drop_pg_database
 from ledger.settings import Settings
-from tests.support import ServerProcess, create_pg_database, drop_pg_database
 
 ROOT = Path(__file__).resolve().parents[1]
 LOAD_BATCH = 1000
@@ -222,6 +222,7 @@ def lag_under_load(url: str, server: ServerProcess, rate: int, seconds: int,
                 row = conn.execute(
                     "SELECT min(notification_id) FROM notification_tracking"
                     " WHERE application_name <> '__migration__'").fetchone()
+                assert row is not None, "an aggregate always answers one row"
                 samples.append((time.perf_counter(), int(row[0] or 0)))
                 time.sleep(0.01)
 
@@ -244,7 +245,7 @@ def lag_under_load(url: str, server: ServerProcess, rate: int, seconds: int,
     stop.set()
     poller.join()
     with psycopg.connect(url) as conn:
-        positions = dict(conn.execute(
+        positions: dict[int, int] = dict(conn.execute(
             "SELECT originator_version, notification_id FROM stored_events"
             " WHERE originator_version = ANY(%s)", ([seq for _, seq in acks],)).fetchall())
     lags = []

@@ -31,6 +31,7 @@ from typing import Any
 
 from benchmarks.cpu import cpu_by_part, spent
 from benchmarks.host import describe as describe_host
+from benchmarks.support import create_pg_database, drop_pg_database
 from ledger.crypto.keyring import KeyRing
 from ledger.data_keys import DataKeys
 from ledger.ingest import Plaintext, Protection
@@ -40,7 +41,6 @@ from ledger.runtime import tune_gc
 from ledger.settings import Settings
 from ledger.store import open_store
 from ledger.writer import Settlement, nothing_to_settle
-from tests.support import create_pg_database, drop_pg_database
 
 BATCH = 1000
 SUBMITTERS = 4  # threads posting batches, as request threads would

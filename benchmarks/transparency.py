@@ -40,6 +40,7 @@ import uvloop
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, read_response, run_load
 from benchmarks.ingest import ROOT, line, workload
+from benchmarks.support import ServerProcess, create_pg_database, drop_pg_database, provision_key
 from ledger.admission import Pending
 from ledger.migrate import migrate
 from ledger.settings import Settings
@@ -48,7 +49,6 @@ from ledger.tlog import TransparencyLog, load_log_identity
 from ledger.transparency.checkpoint import Checkpoint
 from ledger.transparency.note import Note
 from ledger.transparency.proof import verify_consistency, verify_inclusion
-from tests.support import ServerProcess, create_pg_database, drop_pg_database, provision_key
 
 LEDGER = "default"
 

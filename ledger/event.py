@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import socket
-from typing import Annotated, Any, Literal, NotRequired
+from typing import Annotated, Any, Literal, NotRequired, cast
 
 from pydantic import (
     AfterValidator,
@@ -21,6 +21,7 @@ from pydantic import (
     StrictStr,
     TypeAdapter,
     ValidationError,
+    with_config,
 )
 from typing_extensions import TypedDict
 
@@ -78,7 +79,7 @@ Channel = Literal[
     "encrypted_email", "fax", "paper", "in_person",
 ]
 
-_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+CANONICAL_UUID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 FIELD_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_.-]{0,63}")
 # What PostgreSQL ``text`` (and any UTF-8 encoder) cannot hold: NUL and lone surrogates.
 _UNSTORABLE = re.compile("[\x00\ud800-\udfff]")
@@ -92,7 +93,7 @@ def storable(text: str) -> bool:
 
 
 def _uuid(value: str) -> str:
-    if not _UUID.fullmatch(value):
+    if not CANONICAL_UUID.fullmatch(value):
         raise ValueError("must be a UUID in canonical lower-case form")
     return value
 
@@ -178,8 +179,8 @@ RecordData = Annotated[Any, AfterValidator(_record_data)]
 _STRICT = ConfigDict(extra="forbid", strict=True)
 
 
+@with_config(_STRICT)
 class Actor(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     id: SegmentIdentifier
     kind: Literal["user", "application", "system", "patient"]
     role: NotRequired[Text | None]
@@ -190,20 +191,20 @@ class Actor(TypedDict):
     session_id: NotRequired[Identifier | None]
 
 
+@with_config(_STRICT)
 class Patient(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     id: SegmentIdentifier
 
 
+@with_config(_STRICT)
 class Resource(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     type: Identifier
     id: NotRequired[Identifier | None]
     phi: NotRequired[Annotated[list[Identifier], Field(max_length=64)] | None]
 
 
+@with_config(_STRICT)
 class Recipient(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     name: Text
     address: NotRequired[LongText | None]
     kind: Literal[
@@ -216,24 +217,24 @@ class Recipient(TypedDict):
     partner: NotRequired[Text | None]
 
 
+@with_config(_STRICT)
 class Disclosure(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     recipient: Recipient
     description: LongText
     encrypted: NotRequired[StrictBool | None]
     authorization_id: NotRequired[Identifier | None]
 
 
+@with_config(_STRICT)
 class Source(TypedDict):
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     system: Identifier
     site: NotRequired[Text | None]
 
 
+@with_config(_STRICT)
 class Event(TypedDict):
     """One access event. See CONTRACT.md for the meaning of each field."""
 
-    __pydantic_config__ = _STRICT  # type: ignore[misc]
     event_id: EventId
     occurred_at: Timestamp
     action: Action
@@ -302,7 +303,7 @@ def _path(loc: tuple[Any, ...]) -> str:
 def _problems(
     error: ValidationError, prefix: str, value: Any = None
 ) -> list[tuple[str, str]]:
-    problems = []
+    problems: list[tuple[str, str]] = []
     for item in error.errors(include_input=False, include_url=False):
         ctx_error = (item.get("ctx") or {}).get("error")
         if isinstance(ctx_error, FieldProblems):
@@ -397,7 +398,7 @@ def validate_event(event: Any, size: int | None = None) -> dict[str, Any]:
     problems = check_event(event, size=size)
     if problems:
         raise EventRejected(problems)
-    return event
+    return cast("dict[str, Any]", event)  # checked above: an object of the contract's fields
 
 
 def _check_batch_size(events: Any) -> None:
@@ -424,7 +425,7 @@ def validate_batch(events: Any, sizes: list[int | None] | None = None) -> list[d
             seen.setdefault(event_id, i)
     if problems:
         raise EventRejected(problems)
-    return events
+    return cast("list[dict[str, Any]]", events)  # checked above: a list of valid events
 
 
 def validate_alike(
@@ -449,7 +450,7 @@ def validate_alike(
             if sizes and sizes[i] > MAX_EVENT_BYTES:
                 problems.append((f"events[{i}]", f"is larger than {MAX_EVENT_BYTES} bytes"))
             event_id = event.get("event_id")
-            if not isinstance(event_id, str) or not _UUID.fullmatch(event_id):
+            if not isinstance(event_id, str) or not CANONICAL_UUID.fullmatch(event_id):
                 problems.append((f"events[{i}].event_id",
                                  "must be a UUID in canonical lower-case form"))
             elif event_id in seen:

@@ -16,7 +16,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 ALEMBIC_INI = PROJECT_ROOT / "alembic.ini"
 
 
-def _config(database_url: str) -> Config:
+def alembic_config(database_url: str) -> Config:
     config = Config(str(ALEMBIC_INI))
     config.attributes["database_url"] = database_url
     return config
@@ -31,7 +31,7 @@ def _sqlalchemy_url(url: str) -> str:
 
 def migrate(database_url: str) -> str:
     """Upgrade to the newest revision; safe to call from many processes at once."""
-    config = _config(database_url)
+    config = alembic_config(database_url)
     if database_url.startswith("sqlite:///"):
         db = Path(database_url.removeprefix("sqlite:///"))
         db.parent.mkdir(parents=True, exist_ok=True)

@@ -55,7 +55,7 @@ _DESCRIPTION = field_aad_suffix(DESCRIPTION)
 def _copy(value: dict[str, Any]) -> dict[str, Any]:
     # Events are plain JSON (dicts, lists, scalars), so this is a complete deep copy at a
     # fraction of copy.deepcopy's cost; the result shares nothing mutable with the input.
-    out = {}
+    out: dict[str, Any] = {}
     for key, item in value.items():
         kind = type(item)
         if kind is dict:

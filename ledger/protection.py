@@ -122,7 +122,7 @@ class EnvelopeProtection:
                 return {}
             changed = {}
             for i, (event, sealed) in enumerate(zip(posted, stored, strict=True)):
-                ref = (sealed.get("patient") or {}).get("ref")
+                ref: str = (sealed.get("patient") or {}).get("ref") or ""
                 key = fixes.get(ref) if ref else None
                 if key is not None:
                     changed[i] = protect(event, ledger, ref, key.key, key.key_id)

@@ -9,6 +9,7 @@ changes: its ciphertexts simply no longer open.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from ledger.admission import Accepted, Pending
 from ledger.attestation import BY_SERVICE
@@ -41,7 +42,7 @@ def shred_patient(
     ref = protection.patient_ref(ledger, patient_id)
     had = len(protection.keys.lookup(ledger, [ref]))
     now = clock()
-    event = {
+    event: dict[str, Any] = {
         "event_id": new_event_id(),
         "occurred_at": now.isoformat(timespec="microseconds"),
         "action": SHREDDED,

@@ -22,7 +22,7 @@ from __future__ import annotations
 import hashlib
 import multiprocessing
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 
@@ -66,7 +66,7 @@ class TreeCheck:
 
     __slots__ = ("hashes", "levels", "marks", "nodes", "offset", "seen", "size")
 
-    def __init__(self, start: Frontier, marks: Sequence[int] = (), offset: int = 0) -> None:
+    def __init__(self, start: Frontier, marks: Iterable[int] = (), offset: int = 0) -> None:
         self.levels = [node.level for node in start.nodes]
         self.hashes = list(start.hashes)
         self.size = start.size
@@ -336,7 +336,7 @@ def verify(
     head = store.head(ledger)
     if head.seq < PARALLEL_FROM:
         return verify_ledger(store, ledger, progress, checkpoints=checkpoints)
-    roots, edges, nodes = SignedRoots(), [], {}
+    roots, edges, nodes = SignedRoots(), list[Frontier](), dict[Node, bytes]()
     verdict = verify_ledger_parallel(database_url, ledger, head.seq, progress=progress,
                                      checkpoints=checkpoints, roots=roots, tree=edges,
                                      nodes=nodes)

@@ -313,9 +313,9 @@ class GroupCommitWriter:
                 if not changed:
                     settled[ledger] = subs
                     continue
-                i, fresh = 0, []
+                i, fresh = 0, list[Sequence[Pending]]()
                 for sub in subs:
-                    replaced = []
+                    replaced: list[Pending] = []
                     for pending in sub:
                         if i in changed:
                             pending = Pending(pending.event_id, pending.fingerprint,

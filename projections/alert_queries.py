@@ -46,7 +46,7 @@ def list_alerts(store: LedgerStore, ledger: str, where: AlertFilter,
                 after: Position | None, limit: int) -> list[dict[str, Any]]:
     """Alerts of ``ledger`` matching ``where``, newest entry first (seq descending),
     after the cursor ``after`` (a Position of (occurred_utc, seq), seq being the key)."""
-    clauses, params = ["ledger = %s"], [ledger]
+    clauses, params = ["ledger = %s"], list[Any]([ledger])
     for column, values in (("rule", where.rules), ("status", where.statuses)):
         if values:
             clauses.append(f"{column} IN ({', '.join(['%s'] * len(values))})")

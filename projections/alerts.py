@@ -188,7 +188,7 @@ class AlertRow:
 
 def _needs_opening(change: Change) -> bool:
     event = change.event
-    data = event.get("data")
+    data: Any = event.get("data")
     return (bool(data) and event.get("patient") is not None
             and event["action"] in ("create", "update")
             and (event.get("resource") or {}).get("type") in RECORD_TYPES

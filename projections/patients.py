@@ -144,8 +144,8 @@ class PatientsView(View):
                 rows[(ledger, row.patient_ref)] = row
         changed: set[tuple[str, str]] = set()
         for c in relevant:
-            key = (c.ledger, patient_of(c.event)[0] or "")
-            rows[key] = fold(rows[key], c)
-            changed.add(key)
-        out = [row.as_row() for key in sorted(changed) if (row := rows[key]) is not None]
+            at = (c.ledger, patient_of(c.event)[0] or "")
+            rows[at] = fold(rows[at], c)
+            changed.add(at)
+        out = [kept.as_row() for at in sorted(changed) if (kept := rows[at]) is not None]
         upsert_rows(tx, sql, "view_patients", COLUMNS, ("ledger", "patient_ref"), out)

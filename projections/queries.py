@@ -77,7 +77,7 @@ class AuditQueries:
                before_seq: int | None = None, limit: int = 50) -> list[dict[str, Any]]:
         """The newest entries of ``ledger`` (as access rows, PHI sealed), newest first by
         seq, keyset-paged with ``before_seq``; narrowed by action and time."""
-        clauses, params = ["ledger = %s"], [ledger]
+        clauses, params = ["ledger = %s"], list[Any]([ledger])
         if before_seq is not None:
             clauses.append("seq < %s")
             params.append(before_seq)

@@ -466,7 +466,11 @@ class Projector:
         failures: list[BaseException] = []
         lanes = self._lanes()
         queues: list[Queue[_Batch | None]] = [Queue(maxsize=4) for _ in lanes]
-        wanted = wanted_actions(self.views)
+
+        def report() -> None:
+            if progress is not None:
+                reached = min(at.values())
+                progress(Progress(reached - start, max(target - start, reached - start)))
 
         def work(lane: list[View], batches: Queue[_Batch | None]) -> None:
             while (batch := batches.get()) is not None:
@@ -494,24 +498,9 @@ class Projector:
                    for lane, batches in zip(lanes, queues, strict=True)]
         for worker in workers:
             worker.start()
-        read, after = 0, min(positions.values())
         try:
-            while not contested.is_set() and not failures:
-                found = self.store.notifications(after, self.batch)
-                if not found:
-                    break
-                # Entries none of these views reads are passed over undecoded (decoding
-                # was a fifth of a projection process's time); positions still move
-                # over them, to the batch's last.
-                changes, broken = decode(found, wanted)
-                batch = _Batch(changes, found[0][0], found[-1][0], broken)
-                for batches in queues:
-                    batches.put(batch)
-                after = batch.last
-                read += len(found)
-                if progress is not None:
-                    reached = min(at.values())
-                    progress(Progress(reached - start, max(target - start, reached - start)))
+            read = self._feed(queues, min(positions.values()),
+                              lambda: contested.is_set() or bool(failures), report)
         finally:
             for batches in queues:
                 batches.put(None)
@@ -519,10 +508,30 @@ class Projector:
                 worker.join()
         if failures:
             raise failures[0]
-        if progress is not None:
-            reached = min(at.values())
-            progress(Progress(reached - start, max(target - start, reached - start)))
+        report()
         return read, contested.is_set()
+
+    def _feed(self, queues: Sequence[Queue[_Batch | None]], after: int,
+              stopped: Callable[[], bool], report: Callable[[], None]) -> int:
+        """Read the notifications after ``after`` a batch at a time and hand each batch to
+        every lane's queue, until none are left or ``stopped()``; how many were read."""
+        wanted = wanted_actions(self.views)
+        read = 0
+        while not stopped():
+            found = self.store.notifications(after, self.batch)
+            if not found:
+                break
+            # Entries none of these views reads are passed over undecoded (decoding
+            # was a fifth of a projection process's time); positions still move
+            # over them, to the batch's last.
+            changes, broken = decode(found, wanted)
+            batch = _Batch(changes, found[0][0], found[-1][0], broken)
+            for batches in queues:
+                batches.put(batch)
+            after = batch.last
+            read += len(found)
+            report()
+        return read
 
     def _apply_view(self, view: View, at: int, last: int, changes: Sequence[Change],
                     broken: Sequence[Broken] = ()) -> bool:

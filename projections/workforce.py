@@ -10,7 +10,7 @@ count. None of this is patient PHI, so nothing here is sealed.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import astuple, dataclass, replace
 from typing import Any
 
@@ -132,10 +132,13 @@ class WorkforceView(View):
             return
         staff: dict[tuple[str, str], StaffRow | None] = {}
         partners: dict[tuple[str, str], PartnerRow | None] = {}
-        for kind, table, (name, columns, key), make in (
+        # (kind, its rows, where they are stored, the row type): staff and partners alike.
+        sources: tuple[tuple[str, dict[tuple[str, str], Any], tuple[str, Any, str],
+                             Callable[..., Any]], ...] = (
             ("staff", staff, ("view_workforce", _STAFF_COLUMNS, "staff_id"), StaffRow),
             ("partner", partners, ("view_partners", _PARTNER_COLUMNS, "partner"), PartnerRow),
-        ):
+        )
+        for kind, table, (name, columns, key), make in sources:
             wanted: dict[str, set[str]] = {}
             for c, (k, who) in subjects:
                 if k == kind:

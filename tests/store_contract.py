@@ -27,8 +27,8 @@ from typing import Any
 import pytest
 
 from ledger.admission import Accepted, Conflicted, Outcome, Pending
-from ledger.chain import EMPTY_HEAD, GENESIS_HASH, VerdictKind, check_chain
-from ledger.entry import Entry
+from ledger.chain import EMPTY_HEAD, VerdictKind, check_chain
+from ledger.entry import GENESIS_HASH, Entry
 from ledger.migrate import migrate
 from ledger.store import LedgerStore, StoreUnavailable, open_store
 from ledger.transparency.tree import Node, root_of

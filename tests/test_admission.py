@@ -10,7 +10,7 @@ def p(event_id: str, fp: str = "f") -> Pending:
     return Pending(event_id, fp, {"event_id": event_id, "fp": fp})
 
 
-def _answer(submissions, recorded=None, entries_at=None):  # type: ignore[no-untyped-def]
+def _answer(submissions, recorded=None, entries_at=None):
     plan = plan_admission(submissions, recorded or {})
     new = extend(EMPTY_HEAD, "default", [x.event for x in plan.new], "2026-01-01T00:00:00Z")
     return plan, outcomes(plan, new, entries_at or {})

@@ -56,8 +56,8 @@ def is_postgres(url: str) -> bool:
 def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
     """Every row of the three ledger tables, through a fresh connection."""
     if is_postgres(url):
-        with psycopg.connect(url) as conn:
-            return {t: conn.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
+        with psycopg.connect(url) as pg:
+            return {t: pg.execute(f"SELECT * FROM {t} ORDER BY 1, 2").fetchall()
                     for t in TABLES}
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:
@@ -69,10 +69,10 @@ def snapshot(url: str) -> dict[str, list[tuple[Any, ...]]]:
 def assert_refused(url: str, statement: str) -> None:
     """Run ``statement`` over a raw connection and commit: the database must refuse it."""
     if is_postgres(url):
-        with psycopg.connect(url, autocommit=True) as conn, pytest.raises(
+        with psycopg.connect(url, autocommit=True) as pg, pytest.raises(
             psycopg.errors.InsufficientPrivilege, match="append-only"
         ):
-            conn.execute(statement)
+            pg.execute(statement)
         return
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:
@@ -184,8 +184,8 @@ def test_a_select_insert_role_can_append_but_not_change(
         conn.execute(f"GRANT SELECT ON key_shreds TO {role}")
     svc = build_services(Settings(database_url=service_role, key_file=tmp_path / "keys.json"))
     try:
-        accepted = svc.ingest.record_sync(LEDGER, [make_event(), make_event()], batch=True)
-        assert [r.seq for r in accepted.receipts] == [4, 5]
+        two = svc.ingest.record_sync(LEDGER, [make_event(), make_event()], batch=True)
+        assert [r.seq for r in two.receipts] == [4, 5]
     finally:
         svc.writer.stop()
         svc.store.close()

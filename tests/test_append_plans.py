@@ -89,12 +89,14 @@ def test_each_lookup_probes_its_keys_however_long_the_ledger(
     store: PostgresLedgerStore,
 ) -> None:
     with store.datastore.get_connection() as conn:
-        lid = conn.execute("SELECT originator_id FROM stored_events LIMIT 1").fetchone()
-        lid = lid["originator_id"]
+        first = conn.execute("SELECT originator_id FROM stored_events LIMIT 1").fetchone()
+        assert first is not None
+        lid = first["originator_id"]
         newest = conn.execute(
             "SELECT array_agg(event_id) AS ids, array_agg(seq) AS seqs FROM (SELECT event_id,"
             " seq FROM ledger_event_ids ORDER BY seq DESC LIMIT %s) AS n", (GROUP_EVENTS,)
         ).fetchone()
+        assert newest is not None
         ids = "{" + ",".join(map(str, newest["ids"])) + "}"
         seqs = "{" + ",".join(map(str, newest["seqs"])) + "}"
         levels = "{" + ",".join(["4"] * GROUP_EVENTS) + "}"

@@ -10,7 +10,7 @@ import asyncio
 import socket
 import ssl
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -154,8 +154,8 @@ async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
     await asyncio.wait_for(loop(), timeout)
 
 
-def _run(coro: Callable[[], Awaitable[None]]) -> None:
-    asyncio.run(coro())  # type: ignore[arg-type]
+def _run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
+    asyncio.run(coro())
 
 
 def _port() -> int:

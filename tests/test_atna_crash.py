@@ -14,6 +14,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from api.formats.codes import sha256_hex
@@ -97,9 +98,9 @@ def _read(log: Path) -> list[int]:
     return out
 
 
-def _wait(check: object, timeout: float = 120) -> None:
+def _wait(check: Callable[[], object], timeout: float = 120) -> None:
     deadline = time.monotonic() + timeout
-    while not check():  # type: ignore[operator]
+    while not check():
         assert time.monotonic() < deadline, "no progress: the listener hangs"
         time.sleep(0.05)
 

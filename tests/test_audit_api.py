@@ -49,7 +49,7 @@ from ledger.clock import utc_now
 from ledger.settings import Settings
 from ledger.shredding import shred_patient
 from projections.runner import Projector
-from tests.support import ROOT, fastapi_app, make_event
+from tests.support import ROOT, envelope_of, fastapi_app, make_event
 from tests.test_projection_model import utc_text
 
 LEDGER = "default"
@@ -322,7 +322,8 @@ def test_access_histories_filter_and_order(client: TestClient) -> None:
 
 
 def test_cursor_paging_walks_every_row_once_while_events_arrive(client: TestClient) -> None:
-    first = [event("read", actor=[ALICE, BOB, EHR][i % 3], when=at(20 - i * 0.5))
+    actors: list[dict[str, Any]] = [ALICE, BOB, EHR]
+    first = [event("read", actor=actors[i % 3], when=at(20 - i * 0.5))
              for i in range(30)]
     post(client, *first)
     seen: list[dict[str, Any]] = []
@@ -666,7 +667,7 @@ def test_a_shredded_patient_reads_erased_and_the_views_still_rebuild(
     before = ok(read(client, f"/v1/patients/{P}"))
     assert before["record"] == {"name": "Ann Example", "phone": "555-0101"}
     svc = services(client)
-    shred_patient(svc.store, svc.protection, LEDGER, P, actor="privacy-officer",
+    shred_patient(svc.store, envelope_of(svc), LEDGER, P, actor="privacy-officer",
                   reason="REQ-1", clock=utc_now)
     seen = assert_p_reads_erased(client, world)
     # The reads after the shred name P under a new key, and open.
@@ -726,7 +727,7 @@ def test_a_shredded_patients_accounting_keeps_distinct_recipients_apart(
     before = ok(read(client, f"/v1/patients/{P}/disclosures"))
     assert [(e["seq"], e["disclosures"]) for e in before["entries"]] == [(s, 1) for s in seqs]
     svc = services(client)
-    shred_patient(svc.store, svc.protection, LEDGER, P, actor="privacy-officer",
+    shred_patient(svc.store, envelope_of(svc), LEDGER, P, actor="privacy-officer",
                   reason="REQ-3", clock=utc_now)
     after = ok(read(client, f"/v1/patients/{P}/disclosures"))
     assert all(e["recipient"]["name"] == ERASED for e in after["entries"])

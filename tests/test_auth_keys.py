@@ -207,9 +207,9 @@ def test_admin_key_requests_are_checked(
                          "expires_at")):
         r = client.post("/v1/admin/keys", json=body, headers=headers)
         assert r.status_code == 422 and field in r.json()["error"]["fields"], (body, r.text)
-    for body in ({"roles": ["root"]}, {"roles": ["ingest"],
-                                       "expires_at": "2020-01-01T00:00:00Z"}):
-        assert client.post("/v1/admin/keys", json=body, headers=headers).status_code == 422
+    for refused in ({"roles": ["root"]}, {"roles": ["ingest"],
+                                          "expires_at": "2020-01-01T00:00:00Z"}):
+        assert client.post("/v1/admin/keys", json=refused, headers=headers).status_code == 422
     missing = client.post("/v1/admin/keys", json={"roles": ["ingest"], "identity": "app-x"},
                           headers=headers)
     assert missing.status_code == 404

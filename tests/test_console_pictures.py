@@ -41,7 +41,7 @@ def test_timeline_draws_one_lane_per_user_and_a_mark_per_access() -> None:
     links = [a.get("href") for a in svg.iter(f"{NS}a")]
     assert "/console/users/bob" in links
     # time runs across: the later mark is to the right of the earlier one
-    xs = [float(e.get("x")) for e in _classes(svg, "action-read") if e.tag == f"{NS}rect"]
+    xs = [float(e.attrib["x"]) for e in _classes(svg, "action-read") if e.tag == f"{NS}rect"]
     assert xs[0] < xs[1]
 
 

@@ -14,6 +14,7 @@ import itertools
 import random
 import threading
 import time
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -38,6 +39,10 @@ CLIENTS = 3
 KILLS = 4
 MAX_EVENTS_PER_CLIENT = 1500
 PROGRESS = 20  # acknowledged events that show the load is flowing again
+
+
+def _progressed(collector: Collector, since: int) -> bool:
+    return collector.acked >= since + PROGRESS
 
 
 def _client(url: str, headers: dict[str, str], name: str, collector: Collector,
@@ -73,7 +78,7 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(database_url: str,
     def crash_loop() -> None:
         for _ in range(KILLS):
             acked = collector.acked
-            wait_until(lambda a=acked: collector.acked >= a + PROGRESS, 30,
+            wait_until(partial(_progressed, collector, acked), 30,
                        "clients to get receipts from the restarted server")
             time.sleep(rng.uniform(0.3, 1.0))  # let the load run, then kill at random
             errors_at_kill.append(collector.transport_errors)
@@ -88,8 +93,9 @@ def test_sigkill_mid_load_loses_and_duplicates_nothing(database_url: str,
         stop.set()
 
     try:
-        targets = [partial(_client, server.url, server.headers, f"c{k}", collector, stop, deadline)
-                   for k in range(CLIENTS)]
+        targets: list[Callable[[], None]] = [
+            partial(_client, server.url, server.headers, f"c{k}", collector, stop, deadline)
+            for k in range(CLIENTS)]
         targets.append(crash_loop)
         run_threads(targets, collector, timeout=120)
         assert not collector.errors, f"seed {seed}:\n" + "\n".join(collector.errors[:5])

@@ -225,6 +225,7 @@ def test_truncated_or_extended_tokens_fail() -> None:
 )
 def test_malformed_tokens_fail(value: object) -> None:
     with pytest.raises(EnvelopeError):
+        # The ignore: values of every type, as a caller that skipped validation would pass.
         open_token(DataKey.generate(), value, AAD)  # type: ignore[arg-type]
 
 
@@ -339,7 +340,7 @@ def test_tampered_wrapped_key_fails() -> None:
             unwrap_key(kek, bytes(tampered), aad)
     for bad in (wrapped[:-1], wrapped + b"\x00", b"", "text"):
         with pytest.raises(EnvelopeError):
-            unwrap_key(kek, bad, aad)  # type: ignore[arg-type]
+            unwrap_key(kek, bad, aad)  # type: ignore[arg-type]  # text too: refused as well
 
 
 @pytest.mark.parametrize("kek", [b"", b"\x00" * 16, b"\x00" * 31, "k" * 32])

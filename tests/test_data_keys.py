@@ -14,7 +14,7 @@ from ledger.canonical import parse
 from ledger.data_keys import DataKeyUnusable
 from ledger.event import SYSTEM_ACTIONS
 from ledger.settings import Settings
-from tests.support import ServerProcess, make_event
+from tests.support import ServerProcess, envelope_of, make_event
 
 LEDGER = "default"
 ROUNDS, BATCH, PATIENTS = 4, 500, 1500
@@ -69,7 +69,7 @@ def test_two_processes_meeting_the_same_new_patients(settings: Settings) -> None
 
     svc = build_services(settings)
     try:
-        keys = svc.protection.keys
+        keys = envelope_of(svc).keys
         patients = {e["patient"]["id"] for e in posted}
         assert sum(keys.kek_usage().values()) == len(patients)
         # Beside what was posted, the service may write records of its own (the rule set

@@ -24,7 +24,7 @@ from ledger.canonical import canonical
 from ledger.entry import Entry
 from ledger.event import MAX_EVENT_BYTES, EventRejected, validate_alike, validate_batch
 from ledger.event_ids import new_event_id
-from tests.support import make_event
+from tests.support import accepted, make_event
 
 LEDGER = "default"
 
@@ -102,7 +102,8 @@ def test_a_repeated_event_id_and_an_oversized_event_are_named() -> None:
 def test_submit_alike_records_one_event_per_patient(svc: Services) -> None:
     template = TEMPLATES[0]
     head = svc.store.head(LEDGER).seq
-    outcome = svc.ingest.submit_alike(LEDGER, template, ["MRN-1", "MRN-2", "MRN-3"]).result()
+    outcome = accepted(
+        svc.ingest.submit_alike(LEDGER, template, ["MRN-1", "MRN-2", "MRN-3"]).result())
     assert [r.seq for r in outcome.receipts] == [head + 1, head + 2, head + 3]
     stored = [Entry.decode(raw).event for raw in svc.store.read(LEDGER, head, 10)]
     posted = svc.protection.reveal_many(LEDGER, stored)

@@ -7,7 +7,7 @@ import uuid
 from hypothesis import given
 from hypothesis import strategies as st
 
-from ledger.event import _UUID
+from ledger.event import CANONICAL_UUID
 from ledger.event_ids import new_event_id
 
 MAX_MS = (1 << 48) - 1
@@ -15,7 +15,7 @@ MAX_MS = (1 << 48) - 1
 
 def test_a_new_id_is_a_canonical_uuid_of_version_7() -> None:
     made = new_event_id()
-    assert _UUID.match(made), "the event schema's own form"
+    assert CANONICAL_UUID.match(made), "the event schema's own form"
     parsed = uuid.UUID(made)
     assert parsed.version == 7
     assert parsed.variant == uuid.RFC_4122

@@ -287,7 +287,8 @@ def test_capability_statement(client: TestClient) -> None:
     r = client.get("/fhir/metadata", headers={"Authorization": ""})
     assert r.status_code == 200
     statement = CapabilityStatement.model_validate(r.json())
-    names = {p.name for p in statement.rest[0].resource[0].searchParam}
+    resource = (statement.rest or [])[0].resource or []
+    names = {p.name for p in resource[0].searchParam or []}
     assert names >= {"patient", "date", "agent", "entity-type", "action", "outcome"}
 
 

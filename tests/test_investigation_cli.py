@@ -62,7 +62,8 @@ def test_from_a_stolen_laptop_to_duties_and_evidence_with_the_cli(settings: Sett
     assert made.returncode == 0, made.stderr
     svc = build_services(settings)  # the public key, as GET /v1/checkpoints/key serves it
     try:
-        log_key = svc.tlog.identity.verifier_key("default")  # type: ignore[union-attr]
+        assert svc.tlog is not None and svc.tlog.identity is not None
+        log_key = svc.tlog.identity.verifier_key("default")
     finally:
         svc.writer.stop()
         svc.store.close()

@@ -4,13 +4,14 @@ discovery date and the unsecured patients' states."""
 from __future__ import annotations
 
 from datetime import date
+from typing import Any
 
 import pytest
 
 from projections.investigations import affected, duties
 
 
-def _to(found: list[dict[str, object]]) -> dict[object, dict[str, object]]:
+def _to(found: list[dict[str, Any]]) -> dict[object, dict[str, Any]]:
     return {d["to"]: d for d in found}
 
 

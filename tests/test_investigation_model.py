@@ -76,10 +76,11 @@ def events(draw: st.DrawFn) -> dict[str, Any]:
 
 @st.composite
 def scopes(draw: st.DrawFn) -> dict[str, Any]:
-    scope = {"actors": draw(st.lists(st.sampled_from(ACTORS), max_size=2, unique=True)),
-             "devices": draw(st.lists(st.sampled_from(DEVICES), max_size=1, unique=True)),
-             "ips": draw(st.lists(st.sampled_from(IPS), max_size=1, unique=True)),
-             "patients": draw(st.lists(st.sampled_from(PATIENTS), max_size=2, unique=True))}
+    scope: dict[str, Any] = {
+        "actors": draw(st.lists(st.sampled_from(ACTORS), max_size=2, unique=True)),
+        "devices": draw(st.lists(st.sampled_from(DEVICES), max_size=1, unique=True)),
+        "ips": draw(st.lists(st.sampled_from(IPS), max_size=1, unique=True)),
+        "patients": draw(st.lists(st.sampled_from(PATIENTS), max_size=2, unique=True))}
     if not any(scope.values()):
         scope["actors"] = [ACTORS[0]]
     start = draw(st.integers(0, 500))

@@ -17,6 +17,7 @@ import io
 import uuid
 from typing import Any
 
+import httpx
 from fastapi.testclient import TestClient
 
 from tests.support import auth_headers, fastapi_app, make_event, service_key
@@ -46,7 +47,7 @@ def record(patient: str, when: str, **data: Any) -> dict[str, Any]:
               data=data)
 
 
-def post(client: TestClient, *events: dict[str, Any]) -> list[int]:
+def post(client: httpx.Client, *events: dict[str, Any]) -> list[int]:
     r = client.post("/v1/events/batch", json={"events": list(events)})
     assert r.status_code == 201, r.text
     return [x["seq"] for x in r.json()["receipts"]]
@@ -66,7 +67,7 @@ def answer(client: TestClient, inv: str, **params: Any) -> dict[str, Any]:
     return dict(r.json())
 
 
-def scenario(client: TestClient) -> dict[str, int]:
+def scenario(client: httpx.Client) -> dict[str, int]:
     """The stolen laptop's week; returns seqs by name."""
     seqs = post(
         client,

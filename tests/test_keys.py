@@ -135,8 +135,8 @@ def refuse_every_command(settings: Settings, env: dict[str, str], *, names: Iter
 def execute(url: str, statement: str, *params: Any) -> list[tuple[Any, ...]]:
     """One statement straight on the database, as someone with database rights would."""
     if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn:
-            cursor = conn.execute(statement.replace("?", "%s"), params)
+        with psycopg.connect(url) as pg:
+            cursor = pg.execute(statement.replace("?", "%s"), params)
             return cursor.fetchall() if cursor.description else []
     conn = sqlite3.connect(url.removeprefix("sqlite:///"))
     try:
@@ -398,9 +398,9 @@ def test_keys_never_appear_in_logs_errors_or_export(key_settings: Settings,
     # old and new KEKs, index key, log key
     secrets = key_strings(key_settings.key_file.read_bytes())
     assert len(secrets) == 4 * 6
-    outputs = [demo.stdout, demo.stderr, server_log, export.stdout, export.stderr,
-               status.stdout, status.stderr, rotate.stdout, rotate.stderr,
-               exposed.stdout, exposed.stderr]
+    outputs: list[str | bytes] = [
+        demo.stdout, demo.stderr, server_log, export.stdout, export.stderr,
+        status.stdout, status.stderr, rotate.stdout, rotate.stderr, exposed.stdout, exposed.stderr]
     assert_no_key_material(secrets, *outputs)
     # The check can fail: the same search finds the keys in the key file itself.
     with pytest.raises(AssertionError, match="key material"):

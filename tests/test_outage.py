@@ -17,7 +17,7 @@ import random
 import socket
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -144,7 +144,7 @@ def _close(sock: socket.socket) -> None:
 
 def _upstream(database_url: str) -> tuple[str, int]:
     info = psycopg.conninfo.conninfo_to_dict(database_url)
-    return str(info.get("host", "127.0.0.1")), int(info.get("port", 5432))
+    return str(info.get("host", "127.0.0.1")), int(info.get("port") or 5432)
 
 
 @pytest.fixture
@@ -293,7 +293,8 @@ def test_outage_mid_load_loses_and_duplicates_nothing(
                        "clients to get receipts again after the outage", interval=0.1)
             stop.set()
 
-        targets = [partial(client_load, server, f"o{k}") for k in range(3)]
+        targets: list[Callable[[], None]] = [
+            partial(client_load, server, f"o{k}") for k in range(3)]
         targets.append(outage)
         try:
             run_threads(targets, collector, timeout=150)

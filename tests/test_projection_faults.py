@@ -42,7 +42,7 @@ from ledger.shredding import shred_patient
 from ledger.store import LedgerStore, open_store
 from projections.runner import Projector, all_views
 from projections.view import Change, View
-from tests.support import ROOT
+from tests.support import ROOT, envelope_of
 from tests.test_projection_model import (
     assert_tables_equal,
     entries_of,
@@ -101,7 +101,7 @@ def post_workload(svc: Services, n: int, *, shred_every: int = 0, batch: int = 2
         written += len(svc.ingest.record_sync(LEDGER, chunk, batch=True).receipts)
         if shred_every and i % shred_every == shred_every - 1:
             mrn = next(e["patient"]["id"] for e in reversed(chunk) if e.get("patient"))
-            shred_patient(svc.store, svc.protection, LEDGER, mrn, actor="privacy-1",
+            shred_patient(svc.store, envelope_of(svc), LEDGER, mrn, actor="privacy-1",
                           reason="REQ-9", clock=utc_now)
             written += 1
     return written

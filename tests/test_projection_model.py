@@ -45,6 +45,7 @@ from ledger.clock import utc_now
 from ledger.shredding import shred_patient
 from ledger.store import LedgerStore
 from projections.runner import Projector
+from tests.support import envelope_of
 
 ERASED = "[erased]"
 EXAMPLES = 25
@@ -150,7 +151,7 @@ def phi_event(draw: st.DrawFn) -> dict[str, Any]:
     if action in ("create", "update"):
         data = draw(st.dictionaries(st.sampled_from(FIELDS),
                                     st.one_of(st.none(), _record_values()), max_size=4))
-        event["data"] = data if data or draw(st.booleans()) else None
+        event["data"] = data if bool(data) or draw(st.booleans()) else None
     if action == "disclose":
         recipient: dict[str, Any] = {"name": draw(st.sampled_from(RECIPIENTS)),
                                      "kind": draw(st.sampled_from(RECIPIENT_KINDS))}
@@ -273,7 +274,7 @@ class Driver:
     def shred(self, slot: int, mrn: str) -> None:
         self.flush()
         ledger = self.ledgers[slot]
-        shred_patient(self.svc.store, self.svc.protection, ledger, mrn, actor="privacy-1",
+        shred_patient(self.svc.store, envelope_of(self.svc), ledger, mrn, actor="privacy-1",
                       reason="REQ-1", clock=utc_now)
         self.posted.setdefault(ledger, []).append({"action": "patient_shredded", "mrn": mrn})
 

@@ -211,9 +211,9 @@ def tampering(url: str) -> Iterator[Tamperer]:
     """One transaction with the append-only triggers out of the way, committed at the end
     (on SQLite the triggers are back, from the migration's SQL, before the commit)."""
     if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn:  # commits on a clean exit
-            conn.execute("SET session_replication_role = replica")
-            yield Tamperer(url, conn)
+        with psycopg.connect(url) as pg:  # commits on a clean exit
+            pg.execute("SET session_replication_role = replica")
+            yield Tamperer(url, pg)
         return
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     try:
@@ -357,8 +357,8 @@ def test_tampering_keeps_the_append_only_triggers(settings: Settings) -> None:
         t.put(1, {**t.entry(1), "hash": "f" * 64})
     url = settings.database_url
     if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn, pytest.raises(psycopg.Error, match="append-only"):
-            conn.execute("DELETE FROM stored_events")
+        with psycopg.connect(url) as pg, pytest.raises(psycopg.Error, match="append-only"):
+            pg.execute("DELETE FROM stored_events")
     else:
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:

@@ -81,9 +81,9 @@ class Raw:
 def raw(url: str, tables: Sequence[str] = ("stored_events", "ledger_event_ids",
                                             "merkle_nodes", "checkpoints")) -> Iterator[Raw]:
     if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn:  # commits on a clean exit
-            conn.execute("SET session_replication_role = replica")
-            yield Raw(url, conn)
+        with psycopg.connect(url) as pg:  # commits on a clean exit
+            pg.execute("SET session_replication_role = replica")
+            yield Raw(url, pg)
         return
     conn = sqlite3.connect(url.removeprefix("sqlite:///"), isolation_level=None)
     try:
@@ -159,6 +159,7 @@ def test_signing_only_when_the_tree_grew(signed: Settings) -> None:
     with log_of(signed) as tlog:
         leaves = [bytes.fromhex(json.loads(d)["hash"]) for _, d in tlog.store.stream(LEDGER)]
         assert checkpoint.root == root_of(leaves)
+        assert tlog.identity is not None
         opened = open_checkpoint(checkpoint.note, tlog.identity.verifiers(LEDGER)[0])
     assert (opened.size, opened.root) == (25, checkpoint.root)
     assert [size for size, _ in checkpoint_rows(signed.database_url)] == [20, 25]

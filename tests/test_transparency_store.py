@@ -28,7 +28,7 @@ from alembic import command
 from ledger.admission import Pending
 from ledger.chain import EMPTY_HEAD, Head, extend
 from ledger.entry import Entry
-from ledger.migrate import _config, migrate
+from ledger.migrate import alembic_config, migrate
 from ledger.store import ledger_id, open_store
 from ledger.store.base import (
     CATCH_UP_ENTRIES,
@@ -40,7 +40,7 @@ from ledger.store.base import (
 from ledger.store.postgres import PIPELINED_EVENTS
 from ledger.tlog import TransparencyLog
 from ledger.transparency.tree import Frontier, root_of
-from tests.support import make_event
+from tests.support import accepted, make_event
 
 LEDGER = "default"
 
@@ -66,9 +66,9 @@ def stored_nodes(url: str, ledger: str = LEDGER) -> dict[tuple[int, int], bytes]
     """Every row of ``merkle_nodes`` for the ledger, through a raw connection."""
     lid = ledger_id(ledger)
     if url.startswith("postgresql://"):
-        with psycopg.connect(url) as conn:
-            rows = conn.execute("SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = %s",
-                                (lid,)).fetchall()
+        with psycopg.connect(url) as pg:
+            rows = pg.execute("SELECT level, idx, hash FROM merkle_nodes WHERE ledger_id = %s",
+                              (lid,)).fetchall()
     else:
         conn = sqlite3.connect(url.removeprefix("sqlite:///"))
         try:
@@ -158,6 +158,7 @@ def test_one_store_catches_its_edge_up_after_another_process_appended(
                      load: Any = store._load_frontier) -> Any:
             loads[id(store)] += 1
             return load(tx, lid, head)
+        # The ignore: a test's spy in place of a method, counting the tree reads.
         store._load_frontier = counting  # type: ignore[method-assign]
     try:
         for size in SIZES:
@@ -177,8 +178,12 @@ def test_an_edge_too_far_behind_is_read_from_the_tree(database_url: str) -> None
     mine, theirs = open_store(database_url), open_store(database_url)
     loads: list[int] = []
     load = mine._load_frontier
-    mine._load_frontier = (  # type: ignore[method-assign]
-        lambda tx, lid, head: loads.append(head.seq) or load(tx, lid, head))
+
+    def counting(tx: Any, lid: uuid.UUID, head: Any) -> Any:
+        loads.append(head.seq)
+        return load(tx, lid, head)
+
+    mine._load_frontier = counting  # type: ignore[method-assign]  # a spy: the tree reads
     try:
         mine.append({LEDGER: [_pending(5)]}, datetime.now(UTC))
         theirs.append({LEDGER: [_pending(CATCH_UP_ENTRIES + 1)]}, datetime.now(UTC))
@@ -205,11 +210,13 @@ def test_small_and_large_groups_write_the_same_ledger(database_url: str) -> None
         posted = []
         for size in sizes:
             group = _pending(size)
-            [first] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            [outcome] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            first = accepted(outcome)
             assert first.created
             posted.append((group, first.receipts))
         for group, receipts in posted:  # answered from ledger_event_ids, writing nothing
-            [again] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            [outcome] = store.append({LEDGER: [group]}, datetime.now(UTC))[LEDGER]
+            again = accepted(outcome)
             assert not again.created
             assert again.receipts == receipts
     finally:
@@ -340,7 +347,7 @@ def test_a_ledger_appended_without_the_tree_refuses_to_grow_one(database_url: st
 
 
 def test_migration_0005_builds_the_tree_of_an_existing_ledger(database_url: str) -> None:
-    command.upgrade(_config(database_url), "0004")
+    command.upgrade(alembic_config(database_url), "0004")
     store = open_store(database_url, maintain_tree=False)
     try:
         for size in (5, 8, 1, 7, 40):

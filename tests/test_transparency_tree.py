@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable
-from functools import cache
+from functools import cache, partial
 
 import pytest
 from hypothesis import example, given, settings
@@ -409,7 +409,7 @@ def test_altered_inclusion_proofs_fail(n: int, data: st.DataObject) -> None:
     # too (see test_proofs_do_not_authenticate_the_tree_size).
     for other in {size - 1, size + 1, *data.draw(st.lists(st.integers(0, 2 * n), max_size=5))}:
         if other != size:
-            ok = _verifies(lambda o=other: verify_inclusion(index, o, leaf, proof, root))
+            ok = _verifies(partial(verify_inclusion, index, other, leaf, proof, root))
             assert ok == _model_inclusion(index, other, leaf, proof, root)
 
 
@@ -440,7 +440,7 @@ def test_altered_consistency_proofs_fail(n: int, data: st.DataObject) -> None:
     sizes = data.draw(st.lists(st.tuples(st.integers(0, 2 * n), st.integers(0, 2 * n)), max_size=6))
     for f, s in {(first - 1, second), (first + 1, second), (first, second + 1), *sizes}:
         if (f, s) != (first, second):
-            ok = _verifies(lambda f=f, s=s: verify_consistency(f, s, old, new, proof))
+            ok = _verifies(partial(verify_consistency, f, s, old, new, proof))
             assert ok == _model_consistency(f, s, old, new, proof)
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import secrets
 import sqlite3
+from collections.abc import Callable
+from pathlib import Path
 
 import psycopg
 import pytest
@@ -20,6 +22,7 @@ from ledger.transparency.tree import Frontier, root_of
 from ledger.verifier import Signed, verify, verify_ledger, verify_ledger_parallel
 from tests.test_tamper import (
     LEDGER,
+    Tamperer,
     break_link,
     delete_entry,
     edit_field,
@@ -34,7 +37,7 @@ from tests.test_transparency_checkpoints import raw
 LINK_MISMATCH = "prev_hash does not match the hash of the entry before"
 
 
-def _both(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[object, object]:
+def _both(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[Verdict, Verdict]:
     monkeypatch.setattr(verifier, "STRETCH", 7)
     monkeypatch.setattr(verifier, "PARALLEL_FROM", 1)
     store = open_store(settings.database_url)
@@ -52,20 +55,20 @@ def test_parallel_verdict_equals_a_single_walk_when_intact(
     fill(settings)
     walk, parallel = _both(settings, monkeypatch)
     assert walk == parallel
-    assert parallel.ok and parallel.verified_through == 30  # type: ignore[attr-defined]
+    assert parallel.ok and parallel.verified_through == 30
 
 
 @pytest.mark.parametrize("damage", [edit_field, delete_entry, swap_entries, break_link])
 def test_parallel_verdict_equals_a_single_walk_when_broken(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, damage: object
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Tamperer], None]
 ) -> None:
     fill(settings)
     with tampering(settings.database_url) as t:
-        damage(t)  # type: ignore[operator]
+        damage(t)
     walk, parallel = _both(settings, monkeypatch)
-    assert not parallel.ok  # type: ignore[attr-defined]
-    assert (walk.first_bad_seq, walk.verified_through, walk.reason) == (  # type: ignore[attr-defined]
-        parallel.first_bad_seq, parallel.verified_through, parallel.reason)  # type: ignore[attr-defined]
+    assert not parallel.ok
+    assert (walk.first_bad_seq, walk.verified_through, walk.reason) == (
+        parallel.first_bad_seq, parallel.verified_through, parallel.reason)
 
 
 def test_a_stretch_boundary_break_is_found(
@@ -230,9 +233,9 @@ def test_a_listed_ledger_without_entries_is_reported(settings: Settings) -> None
     assert "ledger 'default' is listed but its chain holds no entries" in result.stdout
 
 
-def test_verify_and_export_do_not_create_or_migrate(tmp_path: object) -> None:
+def test_verify_and_export_do_not_create_or_migrate(tmp_path: Path) -> None:
     settings = Settings(database_url=f"sqlite:///{tmp_path}/absent.db")
     for command in ("verify", "export"):
         result = run_cli(settings, command)
         assert result.returncode == 2 and "no ledger database" in result.stderr
-    assert not (tmp_path / "absent.db").exists()  # type: ignore[operator]
+    assert not (tmp_path / "absent.db").exists()

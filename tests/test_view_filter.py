@@ -7,7 +7,7 @@ never drop an entry a view reads, and positions must still move over what was sk
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -25,7 +25,7 @@ from projections.workforce import WorkforceView
 from tests.support import make_event
 from tests.test_projection_model import assert_tables_equal, snapshot
 
-ACTIONS = list(Action.__args__)  # type: ignore[attr-defined]
+ACTIONS = list(get_args(Action))
 LEDGER = "default"
 
 

@@ -63,8 +63,10 @@ def test_the_patients_view_probes_the_records_a_batch_touches(postgres_url: str)
                                  PatientsView.columns, "patient_ref", "default", sorted(keys))
             assert sorted(row[1] for row in found) == sorted(keys)
             [(query, params)] = recording.sent
-            plan = cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query,
-                                  params).fetchone()[0]
+            explained = cursor.execute("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) " + query,
+                                       params).fetchone()
+            assert explained is not None
+            plan = explained[0]
     root = (plan if isinstance(plan, list) else json.loads(plan))[0]["Plan"]
     pages = root["Shared Hit Blocks"] + root["Shared Read Blocks"]
     assert pages <= PAGES_PER_PROBE * WANTED, pages

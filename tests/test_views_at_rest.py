@@ -80,7 +80,7 @@ def views_at_rest(url: str) -> dict[str, bytes]:
         return {"dump": text}
     conn = sqlite3.connect(f"file:{sqlite_file(url)}?mode=ro", uri=True)
     try:
-        parts = []
+        parts: list[bytes] = []
         for table in VIEW_TABLES:
             for row in conn.execute(f'SELECT * FROM "{table}"'):
                 parts.extend(v if isinstance(v, bytes) else str(v).encode() for v in row)

@@ -15,7 +15,7 @@ from ledger.admission import Outcome, Pending
 from ledger.migrate import migrate
 from ledger.store import LedgerStore, open_store
 from ledger.writer import GroupCommitWriter
-from tests.support import make_event
+from tests.support import accepted, make_event
 
 LEDGERS = ("default", "other")
 
@@ -77,7 +77,8 @@ def test_a_refused_submission_fails_alone_and_everyone_else_commits(
     assert writer.stats.splits >= 1
     # Every other caller's event is committed, each ledger's chain gapless.
     for ledger in LEDGERS:
-        seqs = sorted(o.receipts[0].seq for i, o in outcomes.items() if LEDGERS[i % 2] == ledger)
+        seqs = sorted(accepted(o).receipts[0].seq for i, o in outcomes.items()
+                      if LEDGERS[i % 2] == ledger)
         assert seqs == list(range(1, len(seqs) + 1))
         assert store.head(ledger).seq == len(seqs)
     assert len(outcomes) == 11
@@ -88,7 +89,8 @@ def test_a_group_without_fault_is_one_transaction(store: LedgerStore) -> None:
     futures = [writer.submit("default", _valid("default")) for _ in range(8)]
     writer.start()
     try:
-        assert [f.result(timeout=60).receipts[0].seq for f in futures] == list(range(1, 9))
+        assert ([accepted(f.result(timeout=60)).receipts[0].seq for f in futures]
+                == list(range(1, 9)))
     finally:
         writer.stop()
     assert writer.stats.splits == 0 and writer.stats.transactions == 1

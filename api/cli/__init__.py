@@ -4,20 +4,35 @@ from __future__ import annotations
 
 import os
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
-from rich.console import Console
-from rich.markup import escape
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+)
 
 from api.cli.admin import admin_app
+from api.cli.common import err
+from api.cli.common import fail as _fail
+from api.cli.common import key_provider as _key_provider
+from api.cli.common import load_settings as _settings
+from api.cli.common import protected_store as _protected_store
 from api.cli.formats import register as register_formats
 from api.cli.investigations import investigations_app
 from api.cli.transparency import register as register_transparency
 from ledger.logs import configure_logging
 from ledger.settings import Settings
+
+if TYPE_CHECKING:  # imported where used: the command starts without the store's imports
+    from ledger.chain import Verdict
+    from ledger.store import LedgerStore
 
 app = typer.Typer(
     name="phi-ledger",
@@ -25,7 +40,6 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
 )
-err = Console(stderr=True)
 app.add_typer(admin_app, name="admin")  # identities and keys: api/cli/admin.py
 app.add_typer(investigations_app, name="investigations")  # api/cli/investigations.py
 
@@ -60,10 +74,6 @@ def _configure(ctx: typer.Context) -> None:
         problem = missing_ledger(found)
         if problem:
             raise _fail(problem)
-
-
-def _settings() -> Settings:
-    return Settings.from_env()
 
 
 def _progress() -> Progress:
@@ -246,66 +256,86 @@ def verify(
 
     Without --ledger every chain in the store is checked, found from the entries
     themselves, and cross-checked against the list of ledgers."""
-    import time
-
-    from api.cli.transparency import newest_note_problem, signed_elsewhere
-    from ledger.chain import VerdictKind
-    from ledger.verifier import verify as verify_chain
+    from api.cli.transparency import signed_elsewhere
 
     settings = _settings()
     elsewhere = signed_elsewhere(checkpoint or [], key)
     store = _reader_store(settings)
-    intact = True
     try:
-        if ledger:
-            names = [ledger]
-        else:
-            names, problems = store.chains()
-            for problem in problems:
-                intact = False
-                typer.echo(f"BROKEN: {problem}")
-            names = sorted({*names, *elsewhere}) or [settings.default_ledger]
+        names, intact = _chains_to_verify(store, ledger, elsewhere, settings.default_ledger)
         for name in names:
-            if key and key.split("+", 1)[0].rsplit("/", 1)[-1] == name:
-                problem = newest_note_problem(store, name, key)
-                if problem:
-                    intact = False
-                    typer.echo(f"{name}: BROKEN: {problem}")
-            total = store.head(name).seq
-            started = time.perf_counter()
-            with _progress() as progress:
-                task = progress.add_task(f"verifying {name}", total=total, rate="")
-
-                def advance(n: int, _task: int = task, _t0: float = started) -> None:
-                    rate = n / max(time.perf_counter() - _t0, 1e-9)
-                    progress.update(_task, completed=n, rate=f"{rate:,.0f} entries/s")
-
-                verdict = verify_chain(store, settings.database_url, name, progress=advance,
-                                       checkpoints=elsewhere.get(name))
-            elapsed = time.perf_counter() - started
-            if verdict.ok:
-                typer.echo(
-                    f"{name}: intact through seq {verdict.verified_through} "
-                    f"({verdict.verified_through / max(elapsed, 1e-9):,.0f} entries/s)"
-                )
-                continue
-            intact = False
-            reason = verdict.reason or ""
-            if verdict.kind is VerdictKind.TRUNCATED:
-                # the reason starts with the kind's own name: say it once, as the label
-                typer.echo(f"{name}: TRUNCATED: {reason.removeprefix('truncated: ')} "
-                           f"(intact through seq {verdict.verified_through})")
-            elif verdict.first_bad_seq is None:
-                typer.echo(f"{name}: BROKEN: {reason} "
-                           f"(chain intact through seq {verdict.verified_through})")
-            else:
-                typer.echo(
-                    f"{name}: BROKEN at seq {verdict.first_bad_seq}: {reason} "
-                    f"(intact through seq {verdict.verified_through})"
-                )
+            intact = _verify_chain(store, settings, name, key, elsewhere.get(name)) and intact
     finally:
         store.close()
     raise typer.Exit(0 if intact else 1)
+
+
+def _chains_to_verify(
+    store: LedgerStore, ledger: str | None, elsewhere: Mapping[str, object], default: str
+) -> tuple[list[str], bool]:
+    """The ledgers to check, and False when the store's own list of chains is broken
+    (each problem printed)."""
+    if ledger:
+        return [ledger], True
+    names, problems = store.chains()
+    for problem in problems:
+        typer.echo(f"BROKEN: {problem}")
+    return sorted({*names, *elsewhere}) or [default], not problems
+
+
+def _verify_chain(store: LedgerStore, settings: Settings, name: str, key: str | None,
+                  checkpoints: dict[int, Any] | None) -> bool:
+    """Check one ledger (its newest signed note against ``key`` when the key is this
+    ledger's, then its chain and tree) and print the verdict; True when intact."""
+    import time
+
+    from api.cli.transparency import newest_note_problem
+    from ledger.verifier import verify as verify_chain
+
+    intact = True
+    if key and key.split("+", 1)[0].rsplit("/", 1)[-1] == name:
+        problem = newest_note_problem(store, name, key)
+        if problem:
+            intact = False
+            typer.echo(f"{name}: BROKEN: {problem}")
+    total = store.head(name).seq
+    started = time.perf_counter()
+    with _progress() as progress:
+        task = progress.add_task(f"verifying {name}", total=total, rate="")
+
+        def advance(n: int, _task: TaskID = task, _t0: float = started) -> None:
+            rate = n / max(time.perf_counter() - _t0, 1e-9)
+            progress.update(_task, completed=n, rate=f"{rate:,.0f} entries/s")
+
+        verdict = verify_chain(store, settings.database_url, name, progress=advance,
+                               checkpoints=checkpoints)
+    elapsed = time.perf_counter() - started
+    return _print_verdict(name, verdict, elapsed) and intact
+
+
+def _print_verdict(name: str, verdict: Verdict, elapsed: float) -> bool:
+    from ledger.chain import VerdictKind
+
+    if verdict.ok:
+        typer.echo(
+            f"{name}: intact through seq {verdict.verified_through} "
+            f"({verdict.verified_through / max(elapsed, 1e-9):,.0f} entries/s)"
+        )
+        return True
+    reason = verdict.reason or ""
+    if verdict.kind is VerdictKind.TRUNCATED:
+        # the reason starts with the kind's own name: say it once, as the label
+        typer.echo(f"{name}: TRUNCATED: {reason.removeprefix('truncated: ')} "
+                   f"(intact through seq {verdict.verified_through})")
+    elif verdict.first_bad_seq is None:
+        typer.echo(f"{name}: BROKEN: {reason} "
+                   f"(chain intact through seq {verdict.verified_through})")
+    else:
+        typer.echo(
+            f"{name}: BROKEN at seq {verdict.first_bad_seq}: {reason} "
+            f"(intact through seq {verdict.verified_through})"
+        )
+    return False
 
 
 @app.command()
@@ -399,30 +429,6 @@ def demo(
         raise _fail(f"{_key_source(settings)}: {error}") from None
 
 
-def _fail(message: str) -> typer.Exit:
-    # soft_wrap: one line whatever the width, so a file path is never split.
-    err.print(f"[bold red]phi-ledger:[/] {escape(message)}", highlight=False, soft_wrap=True)
-    return typer.Exit(2)
-
-
-def _protected_store(settings: Settings) -> tuple[Any, Any]:
-    """The store and its envelope protection, or a clean exit naming the key problem."""
-    from ledger.crypto.keyring import KeyRingError
-    from ledger.data_keys import DataKeys
-    from ledger.migrate import migrate as run_migrations
-    from ledger.protection import EnvelopeProtection, load_key_ring
-    from ledger.store import open_store
-
-    run_migrations(settings.database_url)
-    store = open_store(settings.database_url)
-    try:
-        ring = load_key_ring(settings, store)
-    except KeyRingError as error:
-        store.close()
-        raise _fail(str(error)) from None
-    return store, EnvelopeProtection(ring, DataKeys(store, ring))
-
-
 @app.command()
 def shred(
     patient: Annotated[str, typer.Option("--patient", help="The patient's identifier (MRN).")],
@@ -466,14 +472,6 @@ app.add_typer(keys_app, name="keys")
 
 def _key_source(settings: Settings) -> str:
     return "LEDGER_KEYS" if settings.keys_json else str(settings.key_file)
-
-
-def _key_provider(settings: Settings) -> Any:
-    from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider
-
-    if settings.keys_json:
-        return EnvKeyProvider(settings.keys_json)
-    return FileKeyProvider(settings.key_file)
 
 
 @keys_app.command("status")

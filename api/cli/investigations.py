@@ -18,6 +18,8 @@ from typing import Annotated, Any, TypeVar
 import orjson
 import typer
 
+from api.cli.common import fail
+
 investigations_app = typer.Typer(
     help="Breach investigations: open, amend, show (timeline, affected, duties), close,"
     " evidence.", no_args_is_help=True)
@@ -27,12 +29,6 @@ AsOption = Annotated[str | None, typer.Option(
     "--as", help="Who is investigating (recorded as cli:NAME); default: your login name.")]
 LedgerOption = Annotated[str | None, typer.Option("--ledger", "-l", help="The ledger.")]
 Many = Annotated[list[str] | None, typer.Option()]
-
-
-def _fail(message: str) -> typer.Exit:
-    from api.cli import _fail as fail
-
-    return fail(message)
 
 
 def _run(work: Callable[[Any, str, Any], Coroutine[Any, Any, T]], ledger: str | None,
@@ -52,7 +48,7 @@ def _run(work: Callable[[Any, str, Any], Coroutine[Any, Any, T]], ledger: str | 
         return asyncio.run(work(InvestigationService(svc), ledger or settings.default_ledger,
                                 reader))
     except ApiError as error:
-        raise _fail(f"{error.message} ({', '.join(error.fields)})") from None
+        raise fail(f"{error.message} ({', '.join(error.fields)})") from None
     finally:
         svc.writer.stop()
         svc.store.close()
@@ -65,7 +61,7 @@ def _validated(model: Any, body: dict[str, Any]) -> Any:
         return model.model_validate(body)
     except ValidationError as error:
         fields = sorted({".".join(str(p) for p in e["loc"]) for e in error.errors()})
-        raise _fail(f"invalid: {', '.join(fields)}") from None
+        raise fail(f"invalid: {', '.join(fields)}") from None
 
 
 def _scope(actor: list[str] | None, device: list[str] | None, ip: list[str] | None,
@@ -106,11 +102,11 @@ def open_(
 ) -> None:
     """Open an investigation over actors, devices, IPs and/or patients in a time window;
     prints its id alone on the last line."""
-    from api.routers.investigations import OpenIn, _scope_dict
+    from api.routers.investigations import OpenIn, scope_dict
 
     body = _validated(OpenIn, {"title": title, "discovered_at": discovered_at, "note": note,
                                "scope": _scope(actor, device, ip, patient, since, until)})
-    scope = _scope_dict(body.scope)
+    scope = scope_dict(body.scope)
     _check(scope)
 
     async def work(service: Any, name: str, reader: Any) -> str:
@@ -124,12 +120,12 @@ def open_(
 
 def _check(scope: dict[str, Any]) -> None:
     from api.errors import ApiError
-    from api.routers.investigations import _check_scope
+    from api.routers.investigations import check_scope
 
     try:
-        _check_scope(scope, partial=False)
+        check_scope(scope, partial=False)
     except ApiError as error:
-        raise _fail(f"{error.message} ({', '.join(error.fields)})") from None
+        raise fail(f"{error.message} ({', '.join(error.fields)})") from None
 
 
 @investigations_app.command("amend")
@@ -142,16 +138,16 @@ def amend(
     ledger: LedgerOption = None, who: AsOption = None,
 ) -> None:
     """Replace scope lists or bounds (those given) and/or add a note."""
-    from api.routers.investigations import AmendIn, _scope_dict
+    from api.routers.investigations import AmendIn, scope_dict
 
     scope = _scope(actor, device, ip, patient, since, until)
     body = _validated(AmendIn, {"scope": scope or None, "note": note})
     if not scope and not note:
-        raise _fail("give a scope change or a note")
+        raise fail("give a scope change or a note")
 
     async def work(service: Any, name: str, reader: Any) -> int:
         receipt = await service.amend(name, reader, investigation_id,
-                                      _scope_dict(body.scope) if body.scope else {}, body.note)
+                                      scope_dict(body.scope) if body.scope else {}, body.note)
         return int(receipt.seq)
 
     typer.echo(f"amended at seq {_run(work, ledger, who)}")
@@ -183,13 +179,13 @@ def show(
     from projections.instants import parse_bound
 
     if purpose not in PURPOSES:
-        raise _fail("--purpose must be an HL7 PurposeOfUse code (e.g. HOPERAT)")
+        raise fail("--purpose must be an HL7 PurposeOfUse code (e.g. HOPERAT)")
     if format not in ("json", "csv", "html"):
-        raise _fail("--format must be json, csv or html")
+        raise fail("--format must be json, csv or html")
     try:
         as_of_utc = None if as_of is None else parse_bound(as_of)
     except ValueError:
-        raise _fail("--as-of must be an RFC 3339 time with an offset") from None
+        raise fail("--as-of must be an RFC 3339 time with an offset") from None
 
     async def work(service: Any, name: str, reader: Any) -> bytes | str:
         answer = await service.answer(name, investigation_id, as_of_utc)

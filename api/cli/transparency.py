@@ -12,24 +12,19 @@ from typing import Annotated, Any
 
 import typer
 
+from api.cli.common import fail, key_provider, load_settings, protected_store
+
 KeyOption = Annotated[str, typer.Option(
     "--key", help="The log's verifier key (GET /v1/checkpoints/key): name+id+base64.")]
-
-
-def _fail(message: str) -> typer.Exit:
-    """One red line on stderr and exit code 2 (api.cli's)."""
-    from api.cli import _fail as fail
-
-    return fail(message)
 
 
 def _read(path: Path) -> str:
     try:
         return path.read_text(encoding="utf-8")
     except OSError as error:
-        raise _fail(f"cannot read {path}: {error.strerror}") from None
+        raise fail(f"cannot read {path}: {error.strerror}") from None
     except UnicodeDecodeError:
-        raise _fail(f"{path} is not UTF-8 text") from None
+        raise fail(f"{path} is not UTF-8 text") from None
 
 
 # -- verify-proof ---------------------------------------------------------------------------
@@ -64,16 +59,16 @@ def verify_proof(
     seq = None
     try:
         if entry is not None and leaf_hash is not None:
-            raise _fail("give --entry or --leaf-hash, not both")
+            raise fail("give --entry or --leaf-hash, not both")
         if entry is not None:
             seq, leaf = entry_leaf_hash(_read(entry))
         elif leaf_hash is not None:
             try:
                 leaf = bytes.fromhex(leaf_hash)
             except ValueError:
-                raise _fail("--leaf-hash is not hex") from None
+                raise fail("--leaf-hash is not hex") from None
             if len(leaf) != 32:
-                raise _fail("--leaf-hash is not 32 bytes of hex")
+                raise fail("--leaf-hash is not 32 bytes of hex")
         verified = verify_document(
             _read(document), key, leaf_hash=leaf,
             checkpoints=[_read(p) for p in checkpoint or []],
@@ -111,17 +106,17 @@ def _cosigner(path: Path, name: str | None) -> Any:
 
     if path.exists():
         if path.stat().st_mode & 0o077:
-            raise _fail(f"witness key {path}: is accessible to group or others; chmod 600 it")
+            raise fail(f"witness key {path}: is accessible to group or others; chmod 600 it")
         try:
             signer = signer_from_key(_read(path).strip())
         except NoteError as error:
-            raise _fail(f"witness key {path}: {error}") from None
+            raise fail(f"witness key {path}: {error}") from None
         if not isinstance(signer, Cosigner):
-            raise _fail(f"witness key {path}: not a cosignature/v1 (type 0x04) key")
+            raise fail(f"witness key {path}: not a cosignature/v1 (type 0x04) key")
         return signer
     signer = Cosigner.generate(name or f"witness.{socket.gethostname()}")
     _write_private(path, signer.key_string + "\n")
-    from api.cli import err
+    from api.cli.common import err
 
     err.print(f"witness key created in {path}; its verifier key:", highlight=False)
     err.print(signer.verifier().key_string, highlight=False, soft_wrap=True, markup=False)
@@ -134,13 +129,13 @@ def _fetch(client: Any, path: str, **params: Any) -> Any:
     try:
         response = client.get(path, params=params)
     except httpx.HTTPError as error:
-        raise _fail(f"cannot reach the log: {type(error).__name__}") from None
+        raise fail(f"cannot reach the log: {type(error).__name__}") from None
     if response.status_code != 200:
         try:
             message = response.json()["error"]["message"]
         except (ValueError, KeyError, TypeError):
             message = response.text[:200]
-        raise _fail(f"the log answered {response.status_code} to {path}: {message}")
+        raise fail(f"the log answered {response.status_code} to {path}: {message}")
     return response
 
 
@@ -200,7 +195,7 @@ def witness(
     try:
         log = verifier_from_key(key)
     except NoteError as error:
-        raise _fail(f"--key: {error}") from None
+        raise fail(f"--key: {error}") from None
     cosigner = _cosigner(witness_key, name)
     headers = {"Authorization": f"Bearer {api_key}"} if api_key else {}
     with httpx.Client(base_url=log_url, headers=headers, timeout=10) as client:
@@ -220,18 +215,17 @@ def checkpoint(
 ) -> None:
     """Sign a checkpoint of each ledger that grew since its newest one, now (the service
     does this by itself within a second of each append). Exit 1 if one is refused."""
-    from api.cli import _protected_store, _settings
     from ledger.crypto.keyring import KeyRingError
     from ledger.tlog import CheckpointRefused, TransparencyLog, load_log_identity
 
-    settings = _settings()
-    store, _ = _protected_store(settings)
+    settings = load_settings()
+    store, _ = protected_store(settings)
     refused = False
     try:
         try:
             tlog = TransparencyLog(store, load_log_identity(settings))
         except KeyRingError as error:
-            raise _fail(str(error)) from None
+            raise fail(str(error)) from None
         for name in [ledger] if ledger else store.ledgers():
             try:
                 signed = tlog.sign(name)
@@ -270,7 +264,7 @@ def signed_elsewhere(paths: list[Path], key: str | None) -> dict[str, dict[int, 
             else:
                 checkpoint = Checkpoint.parse(Note.parse(text).text)
         except TransparencyError as error:
-            raise _fail(f"checkpoint {path}: {error}") from None
+            raise fail(f"checkpoint {path}: {error}") from None
         ledger = checkpoint.origin.rsplit("/", 1)[-1]
         found.setdefault(ledger, {})[checkpoint.size] = (checkpoint.root,
                                                          f"checkpoint in {path}")
@@ -306,17 +300,16 @@ def log_keys(
                       ] = None,
 ) -> None:
     """The log's checkpoint keys: id, state and verifier key (no secret is shown)."""
-    from api.cli import _key_provider, _settings
     from ledger.crypto.keyring import KeyRingError
     from ledger.tlog import LogIdentity
 
-    settings = _settings()
+    settings = load_settings()
     try:
-        ring = _key_provider(settings).load()
+        ring = key_provider(settings).load()
     except KeyRingError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     if not ring.log_keys:
-        raise _fail("the key ring holds no log key yet: it is added on the next start")
+        raise fail("the key ring holds no log key yet: it is added on the next start")
     identity = LogIdentity.from_ring(ring)
     for key in identity.published(ledger or settings.default_ledger):
         state = "active" if key["active"] else ("co-signing" if key["signing"] else "retired")
@@ -327,17 +320,16 @@ def rotate_log_key() -> None:
     """Add a new checkpoint key and make it active. Older keys keep co-signing until
     retired, so verifiers and witnesses that know only them keep working; restart the
     service to sign with the new key, move verifiers to it, then `keys retire-log-key`."""
-    from api.cli import _key_provider, _settings
     from ledger.crypto.keyring import KeyRingError
     from ledger.tlog import LogIdentity
 
-    settings = _settings()
-    provider = _key_provider(settings)
+    settings = load_settings()
+    provider = key_provider(settings)
     try:
         ring = provider.load().with_new_log_key(settings.log_name)
         provider.save(ring)
     except KeyRingError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     identity = LogIdentity.from_ring(ring)
     typer.echo(f"active log key {ring.active_log_key}; its verifier key for ledger"
                f" '{settings.default_ledger}':")
@@ -348,15 +340,14 @@ def retire_log_key(key_id: Annotated[str, typer.Argument(help="The log key to re
                    ) -> None:
     """Stop signing with an old checkpoint key: its seed leaves the ring, its public key
     stays published so the checkpoints it signed still verify."""
-    from api.cli import _key_provider, _settings
     from ledger.crypto.keyring import KeyRingError
 
-    settings = _settings()
-    provider = _key_provider(settings)
+    settings = load_settings()
+    provider = key_provider(settings)
     try:
         provider.save(provider.load().with_log_key_retired(key_id))
     except KeyRingError as error:
-        raise _fail(str(error)) from None
+        raise fail(str(error)) from None
     typer.echo(f"retired log key {key_id}; restart the service")
 
 

@@ -36,7 +36,7 @@ from api.errors import ApiError
 from api.investigations import InvestigationService
 from api.pictures import Lane, Mark, legend_items, timeline_svg
 from api.routers.alerts import STATUSES
-from api.routers.investigations import OpenIn, _check_scope, _report, _scope_dict
+from api.routers.investigations import OpenIn, check_scope, report_response, scope_dict
 from projections.alert_queries import AlertFilter
 from projections.cursor import BadCursor, decode_cursor, encode_cursor
 from projections.monitoring.rules import RULES as ALERT_RULES
@@ -171,8 +171,8 @@ async def open_investigation(request: Request) -> Response:
     ledger = viewer.caller.ledger
     try:
         opened = OpenIn.model_validate(body)
-        scope = _scope_dict(opened.scope)
-        _check_scope(scope, partial=False)
+        scope = scope_dict(opened.scope)
+        check_scope(scope, partial=False)
     except ValidationError as error:
         fields = sorted({".".join(str(p) for p in e["loc"]).replace("from_", "from")
                          for e in error.errors()})
@@ -194,7 +194,8 @@ async def _form_again(request: Request, viewer: Viewer, service: InvestigationSe
 
 
 def _marks(timeline: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
-    marks, lanes = [], {}
+    marks: list[Mark] = []
+    lanes: dict[str, Lane] = {}
     for item in timeline:
         actor = item["actor"]["id"]
         lanes.setdefault(actor, Lane(actor, actor, f"/console/users/{_q(actor)}"))
@@ -220,7 +221,7 @@ async def investigation_page(request: Request, investigation_id: str,
         return render(request, "error.html", error.status, viewer, title="Not available",
                       message=error.message)
     if format in ("html", "csv"):  # the printable report and the CSV, as the API makes them
-        return await _report(service, answer, _reader(viewer), purpose, format)
+        return await report_response(service, answer, _reader(viewer), purpose, format)
     rows = answer.rows[:TIMELINE_ROWS]
     patients = answer.patients[:TIMELINE_ROWS]
     timeline, affected, shown = await asyncio.to_thread(service.open_page, answer, rows,

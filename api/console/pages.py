@@ -185,8 +185,9 @@ async def sign_in(request: Request) -> Response:
     for key in (f"ip:{client_of(request)}",):
         wait = svc.access.wait("login", key)
         if wait:
-            response = _sign_in_form(request, target, 429, error="Too many sign-in attempts; "
-                                     "wait a minute and try again.", username=username)
+            response: Response = _sign_in_form(
+                request, target, 429, error="Too many sign-in attempts; wait a minute and try"
+                " again.", username=username)
             response.headers["Retry-After"] = retry_after(wait)
             return response
     if not username or not password or not code or len(password) > 1024 or len(code) > 16:
@@ -262,7 +263,8 @@ def _span(filters: Filters) -> tuple[datetime | None, datetime | None]:
 
 
 def _patient_marks(items: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
-    marks, lanes = [], {}
+    marks: list[Mark] = []
+    lanes: dict[str, Lane] = {}
     for item in items:
         actor = item["actor"]["id"]
         lanes.setdefault(actor, Lane(actor, actor, f"/console/users/{_q(actor)}"))
@@ -358,7 +360,8 @@ async def accounting_letter(request: Request, patient_id: str, format: str = "ht
 # -- users -------------------------------------------------------------------------------------
 
 def _user_marks(items: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
-    marks, lanes = [], {}
+    marks: list[Mark] = []
+    lanes: dict[str, Lane] = {}
     for item in items:
         patient = (item.get("patient") or {}).get("id") or "(no patient)"
         href = None if patient == "(no patient)" else f"/console/patients/{_q(patient)}"
@@ -369,10 +372,9 @@ def _user_marks(items: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
 
 
 def _volume_window(filters: Filters, today: date) -> tuple[date, date]:
-    end = (filters.instant("to") - timedelta(microseconds=1)).date() if filters.until \
-        else today
-    start = filters.instant("from").date() if filters.since else end - timedelta(
-        days=VOLUME_DAYS - 1)
+    since, until = filters.instant("from"), filters.instant("to")
+    end = (until - timedelta(microseconds=1)).date() if until else today
+    start = since.date() if since else end - timedelta(days=VOLUME_DAYS - 1)
     return start, end
 
 

@@ -13,8 +13,8 @@ import re
 import xml.etree.ElementTree as ET  # the types only: parsing is defusedxml's
 from typing import Any
 
-from defusedxml import DefusedXmlException  # type: ignore[import-untyped]
-from defusedxml.ElementTree import fromstring  # type: ignore[import-untyped]
+from defusedxml import DefusedXmlException
+from defusedxml.ElementTree import fromstring
 
 from api.formats.codes import (
     APPLICATION,

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
@@ -95,7 +95,8 @@ def _key_request(raw: bytes) -> tuple[list[str], str | None, datetime | None, st
                        "roles (a non-empty list) is required; name, identity and expires_at"
                        " (RFC 3339 with an offset, within the years 1-9999 in UTC) are"
                        " optional strings, without NUL; nothing else", bad)
-    return roles, body.get("name"), expires, body.get("identity")
+    # A roles member that is not a non-empty list of strings was named in bad above.
+    return cast(list[str], roles), body.get("name"), expires, body.get("identity")
 
 
 @router.post(

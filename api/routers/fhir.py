@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, get_args
 from urllib.parse import urlencode
 
 import orjson
@@ -339,7 +339,7 @@ def _purpose(request: Request, problems: list[tuple[str, str]]) -> str:
         problems.append(("purpose", "is required (query parameter purpose or header "
                                     "X-Purpose-Of-Use): say why you are looking"))
         return ""
-    if purpose not in PurposeOfUse.__args__:  # type: ignore[attr-defined]
+    if purpose not in get_args(PurposeOfUse):
         problems.append(("purpose", "must be an HL7 PurposeOfUse code (e.g. HOPERAT)"))
     return purpose
 

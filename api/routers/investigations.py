@@ -102,11 +102,11 @@ class CloseIn(BaseModel):
     note: Text | None = None
 
 
-def _scope_dict(scope: BaseModel) -> dict[str, Any]:
+def scope_dict(scope: BaseModel) -> dict[str, Any]:
     return {k: v for k, v in scope.model_dump(by_alias=True).items() if v is not None}
 
 
-def _check_scope(scope: dict[str, Any], partial: bool) -> None:
+def check_scope(scope: dict[str, Any], partial: bool) -> None:
     fields = []
     if "from" in scope and scope.get("to") is not None and (
             parse_bound(scope["from"]) >= parse_bound(scope["to"])):
@@ -128,8 +128,8 @@ async def open_investigation(
     body: OpenIn, request: Request, ledger: str = Depends(chosen_ledger),
     svc: Services = Depends(services),
 ) -> Response:
-    scope = _scope_dict(body.scope)
-    _check_scope(scope, partial=False)
+    scope = scope_dict(body.scope)
+    check_scope(scope, partial=False)
     service = _service(svc)
     investigation_id, receipt = await service.open(
         ledger, _reader(request), body.title, body.discovered_at, scope, body.note)
@@ -155,8 +155,8 @@ async def amend_investigation(
     investigation_id: str, body: AmendIn, request: Request,
     ledger: str = Depends(chosen_ledger), svc: Services = Depends(services),
 ) -> Response:
-    scope = _scope_dict(body.scope) if body.scope is not None else {}
-    _check_scope(scope, partial=True)
+    scope = scope_dict(body.scope) if body.scope is not None else {}
+    check_scope(scope, partial=True)
     if not scope and not body.note:
         raise ApiError(400, "invalid_request", "give a scope change or a note",
                        ["scope", "note"])
@@ -230,7 +230,7 @@ async def investigation(
     answer = await service.answer(ledger, investigation_id, as_of_utc, through)
     reader = _reader(request)
     if format != "json":
-        return await _report(service, answer, reader, purpose, format)
+        return await report_response(service, answer, reader, purpose, format)
     scope = {"i": investigation_id, "t": answer.through, "l": limit}
     offset = _page(problems, cursor, scope)
     problems.raise_any()
@@ -247,8 +247,8 @@ async def investigation(
                           "next_cursor": next_cursor})
 
 
-async def _report(service: InvestigationService, answer: Answer, reader: Any, purpose: str,
-                  format: str) -> Response:
+async def report_response(service: InvestigationService, answer: Answer, reader: Any,
+                          purpose: str, format: str) -> Response:
     timeline, items, shown = await asyncio.to_thread(service.open_page, answer, answer.rows,
                                                      answer.patients)
     await service.record_reads(answer.ledger, reader, shown, purpose)

@@ -137,10 +137,11 @@ class MonitoredService:
                             f"1977-0{i + 1}-02") for i in range(2)]
         setup = self._t - timedelta(days=40)
         for person in [*staff, *floaters, *removable]:
-            data = {"staff_id": person.staff_id, "role": "call_agent", "site": "Northside",
-                    "name": f"{person.given} {person.family}",
-                    "shift": "{:02d}:00-{:02d}:00".format(*SHIFTS[person.shift]),
-                    "dob": person.dob}
+            data: dict[str, Any] = {
+                "staff_id": person.staff_id, "role": "call_agent", "site": "Northside",
+                "name": f"{person.given} {person.family}",
+                "shift": "{:02d}:00-{:02d}:00".format(*SHIFTS[person.shift]),
+                "dob": person.dob}
             if person.patient_id:
                 data["patient_id"] = person.patient_id
             yield self._emit(self._event("staff_added", hr, setup, data=data,
@@ -157,7 +158,9 @@ class MonitoredService:
                                      data={"partner": "ba-lapsed"},
                                      resource={"type": "partner", "id": "ba-lapsed"}))
         # Patients: ordinary ones, VIPs, relatives of staff, and the staff's own records.
-        ordinary, vips, relatives = [], [], {}
+        ordinary: list[str] = []
+        vips: list[str] = []
+        relatives: dict[str, str] = {}
         for i in range(400):
             pid = f"MRN-{100000 + i}"
             family = rng.choice(PATIENT_FAMILIES)

@@ -26,7 +26,7 @@ import os
 import struct
 from collections.abc import Iterator
 from threading import get_ident
-from typing import Final
+from typing import Final, NoReturn
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
@@ -91,6 +91,7 @@ class DataKey:
         return hmac.compare_digest(self._material, other._material)
 
     # Keys are compared, not hashed: a hash would be a cheap oracle on the key bytes.
+    # The ignore: typeshed types __hash__ as a method; None is Python's way to say unhashable.
     __hash__ = None  # type: ignore[assignment]
 
     def __copy__(self) -> DataKey:
@@ -99,7 +100,7 @@ class DataKey:
     def __deepcopy__(self, memo: dict[int, object]) -> DataKey:
         return self
 
-    def __reduce__(self) -> object:
+    def __reduce__(self) -> NoReturn:
         # Pickling would copy raw key bytes into caches, queues and logs without anyone
         # noticing; a key leaves memory only wrapped (see wrap_key).
         raise TypeError("DataKey cannot be pickled; store it wrapped with wrap_key()")

@@ -11,6 +11,8 @@ from contextlib import AbstractContextManager, contextmanager
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from eventsourcing.persistence import ApplicationRecorder
+
 from ledger.admission import Outcome, Pending, Recorded, chain_plan, outcomes, plan_admission
 from ledger.chain import EMPTY_HEAD, Head
 from ledger.entry import Entry, format_recorded_at
@@ -82,6 +84,8 @@ class LedgerStore(ABC):
     """
 
     dialect: str
+    # The eventsourcing recorder each backend opens on its database.
+    recorder: ApplicationRecorder
     # Off only where a benchmark measures what the tree costs (LEDGER_UNSAFE_NO_TREE): a
     # ledger appended without it has no proofs and no checkpoints, ever.
     maintain_tree: bool = True
@@ -187,12 +191,13 @@ class LedgerStore(ABC):
         found, leaves = self._select_tree(curs, lid, large, seqs)
         if small:
             for node in small:
-                row = [leaves.get(seq) for seq in range(node.start + 1, node.end + 1)]
-                if None in row:
+                covered = range(node.start + 1, node.end + 1)
+                if any(seq not in leaves for seq in covered):
                     continue  # not (yet) in the tree
+                row = [leaves[seq] for seq in covered]
                 while len(row) > 1:
                     row = [node_hash(row[i], row[i + 1]) for i in range(0, len(row), 2)]
-                found[node] = row[0]  # type: ignore[assignment]
+                found[node] = row[0]
         return found
 
     def _select_tree(self, curs: Any, lid: uuid.UUID, nodes: Sequence[Node],

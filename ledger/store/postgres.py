@@ -18,7 +18,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
-from typing import Any
+from typing import Any, cast
 
 import psycopg
 from eventsourcing.persistence import PersistenceError
@@ -150,6 +150,7 @@ class PostgresLedgerStore(LedgerStore):
     """Chains in the library's ``stored_events`` table on PostgreSQL."""
 
     dialect = "postgresql"
+    recorder: PostgresApplicationRecorder
 
     def __init__(
         self, datastore: PostgresDatastore, conninfo: dict[str, Any] | None = None
@@ -202,7 +203,8 @@ class PostgresLedgerStore(LedgerStore):
         extra: dict[str, Any] = {"connect_timeout": CONNECT_TIMEOUT_SECONDS}
         if statement_timeout:
             extra["options"] = f"-c statement_timeout={int(statement_timeout * 1000)}"
-        datastore.pool.kwargs.update(extra)
+        # eventsourcing builds its pool with a dict of connection arguments, not a factory.
+        cast("dict[str, Any]", datastore.pool.kwargs).update(extra)
         try:
             return cls(datastore, info)
         except (PersistenceError, psycopg.Error) as error:

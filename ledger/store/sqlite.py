@@ -60,6 +60,7 @@ class SQLiteLedgerStore(LedgerStore):
     """Chains in the library's ``stored_events`` table in one SQLite file."""
 
     dialect = "sqlite"
+    recorder: SQLiteApplicationRecorder
 
     def __init__(self, datastore: SQLiteDatastore) -> None:
         super().__init__()
@@ -144,7 +145,7 @@ class SQLiteLedgerStore(LedgerStore):
         stored = [StoredEvent(lid, e.seq, ENTRY_TOPIC, e.encode()) for e in entries]
         tx.executemany(
             self.recorder.insert_events_statement,
-            [(s.originator_id.hex, s.originator_version, s.topic, s.state) for s in stored],
+            [(lid.hex, s.originator_version, s.topic, s.state) for s in stored],
         )
         tx.executemany(
             "INSERT INTO ledger_event_ids (ledger_id, event_id, seq, fingerprint)"

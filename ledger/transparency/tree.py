@@ -75,7 +75,8 @@ class Node(NamedTuple):
     """A perfect subtree: ``2**level`` leaves starting at leaf ``index * 2**level``."""
 
     level: int
-    index: int
+    # The ignore: a field named ``index`` shadows ``tuple.index``, which no caller uses.
+    index: int  # type: ignore[assignment]
 
     @property
     def start(self) -> int:
@@ -90,7 +91,7 @@ class SubtreeHash(NamedTuple):
     """A perfect subtree and its hash: one row of a node table."""
 
     level: int
-    index: int
+    index: int  # type: ignore[assignment]  # shadows tuple.index, as in Node
     hash: bytes
 
 
