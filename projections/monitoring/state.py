@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 from projections.monitoring.rules import (
@@ -27,6 +28,7 @@ from projections.monitoring.rules import (
     EXPLAINABLE,
     EXPORT_WINDOW,
     PHI_ACTIONS,
+    VOLUME_FLOOR,
     Entry,
     Facts,
     Finding,
@@ -83,7 +85,10 @@ def keys_for(entry: Entry, written: Written) -> set[tuple[str, str]]:
     return keys
 
 
+@lru_cache(maxsize=65_536)
 def _time(text: str) -> datetime:
+    # The state's times are read again for every later entry of the same user (trainings,
+    # care, exports, failed logins): parsed once each. Datetimes are immutable.
     return datetime.fromisoformat(text)
 
 
@@ -127,11 +132,14 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
         today = entry.at.date().isoformat()
         seen = day.get("sets", {}).get(today, [])
         new = entry.patient not in seen
-        counts = {date.fromisoformat(d): n for d, n in day.get("counts", {}).items()
-                  if d != today}
-        facts.update(day_counts=counts, day_new_patient=new,
-                     day_patients=len(seen) + (1 if new else 0),
-                     day_fired=today in day.get("fired", []))
+        patients = len(seen) + (1 if new else 0)
+        fired = today in day.get("fired", [])
+        # The earlier days matter only to a day that may be a spike: one past the floor
+        # every threshold is at least, on a new patient, not yet flagged.
+        counts = {_day(d): n for d, n in day.get("counts", {}).items() if d != today
+                  } if new and not fired and patients > VOLUME_FLOOR else {}
+        facts.update(day_counts=counts, day_new_patient=new, day_patients=patients,
+                     day_fired=fired)
         if entry.action in ("export", "print"):
             window = _export_window(state.get(("export", actor)) or {}, entry.at)
             patients = {ref for _, ref in window}
@@ -146,6 +154,11 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
             _time(t) for t in (state.get(("failed", actor)) or {}).get("at", ()))
     return Facts(roster=bool(state.get(("roster", ""))), staff=_staff(state.get(("staff", actor))),
                  record=record, baa_in_force=baa, **facts)
+
+
+@lru_cache(maxsize=4096)
+def _day(text: str) -> date:
+    return date.fromisoformat(text)
 
 
 def _export_window(value: dict[str, Any], at: datetime) -> list[tuple[str, str]]:
