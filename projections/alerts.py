@@ -85,6 +85,11 @@ class Sight:
         return list(self.protection.reveal_many(ledger, events))
 
 
+_STAFF_ACTIONS: Final = ("staff", "role", "training")
+_SUBJECT_ACTIONS: Final = (*_STAFF_ACTIONS, "baa")
+_NOTHING_WRITTEN: Final = Written({})  # shared: nothing mutates a Written's fields
+
+
 def _words(name: str) -> list[str]:
     return [w.strip(".,").casefold() for w in name.split() if w.strip(".,")]
 
@@ -92,6 +97,8 @@ def _words(name: str) -> list[str]:
 def written_of(sight: Sight, ledger: str, event: dict[str, Any]) -> Written:
     """The conventions' fields of an entry's (opened) ``data``, PHI digested."""
     action, data = event["action"], event.get("data") or {}
+    if not data and not action.startswith(_SUBJECT_ACTIONS):
+        return _NOTHING_WRITTEN  # most entries: an access, nothing written of anyone
     out: dict[str, Any] = {}
     name = data.get("name")
     if isinstance(name, str) and (words := _words(name)):
@@ -118,8 +125,8 @@ def written_of(sight: Sight, ledger: str, event: dict[str, Any]) -> Written:
     course = data.get("course")
     return Written(
         out,
-        staff_id=(subject or resource.get("id")) if action.startswith(("staff", "role",
-                                                                        "training")) else None,
+        staff_id=(subject or resource.get("id")) if action.startswith(_STAFF_ACTIONS)
+        else None,
         partner=(partner or resource.get("id")) if action.startswith("baa") else None,
         hipaa=isinstance(course, str) and "hipaa" in course.casefold())
 
@@ -277,9 +284,9 @@ class AlertsView(View):
                            (status, seq, ledger, ident))
         upsert_rows(tx, sql, "view_alerts", ALERT_COLUMNS, ("ledger", "alert_id"),
                     [r.as_row() for r in new.values()])
-        changed = [(ledger, _key(kind, key), canonical(value).decode())
+        changed = [(ledger, _key(kind, key), text.decode())
                    for (kind, key), value in state.items()
-                   if before.get((kind, key)) != canonical(value)]
+                   if before.get((kind, key)) != (text := canonical(value))]
         upsert_rows(tx, sql, "monitor_state", ("ledger", "key", "value"), ("ledger", "key"),
                     sorted(changed))
 

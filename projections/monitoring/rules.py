@@ -317,11 +317,27 @@ RULES: Final[dict[str, Rule]] = {
 }
 
 
+# The actions each rule can fire on (its first test): an entry is put only to the rules
+# of its action, in the order of RULES.
+_FIRES_ON: Final[dict[str, frozenset[str]]] = {
+    "insecure_channel": frozenset({"disclose"}),
+    "no_baa": frozenset({"disclose"}),
+    "bulk_export": frozenset({"export", "print"}),
+    "login_guessing": frozenset({"login"}),
+}
+RULES_BY_ACTION: Final[dict[str, tuple[Rule, ...]]] = {
+    action: tuple(rule for code, rule in RULES.items()
+                  if action in _FIRES_ON.get(code, PHI_ACTIONS))
+    for action in PHI_ACTIONS | {"login"}
+}
+
+
 def evaluate(entry: Entry, facts: Facts) -> list[Finding]:
     """Every rule's finding on ``entry`` (none for an entry the service wrote)."""
     if entry.system:
         return []
-    return [f for rule in RULES.values() if (f := rule(entry, facts)) is not None]
+    return [f for rule in RULES_BY_ACTION.get(entry.action, ())
+            if (f := rule(entry, facts)) is not None]
 
 
 def ruleset_digest() -> str:
