@@ -125,21 +125,26 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
         spans = (state.get(("partner", entry.partner)) or {}).get("spans", [])
         baa = _in_force(spans, entry.at)
     facts: dict[str, Any] = {}
-    user_phi = (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
-                and entry.outcome == "success" and entry.patient is not None)
-    if user_phi:
+    phi = (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
+           and entry.outcome == "success")
+    if phi:
+        # Only the rules on a user's access to PHI read the roster and the actor's staff
+        # facts (see rules.RULES_BY_ACTION): built for those entries alone.
+        facts.update(roster=bool(state.get(("roster", ""))),
+                     staff=_staff(state.get(("staff", actor))))
+    if phi and entry.patient is not None:
         day = (state.get(("day", actor)) or {})
         today = entry.at.date().isoformat()
         seen = day.get("sets", {}).get(today, [])
         new = entry.patient not in seen
-        patients = len(seen) + (1 if new else 0)
-        fired = today in day.get("fired", [])
+        day_patients = len(seen) + (1 if new else 0)
+        day_fired = today in day.get("fired", [])
         # The earlier days matter only to a day that may be a spike: one past the floor
         # every threshold is at least, on a new patient, not yet flagged.
         counts = {_day(d): n for d, n in day.get("counts", {}).items() if d != today
-                  } if new and not fired and patients > VOLUME_FLOOR else {}
-        facts.update(day_counts=counts, day_new_patient=new, day_patients=patients,
-                     day_fired=fired)
+                  } if new and not day_fired and day_patients > VOLUME_FLOOR else {}
+        facts.update(day_counts=counts, day_new_patient=new, day_patients=day_patients,
+                     day_fired=day_fired)
         if entry.action in ("export", "print"):
             window = _export_window(state.get(("export", actor)) or {}, entry.at)
             patients = {ref for _, ref in window}
@@ -152,8 +157,7 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
     if entry.action == "login":
         facts["failures"] = tuple(
             _time(t) for t in (state.get(("failed", actor)) or {}).get("at", ()))
-    return Facts(roster=bool(state.get(("roster", ""))), staff=_staff(state.get(("staff", actor))),
-                 record=record, baa_in_force=baa, **facts)
+    return Facts(record=record, baa_in_force=baa, **facts)
 
 
 @lru_cache(maxsize=4096)
@@ -248,9 +252,13 @@ def _fold_counts(entry: Entry, raised: list[tuple[Finding, int | None]], state: 
     if patient not in seen:
         seen.append(patient)
         counts = day.setdefault("counts", {})
-        counts[today] = counts.get(today, 0) + 1
-        day["counts"] = dict(sorted(counts.items())[-DAYS_KEPT:])
-        day["sets"] = dict(sorted(sets.items())[-DAY_SETS_KEPT:])
+        if today in counts:
+            counts[today] += 1  # no new day: the kept days stay as they were trimmed
+        else:
+            counts[today] = 1
+            day["counts"] = dict(sorted(counts.items())[-DAYS_KEPT:])
+        if len(sets) > DAY_SETS_KEPT:
+            day["sets"] = dict(sorted(sets.items())[-DAY_SETS_KEPT:])
     if "volume_spike" in rules:
         day["fired"] = _capped([*day.get("fired", []), today], DAY_SETS_KEPT)
     if entry.action in ("export", "print"):
