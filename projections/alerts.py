@@ -148,24 +148,31 @@ def _shift(text: str) -> list[int] | None:
 
 def entry_of(change: Change) -> Entry:
     event = change.event
-    actor = event.get("actor") or {}
-    resource = event.get("resource") or {}
-    disclosure = event.get("disclosure") or {}
-    recipient = disclosure.get("recipient") or {}
-    source = event.get("source") or {}
+    get = event.get
+    actor = get("actor") or _EMPTY
+    resource = get("resource") or _EMPTY
+    disclosure = get("disclosure")
+    source = get("source") or _EMPTY
     action = event["action"]
-    partner = recipient.get("partner")
+    partner = encrypted = None
+    if disclosure:
+        encrypted = disclosure.get("encrypted")
+        partner = (disclosure.get("recipient") or _EMPTY).get("partner")
     system = (action in SYSTEM_ACTIONS or action in MONITORING_ACTIONS
               or str(source.get("system", "")).startswith("phi-ledger"))
+    actor_id, kind = actor.get("id", ""), actor.get("kind", "")
+    patient = get("patient")
     return Entry(
-        ledger=change.ledger, seq=change.seq, action=action, outcome=event["outcome"],
-        actor_id=str(actor.get("id", "")), actor_kind=str(actor.get("kind", "")),
-        at=datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
-        system=system, mfa=actor.get("mfa"), purpose=event.get("purpose"),
-        channel=event.get("channel"), patient=patient_of(event)[0],
-        resource_type=resource.get("type"),
-        encrypted=disclosure.get("encrypted") if disclosure else None,
-        partner=partner if isinstance(partner, str) else None)
+        change.ledger, change.seq, action, event["outcome"],
+        actor_id if type(actor_id) is str else str(actor_id),
+        kind if type(kind) is str else str(kind),
+        datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
+        system, actor.get("mfa"), get("purpose"), get("channel"),
+        patient_of(event)[0] if patient else None, resource.get("type"), encrypted,
+        partner if isinstance(partner, str) else None)
+
+
+_EMPTY: Final[dict[str, Any]] = {}  # read only: stands for an absent object
 
 
 @dataclass(slots=True)
@@ -232,11 +239,10 @@ class AlertsView(View):
             entry = entry_of(change)
             written = written_of(self.sight, ledger, event)
             prepared.append((change, entry, written))
-            keys |= keys_for(entry, written)
+            keys.update(keys_for(entry, written))
             if entry.action == RULES_RECORDED:
                 keys.add(("ruleset", str((change.event.get("data") or {}).get("digest"))))
-        state = self._load(tx, sql, ledger, keys)
-        before = {k: canonical(v) for k, v in state.items()}
+        state, before = self._load(tx, sql, ledger, keys)
         new: dict[str, AlertRow] = {}
         explained: list[tuple[str, int]] = []
         triaged: list[tuple[str, str, int]] = []
@@ -290,14 +296,20 @@ class AlertsView(View):
         upsert_rows(tx, sql, "monitor_state", ("ledger", "key", "value"), ("ledger", "key"),
                     sorted(changed))
 
-    def _load(self, tx: Any, sql: Sql, ledger: str, keys: set[tuple[str, str]]) -> State:
+    def _load(self, tx: Any, sql: Sql, ledger: str, keys: set[tuple[str, str]],
+              ) -> tuple[State, dict[tuple[str, str], bytes]]:
+        """The state under ``keys``, and each row's value as stored: canonical JSON (this
+        view writes nothing else), so a row whose value re-serialises to the same bytes
+        is unchanged and need not be written back."""
         wanted = sorted(_key(kind, key) for kind, key in keys)
         state: State = {}
+        stored: dict[tuple[str, str], bytes] = {}
         for key, value in select_keyed(tx, sql, "monitor_state", "key, value", "key", ledger,
                                        wanted):
             kind, _, rest = key.partition("\x1e")
             state[(kind, rest)] = orjson.loads(value)
-        return state
+            stored[(kind, rest)] = value.encode()
+        return state, stored
 
 
 def _key(kind: str, key: str) -> str:

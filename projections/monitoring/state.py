@@ -69,19 +69,21 @@ def pair(actor: str, patient: str) -> str:
     return f"{actor}\x1f{patient}"
 
 
-def keys_for(entry: Entry, written: Written) -> set[tuple[str, str]]:
-    """The state keys :func:`facts_for` and :func:`observe` read or write for ``entry``."""
-    keys = {("roster", ""), ("staff", entry.actor_id), ("day", entry.actor_id),
-            ("export", entry.actor_id), ("failed", entry.actor_id)}
+def keys_for(entry: Entry, written: Written) -> list[tuple[str, str]]:
+    """The state keys :func:`facts_for` and :func:`observe` read or write for ``entry``
+    (a list: the caller gathers a batch's into one set)."""
+    actor = entry.actor_id
+    keys = [("roster", ""), ("staff", actor), ("day", actor), ("export", actor),
+            ("failed", actor)]
     if written.staff_id:
-        keys.add(("staff", written.staff_id))
+        keys.append(("staff", written.staff_id))
     if written.partner:
-        keys.add(("partner", written.partner))
+        keys.append(("partner", written.partner))
     if entry.partner:
-        keys.add(("partner", entry.partner))
+        keys.append(("partner", entry.partner))
     if entry.patient:
-        keys |= {("patient", entry.patient), ("care", pair(entry.actor_id, entry.patient)),
-                 ("pending", pair(entry.actor_id, entry.patient))}
+        both = pair(actor, entry.patient)
+        keys += (("patient", entry.patient), ("care", both), ("pending", both))
     return keys
 
 
