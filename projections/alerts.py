@@ -29,9 +29,17 @@ from ledger.crypto.blind_index import blind_index
 from ledger.event import SYSTEM_ACTIONS
 from ledger.protect import ERASED
 from projections.accesses import patient_of
-from projections.monitoring.rules import SEVERITY, Entry, Finding, evaluate, ruleset_digest
+from projections.monitoring.rules import (
+    SEVERITY,
+    Entry,
+    Finding,
+    Staff,
+    evaluate,
+    ruleset_digest,
+)
 from projections.monitoring.state import (
     RECORD_TYPES,
+    STAFF_EVENTS,
     State,
     Written,
     care_explains,
@@ -246,6 +254,7 @@ class AlertsView(View):
         new: dict[str, AlertRow] = {}
         explained: list[tuple[str, int]] = []
         triaged: list[tuple[str, str, int]] = []
+        staff_seen: dict[str, Staff | None] = {}
         for change, entry, written in prepared:
             action = entry.action
             if action == RULES_RECORDED:
@@ -258,7 +267,7 @@ class AlertsView(View):
                 if isinstance(data.get("alert_id"), str):
                     triaged.append((data["alert_id"], TRIAGE_ACTIONS[action], change.seq))
                 continue
-            findings = evaluate(entry, facts_for(entry, written, state))
+            findings = evaluate(entry, facts_for(entry, written, state, staff_seen))
             raised: list[tuple[Finding, int | None]] = []
             for finding in findings:
                 by = (care_explains(state, entry)
@@ -272,6 +281,8 @@ class AlertsView(View):
                 state.setdefault(("alerted", self.digest), {"seq": change.seq})
             for seq, rule, by in observe(entry, written, raised, state):
                 explained.append((alert_id(seq, rule), by))
+            if action in STAFF_EVENTS:
+                staff_seen.clear()  # the roster changed: the actors' staff facts too
         # Later entries change earlier alerts: in this batch's rows, else in the table.
         for ident, by in explained:
             if ident in new:

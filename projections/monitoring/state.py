@@ -114,9 +114,13 @@ def _in_force(spans: list[list[Any]], at: datetime) -> bool:
     return any(_time(s) <= at and (e is None or at < _time(e)) for s, e in spans)
 
 
-def facts_for(entry: Entry, written: Written, state: State) -> Facts:
+def facts_for(entry: Entry, written: Written, state: State,
+              staff_seen: dict[str, Staff | None] | None = None) -> Facts:
     """What the ledger said before ``entry``, with this entry's own counts (distinct
-    patients today, in the export hour) included where a rule counts it."""
+    patients today, in the export hour) included where a rule counts it.
+
+    ``staff_seen`` caches the actors' :class:`Staff` across the entries of a batch; the
+    caller empties it whenever a staff event changes the state (:data:`STAFF_EVENTS`)."""
     actor = entry.actor_id
     record_value = state.get(("patient", entry.patient)) if entry.patient else None
     record = Record(record_value.get("family"), record_value.get("name"),
@@ -132,8 +136,13 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
     if phi:
         # Only the rules on a user's access to PHI read the roster and the actor's staff
         # facts (see rules.RULES_BY_ACTION): built for those entries alone.
-        facts.update(roster=bool(state.get(("roster", ""))),
-                     staff=_staff(state.get(("staff", actor))))
+        if staff_seen is None:
+            staff = _staff(state.get(("staff", actor)))
+        elif actor in staff_seen:
+            staff = staff_seen[actor]
+        else:
+            staff = staff_seen[actor] = _staff(state.get(("staff", actor)))
+        facts.update(roster=bool(state.get(("roster", ""))), staff=staff)
     if phi and entry.patient is not None:
         day = (state.get(("day", actor)) or {})
         today = entry.at.date().isoformat()
@@ -219,7 +228,11 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
         key = pair(actor, entry.patient)
         pending_value = state.get(("pending", key)) or {}
         pending = [p for p in pending_value.get("alerts", [])]
+        # Written back only when this entry changed the list: stored lists are capped
+        # and sorted already.
+        changed = False
         if is_care(entry):
+            changed = True
             care = state.setdefault(("care", key), {})
             care["at"] = _capped([*care.get("at", []), [utc, entry.seq]], CAP_CARE)
             still = []
@@ -234,7 +247,8 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
         for finding, by in raised:
             if finding.rule in EXPLAINABLE and by is None:
                 pending.append([entry.seq, finding.rule, utc])
-        if pending or ("pending", key) in state:
+                changed = True
+        if changed and (pending or ("pending", key) in state):
             state[("pending", key)] = {"alerts": _capped(pending, CAP_PENDING)}
         if entry.actor_kind == "user" and entry.action in PHI_ACTIONS and \
                 entry.outcome == "success":
