@@ -29,9 +29,17 @@ from ledger.crypto.blind_index import blind_index
 from ledger.event import SYSTEM_ACTIONS
 from ledger.protect import ERASED
 from projections.accesses import patient_of
-from projections.monitoring.rules import SEVERITY, Entry, Finding, evaluate, ruleset_digest
+from projections.monitoring.rules import (
+    SEVERITY,
+    Entry,
+    Finding,
+    Staff,
+    evaluate,
+    ruleset_digest,
+)
 from projections.monitoring.state import (
     RECORD_TYPES,
+    STAFF_EVENTS,
     State,
     Written,
     care_explains,
@@ -85,6 +93,11 @@ class Sight:
         return list(self.protection.reveal_many(ledger, events))
 
 
+_STAFF_ACTIONS: Final = ("staff", "role", "training")
+_SUBJECT_ACTIONS: Final = (*_STAFF_ACTIONS, "baa")
+_NOTHING_WRITTEN: Final = Written({})  # shared: nothing mutates a Written's fields
+
+
 def _words(name: str) -> list[str]:
     return [w.strip(".,").casefold() for w in name.split() if w.strip(".,")]
 
@@ -92,6 +105,8 @@ def _words(name: str) -> list[str]:
 def written_of(sight: Sight, ledger: str, event: dict[str, Any]) -> Written:
     """The conventions' fields of an entry's (opened) ``data``, PHI digested."""
     action, data = event["action"], event.get("data") or {}
+    if not data and not action.startswith(_SUBJECT_ACTIONS):
+        return _NOTHING_WRITTEN  # most entries: an access, nothing written of anyone
     out: dict[str, Any] = {}
     name = data.get("name")
     if isinstance(name, str) and (words := _words(name)):
@@ -118,8 +133,8 @@ def written_of(sight: Sight, ledger: str, event: dict[str, Any]) -> Written:
     course = data.get("course")
     return Written(
         out,
-        staff_id=(subject or resource.get("id")) if action.startswith(("staff", "role",
-                                                                        "training")) else None,
+        staff_id=(subject or resource.get("id")) if action.startswith(_STAFF_ACTIONS)
+        else None,
         partner=(partner or resource.get("id")) if action.startswith("baa") else None,
         hipaa=isinstance(course, str) and "hipaa" in course.casefold())
 
@@ -141,23 +156,30 @@ def _shift(text: str) -> list[int] | None:
 
 def entry_of(change: Change) -> Entry:
     event = change.event
-    actor = event.get("actor") or {}
-    resource = event.get("resource") or {}
-    disclosure = event.get("disclosure") or {}
-    recipient = disclosure.get("recipient") or {}
+    get = event.get
+    actor = get("actor") or _EMPTY
+    resource = get("resource") or _EMPTY
+    disclosure = get("disclosure")
     action = event["action"]
-    partner = recipient.get("partner")
+    partner = encrypted = None
+    if disclosure:
+        encrypted = disclosure.get("encrypted")
+        partner = (disclosure.get("recipient") or _EMPTY).get("partner")
     # Not a prefix of the source: a client's "phi-ledger-bridge" is judged like any other.
     system = action in SYSTEM_ACTIONS or action in MONITORING_ACTIONS or change.service_record
+    actor_id, kind = actor.get("id", ""), actor.get("kind", "")
+    patient = get("patient")
     return Entry(
-        ledger=change.ledger, seq=change.seq, action=action, outcome=event["outcome"],
-        actor_id=str(actor.get("id", "")), actor_kind=str(actor.get("kind", "")),
-        at=datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
-        system=system, mfa=actor.get("mfa"), purpose=event.get("purpose"),
-        channel=event.get("channel"), patient=patient_of(event)[0],
-        resource_type=resource.get("type"),
-        encrypted=disclosure.get("encrypted") if disclosure else None,
-        partner=partner if isinstance(partner, str) else None)
+        change.ledger, change.seq, action, event["outcome"],
+        actor_id if type(actor_id) is str else str(actor_id),
+        kind if type(kind) is str else str(kind),
+        datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
+        system, actor.get("mfa"), get("purpose"), get("channel"),
+        patient_of(event)[0] if patient else None, resource.get("type"), encrypted,
+        partner if isinstance(partner, str) else None)
+
+
+_EMPTY: Final[dict[str, Any]] = {}  # read only: stands for an absent object
 
 
 @dataclass(slots=True)
@@ -224,14 +246,14 @@ class AlertsView(View):
             entry = entry_of(change)
             written = written_of(self.sight, ledger, event)
             prepared.append((change, entry, written))
-            keys |= keys_for(entry, written)
+            keys.update(keys_for(entry, written))
             if entry.action == RULES_RECORDED:
                 keys.add(("ruleset", str((change.event.get("data") or {}).get("digest"))))
-        state = self._load(tx, sql, ledger, keys)
-        before = {k: canonical(v) for k, v in state.items()}
+        state, before = self._load(tx, sql, ledger, keys)
         new: dict[str, AlertRow] = {}
         explained: list[tuple[str, int]] = []
         triaged: list[tuple[str, str, int]] = []
+        staff_seen: dict[str, Staff | None] = {}
         for change, entry, written in prepared:
             action = entry.action
             if action == RULES_RECORDED:
@@ -244,7 +266,7 @@ class AlertsView(View):
                 if isinstance(data.get("alert_id"), str):
                     triaged.append((data["alert_id"], TRIAGE_ACTIONS[action], change.seq))
                 continue
-            findings = evaluate(entry, facts_for(entry, written, state))
+            findings = evaluate(entry, facts_for(entry, written, state, staff_seen))
             raised: list[tuple[Finding, int | None]] = []
             for finding in findings:
                 by = (care_explains(state, entry)
@@ -258,6 +280,8 @@ class AlertsView(View):
                 state.setdefault(("alerted", self.digest), {"seq": change.seq})
             for seq, rule, by in observe(entry, written, raised, state):
                 explained.append((alert_id(seq, rule), by))
+            if action in STAFF_EVENTS:
+                staff_seen.clear()  # the roster changed: the actors' staff facts too
         # Later entries change earlier alerts: in this batch's rows, else in the table.
         for ident, by in explained:
             if ident in new:
@@ -276,20 +300,26 @@ class AlertsView(View):
                            (status, seq, ledger, ident))
         upsert_rows(tx, sql, "view_alerts", ALERT_COLUMNS, ("ledger", "alert_id"),
                     [r.as_row() for r in new.values()])
-        changed = [(ledger, _key(kind, key), canonical(value).decode())
+        changed = [(ledger, _key(kind, key), text.decode())
                    for (kind, key), value in state.items()
-                   if before.get((kind, key)) != canonical(value)]
+                   if before.get((kind, key)) != (text := canonical(value))]
         upsert_rows(tx, sql, "monitor_state", ("ledger", "key", "value"), ("ledger", "key"),
                     sorted(changed))
 
-    def _load(self, tx: Any, sql: Sql, ledger: str, keys: set[tuple[str, str]]) -> State:
+    def _load(self, tx: Any, sql: Sql, ledger: str, keys: set[tuple[str, str]],
+              ) -> tuple[State, dict[tuple[str, str], bytes]]:
+        """The state under ``keys``, and each row's value as stored: canonical JSON (this
+        view writes nothing else), so a row whose value re-serialises to the same bytes
+        is unchanged and need not be written back."""
         wanted = sorted(_key(kind, key) for kind, key in keys)
         state: State = {}
+        stored: dict[tuple[str, str], bytes] = {}
         for key, value in select_keyed(tx, sql, "monitor_state", "key, value", "key", ledger,
                                        wanted):
             kind, _, rest = key.partition("\x1e")
             state[(kind, rest)] = orjson.loads(value)
-        return state
+            stored[(kind, rest)] = value.encode()
+        return state, stored
 
 
 def _key(kind: str, key: str) -> str:

@@ -317,11 +317,31 @@ RULES: Final[dict[str, Rule]] = {
 }
 
 
+# The actions each rule can fire on (its first test): an entry is put only to the rules
+# of its action, in the order of RULES. All but the three named in _ANY_ACTOR fire only
+# on a user's successful access to PHI (is_user_phi).
+_FIRES_ON: Final[dict[str, frozenset[str]]] = {
+    "insecure_channel": frozenset({"disclose"}),
+    "no_baa": frozenset({"disclose"}),
+    "bulk_export": frozenset({"export", "print"}),
+    "login_guessing": frozenset({"login"}),
+}
+_ANY_ACTOR: Final = frozenset({"insecure_channel", "no_baa", "login_guessing"})
+# (action, whether the entry is a user's access to PHI) -> its rules.
+RULES_BY_ACTION: Final[dict[tuple[str, bool], tuple[Rule, ...]]] = {
+    (action, phi): tuple(rule for code, rule in RULES.items()
+                         if action in _FIRES_ON.get(code, PHI_ACTIONS)
+                         and (phi or code in _ANY_ACTOR))
+    for action in PHI_ACTIONS | {"login"} for phi in (False, True)
+}
+
+
 def evaluate(entry: Entry, facts: Facts) -> list[Finding]:
     """Every rule's finding on ``entry`` (none for an entry the service wrote)."""
     if entry.system:
         return []
-    return [f for rule in RULES.values() if (f := rule(entry, facts)) is not None]
+    return [f for rule in RULES_BY_ACTION.get((entry.action, is_user_phi(entry)), ())
+            if (f := rule(entry, facts)) is not None]
 
 
 def ruleset_digest() -> str:

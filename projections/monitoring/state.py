@@ -19,6 +19,7 @@ from __future__ import annotations
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
+from functools import lru_cache
 from typing import Any, Final
 
 from projections.monitoring.rules import (
@@ -27,6 +28,7 @@ from projections.monitoring.rules import (
     EXPLAINABLE,
     EXPORT_WINDOW,
     PHI_ACTIONS,
+    VOLUME_FLOOR,
     Entry,
     Facts,
     Finding,
@@ -67,23 +69,28 @@ def pair(actor: str, patient: str) -> str:
     return f"{actor}\x1f{patient}"
 
 
-def keys_for(entry: Entry, written: Written) -> set[tuple[str, str]]:
-    """The state keys :func:`facts_for` and :func:`observe` read or write for ``entry``."""
-    keys = {("roster", ""), ("staff", entry.actor_id), ("day", entry.actor_id),
-            ("export", entry.actor_id), ("failed", entry.actor_id)}
+def keys_for(entry: Entry, written: Written) -> list[tuple[str, str]]:
+    """The state keys :func:`facts_for` and :func:`observe` read or write for ``entry``
+    (a list: the caller gathers a batch's into one set)."""
+    actor = entry.actor_id
+    keys = [("roster", ""), ("staff", actor), ("day", actor), ("export", actor),
+            ("failed", actor)]
     if written.staff_id:
-        keys.add(("staff", written.staff_id))
+        keys.append(("staff", written.staff_id))
     if written.partner:
-        keys.add(("partner", written.partner))
+        keys.append(("partner", written.partner))
     if entry.partner:
-        keys.add(("partner", entry.partner))
+        keys.append(("partner", entry.partner))
     if entry.patient:
-        keys |= {("patient", entry.patient), ("care", pair(entry.actor_id, entry.patient)),
-                 ("pending", pair(entry.actor_id, entry.patient))}
+        both = pair(actor, entry.patient)
+        keys += (("patient", entry.patient), ("care", both), ("pending", both))
     return keys
 
 
+@lru_cache(maxsize=65_536)
 def _time(text: str) -> datetime:
+    # The state's times are read again for every later entry of the same user (trainings,
+    # care, exports, failed logins): parsed once each. Datetimes are immutable.
     return datetime.fromisoformat(text)
 
 
@@ -107,9 +114,13 @@ def _in_force(spans: list[list[Any]], at: datetime) -> bool:
     return any(_time(s) <= at and (e is None or at < _time(e)) for s, e in spans)
 
 
-def facts_for(entry: Entry, written: Written, state: State) -> Facts:
+def facts_for(entry: Entry, written: Written, state: State,
+              staff_seen: dict[str, Staff | None] | None = None) -> Facts:
     """What the ledger said before ``entry``, with this entry's own counts (distinct
-    patients today, in the export hour) included where a rule counts it."""
+    patients today, in the export hour) included where a rule counts it.
+
+    ``staff_seen`` caches the actors' :class:`Staff` across the entries of a batch; the
+    caller empties it whenever a staff event changes the state (:data:`STAFF_EVENTS`)."""
     actor = entry.actor_id
     record_value = state.get(("patient", entry.patient)) if entry.patient else None
     record = Record(record_value.get("family"), record_value.get("name"),
@@ -120,18 +131,31 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
         spans = (state.get(("partner", entry.partner)) or {}).get("spans", [])
         baa = _in_force(spans, entry.at)
     facts: dict[str, Any] = {}
-    user_phi = (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
-                and entry.outcome == "success" and entry.patient is not None)
-    if user_phi:
+    phi = (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
+           and entry.outcome == "success")
+    if phi:
+        # Only the rules on a user's access to PHI read the roster and the actor's staff
+        # facts (see rules.RULES_BY_ACTION): built for those entries alone.
+        if staff_seen is None:
+            staff = _staff(state.get(("staff", actor)))
+        elif actor in staff_seen:
+            staff = staff_seen[actor]
+        else:
+            staff = staff_seen[actor] = _staff(state.get(("staff", actor)))
+        facts.update(roster=bool(state.get(("roster", ""))), staff=staff)
+    if phi and entry.patient is not None:
         day = (state.get(("day", actor)) or {})
         today = entry.at.date().isoformat()
         seen = day.get("sets", {}).get(today, [])
         new = entry.patient not in seen
-        counts = {date.fromisoformat(d): n for d, n in day.get("counts", {}).items()
-                  if d != today}
-        facts.update(day_counts=counts, day_new_patient=new,
-                     day_patients=len(seen) + (1 if new else 0),
-                     day_fired=today in day.get("fired", []))
+        day_patients = len(seen) + (1 if new else 0)
+        day_fired = today in day.get("fired", [])
+        # The earlier days matter only to a day that may be a spike: one past the floor
+        # every threshold is at least, on a new patient, not yet flagged.
+        counts = {_day(d): n for d, n in day.get("counts", {}).items() if d != today
+                  } if new and not day_fired and day_patients > VOLUME_FLOOR else {}
+        facts.update(day_counts=counts, day_new_patient=new, day_patients=day_patients,
+                     day_fired=day_fired)
         if entry.action in ("export", "print"):
             window = _export_window(state.get(("export", actor)) or {}, entry.at)
             patients = {ref for _, ref in window}
@@ -144,8 +168,12 @@ def facts_for(entry: Entry, written: Written, state: State) -> Facts:
     if entry.action == "login":
         facts["failures"] = tuple(
             _time(t) for t in (state.get(("failed", actor)) or {}).get("at", ()))
-    return Facts(roster=bool(state.get(("roster", ""))), staff=_staff(state.get(("staff", actor))),
-                 record=record, baa_in_force=baa, **facts)
+    return Facts(record=record, baa_in_force=baa, **facts)
+
+
+@lru_cache(maxsize=4096)
+def _day(text: str) -> date:
+    return date.fromisoformat(text)
 
 
 def _export_window(value: dict[str, Any], at: datetime) -> list[tuple[str, str]]:
@@ -200,7 +228,11 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
         key = pair(actor, entry.patient)
         pending_value = state.get(("pending", key)) or {}
         pending = [p for p in pending_value.get("alerts", [])]
+        # Written back only when this entry changed the list: stored lists are capped
+        # and sorted already.
+        changed = False
         if is_care(entry):
+            changed = True
             care = state.setdefault(("care", key), {})
             care["at"] = _capped([*care.get("at", []), [utc, entry.seq]], CAP_CARE)
             still = []
@@ -215,7 +247,8 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
         for finding, by in raised:
             if finding.rule in EXPLAINABLE and by is None:
                 pending.append([entry.seq, finding.rule, utc])
-        if pending or ("pending", key) in state:
+                changed = True
+        if changed and (pending or ("pending", key) in state):
             state[("pending", key)] = {"alerts": _capped(pending, CAP_PENDING)}
         if entry.actor_kind == "user" and entry.action in PHI_ACTIONS and \
                 entry.outcome == "success":
@@ -235,9 +268,13 @@ def _fold_counts(entry: Entry, raised: list[tuple[Finding, int | None]], state: 
     if patient not in seen:
         seen.append(patient)
         counts = day.setdefault("counts", {})
-        counts[today] = counts.get(today, 0) + 1
-        day["counts"] = dict(sorted(counts.items())[-DAYS_KEPT:])
-        day["sets"] = dict(sorted(sets.items())[-DAY_SETS_KEPT:])
+        if today in counts:
+            counts[today] += 1  # no new day: the kept days stay as they were trimmed
+        else:
+            counts[today] = 1
+            day["counts"] = dict(sorted(counts.items())[-DAYS_KEPT:])
+        if len(sets) > DAY_SETS_KEPT:
+            day["sets"] = dict(sorted(sets.items())[-DAY_SETS_KEPT:])
     if "volume_spike" in rules:
         day["fired"] = _capped([*day.get("fired", []), today], DAY_SETS_KEPT)
     if entry.action in ("export", "print"):
