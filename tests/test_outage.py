@@ -142,14 +142,14 @@ def _close(sock: socket.socket) -> None:
         sock.close()
 
 
-def _upstream(database_url: str) -> tuple[str, int]:
+def upstream_of(database_url: str) -> tuple[str, int]:
     info = psycopg.conninfo.conninfo_to_dict(database_url)
     return str(info.get("host", "127.0.0.1")), int(info.get("port") or 5432)
 
 
 @pytest.fixture
 def proxy(postgres_url: str) -> Iterator[TcpProxy]:
-    p = TcpProxy(_upstream(postgres_url)).start()
+    p = TcpProxy(upstream_of(postgres_url)).start()
     try:
         yield p
     finally:

@@ -43,7 +43,7 @@ from projections.accesses import AccessesView
 from projections.runner import Projector, all_views
 from projections.view import Change, Sql, View
 from tests.support import ROOT, auth_headers, fastapi_app, make_event, service_key
-from tests.test_outage import TcpProxy, _upstream
+from tests.test_outage import TcpProxy, upstream_of
 
 LEDGER = "default"
 WAIT_SECONDS = 60.0  # a bound for a failure, never the measure of a pass
@@ -301,7 +301,7 @@ def test_a_follower_paused_by_an_outage_is_not_ready_until_it_moves_again(
     """PostgreSQL only: a real outage, the network to the database cut (the proxy of
     tests/test_outage.py). The follower pauses; /readyz says why, and is ready again only
     once the follower has caught up."""
-    proxy = TcpProxy(_upstream(postgres_url)).start()
+    proxy = TcpProxy(upstream_of(postgres_url)).start()
     try:
         settings = Settings(database_url=proxy.url_for(postgres_url),
                             key_file=tmp_path / "keys.json")
@@ -356,7 +356,7 @@ def test_a_database_cut_mid_batch_sets_nothing_aside(postgres_url: str, tmp_path
     """PostgreSQL only: the outage is a real one, the network between the projector and
     the database cut (tests/test_outage.py's proxy) by the view in the middle of its
     batch, which then fails as a view on a lost connection would."""
-    proxy = TcpProxy(_upstream(postgres_url)).start()
+    proxy = TcpProxy(upstream_of(postgres_url)).start()
     try:
         direct = build_services(Settings(database_url=postgres_url,
                                          key_file=tmp_path / "keys.json"))
