@@ -15,10 +15,8 @@ from api.services import Services
 from ledger.settings import Settings
 from tests.support import (
     auth_headers,
-    create_pg_database,
-    drop_pg_database,
     fastapi_app,
-    require_postgres,
+    fresh_postgres,
     service_key,
 )
 
@@ -45,12 +43,8 @@ def postgres_url() -> Iterator[str]:
 
 
 def _fresh_postgres() -> Iterator[str]:
-    require_postgres()
-    url = create_pg_database()
-    try:
+    with fresh_postgres() as url:
         yield url
-    finally:
-        drop_pg_database(url)
 
 
 @pytest.fixture

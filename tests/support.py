@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import random
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import psycopg
@@ -58,6 +60,17 @@ def require_postgres() -> None:
     if IN_CI:
         pytest.fail("PostgreSQL is not reachable and CI=true: PostgreSQL tests may not skip")
     pytest.skip("PostgreSQL is not reachable (start it, or run with CI=true to fail)")
+
+
+@contextmanager
+def fresh_postgres() -> Iterator[str]:
+    """A new, empty PostgreSQL database's URL for the block, dropped after it."""
+    require_postgres()
+    url = create_pg_database()
+    try:
+        yield url
+    finally:
+        drop_pg_database(url)
 
 
 def service_key(services: Any, roles: tuple[str, ...] | list[str] = TEST_ROLES,

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from tests.store_contract import LedgerStoreContract
-from tests.support import create_pg_database, drop_pg_database, free_port, require_postgres
+from tests.support import free_port, fresh_postgres
 
 
 class TestSQLiteStore(LedgerStoreContract):
@@ -27,12 +27,8 @@ class TestSQLiteStore(LedgerStoreContract):
 class TestPostgresStore(LedgerStoreContract):
     @contextmanager
     def database(self, tmp_path: Path) -> Iterator[str]:
-        require_postgres()
-        url = create_pg_database()
-        try:
+        with fresh_postgres() as url:
             yield url
-        finally:
-            drop_pg_database(url)
 
     def unreachable_url(self, tmp_path: Path) -> str:
         # A port nothing listens on (free_port binds and releases one).

@@ -1,4 +1,4 @@
-"""Entries a view could not apply, set aside so that the view goes on (issue 17).
+"""Entries a view could not apply, set aside so that the view goes on.
 
 A row per (view, entry): the entry's notification id (its place in the store's commit
 order), its ledger and seq when they could be read, the error's type and a short fixed
