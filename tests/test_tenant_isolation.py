@@ -21,6 +21,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.settings import Settings
+from ledger.store import open_store
+from projections.queries import AuditQueries
 from tests.support import auth_headers, contract_example, make_event, provision_key
 
 A, B = "clinic-a", "clinic-b"
@@ -115,3 +117,22 @@ def test_a_patient_of_another_ledger_is_not_found(
         assert r.status_code == 404, (path, r.text)
         assert r.json()["error"]["code"] == "patient_not_found"
         assert "Carol" not in r.text
+
+
+def test_a_users_daily_patient_counts_are_per_ledger(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], database_url: str
+) -> None:
+    """The console's volume picture of a user (distinct patients a day): clinic A's actor
+    touched two patients, clinic B's actor of the same id one, all on the example's day."""
+    client, keys, posted = two_tenants
+    for ledger in (A, B):  # wait until both ledgers' views hold every event posted
+        newest = posted[ledger].get("only", posted[ledger]["seq"])
+        _get(client, keys[f"auditor@{ledger}"], f"/v1/users/{ACTOR}/accesses", newest)
+    store = open_store(database_url)
+    try:
+        counts = {ledger: AuditQueries(store).daily_patients(
+            ledger, ACTOR, ("create", "disclose"), "2026-11-26T00:00:00Z",
+            "2026-11-28T00:00:00Z") for ledger in (A, B)}
+    finally:
+        store.close()
+    assert counts == {A: {"2026-11-26": 2}, B: {"2026-11-26": 1}}
