@@ -216,6 +216,10 @@ def test_every_break_names_its_seq_and_reason(attested: bool) -> None:
             *rows[:3], (4, _forge(rows, 4, submitted_by={"identity": ""}))]
         breaks["entry does not have exactly the entry fields"] = [
             *rows[:3], (4, _forge(rows, 4, unknown_member=1))]
+        # 64 characters, but not 64 bytes: the member after it is not where a hash ends
+        wide = canonical({**parse(data), "hash": "\u00e9" * 64})
+        assert check_chain("default", [*rows[:3], (4, wide)]).reason == (
+            "entry has no well-formed hash")
     short = canonical({**parse(data), "hash": "0" * 63})  # a string, one digit short
     assert check_chain("default", [*rows[:3], (4, short)]).reason == (
         "entry has no well-formed hash")
@@ -253,6 +257,13 @@ def test_a_first_entry_must_follow_the_genesis_hash() -> None:
     stretch = ChainCheck("default", link_first=False)
     stretch.feed(1, forged)
     assert stretch.first_prev_hash == "ab" * 32
+    # A stretch broken at its first entry has verified nothing past its start.
+    start = Head(8, GENESIS_HASH, "2026-11-26T00:00:00.000000Z")
+    broken_first = ChainCheck("default", start, link_first=False)
+    bad = _swap_hash(_rows(9)[8][1], b"0" * 64)
+    with pytest.raises(ChainBroken):
+        broken_first.feed(9, bad)
+    assert broken_first.head == Head(8, parse(bad)["prev_hash"], start.recorded_at)
 
 
 def test_a_stretch_check_records_its_first_link_and_checks_the_rest() -> None:
