@@ -136,3 +136,21 @@ def test_a_users_daily_patient_counts_are_per_ledger(
     finally:
         store.close()
     assert counts == {A: {"2026-11-26": 2}, B: {"2026-11-26": 1}}
+
+
+def test_the_newest_entries_are_the_callers_ledgers_only(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], database_url: str
+) -> None:
+    """The console's list of a ledger's newest entries (``AuditQueries.recent``)."""
+    client, keys, posted = two_tenants
+    for ledger in (A, B):  # wait until both ledgers' views hold every event posted
+        newest = posted[ledger].get("only", posted[ledger]["seq"])
+        _get(client, keys[f"auditor@{ledger}"], f"/v1/users/{ACTOR}/accesses", newest)
+    store = open_store(database_url)
+    try:
+        rows = {ledger: AuditQueries(store).recent(ledger, limit=100) for ledger in (A, B)}
+    finally:
+        store.close()
+    for ledger in (A, B):
+        assert {r["ledger"] for r in rows[ledger]} == {ledger}
+        assert _event_ids(rows[ledger]) == posted[ledger]["actor_ids"]
