@@ -295,7 +295,9 @@ def verify_ledger_parallel(
                 for f in futures:
                     f.cancel()
                 verified = stretch.broken_at - 1
-                head = stretch.last if stretch.last.seq == verified else last
+                # a stretch broken at its first entry checked none: its head is a
+                # placeholder, and the previous stretch's last entry is the verified head
+                head = stretch.last if verified > stretch.after else last
                 return Verdict(VerdictKind.BROKEN, verified, stretch.broken_at, stretch.reason,
                                head.hash)
             last = stretch.last

@@ -20,7 +20,7 @@ from api.app import create_app
 from api.auth.caller import ROLES, Caller
 from api.auth.limits import Rate
 from api.auth.middleware import flat_routes
-from api.auth.policy import PUBLIC, RULES, Limit, Rule, decide, rule_for, shape
+from api.auth.policy import PUBLIC, RULES, Decision, Limit, Rule, decide, rule_for, shape
 from ledger.settings import Settings
 from tests.support import auth_headers, fastapi_app, provision_key
 
@@ -170,6 +170,26 @@ def test_decide() -> None:
     assert not decide(rule, ALICE, ["clinic-a", "clinic-b"]).allowed
     assert not decide(Rule(frozenset({"admin"})), ALICE, []).allowed
     assert decide(PUBLIC, ALICE, ["anything"]).allowed
+
+
+def test_each_refusal_says_why() -> None:
+    """The reason reaches the caller in the 403's message: the roles a route allows, or
+    the ledger rule (never the names of other tenants)."""
+    assert decide(Rule(frozenset({"investigator", "admin"})), ALICE, []) == Decision(
+        False, "your roles do not allow this request; allowed: admin, investigator")
+    assert decide(Rule(frozenset({"auditor"})), ALICE, ["clinic-b"]) == Decision(
+        False, "you may only use your own ledger")
+    assert decide(Rule(frozenset({"auditor"})), ALICE, []) == Decision(True, "")
+
+
+def test_each_rule_counts_against_its_own_rate_limit() -> None:
+    assert {k: RULES[k] for k in [("POST", "/v1/events"), ("GET", "/v1/patients/{}"),
+                                  ("POST", "/v1/admin/keys"), ("GET", "/healthz")]} == {
+        ("POST", "/v1/events"): Rule(frozenset({"ingest"}), Limit.INGEST),
+        ("GET", "/v1/patients/{}"): Rule(frozenset({"auditor", "investigator"}), Limit.READ),
+        ("POST", "/v1/admin/keys"): Rule(frozenset({"admin"}), Limit.ADMIN),
+        ("GET", "/healthz"): Rule(None, Limit.PUBLIC),
+    }
 
 
 def test_the_openapi_schema_documents_the_policy(client: TestClient) -> None:

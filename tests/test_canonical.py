@@ -42,7 +42,29 @@ def test_keys_sort_by_utf16_code_units() -> None:
     ).index("\ufb33".encode())
 
 
-@pytest.mark.parametrize("bad", [1.5, 2**53, {"x": [0.1]}, {1: "a"}])
-def test_reference_refuses_what_the_ledger_never_hashes(bad: object) -> None:
-    with pytest.raises(NotCanonicalizable):
+@pytest.mark.parametrize(("bad", "why"), [
+    (1.5, "floating-point numbers are not allowed in the ledger"),
+    ({"x": [0.1]}, "floating-point numbers are not allowed in the ledger"),
+    (2**53, "integer outside the interoperable range"),
+    (-(2**53), "integer outside the interoperable range"),
+    ({1: "a"}, "object keys must be strings"),
+    ({"x": {1, 2}}, "cannot canonicalize a set"),
+])
+def test_reference_refuses_what_the_ledger_never_hashes(bad: object, why: str) -> None:
+    with pytest.raises(NotCanonicalizable) as refused:
         canonical_reference(bad)
+    assert str(refused.value) == why
+
+
+def test_the_largest_interoperable_integers_are_canonical() -> None:
+    """RFC 8785 numbers are IEEE doubles: +/-(2**53 - 1) is the last exact integer, in."""
+    for n in (MAX_SAFE_INTEGER, -MAX_SAFE_INTEGER):
+        assert canonical_reference([n]) == canonical([n]) == f"[{n}]".encode()
+
+
+def test_only_control_characters_are_escaped_as_code_points() -> None:
+    """U+001F is the last control character (escaped as \\u001f); the space after it is
+    written as itself, like every other character without a short escape."""
+    value = "\x00\x1f \x7f\u2028"
+    expected = '"\\u0000\\u001f \x7f\u2028"'.encode()
+    assert canonical_reference(value) == canonical(value) == expected

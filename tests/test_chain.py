@@ -4,11 +4,20 @@ from __future__ import annotations
 
 import hashlib
 
+import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from ledger.canonical import canonical, parse
-from ledger.chain import EMPTY_HEAD, Head, VerdictKind, check_chain, extend
+from ledger.chain import (
+    EMPTY_HEAD,
+    ChainBroken,
+    ChainCheck,
+    Head,
+    VerdictKind,
+    check_chain,
+    extend,
+)
 from ledger.entry import GENESIS_HASH, Entry
 
 T = "2026-11-26T19:03:22.301544Z"
@@ -150,3 +159,147 @@ def test_spliced_encoding_is_canonical_and_verifies(data: dict[str, str], seq: i
     assert _independent_hash(entry.encode()) == entry.hash
     start = Head(seq - 1, "ab" * 32, None)
     assert check_chain("default", [(seq, entry.encode())], start).ok
+
+
+# --- every reason a check gives, with the entries the service really writes ---------------
+
+BY = {"submitted_by": {"identity": "app-1", "credential": "cred-1"}}
+
+
+def _attested(n: int) -> list[tuple[int, bytes]]:
+    """``n`` entries as ingest writes them: each with its submitter (a service member,
+    stored after the hash member)."""
+    events = [{"event_id": f"e{i}", "n": i} for i in range(n)]
+    entries = extend(EMPTY_HEAD, "default", events, T, [BY] * n)
+    assert all(e.members == BY for e in entries)
+    return [(e.seq, e.encode()) for e in entries]
+
+
+def _forge(rows: list[tuple[int, bytes]], seq: int, **changes: object) -> bytes:
+    """Entry ``seq`` changed and hashed again (so only the check of what changed can tell)."""
+    obj = parse(rows[seq - 1][1])
+    obj.update(changes)
+    obj = {k: v for k, v in obj.items() if v is not ...}
+    obj.pop("hash", None)
+    obj["hash"] = hashlib.sha256(b"\x00" + canonical(obj)).hexdigest()
+    return canonical(obj)
+
+
+def _swap_hash(data: bytes, new: bytes) -> bytes:
+    cut = data.rfind(b',"hash":"') + 9
+    return data[:cut] + new + data[cut + 64:]
+
+
+@pytest.mark.parametrize("attested", [False, True])
+def test_every_break_names_its_seq_and_reason(attested: bool) -> None:
+    rows = (_attested if attested else _rows)(6)
+    data = rows[3][1]
+    breaks: dict[str, list[tuple[int, bytes]]] = {
+        "entry missing (next stored position is 5)": [*rows[:3], *rows[4:]],
+        "entry duplicated (next stored position is 3)": [*rows[:3], (3, rows[2][1])],
+        "entry is not valid JSON": [*rows[:3], (4, data[:-1])],
+        "entry does not have exactly the entry fields": [
+            *rows[:3], (4, _forge(rows, 4, prev_hash=...))],
+        "entry claims seq 5": [*rows[:3], (4, rows[4][1])],
+        "entry belongs to another ledger": [*rows[:3], (4, _forge(rows, 4, ledger="other"))],
+        "prev_hash does not match the hash of the entry before": [
+            *rows[:3], (4, _forge(rows, 4, prev_hash="ab" * 32))],
+        # nested deeper than the encoder goes (the ingest schema never admits it)
+        "entry holds a value the ledger never hashes": [
+            *rows[:3], (4, data.replace(b'"n":3', b'"n":' + b"[" * 300 + b"]" * 300))],
+        "entry has no well-formed hash": [
+            *rows[:3], (4, canonical({**parse(data), "hash": 1}))],
+        "hash does not match the entry's content": [*rows[:3], (4, _swap_hash(data, b"0" * 64))],
+    }
+    if attested:
+        breaks["entry's submitted_by is not well-formed"] = [
+            *rows[:3], (4, _forge(rows, 4, submitted_by={"identity": ""}))]
+        breaks["entry does not have exactly the entry fields"] = [
+            *rows[:3], (4, _forge(rows, 4, unknown_member=1))]
+        # 64 characters, but not 64 bytes: the member after it is not where a hash ends
+        wide = canonical({**parse(data), "hash": "\u00e9" * 64})
+        assert check_chain("default", [*rows[:3], (4, wide)]).reason == (
+            "entry has no well-formed hash")
+    short = canonical({**parse(data), "hash": "0" * 63})  # a string, one digit short
+    assert check_chain("default", [*rows[:3], (4, short)]).reason == (
+        "entry has no well-formed hash")
+    found = {}
+    for reason, stored in breaks.items():
+        verdict = check_chain("default", stored)
+        found[reason] = (verdict.kind, verdict.first_bad_seq, verdict.verified_through,
+                         verdict.reason, verdict.head_hash)
+    head3 = parse(rows[2][1])["hash"]
+    assert found == {reason: (VerdictKind.BROKEN, 4, 3, reason, head3) for reason in breaks}
+
+
+def test_an_attested_chain_verifies_and_an_edited_submitter_is_caught() -> None:
+    rows = _attested(5)
+    verdict = check_chain("default", rows)
+    assert (verdict.kind, verdict.verified_through) == (VerdictKind.INTACT, 5)
+    assert verdict.head_hash == parse(rows[4][1])["hash"]
+    for member in (b'"identity":"app-2"', b'"credential":null'):
+        edited = rows[2][1].replace(b'"identity":"app-1"' if b"app-2" in member
+                                    else b'"credential":"cred-1"', member)
+        assert edited != rows[2][1]
+        verdict = check_chain("default", [*rows[:2], (3, edited), *rows[3:]])
+        assert (verdict.first_bad_seq, verdict.reason) == (
+            3, "hash does not match the entry's content")
+
+
+def test_a_first_entry_must_follow_the_genesis_hash() -> None:
+    """A whole chain is linked from its very first entry: one forged to follow another
+    hash is refused, unless the check is of a stretch (``link_first=False``)."""
+    rows = _rows(3)
+    forged = _forge(rows, 1, prev_hash="ab" * 32)
+    verdict = check_chain("default", [(1, forged)])
+    assert (verdict.first_bad_seq, verdict.reason) == (
+        1, "prev_hash does not match the hash of the entry before")
+    stretch = ChainCheck("default", link_first=False)
+    stretch.feed(1, forged)
+    assert stretch.first_prev_hash == "ab" * 32
+    # A stretch broken at its first entry has verified nothing past its start.
+    start = Head(8, GENESIS_HASH, "2026-11-26T00:00:00.000000Z")
+    broken_first = ChainCheck("default", start, link_first=False)
+    bad = _swap_hash(_rows(9)[8][1], b"0" * 64)
+    with pytest.raises(ChainBroken):
+        broken_first.feed(9, bad)
+    assert broken_first.head == Head(8, parse(bad)["prev_hash"], start.recorded_at)
+
+
+def test_a_stretch_check_records_its_first_link_and_checks_the_rest() -> None:
+    rows = _attested(12)
+    eighth = parse(rows[7][1])
+    start = Head(8, GENESIS_HASH, None)
+    check = ChainCheck("default", start, link_first=False)
+    for position, data in rows[8:]:
+        check.feed(position, data)
+    assert check.first_prev_hash == eighth["hash"]  # the first entry's, for the caller
+    last = parse(rows[11][1])
+    assert check.head == Head(12, last["hash"], last["recorded_at"])
+    assert check.verdict().as_dict() == {
+        "ok": True, "verified_through": 12, "first_bad_seq": None, "reason": None}
+    # The default check links its first entry to the start it was given.
+    linked = ChainCheck("default", start)
+    with pytest.raises(ChainBroken) as broken:
+        linked.feed(9, rows[8][1])
+    assert (broken.value.seq, str(broken.value)) == (
+        9, "seq 9: prev_hash does not match the hash of the entry before")
+    assert linked.first_prev_hash == eighth["hash"]
+
+
+def test_a_verdict_and_a_head_as_the_callers_read_them() -> None:
+    rows = _rows(4)
+    rows[2] = (3, _swap_hash(rows[2][1], b"0" * 64))
+    verdict = check_chain("default", rows)
+    assert verdict.as_dict() == {"ok": False, "verified_through": 2, "first_bad_seq": 3,
+                                 "reason": "hash does not match the entry's content"}
+    entry = Entry.decode(rows[1][1])
+    assert Head.of(entry) == Head(2, entry.hash, T)
+
+
+def test_extend_writes_each_entrys_own_members() -> None:
+    members = [{"submitted_by": {"identity": f"app-{i}", "credential": None}}
+               for i in range(3)]
+    entries = extend(EMPTY_HEAD, "default", [{"a": i} for i in range(3)], T, members)
+    assert [e.members for e in entries] == members
+    assert check_chain("default", [(e.seq, e.encode()) for e in entries]).ok

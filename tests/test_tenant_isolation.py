@@ -22,6 +22,8 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from ledger.settings import Settings
+from ledger.store import open_store
+from projections.queries import AuditQueries
 from projections.runner import Projector
 from tests.support import (
     auth_headers,
@@ -193,3 +195,40 @@ def test_investigations_answer_from_the_callers_ledger_only(
             crossing = client.get(f"/v1/investigations/{theirs}", headers=investigator,
                                   params={"purpose": "HOPERAT"})
             assert crossing.status_code == 404, crossing.text
+
+
+def test_a_users_daily_patient_counts_are_per_ledger(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], database_url: str
+) -> None:
+    """The console's volume picture of a user (distinct patients a day): clinic A's actor
+    touched two patients, clinic B's actor of the same id one, all on the example's day."""
+    client, keys, posted = two_tenants
+    for ledger in (A, B):  # wait until both ledgers' views hold every event posted
+        newest = posted[ledger].get("only", posted[ledger]["seq"])
+        _get(client, keys[f"auditor@{ledger}"], f"/v1/users/{ACTOR}/accesses", newest)
+    store = open_store(database_url)
+    try:
+        counts = {ledger: AuditQueries(store).daily_patients(
+            ledger, ACTOR, ("create", "disclose"), "2026-11-26T00:00:00Z",
+            "2026-11-28T00:00:00Z") for ledger in (A, B)}
+    finally:
+        store.close()
+    assert counts == {A: {"2026-11-26": 2}, B: {"2026-11-26": 1}}
+
+
+def test_the_newest_entries_are_the_callers_ledgers_only(
+    two_tenants: tuple[TestClient, Keys, dict[str, dict[str, Any]]], database_url: str
+) -> None:
+    """The console's list of a ledger's newest entries (``AuditQueries.recent``)."""
+    client, keys, posted = two_tenants
+    for ledger in (A, B):  # wait until both ledgers' views hold every event posted
+        newest = posted[ledger].get("only", posted[ledger]["seq"])
+        _get(client, keys[f"auditor@{ledger}"], f"/v1/users/{ACTOR}/accesses", newest)
+    store = open_store(database_url)
+    try:
+        rows = {ledger: AuditQueries(store).recent(ledger, limit=100) for ledger in (A, B)}
+    finally:
+        store.close()
+    for ledger in (A, B):
+        assert {r["ledger"] for r in rows[ledger]} == {ledger}
+        assert _event_ids(rows[ledger]) == posted[ledger]["actor_ids"]

@@ -325,6 +325,54 @@ def test_consistency_bounds() -> None:
         verify_consistency(3, 7, EX.hash0[:5], EX.root, proof)
 
 
+def _reason(check: Callable[[], None]) -> str:
+    with pytest.raises(ProofError) as refused:
+        check()
+    return str(refused.value)
+
+
+def test_each_refusal_names_its_reason() -> None:
+    """Each way a proof fails has its own reason, naming the bad part (a short hash is
+    refused as such, before it is compared with anything)."""
+    inc = inclusion_proof(3, 7, EX.subtree)
+    con = consistency_proof(3, 7, EX.subtree)
+    leaf, root, old = EX.leaves[3], EX.root, EX.hash0
+    reasons = {
+        "leaf_hash is not a 32-byte hash": lambda: verify_inclusion(3, 7, leaf[:31], inc, root),
+        "root is not a 32-byte hash": lambda: verify_inclusion(3, 7, leaf, inc, root[:31]),
+        "a proof element is not a 32-byte hash":
+            lambda: verify_inclusion(3, 7, leaf, [inc[0][:31], *inc[1:]], root),
+        "inclusion proof is too long for the tree size":
+            lambda: verify_inclusion(3, 7, leaf, [*inc, root], root),
+        "inclusion proof is too short for the tree size":
+            lambda: verify_inclusion(3, 7, leaf, inc[:-1], root),
+        "inclusion proof does not lead to the root":
+            lambda: verify_inclusion(3, 7, leaf, inc, _flip(root)),
+        "first_root is not a 32-byte hash":
+            lambda: verify_consistency(3, 7, old[:31], root, con),
+        "second_root is not a 32-byte hash":
+            lambda: verify_consistency(3, 7, old, root[:31], con),
+        "tree size 7 cannot precede tree size 3": lambda: verify_consistency(7, 3, root, old, con),
+        "a proof between equal tree sizes must be empty":
+            lambda: verify_consistency(7, 7, root, root, [root]),
+        "two tree heads of the same size have different roots":
+            lambda: verify_consistency(7, 7, root, old, []),
+        "RFC 9162 defines consistency proofs only from a non-empty tree":
+            lambda: verify_consistency(0, 7, EMPTY_ROOT, root, con),
+        "consistency proof is empty": lambda: verify_consistency(3, 7, old, root, []),
+        "consistency proof is too long for the tree sizes":
+            lambda: verify_consistency(3, 7, old, root, [*con, root]),
+        "consistency proof is too short for the tree sizes":
+            lambda: verify_consistency(3, 7, old, root, con[:-1]),
+        "consistency proof does not lead to the first root":
+            lambda: verify_consistency(3, 7, _flip(old), root, con),
+        "consistency proof does not lead to the second root":
+            lambda: verify_consistency(3, 7, old, _flip(root), con),
+    }
+    assert {why: _reason(check) for why, check in reasons.items()} == {
+        why: why for why in reasons}
+
+
 def test_proofs_do_not_authenticate_the_tree_size() -> None:
     """Why sizes must come from a signed checkpoint: RFC 9162 paths fit several sizes."""
     leaves4 = _leaves(4)

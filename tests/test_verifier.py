@@ -71,19 +71,34 @@ def test_parallel_verdict_equals_a_single_walk_when_broken(
         parallel.first_bad_seq, parallel.verified_through, parallel.reason)
 
 
+@pytest.mark.parametrize(("deleted", "reason", "progress"), [
+    # the last entry of the first stretch: its worker reads seqs 1..8 only, so the gap is
+    # the stretch's end (a single walk would name the next stored position, 9)
+    (8, "entry missing (stretch ends at seq 7)", []),
+    # the first entry of the second stretch: the first stretch (1..8) is done and reported
+    # before the second one's worker finds the gap
+    (9, "entry missing (next stored position is 10)", [8]),
+])
 def test_a_stretch_boundary_break_is_found(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, deleted: int, reason: str,
+    progress: list[int],
 ) -> None:
-    """A missing entry exactly at a stretch boundary (stretches of 8: seq 9 starts the
-    second one), found by the worker of the stretch it starts."""
+    """A missing entry on either side of a stretch boundary (stretches of 8: seq 8 ends
+    the first, seq 9 starts the second), found by the worker of its own stretch, with the
+    hash of the last good entry as the verdict's head."""
     monkeypatch.setattr(verifier, "STRETCH", 8)
     fill(settings)
     with tampering(settings.database_url) as t:
-        t.delete(9)
-    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 30, workers=2)
+        last_good = t.entry(deleted - 1)["hash"]
+        t.delete(deleted)
+    done: list[int] = []
+    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 30, workers=2,
+                                     progress=done.append)
     assert (verdict.kind, verdict.first_bad_seq, verdict.verified_through) == (
-        VerdictKind.BROKEN, 9, 8)
-    assert verdict.reason == "entry missing (next stored position is 10)"
+        VerdictKind.BROKEN, deleted, deleted - 1)
+    assert verdict.reason == reason
+    assert verdict.head_hash == last_good
+    assert done == progress
 
 
 def _check(settings: Settings, signed: Signed | None = None) -> tuple[Verdict, Verdict]:
