@@ -379,9 +379,9 @@ def check_event(
     if not isinstance(event, dict):
         return [(prefix or "(event)", "must be a JSON object")]
     if size is None:
-        size = encoded_size(event) or MAX_EVENT_BYTES + 1
+        size = encoded_size(event)
     problems: list[tuple[str, str]] = []
-    if size > MAX_EVENT_BYTES:
+    if size is not None and size > MAX_EVENT_BYTES:
         problems.append((prefix or "(event)", f"is larger than {MAX_EVENT_BYTES} bytes"))
     try:
         _EVENT.validate_python(event)
@@ -390,6 +390,10 @@ def check_event(
     else:
         problems.extend((_join(prefix, f), m) for f, m in _rules_between_fields(event))
     _unstorable(event, prefix, problems)
+    if size is None and not problems:
+        # A value canonical JSON cannot encode (an integer beyond what it holds) that no
+        # field rule named: the event still may not pass, and is not "too large" either.
+        problems.append((prefix or "(event)", "holds a value canonical JSON cannot encode"))
     return problems
 
 

@@ -91,8 +91,14 @@ def test_the_size_the_caller_measured_is_the_size_judged() -> None:
 def test_an_event_measured_here_is_judged_by_its_encoding() -> None:
     big = make_event(action="create", data={f"f{i}": "a" * 8192 for i in range(9)})
     assert TOO_LARGE in check_event(big)
-    # one that cannot be encoded at all (nested deeper than the encoder goes) is too large
+    # one that cannot be encoded at all is refused for the field that holds the value,
+    # never called too large (an integer beyond 2^63 was once "larger than 65536 bytes")
     deep: Any = "x"
     for _ in range(300):
         deep = [deep]
-    assert TOO_LARGE in check_event({**make_event(), "extra": deep})
+    nested = check_event({**make_event(), "extra": deep})
+    assert nested and TOO_LARGE not in nested
+    for field, bad in (("actor.id", {"actor": {"id": 2**70, "kind": "user"}}),
+                       ("source.system", {"source": {"system": "a\udc80b"}})):
+        problems = check_event(make_event(**bad))
+        assert {named for named, _ in problems} == {field}
