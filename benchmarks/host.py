@@ -43,4 +43,4 @@ def entries_per_second(seconds: float = 2.0, windows: int = 5) -> float:
 def describe() -> str:
     """One line naming the machine's speed, for the head of a benchmark's output."""
     return (f"host: one core encodes and hashes {entries_per_second():,.0f} entries/s"
-            " (session 6's machine, idle: 300,000-540,000)")
+            " (machines A and B of docs/benchmarks.md, idle: 333,000-860,000)")
