@@ -17,6 +17,7 @@ and continues the same chains; a closed or unreachable store answers
 from __future__ import annotations
 
 import threading
+import time
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import AbstractContextManager
@@ -295,6 +296,42 @@ class LedgerStoreContract(ABC):
             curs.execute(store.sql("SELECT name FROM ledgers WHERE name = %s"), ("kept",))
             assert curs.fetchall() == [("kept",)]
         assert store.ledgers() == ["kept"]
+
+    def test_a_read_inside_a_transaction_while_another_writer_waits(
+        self, store: LedgerStore
+    ) -> None:
+        """A view opens a data key (a read) while it applies a batch (a transaction), and
+        the writer's sealing thread asks for a transaction meanwhile: the read must not
+        wait for the waiting writer, which waits for this transaction (on SQLite the pool
+        let one thread at a time wait, and that was the writer: a deadlock that answered
+        an ingest 503 after the pool's timeout)."""
+        insert = "INSERT INTO ledgers (name, ledger_id, created_at) VALUES (%s, %s, %s)"
+        asking, done = threading.Event(), threading.Event()
+        errors: list[BaseException] = []
+
+        def other_writer() -> None:
+            asking.set()
+            try:
+                with store.transaction() as tx:
+                    store.execute(tx, insert, ("second", store.key_of("second"), "x"))
+            except BaseException as error:  # reported by the test below
+                errors.append(error)
+            done.set()
+
+        with store.transaction() as tx:
+            store.execute(tx, insert, ("first", store.key_of("first"), "x"))
+            waiter = threading.Thread(target=other_writer, daemon=True)
+            waiter.start()
+            asking.wait()
+            # Give the other writer time to queue behind this transaction: without that the
+            # read below passes whatever the store does (it can never fail because of it).
+            time.sleep(0.5)
+            with store.reading() as curs:
+                curs.execute(store.sql("SELECT count(*) FROM ledgers"))
+                assert len(curs.fetchall()) == 1
+        waiter.join(timeout=120)
+        assert done.is_set() and errors == []
+        assert store.ledgers() == ["first", "second"]
 
     # -- the Merkle tree -------------------------------------------------------------
 

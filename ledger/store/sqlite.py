@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import sqlite3
+import threading
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -66,6 +67,7 @@ class SQLiteLedgerStore(LedgerStore):
         super().__init__()
         self.datastore = datastore
         self.recorder = SQLiteApplicationRecorder(datastore, events_table_name="stored_events")
+        self._held = threading.local()  # the connection this thread holds, if any
 
     @classmethod
     def from_url(cls, url: str, **_: Any) -> SQLiteLedgerStore:
@@ -82,6 +84,14 @@ class SQLiteLedgerStore(LedgerStore):
 
     @contextmanager
     def _connection(self, *, writer: bool) -> Iterator[sqlite3.Connection]:
+        held: sqlite3.Connection | None = getattr(self._held, "connection", None)
+        if held is not None and not writer:
+            # A read inside this thread's own transaction (a view opening a data key while
+            # it applies a batch) reads on that transaction's connection. Asking the pool
+            # for a second one deadlocks: the pool lets one thread at a time wait, and the
+            # one waiting may be a writer that waits for the lock this thread holds.
+            yield held
+            return
         try:
             with self.datastore.get_connection(commit=writer) as conn:
                 # The library's cursor opens as the sqlite3 cursor, whose ``connection`` is
@@ -90,7 +100,11 @@ class SQLiteLedgerStore(LedgerStore):
                 with conn.cursor() as probe:
                     raw: sqlite3.Connection = probe.connection
                 raw.execute("PRAGMA synchronous=FULL")
-                yield raw
+                self._held.connection = raw
+                try:
+                    yield raw
+                finally:
+                    self._held.connection = held
         # A closed store's pool answers with an error of its own, not a PersistenceError.
         except (PersistenceError, ConnectionPoolClosedError, sqlite3.Error) as error:
             raise StoreUnavailable(f"database unavailable ({type(error).__name__})") from None
