@@ -91,9 +91,11 @@ def main() -> None:
     url = args.database_url or create_pg_database()
     tmp = Path(tempfile.mkdtemp())
     try:
-        settings = Settings(database_url=url, key_file=tmp / "keys.json")
+        # A kept database keeps its key ring too (LEDGER_KEY_FILE), or its entries cannot open.
+        key_file = Path(os.environ.get("LEDGER_KEY_FILE") or tmp / "keys.json")
+        settings = Settings(database_url=url, key_file=key_file)
         seed = provision_user(settings, "bench", PASSWORD, roles=["auditor", "verifier"])
-        env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(tmp / "keys.json"),
+        env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(key_file),
                "LEDGER_LOG_LEVEL": "warning", "LEDGER_RATE_READ": "100000"}
         with ServerProcess(env) as server:
             events = _events(args.events, args.accesses, args.users)

@@ -96,7 +96,8 @@ def pct(values: list[float], p: float) -> float:
 
 
 def run(url: str, tmp: Path, background: int, scoped: int, requests: int) -> None:
-    key_file = tmp / "keys.json"
+    # A kept database keeps its key ring too (LEDGER_KEY_FILE), or its entries cannot open.
+    key_file = Path(os.environ.get("LEDGER_KEY_FILE") or tmp / "keys.json")
     settings = Settings(database_url=url, key_file=key_file, project_inline=False)
     load(settings, background, scoped)
     env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(key_file)}
