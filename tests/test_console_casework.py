@@ -11,21 +11,29 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from api.app import create_app
+from api.console import casework
 from ledger.settings import Settings
+from ledger.transparency.evidence import verify_evidence
 from tests.monitoring_support import at, read, record, staff_added, trained
-from tests.support import FakeClock, auth_headers, provision_key, provision_user
+from tests.support import (
+    FakeClock,
+    auth_headers,
+    fastapi_app,
+    provision_key,
+    provision_user,
+)
 from tests.test_console import PASSWORD, Console
 
 
-@pytest.fixture
-def desk(settings: Settings) -> Iterator[Console]:
+def _desk(settings: Settings) -> Iterator[Console]:
     start = datetime.now(UTC).replace(microsecond=0)
     clock = FakeClock(start - timedelta(seconds=start.second % 30) + timedelta(seconds=5))
     settings = replace(settings, rate_login=1000.0)
     seeds = {"ivan": provision_user(settings, "ivan", PASSWORD, roles=["investigator"]),
+             "iris": provision_user(settings, "iris", PASSWORD, roles=["investigator"]),
              "alice": provision_user(settings, "alice", PASSWORD, roles=["auditor"])}
     api = auth_headers(provision_key(settings.database_url,
-                                     roles=["ingest", "auditor", "verifier"]))
+                                     roles=["ingest", "auditor", "verifier", "investigator"]))
     c = Console(create_app(settings, clock=clock, configure_logs=False), clock, seeds, api)
     with c.client:
         c.post(staff_added("agent-1", name="Ana M. Reyes"), trained("agent-1"),
@@ -33,6 +41,17 @@ def desk(settings: Settings) -> Iterator[Console]:
                read("MRN-1", at(10), actor="agent-1"),
                read("MRN-2", at(20), actor="agent-1", purpose="ETREAT"))
         yield c
+
+
+@pytest.fixture
+def desk(settings: Settings) -> Iterator[Console]:
+    yield from _desk(settings)
+
+
+@pytest.fixture
+def unsigned_desk(settings: Settings) -> Iterator[Console]:
+    """A desk whose checkpoints are signed only when the test says so."""
+    yield from _desk(replace(settings, checkpoints_inline=False))
 
 
 def test_the_alert_queue_and_its_triage(desk: Console) -> None:
@@ -93,3 +112,176 @@ def test_open_an_investigation_and_read_it(desk: Console) -> None:
     report = desk.client.get(r.headers["location"] + "?format=html")
     assert report.status_code == 200 and "unsafe-inline" not in report.headers[
         "content-security-policy"]
+
+
+def _settle(desk: Console) -> None:
+    """Wait until the views have applied the ledger's head."""
+    svc = fastapi_app(desk.app).state.services
+    head = svc.store.head("default").seq
+    assert svc.projector.wait_for(svc.store.notification_of("default", head), 10)
+
+
+def _rows(html: str) -> list[dict[str, str]]:
+    """The alert rows of an alerts page: rule, status, user and the alert id triage posts."""
+    rows = []
+    for chunk in html.split('<tr class="alert-row rule-')[1:]:
+        chunk = chunk.split("</tr>")[0]
+        status = re.search(r'<td class="status-([a-z]+)">', chunk)
+        user = re.search(r'href="/console/users/([^"]+)"', chunk)
+        alert = re.search(r'action="/console/alerts/([^/"]+)/acknowledge"', chunk)
+        assert status and user, chunk
+        rows.append({"rule": chunk.split('"')[0], "status": status.group(1),
+                     "user": user.group(1), "alert_id": alert.group(1) if alert else ""})
+    return rows
+
+
+def test_dismissing_an_alert_with_a_reason(desk: Console) -> None:
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    page = desk.client.get("/console/alerts?rule=vip_access")
+    [vip] = _rows(page.text)
+    assert vip["status"] == "open" and vip["alert_id"]
+    before = len(desk.entries())
+    target = f"/console/alerts/{vip['alert_id']}/dismiss"
+    # no reason: refused, nothing written
+    r = desk.client.post(target, data={"reason": "  ", "csrf": desk.csrf(page.text)})
+    assert r.status_code == 400 and "reason" in r.text
+    r = desk.client.post(f"/console/alerts/{vip['alert_id']}/delete",
+                         data={"reason": "x", "csrf": desk.csrf(page.text)})
+    assert r.status_code == 404
+    assert len(desk.entries()) == before
+    r = desk.client.post(target, data={"reason": "duty nurse, on the care team",
+                                       "back": "/console/alerts?rule=vip_access",
+                                       "csrf": desk.csrf(page.text)}, follow_redirects=False)
+    assert r.status_code == 303
+    assert r.headers["location"] == f"/console/alerts?done=dismissed+{vip['alert_id']}"
+    written = desk.entries()[before:]
+    assert [e["action"] for e in written] == ["alert_dismissed"]
+    assert written[0]["resource"] == {"type": "alert", "id": vip["alert_id"]}
+    assert written[0]["actor"]["id"].startswith("usr-")
+    done = desk.client.get(r.headers["location"])
+    assert f"Recorded in the ledger: dismissed {vip['alert_id']}." in done.text
+    # the view folds the entry into the alert's status; it is no longer open to triage
+    _settle(desk)
+    dismissed = desk.client.get("/console/alerts?status=dismissed")
+    assert [(a["rule"], a["alert_id"]) for a in _rows(dismissed.text)] == [("vip_access", "")]
+
+
+def test_nobody_triages_an_alert_about_their_own_actions(desk: Console) -> None:
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    ivan = next(e for e in desk.entries() if e["action"] == "login")["actor"]["id"]
+    assert ivan.startswith("usr-")
+    desk.post(read("MRN-1", at(30), actor=ivan, purpose="ETREAT"))
+    page = desk.client.get("/console/alerts?rule=break_glass")
+    own = next(a for a in _rows(page.text) if a["user"] == ivan)
+    before = len(desk.entries())
+    r = desk.client.post(f"/console/alerts/{own['alert_id']}/acknowledge",
+                         data={"reason": "it was me", "csrf": desk.csrf(page.text)},
+                         follow_redirects=False)
+    assert r.status_code == 403 and "your own actions" in r.text
+    assert len(desk.entries()) == before  # nothing written
+    # another reviewer may
+    desk.client.cookies.clear()
+    desk.sign_in("iris")
+    desk.choose("HOPERAT")
+    page = desk.client.get("/console/alerts?rule=break_glass")
+    r = desk.client.post(f"/console/alerts/{own['alert_id']}/acknowledge",
+                         data={"reason": "asked ivan: a test login", "csrf":
+                               desk.csrf(page.text)}, follow_redirects=False)
+    assert r.status_code == 303
+    done = [e for e in desk.entries() if e["action"] == "alert_acknowledged"]
+    assert [e["resource"]["id"] for e in done] == [own["alert_id"]]
+    assert done[0]["actor"]["id"] not in (ivan, "")
+
+
+def _open(desk: Console, title: str = "Lost laptop") -> str:
+    listing = desk.client.get("/console/investigations")
+    r = desk.client.post("/console/investigations", data={
+        "title": title, "discovered_at": "2026-11-27T09:00", "from": "2026-11-01T00:00",
+        "to": "2026-12-01T00:00", "actors": "agent-1", "csrf": desk.csrf(listing.text)},
+        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return r.headers["location"].rsplit("/", 1)[1]
+
+
+def test_the_investigation_csv_is_the_apis_and_its_reads_are_recorded(desk: Console) -> None:
+    desk.sign_in("ivan")
+    desk.choose("LEGAL")
+    inv = _open(desk)
+    before = len(desk.entries())
+    r = desk.client.get(f"/console/investigations/{inv}?format=csv")
+    assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
+    assert r.headers["content-disposition"].startswith("attachment")
+    timeline = r.text.split("\r\n\r\n")[0].splitlines()
+    assert timeline[0].startswith("seq,occurred_at,action")
+    assert sorted(line.split(",")[7] for line in timeline[1:]) == ["MRN-1", "MRN-2"]
+    # one `query` per patient shown, under the purpose chosen
+    reads = desk.entries()[before:]
+    assert len(reads) == 2 and all(
+        e["action"] == "query" and e["purpose"] == "LEGAL"
+        and e["resource"]["type"] == "investigation" and e["actor"]["id"].startswith("usr-")
+        for e in reads)
+    api = desk.client.get(f"/v1/investigations/{inv}", headers=desk.api,
+                          params={"purpose": "LEGAL", "format": "csv"})
+    assert r.text == api.text  # the same report, made by the same service
+
+
+def test_the_evidence_file_once_a_checkpoint_covers_the_scope(unsigned_desk: Console) -> None:
+    desk = unsigned_desk
+    desk.sign_in("ivan")
+    desk.choose("LEGAL")
+    inv = _open(desk)
+    before = len(desk.entries())
+    r = desk.client.get(f"/console/investigations/{inv}/evidence")
+    assert r.status_code == 404 and "no signed checkpoint yet" in r.text
+    svc = fastapi_app(desk.app).state.services
+    signed = svc.checkpointer.sign("default")
+    assert signed is not None
+    r = desk.client.get(f"/console/investigations/{inv}/evidence")
+    assert r.status_code == 200 and r.headers["content-type"] == "application/json"
+    assert r.headers["content-disposition"] == (
+        f'attachment; filename="evidence-{inv}.json"')
+    doc = r.json()
+    assert doc["tree_size"] == signed.size
+    listed = desk.client.get("/v1/ledger/entries", headers=desk.api).json()["entries"]
+    in_scope = [e["seq"] for e in listed
+                if e["event"]["action"] == "read" and e["event"]["actor"]["id"] == "agent-1"]
+    assert [e["seq"] for e in doc["entries"]] == in_scope and len(in_scope) == 2
+    assert "MRN-1" not in r.text and "MRN-2" not in r.text  # sealed, as stored
+    log_key = desk.client.get("/v1/checkpoints/key", headers=desk.api).text.strip()
+    assert verify_evidence(r.text, log_key).entries == 2
+    assert len(desk.entries()) == before  # no PHI shown, so no read recorded
+    assert desk.client.get("/console/investigations/nope/evidence").status_code == 404
+
+
+def test_the_investigations_list_filters_by_status_and_pages(
+        desk: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(casework, "INVESTIGATIONS_PAGE", 2)
+    desk.sign_in("ivan")
+    desk.choose("LEGAL")
+    first, second, third = (_open(desk, f"Case {n}") for n in (1, 2, 3))
+    r = desk.client.post(f"/v1/investigations/{second}/close", headers=desk.api, json={
+        "outcome": "not_a_breach", "risk_assessment": {
+            "nature_and_extent": "none", "recipient": "none", "mitigation": "none"}})
+    assert r.status_code == 200, r.text
+
+    def listed(path: str) -> tuple[list[str], str | None]:
+        page = desk.client.get(path)
+        assert page.status_code == 200, page.text
+        ids = re.findall(r'<tr class="investigation investigation-[a-z]+"><td><a href='
+                         r'"/console/investigations/([^"]+)"', page.text)
+        more = re.search(r'id="older" href="([^"]+)"', page.text)
+        return ids, more.group(1).replace("&amp;", "&") if more else None
+
+    ids, more = listed("/console/investigations")
+    assert ids == [third, second] and more  # newest opened first
+    rest, last = listed(more)
+    assert rest == [first] and last is None
+    assert listed("/console/investigations?status=open") == ([third, first], None)
+    assert listed("/console/investigations?status=closed") == ([second], None)
+    # a cursor belongs to its filter
+    assert desk.client.get(more.replace("/console/investigations?",
+                                        "/console/investigations?status=open&")
+                           ).status_code == 400
+    assert desk.client.get("/console/investigations?status=lost").status_code == 400

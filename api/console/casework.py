@@ -38,12 +38,13 @@ from api.pictures import Lane, Mark, legend_items, timeline_svg
 from api.routers.alerts import STATUSES
 from api.routers.investigations import OpenIn, check_scope, report_response, scope_dict
 from projections.alert_queries import AlertFilter
-from projections.cursor import BadCursor, decode_cursor, encode_cursor
+from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.monitoring.rules import RULES as ALERT_RULES
 
 router = APIRouter(prefix="/console", include_in_schema=False)
 
 ALERTS_PAGE = 50
+INVESTIGATIONS_PAGE = 25
 TIMELINE_ROWS = 500  # entries an investigation page lists and draws
 
 
@@ -115,26 +116,79 @@ async def triage_alert(request: Request, alert_id: str, decision: str) -> Respon
                               "write no PHI in it.")
     svc = services_of(request)
     try:
-        await asyncio.to_thread(triage, svc, viewer.caller.ledger, viewer.caller, alert_id,
-                                decision, reason)
+        done = await asyncio.to_thread(triage, svc, viewer.caller.ledger, viewer.caller,
+                                       alert_id, decision, reason)
     except TriageRefused as refused:
         return render(request, "error.html", refused.status, viewer, title="Not done",
                       message=str(refused))
-    return RedirectResponse(page_link(back.split("?")[0], done=f"{decision}d {alert_id}"),
+    # The alert's new status ("dismissed"), not the decision's verb with a "d" added.
+    return RedirectResponse(page_link(back.split("?")[0], done=f"{done.status} {alert_id}"),
                             303)
 
 
 # -- investigations ----------------------------------------------------------------------
 
+INVESTIGATION_STATUSES = ("open", "closed")
+
+
+def newest_first(service: InvestigationService, ledger: str
+                 ) -> list[tuple[int, dict[str, Any]]]:
+    """Every investigation of ``ledger`` with the seq of its opening, newest opening first.
+
+    The opening's seq is the list's key: unique and fixed, so a page's cursor stays right
+    while investigations are opened or closed in between."""
+    opened: dict[str, int] = {}
+    for investigation_id, seq, _, _ in service.queries.investigation_entries(ledger):
+        opened.setdefault(investigation_id, seq)  # entries come in seq order
+    items = [(opened[i["investigation_id"]], i) for i in service.list(ledger)]
+    return sorted(items, key=lambda pair: pair[0], reverse=True)
+
+
+def investigations_slice(listing: list[tuple[int, dict[str, Any]]], status: str,
+                         after: int | None) -> dict[str, Any]:
+    """One page of ``listing`` (``status`` "" for all) after the opening seq ``after``:
+    its ``items`` and the ``next_cursor`` (None on the last page)."""
+    chosen = [(seq, item) for seq, item in listing
+              if (not status or item["status"] == status)
+              and (after is None or seq < after)]
+    page = chosen[:INVESTIGATIONS_PAGE]
+    next_cursor = None
+    if len(chosen) > INVESTIGATIONS_PAGE:
+        seq, item = page[-1]
+        next_cursor = encode_cursor(Position(item["investigation_id"], seq),
+                                    _list_scope(status))
+    return {"items": [item for _, item in page], "next_cursor": next_cursor}
+
+
+def _list_scope(status: str) -> dict[str, str]:
+    return {"list": "investigations", "status": status}
+
+
 @router.get("/investigations")
-async def investigations_page(request: Request) -> Response:
+async def investigations_page(request: Request, status: str | None = None,
+                              cursor: str | None = None) -> Response:
     viewer = await require(request, "GET", "/v1/investigations")
     service = InvestigationService(services_of(request))
     ledger = viewer.caller.ledger
+    status = (status or "").strip()
+    bad = []
+    if status and status not in INVESTIGATION_STATUSES:
+        bad.append("status")
+    after = None
+    if cursor is not None and not bad:
+        try:
+            after = decode_cursor(cursor, _list_scope(status)).seq
+        except BadCursor:
+            bad.append("cursor")
+    context: dict[str, Any] = {"status_filter": status, "statuses": INVESTIGATION_STATUSES,
+                               "cursor": cursor, "form": {}, "error": None}
+    if bad:
+        return render(request, "investigations.html", 400, viewer, **context, items=[],
+                      next_cursor=None, list_error=f"Check these filters: {', '.join(bad)}.")
     await service.through(ledger, None)
-    items = await asyncio.to_thread(service.list, ledger)
-    return render(request, "investigations.html", viewer=viewer, items=items, error=None,
-                  form={})
+    listing = await asyncio.to_thread(newest_first, service, ledger)
+    return render(request, "investigations.html", viewer=viewer, **context, list_error=None,
+                  **investigations_slice(listing, status, after))
 
 
 def _split(text: str) -> list[str]:
@@ -188,9 +242,10 @@ async def open_investigation(request: Request) -> Response:
 
 async def _form_again(request: Request, viewer: Viewer, service: InvestigationService,
                       form: dict[str, str], error: str) -> Response:
-    items = await asyncio.to_thread(service.list, viewer.caller.ledger)
-    return render(request, "investigations.html", 400, viewer, items=items, error=error,
-                  form=form)
+    listing = await asyncio.to_thread(newest_first, service, viewer.caller.ledger)
+    return render(request, "investigations.html", 400, viewer, error=error, form=form,
+                  status_filter="", statuses=INVESTIGATION_STATUSES, cursor=None,
+                  list_error=None, **investigations_slice(listing, "", None))
 
 
 def _marks(timeline: list[dict[str, Any]]) -> tuple[list[Mark], list[Lane]]:
