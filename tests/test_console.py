@@ -10,6 +10,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
+from html import unescape
 from typing import Any
 
 import pytest
@@ -360,3 +361,53 @@ def test_filters_and_paging(console: Console) -> None:
     user = console.client.get("/console/users/agent-0042")
     assert user.status_code == 200 and 'class="volume"' in user.text
     assert 'href="/console/patients/MRN-0012345"' in user.text
+
+
+def test_the_ledger_page_shows_the_stores_checkpoint_and_projection_lag(
+        settings: Settings) -> None:
+    # Views and checkpoints move only when this test says, so the page's figures are
+    # the store's own and nothing moves them between the page and the check.
+    settings = replace(settings, rate_login=1000.0, project_inline=False,
+                       checkpoints_inline=False)
+    start = datetime.now(UTC).replace(microsecond=0)
+    clock = FakeClock(start - timedelta(seconds=start.second % 30) + timedelta(seconds=5))
+    seeds = {"vera": provision_user(settings, "vera", PASSWORD, roles=["verifier"])}
+    api = auth_headers(provision_key(settings.database_url, roles=["ingest"]))
+    c = Console(create_app(settings, clock=clock, configure_logs=False), clock, seeds, api)
+    with c.client:
+        svc = fastapi_app(c.app).state.services
+        assert c.sign_in("vera").status_code == 303
+        svc.projector.catch_up()
+        page = c.client.get("/console/ledger")
+        assert _dd(page.text, "checkpoint") == "none yet"
+        assert _dd(page.text, "lag") == "; ".join(
+            f"{view}: 0 entries" for view in sorted(svc.projector.positions())) + " (0.0 s behind)"
+        for n in range(4):
+            assert c.client.post("/v1/events", json=make_event(),
+                                 headers=api).status_code == 201
+            if n == 2:  # a checkpoint short of the head, so size and head differ
+                signed = svc.checkpointer.sign("default")
+        c.clock.advance(seconds=90)  # the four entries were recorded 90 s ago
+        page = c.client.get("/console/ledger")
+        assert page.status_code == 200
+        head = svc.store.head("default")
+        assert _dd(page.text, "head-seq") == f"seq {head.seq}"
+        assert signed is not None and signed.size == head.seq - 1
+        latest = svc.tlog.latest("default")
+        assert latest is not None and latest.note.endswith("\n")
+        assert _dd(page.text, "checkpoint") == (
+            f"tree size {latest.size}, signed {latest.signed_at}{latest.note}")
+        positions, last = svc.projector.positions(), svc.store.last_notification()
+        assert set(positions.values()) == {last - 4}
+        assert _dd(page.text, "lag") == "; ".join(
+            f"{view}: 4 entries" for view in sorted(positions)) + " (90.0 s behind)"
+        svc.projector.catch_up()
+        assert _dd(c.client.get("/console/ledger").text, "lag").endswith(
+            ": 0 entries (0.0 s behind)")
+
+
+def _dd(html: str, dd_id: str) -> str:
+    """The text of the ``<dd id=...>`` (tags dropped, entities decoded, spaces kept)."""
+    found = re.search(rf'<dd id="{dd_id}">(.*?)</dd>', html, re.S)
+    assert found, dd_id
+    return unescape(re.sub(r"<[^>]+>", "", found.group(1)))
