@@ -86,8 +86,12 @@ def _seed_history(server: ServerProcess) -> None:
 
 def _shot(driver: Any, backend: str, name: str) -> None:
     SHOTS.mkdir(parents=True, exist_ok=True)
-    height = driver.execute_script("return document.documentElement.scrollHeight")
-    driver.set_window_size(1280, min(max(int(height) + 40, 700), 4000))
+    height = int(driver.execute_script("return document.documentElement.scrollHeight"))
+    driver.set_window_size(1280, min(max(height, 700), 4000))
+    # The window's own frame takes part of its height: grow it by that much, so the
+    # whole page is in the picture.
+    frame = min(max(height, 700), 4000) - int(driver.execute_script("return innerHeight"))
+    driver.set_window_size(1280, min(max(height, 700) + frame, 4000))
     prefix = "" if "docs" in str(SHOTS) else f"{backend}-"
     assert driver.save_screenshot(str(SHOTS / f"{prefix}console-{name}.png"))
     driver.set_window_size(1280, 1000)
@@ -109,11 +113,111 @@ def _code(seed: str) -> str:
     return totp_code(seed, totp_step(datetime.now(UTC)))
 
 
+def _casework(b: Any, url: str, backend: str) -> None:
+    """The alert queue (an alert acknowledged) and an investigation opened from the scope
+    form: what a reviewer needs on each page, screenshots, print and keyboard checks."""
+    # The break-the-glass read raises an alert once monitoring has seen it.
+    b.get(f"{url}/console/alerts")
+    deadline = time.monotonic() + 20
+    while not b.find_elements(By.CSS_SELECTOR, "tr.rule-break_glass"):
+        assert time.monotonic() < deadline, "no break_glass alert"
+        time.sleep(0.2)
+        b.refresh()
+    row = b.find_element(By.CSS_SELECTOR, "tr.rule-break_glass")
+    cells = [c.text for c in row.find_elements(By.TAG_NAME, "td")]
+    assert cells[1:6] == ["break_glass", cells[2], "open", "agent-0099", PATIENT]
+    assert row.find_element(By.LINK_TEXT, "agent-0099").get_attribute("href").endswith(
+        "/console/users/agent-0099")
+    row.find_element(By.TAG_NAME, "summary").click()  # open the triage forms
+    reason = row.find_element(By.CSS_SELECTOR, "input[id^=reason-acknowledge]")
+    assert reason.is_displayed()
+    _shot(b, backend, "alerts")
+    reason.send_keys("night nurse, patient in the ED")
+    row.find_element(By.XPATH, ".//button[text()='Acknowledge']").click()
+    _until(b, lambda d: d.find_elements(By.ID, "done"), "the triage notice")
+    assert "acknowledged" in b.find_element(By.ID, "done").text
+    _until(b, lambda d: d.find_element(By.CSS_SELECTOR, "tr.rule-break_glass td:nth-child(4)"
+                                       ).text == "acknowledged" or d.refresh(),
+           "the alert acknowledged")
+
+    # an investigation over the patient's week, opened from the scope form
+    b.get(f"{url}/console/investigations")
+    assert "No investigations yet." in b.find_element(By.ID, "investigations").text
+    b.find_element(By.ID, "i-title").send_keys("Night-shift access review")
+    for field, value in (("i-discovered", "2026-11-27T09:00"), ("i-from", "2026-11-20T00:00"),
+                         ("i-to", "2026-11-27T00:00")):
+        # datetime-local takes typed input in the browser's locale format; set the value
+        b.execute_script("arguments[0].value = arguments[1]", b.find_element(By.ID, field),
+                         value)
+    b.find_element(By.ID, "i-patients").send_keys(PATIENT)
+    b.find_element(By.ID, "open-investigation").click()
+    _until(b, lambda d: d.find_elements(By.ID, "investigation-id"), "the investigation")
+    assert "Night-shift access review" in b.page_source
+    duties = [r.text for r in b.find_elements(By.CSS_SELECTOR, "#duties tbody tr")]
+    # one unsecured patient: the individual by discovery + 60 days, HHS in the annual log
+    # (60 days after the end of the discovery's year)
+    assert len(duties) == 2 and duties[0].startswith("individuals 2027-01-26")
+    assert duties[1].startswith("hhs 2027-03-01")
+    # the patient's week: the create, 21 reads, the break-the-glass read, the disclosure
+    timeline = b.find_elements(By.CSS_SELECTOR, "#timeline tbody tr")
+    assert len(timeline) == 24
+    svg = b.find_element(By.CSS_SELECTOR, "svg.timeline")
+    assert len(svg.find_elements(By.CSS_SELECTOR, ".mark")) == 24
+    assert len(svg.find_elements(By.CSS_SELECTOR, "rect.alert")) == 1  # the alerted read
+    assert len(svg.find_elements(By.CSS_SELECTOR, ".break-glass-ring")) == 1
+    affected = b.find_elements(By.CSS_SELECTOR, "#affected tbody tr")
+    assert len(affected) == 1 and affected[0].text.startswith(f"{PATIENT} unknown no")
+    assert b.find_element(By.ID, "evidence").get_attribute("href").endswith("/evidence")
+    _shot(b, backend, "investigation")
+    # printed: the navigation and the forms go, the timeline stays
+    b.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": "print"})
+    assert not b.find_element(By.CSS_SELECTOR, "header.top nav").is_displayed()
+    assert not b.find_element(By.ID, "sign-out").is_displayed()
+    assert svg.is_displayed()
+    b.execute_cdp_cmd("Emulation.setEmulatedMedia", {"media": ""})
+
+    b.get(f"{url}/console/investigations")
+    rows = b.find_elements(By.CSS_SELECTOR, "#investigations tbody tr.investigation")
+    assert len(rows) == 1 and "Night-shift access review" in rows[0].text
+    assert rows[0].text.endswith("open")
+    _keyboard_reaches_everything(b)
+    _shot(b, backend, "investigations")
+
+
+def _keyboard_reaches_everything(b: Any) -> None:
+    """Tab from the top reaches every visible link and control, in order, each drawn
+    with the 3 px focus outline."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.keys import Keys
+
+    b.refresh()  # focus starts at the top of a freshly loaded page
+    wanted = [e for e in b.find_elements(
+        By.CSS_SELECTOR, "a[href], button, input:not([type=hidden]), select, summary")
+        if e.is_displayed() or e.get_attribute("class") == "skip"]
+    reached: list[Any] = []
+    for _ in range(len(wanted) * 6):  # a date-and-time field takes a Tab per part
+        ActionChains(b).send_keys(Keys.TAB).perform()
+        active = b.switch_to.active_element
+        if reached and active == reached[-1]:
+            continue
+        if active.tag_name == "body" or active in reached:
+            break
+        assert active.value_of_css_property("outline-style") == "solid", active.tag_name
+        assert active.value_of_css_property("outline-width") == "3px", active.tag_name
+        reached.append(active)
+
+    def names(elements: list[Any]) -> list[str]:
+        return [f"{e.tag_name}:{e.text or e.get_attribute('name')}" for e in elements]
+
+    assert reached == wanted, (names(reached), names(wanted))
+
+
 def test_a_privacy_officers_day_in_the_browser(database_url: str, tmp_path: Path,
                                                browser: Any) -> None:
     backend = "postgres" if database_url.startswith("postgresql") else "sqlite"
     settings = Settings(database_url=database_url, key_file=tmp_path / "keys.json")
-    seed = provision_user(settings, "olivia", PASSWORD, roles=["auditor", "verifier"])
+    seed = provision_user(settings, "olivia", PASSWORD,
+                          roles=["auditor", "investigator", "verifier"])
     env = {"LEDGER_DATABASE_URL": database_url, "LEDGER_KEY_FILE": str(tmp_path / "keys.json"),
            "LEDGER_LOG_FORMAT": "json"}
     with ServerProcess(env, log_path=tmp_path / "server.log") as server:
@@ -179,14 +283,17 @@ def test_a_privacy_officers_day_in_the_browser(database_url: str, tmp_path: Path
         assert len(b.find_elements(By.CSS_SELECTOR, "svg.timeline .mark")) == 9
         _shot(b, backend, "user")
 
+        _casework(b, server.url, backend)
+
         # the reads this session made are in the ledger, as query entries
         b.get(f"{server.url}/console/ledger?action=query")
         entries = b.find_elements(By.CSS_SELECTOR, "#entries tbody tr.entry")
-        assert len(entries) >= 6  # record, 2 access reports, accounting, letter, user's page
+        # record, 2 access reports, accounting, letter, user's page, alerts, investigation
+        assert len(entries) >= 8
         assert all("query" in e.text and "HOPERAT" in e.text for e in entries)
         whats = {e.find_elements(By.TAG_NAME, "td")[4].text for e in entries}
         assert {"patient_record", "access_report", "disclosure_accounting",
-                "user_access_report"} <= whats
+                "user_access_report", "alert_list", "investigation"} <= whats
         b.find_element(By.ID, "verify-now").click()
         _until(b, lambda d: d.find_elements(By.ID, "verified"), "the verdict")
         assert "the chain is intact" in b.find_element(By.ID, "verified").text
@@ -208,4 +315,6 @@ def test_a_privacy_officers_day_in_the_browser(database_url: str, tmp_path: Path
                 r = api.get("/v1/ledger/entries")
                 actions = [e["event"]["action"] for e in r.json()["entries"]]
             assert "logout" in actions and "login" in actions
+            # the triage and the opening the browser made are ledger entries too
+            assert {"alert_acknowledged", "investigation_opened"} <= set(actions)
         assert httpx.get(f"{server.url}/healthz").status_code == 200
