@@ -121,7 +121,7 @@ def test_amend_widens_the_scope_and_close_keeps_its_note_with_the_cli(
     assert len(_entries(env)) == before  # refused amendments write nothing
 
     amended = phi_ledger("investigations", "amend", inv, "--device", "ws-stolen", "--ip",
-                         THIEF["ip"], "--note", "MDM: last seen on the VPN", "--as", "rita",
+                         str(THIEF["ip"]), "--note", "MDM: last seen on the VPN", "--as", "rita",
                          env=env)
     assert amended.returncode == 0, amended.stdout + amended.stderr
     seq = int(amended.stdout.split()[-1])
@@ -129,7 +129,7 @@ def test_amend_widens_the_scope_and_close_keeps_its_note_with_the_cli(
     assert entry["event"]["action"] == "investigation_amended"
     assert entry["event"]["actor"]["id"] == "cli:rita"
     assert entry["event"]["data"] == {"scope.devices": ["ws-stolen"],
-                                      "scope.ips": [THIEF["ip"]],
+                                      "scope.ips": [str(THIEF["ip"])],
                                       "note": "MDM: last seen on the VPN"}
     body = show()
     assert body["investigation"]["scope"]["devices"] == ["ws-stolen"]

@@ -160,7 +160,8 @@ def _duties(discovered: date, unsecured: list[str]) -> list[dict[str, Any]]:
     if not unsecured:
         return []
     due = (discovered + timedelta(days=60)).isoformat()
-    duties = [{"to": "individuals", "deadline": due, "basis": "164.404(b)"}]
+    duties: list[dict[str, Any]] = [{"to": "individuals", "deadline": due,
+                                     "basis": "164.404(b)"}]
     if len(unsecured) >= 500:
         duties.append({"to": "hhs", "deadline": due, "basis": "164.408(b)"})
     else:

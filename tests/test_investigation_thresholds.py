@@ -46,7 +46,8 @@ def _patients(prefix: str, n: int, state: str, secured: bool = False
     return events
 
 
-CASES = {
+Duty = tuple[str, str, list[str] | None, str]  # to, deadline, states, basis
+CASES: dict[str, tuple[list[dict[str, Any]], str, dict[str, Any], list[Duty]]] = {
     # 500 unsecured in NY (and one secured there): HHS at once; no media (not > 500).
     "500-unsecured": (_patients("U", 500, "NY") + _patients("S", 1, "NY", secured=True),
                       "2028-12-31T23:30:00-05:00",
