@@ -172,7 +172,7 @@ class InvestigationService:
         return await self._append(ledger, self._event(AMENDED, reader, investigation_id, data))
 
     async def close(self, ledger: str, reader: Reader, investigation_id: str, outcome: str,
-                    risk: Mapping[str, Any]) -> Receipt:
+                    risk: Mapping[str, Any], note: str | None = None) -> Receipt:
         answer = await self.answer(ledger, investigation_id, None)
         if answer.record["status"] == "closed":
             raise ApiError(409, "investigation_closed", "the investigation is closed already",
@@ -184,6 +184,8 @@ class InvestigationService:
         data["risk.acquired_or_viewed.from_ledger"] = answer.factor3["acquired_or_viewed"]
         data.setdefault("risk.acquired_or_viewed", answer.factor3["acquired_or_viewed"])
         data["risk.computed_through_seq"] = answer.through
+        if note:
+            data["note"] = note
         return await self._append(ledger, self._event(CLOSED, reader, investigation_id, data))
 
     # -- reading ---------------------------------------------------------------------

@@ -249,7 +249,7 @@ def fold_investigation(entries: Sequence[Mapping[str, Any]]) -> dict[str, Any] |
             for key in SCOPE_KEYS:
                 if f"scope.{key}" in data:
                     record["scope"][key] = data[f"scope.{key}"]
-        if action in (OPENED, AMENDED) and data.get("note"):
+        if data.get("note"):
             record["notes"].append({"at": event["occurred_at"], "by": event["actor"]["id"],
                                     "note": data["note"]})
         if action == CLOSED:

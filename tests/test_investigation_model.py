@@ -5,9 +5,12 @@ logins, failed and denied actions, disclosures encrypted or not over various cha
 patient records whose state changes) and scopes; the ledger is posted in two parts.
 Each investigation's answer -- now and ``as_of`` the end of the first part -- is checked
 against what a reader of the exported entries (opened with the patients' keys) finds by
-the contract's words alone: which entries are in scope, which patients are affected and
-whether secured, counts by state from the record as it stood, the duties and deadlines,
-and the seq the answer is computed through. Each example uses a ledger of its own.
+the contract's words alone, field by field: the scope as posted; which entries are in
+scope, in time order, each item as exported; each affected patient's state (from the
+record as it stood), actions, PHI categories, channels, first and last access and whether
+secured; the counts by state; the duties with their deadlines and basis (discoveries on 31
+December drawn often); factor 3 of the risk assessment; the ``as_of`` instant echoed and
+the seq the answer is computed through. Each example uses a ledger of its own.
 """
 
 from __future__ import annotations
@@ -31,6 +34,14 @@ PATIENTS = ["M1", "M2", "M3", "M4"]
 PHI = {"read", "create", "update", "delete", "disclose", "export", "print", "query"}
 DAY = date(2026, 3, 1)
 _ledgers = itertools.count()
+# Examples and ledger sizes: what runs in about 20 s on SQLite on the 2-core machine of
+# docs/benchmarks.md; PostgreSQL, slower per request, runs fewer of the same.
+EXAMPLES = 60
+PG_EXAMPLES = 25
+FIRST = 40  # events before the investigation opens (the as_of point)
+SECOND = 20  # events after
+# Discoveries on 31 December: of a leap year, of the year before one, of another year.
+YEAR_ENDS = [date(2028, 12, 31), date(2027, 12, 31), date(2025, 12, 31), date(2028, 2, 29)]
 
 
 def _at(minute: int) -> str:
@@ -121,6 +132,48 @@ def _state(entries: list[dict[str, Any]], patient: str) -> str | None:
     return state
 
 
+ACQUIRING = ("read", "export", "print", "disclose")
+ACTOR_FIELDS = ("id", "kind", "role", "organization", "device_id", "ip", "session_id")
+
+
+def _item(entry: dict[str, Any]) -> dict[str, Any]:
+    """A timeline item (less its alerts), from the opened exported entry."""
+    ev = entry["event"]
+    actor = {k: ev["actor"][k] for k in ACTOR_FIELDS if ev["actor"].get(k) is not None}
+    if "mfa" in ev["actor"]:
+        actor["mfa"] = ev["actor"]["mfa"]
+    resource, source, patient = ev.get("resource"), ev.get("source"), ev.get("patient")
+    return {"seq": entry["seq"], "event_id": ev["event_id"], "occurred_at": ev["occurred_at"],
+            "recorded_at": entry["recorded_at"], "action": ev["action"],
+            "outcome": ev["outcome"], "purpose": ev.get("purpose"),
+            "channel": ev.get("channel"), "actor": actor,
+            "patient": None if patient is None else {"id": patient["id"]},
+            "resource": None if resource is None else {
+                "type": resource["type"], "id": resource.get("id"),
+                "phi": resource.get("phi")},
+            "source": None if source is None else {"system": source["system"],
+                                                   "site": source.get("site")}}
+
+
+def _duties(discovered: date, unsecured: list[str]) -> list[dict[str, Any]]:
+    """164.404-408 read off the contract: ``unsecured`` holds one state per patient."""
+    if not unsecured:
+        return []
+    due = (discovered + timedelta(days=60)).isoformat()
+    duties: list[dict[str, Any]] = [{"to": "individuals", "deadline": due,
+                                     "basis": "164.404(b)"}]
+    if len(unsecured) >= 500:
+        duties.append({"to": "hhs", "deadline": due, "basis": "164.408(b)"})
+    else:
+        year_end = date(discovered.year, 12, 31)
+        duties.append({"to": "hhs", "deadline": (year_end + timedelta(days=60)).isoformat(),
+                       "basis": "164.408(c)"})
+    media = sorted(s for s, n in Counter(unsecured).items() if s != "unknown" and n > 500)
+    if media:
+        duties.append({"to": "media", "deadline": due, "basis": "164.406", "states": media})
+    return duties
+
+
 def expected(entries: list[dict[str, Any]], scope: dict[str, Any], discovered: date
              ) -> dict[str, Any]:
     """The answer, read from opened exported entries by the contract's words."""
@@ -137,17 +190,29 @@ def expected(entries: list[dict[str, Any]], scope: dict[str, Any], discovered: d
         secured = all(ev["action"] == "disclose" and (
             ev["disclosure"].get("encrypted") is True
             or ev["channel"] in ("secure_sms", "encrypted_email")) for ev in evs)
-        affected[pid] = {"state": _state(entries, pid) or "unknown", "secured": secured,
-                         "actions": dict(Counter(ev["action"] for ev in evs))}
-    unsecured = [a for a in affected.values() if not a["secured"]]
-    duties = []
-    if unsecured:
-        duties = [("individuals", (discovered + timedelta(days=60)).isoformat()),
-                  ("hhs", (date(discovered.year + 1, 1, 1) + timedelta(days=59)).isoformat())]
-    return {"timeline": [e["seq"] for e in in_scope], "affected": affected,
+        times = sorted(utc_of(ev["occurred_at"]) for ev in evs)
+        affected[pid] = {
+            "state": _state(entries, pid) or "unknown", "secured": secured,
+            "actions": dict(Counter(ev["action"] for ev in evs)),
+            "phi": sorted({c for ev in evs for c in (ev.get("resource") or {}).get("phi")
+                           or []}),
+            "channels": sorted({ev["channel"] for ev in evs if ev.get("channel")}),
+            # the instant as posted: any entry at that instant shows it (offsets differ
+            # only between instants here, see _at)
+            "first": next(ev["occurred_at"] for ev in evs
+                          if utc_of(ev["occurred_at"]) == times[0]),
+            "last": next(ev["occurred_at"] for ev in evs
+                         if utc_of(ev["occurred_at"]) == times[-1])}
+    unsecured = [a["state"] for a in affected.values() if not a["secured"]]
+    acquired = Counter(e["event"]["action"] for e in in_scope
+                       if e["event"]["action"] in ACQUIRING
+                       and e["event"]["outcome"] == "success" and e["event"].get("patient"))
+    return {"timeline": [_item(e) for e in in_scope], "affected": affected,
             "counts": {"patients": len(affected), "unsecured": len(unsecured),
-                       "by_state": dict(Counter(a["state"] for a in unsecured))},
-            "duties": duties}
+                       "by_state": dict(Counter(unsecured))},
+            "duties": _duties(discovered, unsecured),
+            "acquired_or_viewed": {"acquired_or_viewed": bool(acquired),
+                                   "entries": {a: acquired[a] for a in ACQUIRING}}}
 
 
 def _opened_entries(client: TestClient, headers: dict[str, str], through: int
@@ -161,22 +226,37 @@ def _opened_entries(client: TestClient, headers: dict[str, str], through: int
     return [{**e, "event": ev} for e, ev in zip(body, opened, strict=True)]
 
 
-def _check(got: dict[str, Any], want: dict[str, Any]) -> None:
-    assert [i["seq"] for i in got["timeline"]] == want["timeline"]
-    assert {a["patient"]["id"]: {"state": a["state"], "secured": a["secured"],
-                                 "actions": a["actions"]} for a in got["affected"]
-            } == want["affected"]
+def _check(got: dict[str, Any], want: dict[str, Any], scope: dict[str, Any]) -> None:
+    assert got["next_cursor"] is None  # one page holds the whole answer
+    assert [{k: v for k, v in i.items() if k != "alerts"} for i in got["timeline"]
+            ] == want["timeline"]
+    assert got["timeline_total"] == len(want["timeline"])
+    by_patient = {a["patient"]["id"]: {k: v for k, v in a.items() if k != "patient"}
+                  for a in got["affected"]}
+    assert by_patient == want["affected"] and len(got["affected"]) == len(by_patient)
+    # listed by first access (ties by blind index, which a reader cannot see)
+    firsts = [utc_of(a["first"]) for a in got["affected"]]
+    assert firsts == sorted(firsts)
     assert got["counts"] == want["counts"]
-    assert [(d["to"], d["deadline"]) for d in got["duties"]] == want["duties"]
+    assert [{**d, "basis": d["basis"].removeprefix("45 CFR ").split(":")[0]}
+            for d in got["duties"]] == want["duties"]
+    assert got["risk_assessment"] == {"acquired_or_viewed": want["acquired_or_viewed"]}
+    shown = got["investigation"]["scope"]
+    assert {k: shown[k] for k in ("actors", "devices", "ips", "from")} == {
+        k: scope[k] for k in ("actors", "devices", "ips", "from")}
+    assert shown["to"] == scope.get("to") and len(shown["patients"]) == len(scope["patients"])
 
 
-def test_answers_agree_with_a_brute_force_reading_of_the_export(client: TestClient) -> None:
+def test_answers_agree_with_a_brute_force_reading_of_the_export(client: TestClient,
+                                                                database_url: str) -> None:
     svc = fastapi_app(client.app).state.services
+    examples = EXAMPLES if database_url.startswith("sqlite") else PG_EXAMPLES
 
-    @settings(max_examples=12, suppress_health_check=list(HealthCheck))
-    @given(first=st.lists(events(), min_size=1, max_size=14),
-           second=st.lists(events(), max_size=8), scope=scopes(),
-           discovered=st.dates(date(2024, 1, 1), date(2028, 12, 31)))
+    @settings(max_examples=examples, suppress_health_check=list(HealthCheck))
+    @given(first=st.lists(events(), min_size=1, max_size=FIRST),
+           second=st.lists(events(), max_size=SECOND), scope=scopes(),
+           discovered=st.one_of(st.dates(date(2024, 1, 1), date(2028, 12, 31)),
+                                st.sampled_from(YEAR_ENDS)))
     def check(first: list[dict[str, Any]], second: list[dict[str, Any]],
               scope: dict[str, Any], discovered: date) -> None:
         headers = auth_headers(service_key(svc, ledger=f"model-{next(_ledgers)}"))
@@ -193,8 +273,9 @@ def test_answers_agree_with_a_brute_force_reading_of_the_export(client: TestClie
                                json={"events": second}).status_code == 201
         now = client.get(f"/v1/investigations/{inv}", headers=headers,
                          params={"purpose": "HOPERAT", "limit": 500}).json()
+        assert now["as_of"] is None
         _check(now, expected(_opened_entries(client, headers, now["through_seq"]), scope,
-                             discovered))
+                             discovered), scope)
         then = client.get(f"/v1/investigations/{inv}", headers=headers,
                           params={"purpose": "HOPERAT", "limit": 500,
                                   "as_of": stood["recorded_at"]}).json()
@@ -202,7 +283,8 @@ def test_answers_agree_with_a_brute_force_reading_of_the_export(client: TestClie
                            params={"limit": 1000}).json()["entries"]
         assert then["through_seq"] == max(e["seq"] for e in every
                                           if e["recorded_at"] <= stood["recorded_at"])
+        assert then["as_of"] == utc_of(stood["recorded_at"])
         _check(then, expected(_opened_entries(client, headers, then["through_seq"]), scope,
-                              discovered))
+                              discovered), scope)
 
     check()

@@ -200,15 +200,18 @@ def test_amend_and_close_are_ledger_entries_with_factor_three_prefilled(
     r = client.post(f"/v1/investigations/{inv}/close", json={
         "outcome": "breach", "risk_assessment": {
             "nature_and_extent": "names, conditions", "recipient": "unknown thief",
-            "mitigation": "device wiped remotely"}})
+            "mitigation": "device wiped remotely"}, "note": "wipe confirmed by MDM"})
     assert r.status_code == 200, r.text
     entry = client.get("/v1/ledger/entries", params={"after": r.json()["seq"] - 1,
                                                      "limit": 1}).json()["entries"][0]
     assert entry["event"]["action"] == "investigation_closed"
     assert entry["event"]["data"]["risk.acquired_or_viewed.from_ledger"] is True
+    assert entry["event"]["data"]["note"] == "wipe confirmed by MDM"
     listed = client.get("/v1/investigations").json()["items"]
     assert [i["status"] for i in listed] == ["closed"]
     assert listed[0]["closed"]["risk_assessment"]["acquired_or_viewed"] is True
+    assert [n["note"] for n in listed[0]["notes"]] == ["IP from the VPN log",
+                                                       "wipe confirmed by MDM"]
     again = client.post(f"/v1/investigations/{inv}/amend", json={"note": "late"})
     assert again.status_code == 409
 

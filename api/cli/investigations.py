@@ -216,18 +216,20 @@ def close(
     acquired: Annotated[bool | None, typer.Option(
         "--acquired/--not-acquired",
         help="Factor 3; default: pre-filled from the entries.")] = None,
+    note: Annotated[str | None, typer.Option(help="A closing note (no PHI: stored in"
+                                             " clear).")] = None,
     ledger: LedgerOption = None, who: AsOption = None,
 ) -> None:
     """Close with the outcome and the four-factor risk assessment of 45 CFR 164.402."""
     from api.routers.investigations import CloseIn
 
-    body = _validated(CloseIn, {"outcome": outcome, "risk_assessment": {
+    body = _validated(CloseIn, {"outcome": outcome, "note": note, "risk_assessment": {
         "nature_and_extent": nature, "recipient": recipient, "mitigation": mitigation,
         "acquired_or_viewed": acquired}})
 
     async def work(service: Any, name: str, reader: Any) -> int:
         receipt = await service.close(name, reader, investigation_id, body.outcome,
-                                      body.risk_assessment.model_dump())
+                                      body.risk_assessment.model_dump(), body.note)
         return int(receipt.seq)
 
     typer.echo(f"closed at seq {_run(work, ledger, who)}")

@@ -176,7 +176,7 @@ async def close_investigation(
 ) -> Response:
     service = _service(svc)
     receipt = await service.close(ledger, _reader(request), investigation_id, body.outcome,
-                                  body.risk_assessment.model_dump())
+                                  body.risk_assessment.model_dump(), body.note)
     return json_response({"investigation_id": investigation_id, "seq": receipt.seq})
 
 
