@@ -17,6 +17,7 @@ import stat
 import subprocess
 import sys
 import threading
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -207,12 +208,19 @@ def test_a_combined_backup_restored_after_a_rotation_is_folded_in(local: Setting
     assert json.loads(local.key_file.read_bytes()) == json.loads(encode_ring(ring))
 
 
-@pytest.mark.parametrize("other", ["another log", "another key"])
+@pytest.mark.parametrize("other", ["another log", "another key", "another key, same id"])
 def test_a_combined_key_file_of_other_log_keys_is_refused(local: Settings, other: str
                                                           ) -> None:
     ring, keys = KeyRing.generate(), LogKeys.generate("audit.example.org")
-    theirs = (LogKeys.generate("elsewhere.example.org") if other == "another log"
-              else LogKeys.generate("audit.example.org"))
+    # Another log: the very same keys, but under another name (a log's name never
+    # changes, so it is another log's file).
+    # Another key: same name, other keys (under other ids, or under the same id).
+    theirs = {
+        "another log": LogKeys("elsewhere.example.org", keys.keys, keys.active),
+        "another key": LogKeys.generate("audit.example.org"),
+        "another key, same id": LogKeys("audit.example.org", (replace(
+            LogKey.generate(), key_id=keys.active),), keys.active),
+    }[other]
     write_private(local.key_file, combined(ring, keys))
     write_private(local.log_key_path, encode_log_keys(theirs))
     before = local.key_file.read_bytes(), local.log_key_path.read_bytes()
@@ -250,6 +258,37 @@ def test_processes_starting_at_once_move_the_log_keys_once(local: Settings) -> N
     assert json.loads(local.key_file.read_bytes()) == json.loads(encode_ring(ring))
     assert same_keys(FileLogKeyProvider(local.log_key_path).load(), keys)
     assert sorted(os.listdir(local.key_file.parent)) == ["keys.json", "log-keys.json"]
+
+
+def test_a_rotation_during_a_move_is_not_undone(local: Settings,
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """One process is moving the log keys when another starts, moves (finding nothing left
+    to move once it may look) and saves a rotated ring: the first process's rewrite of the
+    key file must not bring back the ring from before the rotation. The second waits for
+    the first's lock; without it, it would finish inside the first's move and lose its KEK.
+    """
+    ring, keys = KeyRing.generate(), LogKeys.generate()
+    write_private(local.key_file, combined(ring, keys))
+    inside, saved = threading.Event(), threading.Event()
+    create = FileLogKeyProvider.create
+
+    def slow_create(self: FileLogKeyProvider, made: LogKeys) -> None:
+        create(self, made)
+        if threading.current_thread().name == "first":
+            inside.set()
+            saved.wait(timeout=1.0)  # the rotation cannot finish meanwhile: it waits
+
+    monkeypatch.setattr(FileLogKeyProvider, "create", slow_create)
+    first = threading.Thread(target=keystores.key_provider, args=(local,), name="first")
+    first.start()
+    assert inside.wait(timeout=30)
+    provider = keystores.key_provider(local)
+    rotated = provider.load().with_new_kek()
+    provider.save(rotated)
+    saved.set()
+    first.join()
+    assert FileKeyProvider(local.key_file).load().keks == rotated.keks
+    assert same_keys(FileLogKeyProvider(local.log_key_path).load(), keys)
 
 
 def test_saving_a_ring_over_a_file_that_still_holds_log_keys_is_refused(local: Settings
