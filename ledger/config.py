@@ -3,17 +3,19 @@
 The command line and the service look in this order, and the first that names a setting
 wins (docs/operations.md, "Configuration"):
 
-1. the environment: ``LEDGER_DATABASE_URL``, ``LEDGER_KEY_FILE`` (and every other
-   ``LEDGER_*`` variable);
+1. the environment: ``LEDGER_DATABASE_URL``, ``LEDGER_KEY_FILE``, ``LEDGER_LOG_KEY_FILE``
+   (and every other ``LEDGER_*`` variable);
 2. the file named by ``LEDGER_CONFIG``, else the first ``phi-ledger.toml`` found in the
    current directory or one of its parents (as git finds its repository);
-3. the defaults, ``./var/ledger.db`` and ``./var/keys.json`` under the current directory.
+3. the defaults, ``./var/ledger.db`` and ``./var/keys.json`` under the current directory
+   (and the log key file beside the key file, ``./var/log-keys.json``).
 
 In a ``phi-ledger.toml`` the keys are the variables' names without ``LEDGER_`` and in lower
-case (``database_url``, ``key_file``, ``log_format``, ...); a relative ``sqlite:///`` path or
-key file is taken relative to the file's own directory, so the answer does not depend on
-where the command runs. Every path is made absolute here, so the service's worker
-processes and the projector's helpers, which inherit the environment, agree with it.
+case (``database_url``, ``key_file``, ``log_key_file``, ``log_format``, ...); a relative
+``sqlite:///`` path, key file or log key file is taken relative to the file's own
+directory, so the answer does not depend on where the command runs. Every path is made
+absolute here, so the service's worker processes and the projector's helpers, which inherit
+the environment, agree with it.
 """
 
 from __future__ import annotations
@@ -102,8 +104,9 @@ def read_config(path: Path) -> dict[str, str]:
     base = path.parent
     if "LEDGER_DATABASE_URL" in values:
         values["LEDGER_DATABASE_URL"] = _absolute_url(values["LEDGER_DATABASE_URL"], base)
-    if "LEDGER_KEY_FILE" in values:
-        values["LEDGER_KEY_FILE"] = _absolute_path(values["LEDGER_KEY_FILE"], base)
+    for name in ("LEDGER_KEY_FILE", "LEDGER_LOG_KEY_FILE"):
+        if name in values:
+            values[name] = _absolute_path(values[name], base)
     return values
 
 
@@ -128,6 +131,10 @@ def discover(environ: Mapping[str, str], cwd: Path,
         values["LEDGER_KEY_FILE"] = _absolute_path(environ["LEDGER_KEY_FILE"], cwd)
     elif "LEDGER_KEY_FILE" not in values:
         values["LEDGER_KEY_FILE"] = _absolute_path(DEFAULT_KEY_FILE, cwd)
+    # No default here: the log key file's default is beside the key file (Settings), which
+    # is absolute by now.
+    if environ.get("LEDGER_LOG_KEY_FILE"):
+        values["LEDGER_LOG_KEY_FILE"] = _absolute_path(environ["LEDGER_LOG_KEY_FILE"], cwd)
     return Found(values=values, source=source, config_file=config, looked=tuple(looked))
 
 

@@ -17,7 +17,6 @@ import structlog
 from ledger.canonical import canonical
 from ledger.crypto.blind_index import blind_index
 from ledger.crypto.keyring import (
-    EnvKeyProvider,
     FileKeyProvider,
     KeyRing,
     KeyRingError,
@@ -25,6 +24,7 @@ from ledger.crypto.keyring import (
 )
 from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
+from ledger.keystores import key_provider
 from ledger.protect import patient_ref_of, protect, reveal, seal_patient_id
 from ledger.settings import Settings
 from ledger.store import LedgerStore
@@ -150,22 +150,22 @@ class EnvelopeProtection:
 
 
 def load_key_ring(settings: Settings, store: LedgerStore) -> KeyRing:
-    """The key ring from LEDGER_KEYS or LEDGER_KEY_FILE, checked against the database.
+    """The PHI key ring from LEDGER_KEYS or LEDGER_KEY_FILE, checked against the database.
 
     Creates the key file (0600) on first start, but never beside a database that already
     holds data keys: those were wrapped under some other ring, and new keys would only
     hide that the right file is missing."""
-    if settings.keys_json:
-        ring = EnvKeyProvider(settings.keys_json).load()
-    else:
-        provider = FileKeyProvider(settings.key_file)
+    provider = key_provider(settings)
+    if isinstance(provider, FileKeyProvider):
         if not settings.key_file.exists() and DataKeys(store, KeyRing.generate()).kek_usage():
             raise KeyRingError(
                 f"{settings.key_file}: does not exist, but the database holds data keys"
                 " wrapped under an existing key ring; point LEDGER_KEY_FILE at that ring"
                 " (refusing to create a new one)"
             )
-        ring = provider.load_or_create(settings.log_name)
+        ring = provider.load_or_create()
+    else:
+        ring = provider.load()
     source = "LEDGER_KEYS" if settings.keys_json else str(settings.key_file)
     try:
         DataKeys(store, ring).check_ring()
@@ -188,7 +188,8 @@ def child_environment(protection: object | None) -> dict[str, str]:
     """The environment a child process needs to open PHI as ``protection`` does: its
     key ring itself, not a path the child might resolve differently (settings given in
     code, a relative ``LEDGER_KEY_FILE`` and another working directory). A process's
-    environment is readable by its own user only, as the key file is."""
+    environment is readable by its own user only, as the key file is. The ring holds no
+    log signing key: a child that only reads PHI is given nothing that could sign."""
     if isinstance(protection, EnvelopeProtection):
         return {"LEDGER_KEYS": encode_ring(protection.ring).decode()}
     if isinstance(protection, Plaintext):

@@ -16,8 +16,13 @@ class Settings:
     """Everything the service can be told. Each field has a safe default.
 
     ``LEDGER_DATABASE_URL``  sqlite:///path (default ./var/ledger.db) or postgresql://...
-    ``LEDGER_KEY_FILE``      where keys live (created with mode 0600 when absent)
+    ``LEDGER_KEY_FILE``      where keys live (created with mode 0600 when absent): the PHI
+                             key ring (KEKs and the blind-index key)
     ``LEDGER_KEYS``          the key ring as JSON, instead of a file (for secret stores)
+    ``LEDGER_LOG_KEY_FILE``  where the transparency log's signing keys live (created with
+                             mode 0600 when absent; default beside the key file, named
+                             ``log-`` and the key file's name: ``./var/log-keys.json``)
+    ``LEDGER_LOG_KEYS``      the log's signing keys as JSON, instead of a file
     ``LEDGER_LOG_FORMAT``    ``json`` (default) or ``console``
     ``LEDGER_LOG_LEVEL``     ``info`` (default), ``debug``, ``warning``
     ``LEDGER_DEFAULT_LEDGER``  the ledger used until access control names one
@@ -54,6 +59,9 @@ class Settings:
     database_url: str = DEFAULT_DATABASE_URL
     key_file: Path = field(default_factory=lambda: Path(DEFAULT_KEY_FILE))
     keys_json: str | None = None
+    # The log's signing keys: a store apart from the PHI key ring (ledger.keystores).
+    log_key_file: Path | None = None
+    log_keys_json: str | None = None
     log_format: str = "json"
     log_level: str = "info"
     default_ledger: str = "default"
@@ -96,6 +104,8 @@ class Settings:
             database_url=env.get("LEDGER_DATABASE_URL") or DEFAULT_DATABASE_URL,
             key_file=Path(env.get("LEDGER_KEY_FILE") or DEFAULT_KEY_FILE),
             keys_json=env.get("LEDGER_KEYS") or None,
+            log_key_file=Path(v) if (v := env.get("LEDGER_LOG_KEY_FILE")) else None,
+            log_keys_json=env.get("LEDGER_LOG_KEYS") or None,
             log_format=(env.get("LEDGER_LOG_FORMAT") or "json").lower(),
             log_level=(env.get("LEDGER_LOG_LEVEL") or "info").lower(),
             default_ledger=env.get("LEDGER_DEFAULT_LEDGER") or "default",
@@ -127,6 +137,14 @@ class Settings:
             ready_max_lag=int(env.get("LEDGER_READY_MAX_LAG") or 100_000),
             ready_max_lag_seconds=float(env.get("LEDGER_READY_MAX_LAG_SECONDS") or 120),
         )
+
+    @property
+    def log_key_path(self) -> Path:
+        """The log key file: ``LEDGER_LOG_KEY_FILE``, else ``log-<key file name>`` beside
+        the key file (one per key file, so two rings in one folder do not share a log)."""
+        if self.log_key_file is not None:
+            return self.log_key_file
+        return self.key_file.with_name("log-" + self.key_file.name)
 
     @property
     def is_postgres(self) -> bool:

@@ -6,13 +6,14 @@ leaf hash). The store keeps the tree (``merkle_nodes``, grown in every append's
 transaction); this module reads it for proofs and roots, and signs checkpoints into the
 ``checkpoints`` table.
 
-Who the log is: one name for the whole service (``log_name`` in the key ring), and per
-ledger the origin ``<log name>/<ledger>``, which is also the name of the ledger's checkpoint
-key (C2SP: a key's name should be the origin). All ledgers share the ring's Ed25519 seeds;
-a key id covers the name, so each ledger has its own verifier key string.
+Who the log is: one name for the whole service (``log_name`` in the log key store,
+:mod:`ledger.crypto.log_keys`), and per ledger the origin ``<log name>/<ledger>``, which is
+also the name of the ledger's checkpoint key (C2SP: a key's name should be the origin). All
+ledgers share the store's Ed25519 seeds; a key id covers the name, so each ledger has its
+own verifier key string.
 
 The log never signs a checkpoint inconsistent with one it signed before: :meth:`sign`
-first opens the newest stored checkpoint with the ring's keys, recomputes the root of its
+first opens the newest stored checkpoint with the log's keys, recomputes the root of its
 size from the tree and checks a consistency proof to the new size, and refuses
 (:class:`CheckpointRefused`) when anything disagrees or the chain is shorter than a signed
 size.
@@ -27,13 +28,9 @@ from typing import Any
 import structlog
 
 from ledger.clock import Clock, utc_now
-from ledger.crypto.keyring import (
-    EnvKeyProvider,
-    FileKeyProvider,
-    KeyRing,
-    LogKey,
-)
+from ledger.crypto.log_keys import LogKey, LogKeys
 from ledger.entry import format_recorded_at
+from ledger.keystores import log_key_provider
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 from ledger.store.base import TreeIncomplete
@@ -57,11 +54,11 @@ log = structlog.get_logger(__name__)
 
 
 class LogIdentity:
-    """The log's name and checkpoint keys, as the key ring holds them.
+    """The log's name and checkpoint keys, as the log key store holds them.
 
     Guarantees: :meth:`signers` puts the active key first and includes every key that
     still has its seed (an old key co-signs until it is retired); :meth:`verifiers`
-    covers every key the ring ever held, retired ones included.
+    covers every key the store ever held, retired ones included.
     """
 
     def __init__(self, name: str, keys: Sequence[LogKey], active: str) -> None:
@@ -70,9 +67,8 @@ class LogIdentity:
         self.active = active
 
     @classmethod
-    def from_ring(cls, ring: KeyRing) -> LogIdentity:
-        assert ring.log_name is not None and ring.active_log_key is not None
-        return cls(ring.log_name, ring.log_keys, ring.active_log_key)
+    def from_keys(cls, keys: LogKeys) -> LogIdentity:
+        return cls(keys.name, keys.keys, keys.active)
 
     def origin(self, ledger: str) -> str:
         """The checkpoint origin, and key name, of ``ledger``: ``<log name>/<ledger>``."""
@@ -108,18 +104,14 @@ class LogIdentity:
 
 
 def load_log_identity(settings: Settings) -> LogIdentity:
-    """The log's identity from LEDGER_KEYS or LEDGER_KEY_FILE, adding a log key to a file
-    ring written before checkpoints existed (raises ``KeyRingError`` naming the source)."""
-    if settings.keys_json:
-        ring = EnvKeyProvider(settings.keys_json).ensure_log_key()
-    else:
-        provider = FileKeyProvider(settings.key_file)
-        provider.load_or_create(settings.log_name)
-        ring = provider.ensure_log_key(settings.log_name)
-    if settings.log_name and settings.log_name != ring.log_name:
-        log.warning("log.name_differs", configured=settings.log_name, used=ring.log_name,
-                    reason="a log's name is set once, in the key ring, and never changes")
-    return LogIdentity.from_ring(ring)
+    """The log's identity from its key store (:func:`ledger.keystores.log_key_provider`),
+    making the log key file on first start (raises ``KeyRingError`` naming the source)."""
+    keys = log_key_provider(settings).load_or_create(settings.log_name)
+    if settings.log_name and settings.log_name != keys.name:
+        log.warning("log.name_differs", configured=settings.log_name, used=keys.name,
+                    reason="a log's name is set once, in the log key store, and never"
+                           " changes")
+    return LogIdentity.from_keys(keys)
 
 
 class ProofRequestError(ValueError):

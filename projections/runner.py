@@ -424,8 +424,9 @@ class Projector:
         # the database URL goes by environment, never on a command line others can read.
         env = {**os.environ, "LEDGER_DATABASE_URL": self.store.database_url,
                PARENT_ENV: str(os.getpid())}
-        # The helpers open PHI exactly as this projector's views do (or not at all).
-        for name in ("LEDGER_KEYS", "LEDGER_UNSAFE_PLAINTEXT"):
+        # The helpers open PHI exactly as this projector's views do (or not at all), and
+        # never sign a checkpoint, so they are not handed the log's signing keys.
+        for name in ("LEDGER_KEYS", "LEDGER_LOG_KEYS", "LEDGER_UNSAFE_PLAINTEXT"):
             env.pop(name, None)
         for view in self.views:
             if isinstance(view, AlertsView):

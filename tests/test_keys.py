@@ -27,6 +27,7 @@ from api.app import build_services
 from api.workload import Workload
 from ledger.chain import Head
 from ledger.crypto.keyring import FileKeyProvider, KeyRing, encode_ring
+from ledger.crypto.log_keys import LogKeys, encode_log_keys
 from ledger.data_keys import DataKeys
 from ledger.protection import EnvelopeProtection, load_key_ring
 from ledger.settings import Settings
@@ -73,12 +74,13 @@ def post(settings: Settings, events: list[dict[str, Any]]) -> None:
 
 
 def key_strings(ring_json: bytes | str) -> list[str]:
-    """Every spelling of every key in a ring file that might leak: base64 (standard and
-    URL-safe, padded or not) and hex."""
+    """Every spelling of every secret key in a ring file or log key file that might leak:
+    base64 (standard and URL-safe, padded or not) and hex."""
     document = json.loads(ring_json)
     spellings = []
     log_seeds = [k["seed"] for k in document.get("log_keys", {}).values() if k["seed"]]
-    for value in [*document["keks"].values(), document["index_key"], *log_seeds]:
+    ring_keys = [*document.get("keks", {}).values(), *filter(None, [document.get("index_key")])]
+    for value in [*ring_keys, *log_seeds]:
         raw = base64.b64decode(value)
         b64 = base64.b64encode(raw).decode()
         url = base64.urlsafe_b64encode(raw).decode()
@@ -198,15 +200,22 @@ def test_key_file_is_created_0600_on_first_start_and_reused(key_settings: Settin
     assert stat.S_ISREG(info.st_mode)
     assert stat.S_IMODE(info.st_mode) == 0o600, oct(info.st_mode)
     content = key_settings.key_file.read_bytes()
-    assert set(json.loads(content)) == {"version", "active_kek", "keks", "index_key",
-                                        "log_name", "log_keys", "active_log_key"}
-    assert sorted(os.listdir(key_settings.key_file.parent)) == ["keys.json"]  # no temp files
+    # The PHI key ring alone: the log's signing keys are in a file of their own, beside it.
+    assert set(json.loads(content)) == {"version", "active_kek", "keks", "index_key"}
+    log_file = key_settings.key_file.with_name("log-keys.json")
+    log_info = log_file.stat()
+    assert stat.S_IMODE(log_info.st_mode) == 0o600, oct(log_info.st_mode)
+    log_content = log_file.read_bytes()
+    assert set(json.loads(log_content)) == {"version", "log_name", "log_keys", "active_log_key"}
+    # no temp files
+    assert sorted(os.listdir(key_settings.key_file.parent)) == ["keys.json", "log-keys.json"]
 
     post(key_settings, [second])  # a restart
     again = key_settings.key_file.stat()
     assert key_settings.key_file.read_bytes() == content
     assert (again.st_ino, stat.S_IMODE(again.st_mode)) == (info.st_ino, 0o600)
-    assert sorted(os.listdir(key_settings.key_file.parent)) == ["keys.json"]
+    assert (log_file.read_bytes(), log_file.stat().st_ino) == (log_content, log_info.st_ino)
+    assert sorted(os.listdir(key_settings.key_file.parent)) == ["keys.json", "log-keys.json"]
     # The same ring: the patient's data key from the first start still opens, and both
     # events are under it.
     assert reveal_all(key_settings) == [first, second]
@@ -395,8 +404,9 @@ def test_keys_never_appear_in_logs_errors_or_export(key_settings: Settings,
     key_settings.key_file.chmod(0o600)
     assert exposed.returncode == 2
 
-    # old and new KEKs, index key, log key
+    # old and new KEKs, index key; the log key
     secrets = key_strings(key_settings.key_file.read_bytes())
+    secrets += key_strings(key_settings.log_key_path.read_bytes())
     assert len(secrets) == 4 * 6
     outputs: list[str | bytes] = [
         demo.stdout, demo.stderr, server_log, export.stdout, export.stderr,
@@ -413,9 +423,11 @@ def test_keys_never_appear_in_logs_errors_or_export(key_settings: Settings,
 def test_keys_from_the_environment_work_and_cannot_be_rotated(key_settings: Settings) -> None:
     ring = KeyRing.generate()
     text = encode_ring(ring).decode()
+    log_text = encode_log_keys(LogKeys.generate()).decode()
     settings = Settings(database_url=key_settings.database_url,
-                        key_file=key_settings.key_file, keys_json=text)
-    env = cli_env(settings) | {"LEDGER_KEYS": text}
+                        key_file=key_settings.key_file, keys_json=text,
+                        log_keys_json=log_text)
+    env = cli_env(settings) | {"LEDGER_KEYS": text, "LEDGER_LOG_KEYS": log_text}
 
     demo = run(env, "demo", "--events", "200", "--seed", "3")
     assert demo.returncode == 0, demo.stderr
@@ -425,7 +437,7 @@ def test_keys_from_the_environment_work_and_cannot_be_rotated(key_settings: Sett
     assert status_lines(env) == [f"{ring.active_kek_id} (active): wraps {len(patients)} data keys"]
     assert reveal_all(settings) == events
 
-    secrets = key_strings(text)
+    secrets = key_strings(text) + key_strings(log_text)
     before = snapshot(settings)
     line = assert_refused(run(env, "keys", "rotate"), "keys rotate", names=["LEDGER_KEYS"],
                           secrets=secrets)

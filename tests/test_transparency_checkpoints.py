@@ -30,7 +30,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from ledger.admission import Pending
 from ledger.checkpointer import Checkpointer
-from ledger.crypto.keyring import FileKeyProvider, KeyRing, encode_ring
+from ledger.crypto.keyring import KeyRing, encode_ring
+from ledger.crypto.log_keys import FileLogKeyProvider
 from ledger.migrate import migrate
 from ledger.settings import Settings
 from ledger.store import ledger_id, open_store
@@ -303,21 +304,20 @@ def test_log_key_rotation_keeps_old_checkpoints_verifiable(settings: Settings) -
     assert open_checkpoint(first_note, verifier_from_key(first_key)).size == 5
     listing = cli(settings, "keys", "log-keys")
     assert listing.returncode == 0 and "retired" in listing.stdout
-    ring = json.loads(settings.key_file.read_text())
-    assert ring["log_keys"][old_id]["seed"] is None
+    stored = json.loads(settings.log_key_path.read_text())
+    assert stored["log_keys"][old_id]["seed"] is None
     assert not any(k["seed"] and k["seed"] in listing.stdout + rotated.stdout
-                   for k in ring["log_keys"].values())
+                   for k in stored["log_keys"].values())
 
 
 def test_a_ring_without_a_log_key_gets_exactly_one(settings: Settings) -> None:
     """A key file written before checkpoints existed: several processes starting at once
-    add one log key between them, and all sign with it."""
-    full = KeyRing.generate()
-    old = KeyRing(full.keks, full.active_kek_id, full.index_key)
+    make one log key file with one key between them, all sign with it, and the key file
+    is left as it was."""
+    old = encode_ring(KeyRing.generate())
     settings.key_file.parent.mkdir(parents=True, exist_ok=True)
-    settings.key_file.write_bytes(encode_ring(old))
+    settings.key_file.write_bytes(old)
     settings.key_file.chmod(0o600)
-    assert "log_keys" not in json.loads(settings.key_file.read_text())
     identities: list[Any] = []
     threads = [threading.Thread(target=lambda: identities.append(load_log_identity(settings)))
                for _ in range(6)]
@@ -325,8 +325,8 @@ def test_a_ring_without_a_log_key_gets_exactly_one(settings: Settings) -> None:
         t.start()
     for t in threads:
         t.join()
-    ring = FileKeyProvider(settings.key_file).load()
-    assert len(ring.log_keys) == 1 and (ring.keks, ring.index_key) == (old.keks, old.index_key)
+    assert settings.key_file.read_bytes() == old
+    assert len(FileLogKeyProvider(settings.log_key_path).load().keys) == 1
     assert {i.verifier_key(LEDGER) for i in identities} == {
         load_log_identity(settings).verifier_key(LEDGER)}
 
@@ -365,9 +365,9 @@ def test_the_service_alerts_on_a_refusal(signed: Settings) -> None:
 def test_serve_refuses_a_key_ring_from_the_environment_without_a_log_key(
     settings: Settings,
 ) -> None:
-    """LEDGER_KEYS cannot be given a log key in place: one line says what to do."""
-    full = KeyRing.generate()
-    old = encode_ring(KeyRing(full.keks, full.active_kek_id, full.index_key)).decode()
+    """LEDGER_KEYS without log keys, and neither LEDGER_LOG_KEYS nor LEDGER_LOG_KEY_FILE:
+    no log key is made where nothing lasts; one line says what to do."""
+    old = encode_ring(KeyRing.generate()).decode()
     env = {k: v for k, v in os.environ.items() if not k.startswith("LEDGER_")}
     env |= {"LEDGER_DATABASE_URL": settings.database_url, "LEDGER_KEYS": old}
     result = subprocess.run([sys.executable, "-m", "api.cli", "serve", "--port", "9"],

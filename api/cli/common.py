@@ -45,9 +45,14 @@ def protected_store(settings: Settings) -> tuple[Any, Any]:
 
 
 def key_provider(settings: Settings) -> Any:
-    """Where the key ring is kept: LEDGER_KEYS, else the key file."""
-    from ledger.crypto.keyring import EnvKeyProvider, FileKeyProvider
+    """Where the PHI key ring is kept: LEDGER_KEYS, else the key file."""
+    from ledger.keystores import key_provider as provider
 
-    if settings.keys_json:
-        return EnvKeyProvider(settings.keys_json)
-    return FileKeyProvider(settings.key_file)
+    return provider(settings)
+
+
+def log_key_provider(settings: Settings) -> Any:
+    """Where the log's signing keys are kept: LEDGER_LOG_KEYS, else the log key file."""
+    from ledger.keystores import log_key_provider as provider
+
+    return provider(settings)

@@ -4,7 +4,6 @@ log-key commands under ``keys``. Registered on the ``phi-ledger`` app by :func:`
 
 from __future__ import annotations
 
-import os
 import socket
 import time
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
-from api.cli.common import fail, key_provider, load_settings, protected_store
+from api.cli.common import fail, load_settings, log_key_provider, protected_store
 
 KeyOption = Annotated[str, typer.Option(
     "--key", help="The log's verifier key (GET /v1/checkpoints/key): name+id+base64.")]
@@ -85,20 +84,14 @@ def verify_proof(
 # -- witness --------------------------------------------------------------------------------
 
 
-def _write_private(path: Path, text: str, mode: int = 0o600) -> None:
-    """Write ``text`` to ``path`` atomically (a temporary file renamed over it)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    temp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+def _write(path: Path, text: str, what: str, mode: int = 0o600) -> None:
+    """Replace ``path`` with ``text`` atomically and durably (as the key files are)."""
+    from ledger.crypto.keyfile import KeyRingError, replace_private
+
     try:
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            os.fchmod(handle.fileno(), mode)
-            handle.write(text)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp, path)
-    finally:
-        temp.unlink(missing_ok=True)
+        replace_private(path, text.encode("utf-8"), what, mode)
+    except KeyRingError as error:
+        raise fail(str(error)) from None
 
 
 def _cosigner(path: Path, name: str | None) -> Any:
@@ -115,7 +108,7 @@ def _cosigner(path: Path, name: str | None) -> Any:
             raise fail(f"witness key {path}: not a cosignature/v1 (type 0x04) key")
         return signer
     signer = Cosigner.generate(name or f"witness.{socket.gethostname()}")
-    _write_private(path, signer.key_string + "\n")
+    _write(path, signer.key_string + "\n", f"witness key {path}")
     from api.cli.common import err
 
     err.print(f"witness key created in {path}; its verifier key:", highlight=False)
@@ -166,7 +159,7 @@ def _witness_once(client: Any, log: Any, cosigner: Any, state: Path) -> str:
     except WitnessRefused as error:
         typer.echo(f"REFUSED: {error}", err=True)
         raise typer.Exit(1) from None
-    _write_private(state, accepted.note, 0o644)
+    _write(state, accepted.note, f"witness state {state}", 0o644)
     return accepted.note
 
 
@@ -301,16 +294,19 @@ def log_keys(
 ) -> None:
     """The log's checkpoint keys: id, state and verifier key (no secret is shown)."""
     from ledger.crypto.keyring import KeyRingError
+    from ledger.crypto.log_keys import FileLogKeyProvider
     from ledger.tlog import LogIdentity
 
     settings = load_settings()
     try:
-        ring = key_provider(settings).load()
+        provider = log_key_provider(settings)
+        if isinstance(provider, FileLogKeyProvider) and not provider.path.exists():
+            raise fail(f"the log key file {provider.path} does not exist yet: it is made on"
+                       " the next start")
+        keys = provider.load()
     except KeyRingError as error:
         raise fail(str(error)) from None
-    if not ring.log_keys:
-        raise fail("the key ring holds no log key yet: it is added on the next start")
-    identity = LogIdentity.from_ring(ring)
+    identity = LogIdentity.from_keys(keys)
     for key in identity.published(ledger or settings.default_ledger):
         state = "active" if key["active"] else ("co-signing" if key["signing"] else "retired")
         typer.echo(f"{key['id']} ({state}, created {key['created_at']}): {key['key']}")
@@ -321,31 +317,36 @@ def rotate_log_key() -> None:
     retired, so verifiers and witnesses that know only them keep working; restart the
     service to sign with the new key, move verifiers to it, then `keys retire-log-key`."""
     from ledger.crypto.keyring import KeyRingError
+    from ledger.crypto.log_keys import FileLogKeyProvider
     from ledger.tlog import LogIdentity
 
     settings = load_settings()
-    provider = key_provider(settings)
     try:
-        ring = provider.load().with_new_log_key(settings.log_name)
-        provider.save(ring)
+        provider = log_key_provider(settings)
+        if isinstance(provider, FileLogKeyProvider) and not provider.path.exists():
+            # No log key yet: making the first one is the rotation (and it alone signs).
+            keys = provider.load_or_create(settings.log_name)
+        else:
+            keys = provider.load().with_new_key()
+            provider.save(keys)
     except KeyRingError as error:
         raise fail(str(error)) from None
-    identity = LogIdentity.from_ring(ring)
-    typer.echo(f"active log key {ring.active_log_key}; its verifier key for ledger"
+    identity = LogIdentity.from_keys(keys)
+    typer.echo(f"active log key {keys.active}; its verifier key for ledger"
                f" '{settings.default_ledger}':")
     typer.echo(identity.verifier_key(settings.default_ledger))
 
 
 def retire_log_key(key_id: Annotated[str, typer.Argument(help="The log key to retire.")]
                    ) -> None:
-    """Stop signing with an old checkpoint key: its seed leaves the ring, its public key
-    stays published so the checkpoints it signed still verify."""
+    """Stop signing with an old checkpoint key: its seed leaves the log key store, its
+    public key stays published so the checkpoints it signed still verify."""
     from ledger.crypto.keyring import KeyRingError
 
     settings = load_settings()
-    provider = key_provider(settings)
     try:
-        provider.save(provider.load().with_log_key_retired(key_id))
+        provider = log_key_provider(settings)
+        provider.save(provider.load().with_key_retired(key_id))
     except KeyRingError as error:
         raise fail(str(error)) from None
     typer.echo(f"retired log key {key_id}; restart the service")

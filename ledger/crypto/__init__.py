@@ -1,8 +1,11 @@
-"""Cryptography for PHI at rest: envelope encryption, blind indexes and the key ring.
+"""Cryptography for PHI at rest, and the key stores: envelope encryption, blind indexes,
+the PHI key ring and the transparency log's signing keys.
 
 :mod:`ledger.crypto.envelope` and :mod:`ledger.crypto.blind_index` are pure; nonces are
-chosen inside them and never by callers. :mod:`ledger.crypto.keyring` is the shell that
-reads and writes keys (a 0600 file or an environment variable).
+chosen inside them and never by callers. :mod:`ledger.crypto.keyring` (KEKs and the index
+key) and :mod:`ledger.crypto.log_keys` (the log's Ed25519 checkpoint keys) are the shells
+that read and write the two key stores, each in its own 0600 file or environment variable;
+:mod:`ledger.crypto.keyfile` is the private-file writing they share.
 """
 
 from ledger.crypto.blind_index import blind_index
@@ -24,15 +27,27 @@ from ledger.crypto.keyring import (
     KeyRing,
     KeyRingError,
 )
+from ledger.crypto.log_keys import (
+    EnvLogKeyProvider,
+    FileLogKeyProvider,
+    LogKey,
+    LogKeyProvider,
+    LogKeys,
+)
 
 __all__ = [
     "DataKey",
     "EnvKeyProvider",
+    "EnvLogKeyProvider",
     "EnvelopeError",
     "FileKeyProvider",
+    "FileLogKeyProvider",
     "KeyProvider",
     "KeyRing",
     "KeyRingError",
+    "LogKey",
+    "LogKeyProvider",
+    "LogKeys",
     "blind_index",
     "dek_aad",
     "field_aad",
