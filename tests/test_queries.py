@@ -32,18 +32,19 @@ from tests.support import fresh_postgres
 
 L, OTHER, BUSY = "clinic-a", "clinic-b", "clinic-busy"
 U1, U2 = "agent-1", "agent-2"
-P1, P2, P3 = "ref-p1", "ref-p2", "ref-p3"
+P1, P2, P3, P4 = "ref-p1", "ref-p2", "ref-p3", "ref-p4"
 
 # (seq, occurred_at, actor, patient, action, outcome) of ledger L. Seqs 2 and 3 share
 # their instant; seq 4 happened before seq 1; seq 7 is the evening of the 26th in New York
-# (the 27th in UTC), seq 8 the small hours of the 27th in Athens (the 26th in UTC).
+# (the 27th in UTC), seq 8 the small hours of the 27th in Athens (the 26th in UTC); seq 6
+# failed, on a patient no other entry touches.
 ENTRIES: list[tuple[int, str, str, str | None, str, str]] = [
     (1, "2026-11-26T09:00:00Z", U1, P1, "view", "success"),
     (2, "2026-11-26T10:00:00Z", U1, P2, "create", "success"),
     (3, "2026-11-26T10:00:00Z", U1, P1, "update", "success"),
     (4, "2026-11-26T08:00:00Z", U2, P1, "view", "success"),
     (5, "2026-11-25T11:00:00Z", U1, None, "login", "success"),
-    (6, "2026-11-26T12:00:00Z", U1, P1, "view", "failure"),
+    (6, "2026-11-26T12:00:00Z", U1, P4, "view", "failure"),
     (7, "2026-11-26T23:30:00-05:00", U1, P3, "view", "success"),
     (8, "2026-11-27T01:00:00+02:00", U1, P2, "view", "success"),
     (9, "2026-11-28T09:00:00Z", U1, None, "view", "success"),
@@ -180,10 +181,10 @@ def page(filled: Filled, where: AccessFilter, *, after: Position | None = None,
 
 def test_a_history_is_ordered_by_time_then_seq(filled: Filled) -> None:
     # seq 4 happened first; 2 and 3 tie on their instant; 7 is later in UTC than 8
-    assert page(filled, AccessFilter(patient_ref=P1)) == [4, 1, 3, 6]
+    assert page(filled, AccessFilter(patient_ref=P1)) == [4, 1, 3]
     assert page(filled, AccessFilter(actor_id=U1)) == [5, 1, 2, 3, 6, 8, 7, 9]
     assert page(filled, AccessFilter(actor_id=U1), order="desc") == [9, 7, 8, 6, 3, 2, 1, 5]
-    assert page(filled, AccessFilter(patient_ref=P1, actor_id=U1)) == [1, 3, 6]
+    assert page(filled, AccessFilter(patient_ref=P1, actor_id=U1)) == [1, 3]
     assert page(filled, AccessFilter()) == [5, 4, 1, 2, 3, 6, 8, 7, 9]
 
 
@@ -288,9 +289,9 @@ def test_daily_patients_count_distinct_patients_of_successes_by_local_day(
     q = filled.queries
     everything = ("view", "create", "update", "login")
     week = ("2026-11-20T00:00:00Z", "2026-12-01T00:00:00Z")
-    # the 26th: P1 (seqs 1, 3), P2 (2), P3 (7, the 27th in UTC); the failure (6) not
-    # counted; the 27th: P2 (8, the 26th in UTC); the 25th and the 28th hold entries
-    # without a patient only, so they are not days with patients
+    # the 26th: P1 (seqs 1, 3), P2 (2), P3 (7, the 27th in UTC), and not P4, whose only
+    # entry (6) failed; the 27th: P2 (8, the 26th in UTC); the 25th and the 28th hold
+    # entries without a patient only, so they are not days with patients
     assert q.daily_patients(L, U1, everything, *week) == {"2026-11-26": 3, "2026-11-27": 1}
     assert q.daily_patients(L, U1, ("create",), *week) == {"2026-11-26": 1}
     assert q.daily_patients(L, U2, everything, *week) == {"2026-11-26": 1}
