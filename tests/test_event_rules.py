@@ -331,3 +331,17 @@ def test_alike_never_calls_an_event_it_cannot_measure_too_large() -> None:
     wrong_type = [("events[0].patient.id", "Input should be a valid string")]
     assert _refused(validate_alike, events) == wrong_type
     assert _refused(validate_batch, events) == wrong_type
+
+
+class _Name(str):
+    """A str subclass: what a Python caller's own string type might be."""
+
+
+def test_a_value_no_field_rule_names_but_json_cannot_encode_is_refused() -> None:
+    """Every field rule passes a ``data`` key of a str subclass, but the encoder takes only
+    ``str`` itself as a key: the event cannot be hashed, so it is refused for that, at the
+    event (not called too large, and never accepted)."""
+    event = make_event(action="create", data={_Name("note"): 1})
+    assert check_event(event) == [("(event)", "holds a value canonical JSON cannot encode")]
+    assert _refused(validate_batch, [make_event(), event]) == [
+        ("events[1]", "holds a value canonical JSON cannot encode")]
