@@ -157,7 +157,8 @@ def _record_data(data: Any) -> dict[str, Any] | None:
     if len(data) > 256:
         problems.append(("data", "must hold at most 256 fields"))
     for key, value in data.items():
-        if not FIELD_NAME.fullmatch(key):
+        # a Python caller's dict may have keys JSON cannot (an int): a problem, not a crash
+        if not (isinstance(key, str) and FIELD_NAME.fullmatch(key)):
             problems.append(("data", "field names must match [A-Za-z][A-Za-z0-9_.-]{0,63}"))
             continue
         ok = _is_scalar(value) or (
@@ -309,8 +310,11 @@ def _problems(
         if isinstance(ctx_error, FieldProblems):
             problems.extend((_join(prefix, f), m) for f, m in ctx_error.problems)
             continue
-        loc = tuple(p for p in item["loc"] if not (isinstance(p, str) and "[" in p))
-        if item["type"] == "extra_forbidden" and loc:
+        # Taken whole: the schema has no unions (an optional field is a nullable schema),
+        # so pydantic adds no tags to the path, and the last part of an unknown member's
+        # path is the posted name, whatever characters it holds.
+        loc = item["loc"]
+        if item["type"] == "extra_forbidden":
             # The unknown name itself may be PHI ("SSN 123-45-6789"): name its object
             # and its position among the object's members, never the name.
             problems.append((_join(prefix, _path(loc[:-1])),
@@ -433,7 +437,7 @@ def validate_batch(events: Any, sizes: list[int | None] | None = None) -> list[d
 
 
 def validate_alike(
-    events: list[dict[str, Any]], sizes: list[int] | None = None
+    events: list[dict[str, Any]], sizes: list[int | None] | None = None
 ) -> list[dict[str, Any]]:
     """Validate events made alike: each a copy of ``events[0]`` but for its
     ``event_id`` and ``patient`` (the service's own records of a read, one per patient a
@@ -441,17 +445,21 @@ def validate_alike(
     an event; each event's id and patient by the same rules. A page's ~31 reads then cost
     one event's validation and thirty id checks, not thirty-one events' (about a sixth of
     the CPU of recording them, in one process). ``sizes`` are the events' canonical
-    lengths, when the caller has them. Raises :class:`EventRejected` naming
+    lengths, when the caller has them (else each event is measured here, as
+    :func:`validate_batch` measures it). Raises :class:`EventRejected` naming
     ``events[i].field``; a bad shared field is named once, at ``events[0]``."""
     _check_batch_size(events)
+    if sizes is None:
+        sizes = [encoded_size(event) for event in events]
     # What the events share, checked whole once (with a stand-in patient, so that a bad
     # patient of the first does not hide the rules between the shared fields).
     shared = {**events[0], "patient": {"id": "-"}}
-    problems = check_event(shared, "events[0]", sizes[0] if sizes else None)
+    problems = check_event(shared, "events[0]", sizes[0])
     seen = {events[0].get("event_id")}
     for i, event in enumerate(events):
         if i:
-            if sizes and sizes[i] > MAX_EVENT_BYTES:
+            size = sizes[i]
+            if size is not None and size > MAX_EVENT_BYTES:
                 problems.append((f"events[{i}]", f"is larger than {MAX_EVENT_BYTES} bytes"))
             event_id = event.get("event_id")
             if not isinstance(event_id, str) or not CANONICAL_UUID.fullmatch(event_id):
