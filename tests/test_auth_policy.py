@@ -201,3 +201,14 @@ def test_the_openapi_schema_documents_the_policy(client: TestClient) -> None:
     assert "`verifier`" in audit["description"] and "`ingest`" not in audit["description"]
     assert schema["paths"]["/healthz"]["get"]["security"] == []
     assert schema["paths"]["/v1/auth/login"]["post"]["security"] == []
+
+
+def test_a_rule_allows_exactly_the_roles_named_and_counts_against_its_limit() -> None:
+    # RULES is built at import; asking the builder directly lets mutation testing (which
+    # activates a mutant only after the import) see each of its mutants.
+    from api.auth.caller import AUDITOR, INVESTIGATOR
+    from api.auth.policy import Limit, Rule, _allow
+
+    assert _allow(AUDITOR, INVESTIGATOR) == Rule(frozenset({AUDITOR, INVESTIGATOR}), Limit.READ)
+    assert _allow(AUDITOR, limit=Limit.ADMIN) == Rule(frozenset({AUDITOR}), Limit.ADMIN)
+    assert not _allow(AUDITOR).public
