@@ -82,6 +82,7 @@ def owner_app(access: Access) -> FastAPI:
         router.add_api_route(path, _never_called, methods=methods)
     app = FastAPI()
     app.include_router(router)
+    app.host("other.example", FastAPI())  # a route without a path, matched last
     app.state.services = SimpleNamespace(access=access)
     return app
 
@@ -301,6 +302,11 @@ def test_a_route_without_a_rule_is_forbidden_to_everyone(
     assert not guarded.recorder.scopes
 
 
+def test_a_route_without_a_path_has_no_rule(guarded: Guarded) -> None:
+    r = guarded("GET", "/anything", headers=((b"host", b"other.example"),))
+    assert (r.status, r.error["message"]) == (403, "no access rule covers this route")
+
+
 def test_what_no_route_takes_is_left_to_the_framework(guarded: Guarded) -> None:
     """404 and 405 are the router's answers: the request goes on, unjudged."""
     for method, path in (("GET", "/nowhere"), ("POST", "/unruled")):
@@ -408,6 +414,7 @@ def test_under_a_root_path_routes_match_the_rest_of_the_path(guarded: Guarded) -
 @pytest.mark.parametrize(("header", "credential"), [
     (b"Bearer  pk_abc", "pk_abc"),  # the credential starts after the first space
     (b"Bearer x", "x"),
+    (b"Bearer    ", None),  # spaces are no credential
     (b"Bearer " + b"a" * 512, "a" * 512),
     (b"Bearer " + b"a" * 513, None),
     (b"Bearer p\xc3\xa9", None),
@@ -440,10 +447,10 @@ def headers_of(scheme: str = "http", headers: list[tuple[bytes, bytes]] | None =
         if headers is not None:
             start["headers"] = headers
         await send(start)
-        await send({"type": "http.response.body", "body": b"ok"})
+        await send({"type": "http.response.body", "body": scope["scheme"].encode()})
 
     sent = call(SecurityHeaders(inner), {"type": "http", "scheme": scheme})
-    assert sent[1] == {"type": "http.response.body", "body": b"ok"}
+    assert sent[1] == {"type": "http.response.body", "body": scheme.encode()}
     found: list[tuple[bytes, bytes]] = sent[0]["headers"]
     return found
 

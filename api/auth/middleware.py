@@ -140,7 +140,8 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # the access log names the template even when refused
-        template = getattr(route, "path", "")
+        # A route without a path (a Host) has the template "": no rule, so refused.
+        template = getattr(route, "path", None) or ""
         cache_key = (scope["method"], template)
         if cache_key in self._rule_cache:
             rule = self._rule_cache[cache_key]
