@@ -58,6 +58,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/mount/{}"): PUBLIC,
     ("GET", "/{}/things"): AUDITORS,
     ("GET", "/mount/mount/things"): AUDITORS,
+    ("GET", ""): AUDITORS,  # a route without a path: the Host below
     # GET /unruled: deliberately none
 }
 
@@ -302,9 +303,13 @@ def test_a_route_without_a_rule_is_forbidden_to_everyone(
     assert not guarded.recorder.scopes
 
 
-def test_a_route_without_a_path_has_no_rule(guarded: Guarded) -> None:
-    r = guarded("GET", "/anything", headers=((b"host", b"other.example"),))
-    assert (r.status, r.error["message"]) == (403, "no access rule covers this route")
+def test_a_route_without_a_path_has_the_rule_of_the_empty_template(guarded: Guarded) -> None:
+    host = ((b"host", b"other.example"),)
+    r = guarded("GET", "/anything", headers=host)
+    assert (r.status, r.error["code"]) == (401, "unauthenticated")
+    assert r.scope["route"].path is None
+    # a route with a path, before the host in route order, still comes first
+    assert guarded("GET", "/open", headers=host).reached
 
 
 def test_what_no_route_takes_is_left_to_the_framework(guarded: Guarded) -> None:

@@ -140,7 +140,7 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # the access log names the template even when refused
-        # A route without a path (a Host) has the template "": no rule, so refused.
+        # A route without a path (a Host) has the template "" (RULES has no rule for it).
         template = getattr(route, "path", None) or ""
         cache_key = (scope["method"], template)
         if cache_key in self._rule_cache:
