@@ -21,7 +21,6 @@ from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.auth.access import Access
-from api.auth.caller import Caller
 from api.auth.limits import retry_after
 from api.auth.policy import RULES, Rule, decide, rule_for
 from api.errors import error_response
@@ -52,16 +51,12 @@ def client_address(scope: Scope) -> str:
 
 
 def requested_ledgers(scope: Scope) -> list[str]:
+    """Every ``ledger`` query parameter, as the framework will read them: its name may be
+    percent-encoded (``%6Cedger``) and a blank value is a value."""
     query = scope.get("query_string", b"")
-    if not query or b"ledger" not in query:
+    if not query or (b"ledger" not in query and b"%" not in query):
         return []
-    return parse_qs(query.decode("latin-1")).get("ledger", [])
-
-
-def caller_of(scope: Scope) -> Caller | None:
-    """The caller AccessControl put in the request's state, if any."""
-    state = scope.get("state")
-    return state.get("caller") if isinstance(state, dict) else None
+    return parse_qs(query.decode("latin-1"), keep_blank_values=True).get("ledger", [])
 
 
 def flat_routes(app: FastAPI) -> list[Any]:
@@ -73,6 +68,11 @@ def flat_routes(app: FastAPI) -> list[Any]:
     except ImportError:  # an older FastAPI: included routes are copied in flat
         return list(app.router.routes)
     return list(iter_route_contexts(app.router.routes))
+
+
+def _may_match(route: Any, path: str) -> bool:
+    regex = getattr(route, "path_regex", None)
+    return regex is None or regex.match(path) is not None
 
 
 class RouteTable:
@@ -91,16 +91,19 @@ class RouteTable:
             for route in routes:
                 path = getattr(route, "path", None) or ""
                 if "{" not in path:
-                    self._exact.setdefault(path, []).append(route)
+                    # Not the static routes alone: every route that can match this path,
+                    # in order, as an earlier template (/things/{id} before /things/all)
+                    # wins in the router too.
+                    self._exact[path] = [r for r in routes if _may_match(r, path)]
             self._routes = routes
         return self._routes
 
     def find(self, scope: Scope) -> Any | None:
         routes = self._load()
-        # The hot paths (ingest) are static: try routes of exactly this path first (the
-        # same answer as the full walk: a static path matches only its own template,
-        # and the first full match in route order wins either way).
-        candidates = self._exact.get(scope.get("path", ""))
+        # The hot paths (ingest) are static: try only the routes that can match exactly
+        # this path, in route order (the same answer as the full walk). Routes match the
+        # path less the server's root path: with one, the full walk.
+        candidates = None if scope.get("root_path") else self._exact.get(scope["path"])
         for group in (candidates or (), routes):
             for route in group:
                 match, _ = route.matches(scope)
@@ -137,7 +140,8 @@ class AccessControl:
             await self.app(scope, receive, send)
             return
         scope["route"] = route  # the access log names the template even when refused
-        template = getattr(route, "path", "")
+        # A route without a path (a Host) has the template "" (RULES has no rule for it).
+        template = getattr(route, "path", None) or ""
         cache_key = (scope["method"], template)
         if cache_key in self._rule_cache:
             rule = self._rule_cache[cache_key]
