@@ -30,7 +30,7 @@ from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, sy
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
 from api.syslog.intake import Sender, map_message
-from api.syslog.listener import resolver, server_context, start
+from api.syslog.listener import SenderCheck, resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
 from ledger.settings import Settings
@@ -144,9 +144,10 @@ def _events(svc: Services) -> list[dict[str, Any]]:
     return svc.protection.reveal_many("default", [e.event for e in entries])
 
 
-def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) -> None:
-    svc.access.identities.issue_key("default", list(roles), name=name,
-                                    actor=Actor("test"), record=False)
+def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) -> str:
+    """A sender identity; its key's id."""
+    return svc.access.identities.issue_key("default", list(roles), name=name,
+                                           actor=Actor("test"), record=False).key_id
 
 
 async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -411,3 +412,71 @@ def test_an_emergency_override_without_a_patient_stays_a_security_alert() -> Non
     assert (event["action"], event["purpose"]) == ("security_alert", "ETREAT")
     update = msgs.emergency_override().replace(b'EventActionCode="E"', b'EventActionCode="U"')
     assert atna.to_event(update, event_id=EVENT_ID)["action"] == "update"
+
+
+def test_a_revoked_sender_is_refused_at_connection_and_mid_stream(
+        svc: Services, tmp_path: Path) -> None:
+    """Revoking a sender's keys (``phi-ledger admin revoke-key``) revokes its
+    certificate's access: an open connection is closed before its next message is
+    taken, a new one is refused, a listed UDP address is refused."""
+    pki = Pki(tmp_path)
+    key = _identity(svc, "atna-sender")
+    intake = intake_of(svc)
+    port, udp_port = _port(), _port()
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca),
+                                udp=f"127.0.0.1:{udp_port}",
+                                udp_senders={"127.0.0.1": "atna-sender"}, recheck=0)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+            writer.write(frame(syslog_message(msgs.login())))
+            await writer.drain()
+            await _until(lambda: intake.stats.accepted == 1)
+            await asyncio.to_thread(svc.access.identities.revoke, key, actor=Actor("test"))
+            writer.write(frame(syslog_message(msgs.logout())))
+            await writer.drain()
+            assert await reader.read() == b""  # closed by the listener
+            writer.close()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+            writer.write(frame(syslog_message(msgs.logout())))
+            await writer.drain()
+            assert await reader.read() == b""
+            writer.close()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(syslog_message(msgs.logout()), ("127.0.0.1", udp_port))
+            await _until(lambda: intake.stats.refused_senders >= 3)
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert intake.stats.refused_senders == 3
+    # the login, then the service's own record of the revocation; no logout
+    assert [e["action"] for e in _events(svc)] == ["login", "key_revoked"]
+    assert intake.dead_letters.letters() == []
+
+
+def test_a_sender_is_looked_up_again_once_its_check_is_older_than_the_interval() -> None:
+    sender = Sender("app-1", "default")
+    standing: list[Sender | None] = [sender]
+    looked: list[str] = []
+    now = [100.0]
+
+    def resolve(name: str) -> Sender | None:
+        looked.append(name)
+        return standing[0]
+
+    check = SenderCheck(resolve, "atna-sender", sender, 2.0, clock=lambda: now[0])
+    assert asyncio.run(check.still()) == sender and looked == []  # trusted for 2 s
+    now[0] += 1.999
+    standing[0] = None
+    assert asyncio.run(check.still()) == sender and looked == []
+    now[0] += 0.001
+    assert asyncio.run(check.still()) is None and looked == ["atna-sender"]
+    standing[0] = Sender("app-2", "default")  # the name now belongs to another identity
+    assert asyncio.run(check.still()) is None
+    standing[0] = sender
+    assert asyncio.run(check.still()) == sender and len(looked) == 3
