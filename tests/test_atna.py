@@ -26,7 +26,14 @@ from api.formats import atna
 from api.formats.fhir_audit import FormatRejected, to_audit_event
 from api.formats.fhir_audit import to_event as fhir_to_event
 from api.formats.fhir_validation import rendered_is_valid
-from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
+from api.formats.syslog import (
+    MAX_FRAME,
+    FrameError,
+    OctetFramer,
+    frame,
+    parse_message,
+    syslog_message,
+)
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
 from api.syslog.intake import Sender, map_message
@@ -156,6 +163,15 @@ async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
         while not check():
             await asyncio.sleep(0.01)
     await asyncio.wait_for(loop(), timeout)
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the listener closes the connection (False when it keeps it open: a
+    connection it should have closed would otherwise hang the test)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10) == b""
+    except TimeoutError:
+        return False
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -438,13 +454,13 @@ def test_a_revoked_sender_is_refused_at_connection_and_mid_stream(
             await asyncio.to_thread(svc.access.identities.revoke, key, actor=Actor("test"))
             writer.write(frame(syslog_message(msgs.logout())))
             await writer.drain()
-            assert await reader.read() == b""  # closed by the listener
+            assert await _closed(reader)  # closed by the listener
             writer.close()
             reader, writer = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
             writer.write(frame(syslog_message(msgs.logout())))
             await writer.drain()
-            assert await reader.read() == b""
+            assert await _closed(reader)
             writer.close()
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
                 s.sendto(syslog_message(msgs.logout()), ("127.0.0.1", udp_port))
@@ -480,3 +496,44 @@ def test_a_sender_is_looked_up_again_once_its_check_is_older_than_the_interval()
     assert asyncio.run(check.still()) is None
     standing[0] = sender
     assert asyncio.run(check.still()) == sender and len(looked) == 3
+
+
+def _sized(size: int) -> bytes:
+    """A login message of exactly ``size`` bytes (padded with XML whitespace)."""
+    short = syslog_message(msgs.login())
+    padded = syslog_message(msgs.login().replace(
+        b"</AuditMessage>", b" " * (size - len(short)) + b"</AuditMessage>"))
+    assert len(padded) == size
+    return padded
+
+
+def test_a_frame_of_64_kib_is_taken_and_one_byte_more_is_refused(
+        svc: Services, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    _identity(svc, "atna-sender")
+    intake = intake_of(svc)
+    port = _port()
+    largest, over = _sized(MAX_FRAME), _sized(MAX_FRAME + 1)
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca))
+        try:
+            for message in (largest, over):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+                writer.write(frame(message))
+                await writer.drain()
+                if message is largest:
+                    await _until(lambda: intake.stats.accepted == 1)
+                else:
+                    assert await _closed(reader)  # the stream is refused
+                writer.close()
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert [e["action"] for e in _events(svc)] == ["login"]
+    (entry,) = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10)]
+    assert entry.members["received"]["sha256"] == hashlib.sha256(largest).hexdigest()
+    assert intake.dead_letters.letters() == []
