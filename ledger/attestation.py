@@ -11,7 +11,6 @@ own* into every entry it appends (beside ``ledger``, ``seq``, ``recorded_at``,
   ``{"identity": "phi-ledger", "credential": null}`` -- no client identity can have that
   id (identity ids are ``<kind>-<hex>``), and no client event may claim the service's
   ``source.system`` (see :func:`reserved_source`).
-
 - ``received``: ``{"format": <name>, "sha256": <hex>}`` (and ``"entry": <index>`` for a
   resource inside a FHIR Bundle) on entries made from a standard-format message: the
   SHA-256 of the exact bytes the service received (the request body; the syslog message),
@@ -21,9 +20,11 @@ own* into every entry it appends (beside ``ledger``, ``seq``, ``recorded_at``,
 One path carries these members from the authenticated caller to the entry: an
 :class:`Attestation` passed to :class:`ledger.ingest.Ingest`, kept on each
 :class:`ledger.admission.Pending` (``members``), sealed into the entry by
-:func:`ledger.chain.extend`. A new service-written member (say, the hash of the raw bytes
-an adapter received, per event: :class:`Received`) is one more field here and one more
-name in :data:`ledger.entry.SERVICE_MEMBERS`.
+:func:`ledger.chain.extend`. ``received`` differs by event, not by submission: it goes
+to ``Ingest`` as one :class:`Received` per event and joins the submission's members in
+:meth:`Attestation.members`. A new service-written member is one more field here, one
+more name in :data:`ledger.entry.SERVICE_MEMBERS` and a shape check in
+:mod:`ledger.chain`.
 
 Pure: no I/O.
 """
