@@ -115,17 +115,23 @@ def worker_process(config: uvicorn.Config, sock: socket.socket) -> SpawnProcess:
                                                         args=(config, [sock]))
 
 
+# The settings of listeners only the first worker runs (empty: none in the others).
+FIRST_WORKER_LISTENERS = ("LEDGER_SYSLOG_TLS", "LEDGER_SYSLOG_UDP")
+
+
 def _supervise(config: uvicorn.Config, sockets: list[socket.socket]) -> None:
     workers = [worker_process(config, sock) for sock in sockets]
     # One worker keeps the views current and signs checkpoints; in the others it would
     # only lose the race for each batch or each size (exactly-once and one checkpoint per
-    # size hold either way). Workers read the environment as started.
-    first_only = ("LEDGER_PROJECTIONS", "LEDGER_CHECKPOINTS")
+    # size hold either way). One worker runs the ATNA syslog listeners too: their ports
+    # are bound without SO_REUSEPORT, so a second worker binding them would fail to start
+    # and take the service down. Workers read the environment as started.
+    first_only = {**dict.fromkeys(("LEDGER_PROJECTIONS", "LEDGER_CHECKPOINTS"), "off"),
+                  **dict.fromkeys(FIRST_WORKER_LISTENERS, "")}
     inline = {name: os.environ.get(name) for name in first_only}
     for number, worker in enumerate(workers):
         if number == 1:
-            for name in first_only:
-                os.environ[name] = "off"
+            os.environ.update(first_only)
         worker.start()
     for name, value in inline.items():
         if value is None:

@@ -11,19 +11,27 @@ own* into every entry it appends (beside ``ledger``, ``seq``, ``recorded_at``,
   ``{"identity": "phi-ledger", "credential": null}`` -- no client identity can have that
   id (identity ids are ``<kind>-<hex>``), and no client event may claim the service's
   ``source.system`` (see :func:`reserved_source`).
+- ``received``: ``{"format": <name>, "sha256": <hex>}`` (and ``"entry": <index>`` for a
+  resource inside a FHIR Bundle) on entries made from a standard-format message: the
+  SHA-256 of the exact bytes the service received (the request body; the syslog message),
+  so an auditor holding what was sent can show the entry came from it. Entries posted
+  as contract JSON have none.
 
 One path carries these members from the authenticated caller to the entry: an
 :class:`Attestation` passed to :class:`ledger.ingest.Ingest`, kept on each
 :class:`ledger.admission.Pending` (``members``), sealed into the entry by
-:func:`ledger.chain.extend`. A new service-written member (say, the hash of the raw bytes
-an adapter received) is one more field here and one more name in
-:data:`ledger.entry.SERVICE_MEMBERS`.
+:func:`ledger.chain.extend`. ``received`` differs by event, not by submission: it goes
+to ``Ingest`` as one :class:`Received` per event and joins the submission's members in
+:meth:`Attestation.members`. A new service-written member is one more field here, one
+more name in :data:`ledger.entry.SERVICE_MEMBERS` and a shape check in
+:mod:`ledger.chain`.
 
 Pure: no I/O.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from types import MappingProxyType
@@ -60,8 +68,33 @@ class Attestation:
     def by_service(self) -> bool:
         return self.submitted_by == SERVICE
 
-    def members(self) -> Mapping[str, Any]:
-        return MappingProxyType({"submitted_by": self.submitted_by.as_member()})
+    def members(self, received: Received | None = None) -> Mapping[str, Any]:
+        members: dict[str, Any] = {"submitted_by": self.submitted_by.as_member()}
+        if received is not None:
+            members["received"] = received.as_member()
+        return MappingProxyType(members)
+
+
+RECEIVED_FORMAT = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+SHA256_HEX = re.compile(r"[0-9a-f]{64}")
+
+
+@dataclass(frozen=True, slots=True)
+class Received:
+    """What the service received for one entry made from a standard-format message:
+    the format's name, the SHA-256 of the bytes as received, and -- for one resource of
+    a FHIR Bundle, whose digest is the whole Bundle's -- the resource's index in
+    ``Bundle.entry``."""
+
+    format: str
+    sha256: str
+    entry: int | None = None
+
+    def as_member(self) -> dict[str, Any]:
+        member: dict[str, Any] = {"format": self.format, "sha256": self.sha256}
+        if self.entry is not None:
+            member["entry"] = self.entry
+        return member
 
 
 BY_SERVICE: Final = Attestation(SERVICE)
@@ -83,3 +116,15 @@ def well_formed_submitter(value: Any) -> bool:
     return (isinstance(value, dict) and value.keys() == {"identity", "credential"}
             and isinstance(value["identity"], str) and bool(value["identity"])
             and (value["credential"] is None or isinstance(value["credential"], str)))
+
+
+def well_formed_received(value: Any) -> bool:
+    """Whether an entry's ``received`` has the shape the service writes."""
+    if not isinstance(value, dict) or not {"format", "sha256"} <= value.keys() \
+            or not value.keys() <= {"format", "sha256", "entry"}:
+        return False
+    entry = value.get("entry", 0)
+    return (isinstance(value["format"], str) and RECEIVED_FORMAT.fullmatch(value["format"])
+            is not None and isinstance(value["sha256"], str)
+            and SHA256_HEX.fullmatch(value["sha256"]) is not None
+            and type(entry) is int and entry >= 0)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import Any
 
-from ledger.attestation import well_formed_submitter
+from ledger.attestation import well_formed_received, well_formed_submitter
 from ledger.canonical import NotCanonicalizable, canonical, parse
 from ledger.entry import ENTRY_FIELDS, GENESIS_HASH, LEAF_PREFIX, SERVICE_MEMBERS, Entry
 
@@ -131,6 +131,9 @@ class ChainCheck:
         # well-formed one (its content is covered by the hash, checked below).
         if "submitted_by" in obj and not well_formed_submitter(obj["submitted_by"]):
             raise ChainBroken(expected, "entry's submitted_by is not well-formed")
+        # Only entries made from a standard-format message carry `received`.
+        if "received" in obj and not well_formed_received(obj["received"]):
+            raise ChainBroken(expected, "entry's received is not well-formed")
         if obj["seq"] != expected:
             raise ChainBroken(expected, f"entry claims seq {obj['seq']!r}")
         if obj["ledger"] != self.ledger:

@@ -22,7 +22,7 @@ ENTRY_FIELDS = frozenset({"ledger", "seq", "recorded_at", "prev_hash", "event", 
 # Members the service writes beside the client's event (see ledger.attestation). Entries
 # written before a member existed stay valid without it. Every name must sort after
 # "hash": the hash member is then always followed by the same tail of the entry.
-SERVICE_MEMBERS = frozenset({"submitted_by"})
+SERVICE_MEMBERS = frozenset({"submitted_by", "received"})
 assert all(name > "hash" for name in SERVICE_MEMBERS)
 
 

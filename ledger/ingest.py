@@ -15,7 +15,7 @@ from concurrent.futures import Future
 from typing import Any, Protocol
 
 from ledger.admission import Accepted, Conflicted, Outcome, Pending
-from ledger.attestation import BY_SERVICE, Attestation, reserved_source
+from ledger.attestation import BY_SERVICE, Attestation, Received, reserved_source
 from ledger.canonical import canonical
 from ledger.event import EventRejected, validate_alike, validate_batch, validate_event
 from ledger.event_ids import new_event_id
@@ -108,10 +108,12 @@ class Ingest:
 
     def submit(
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
-        by: Attestation = BY_SERVICE,
+        by: Attestation = BY_SERVICE, received: Sequence[Received | None] | None = None,
     ) -> Future[Outcome]:
         """Validate and queue one event, or an all-or-nothing batch (``batch=True``:
-        problems are then named ``events[i].field``). Raises EventRejected."""
+        problems are then named ``events[i].field``). Raises EventRejected.
+        ``received``: per event, what the service received when it made the event from
+        a standard-format message (written into its entry, beside ``submitted_by``)."""
         if batch and not isinstance(events, list):
             validate_batch(events)  # raises: the batch is not a list
         if not by.by_service:
@@ -127,7 +129,7 @@ class Ingest:
         else:
             for event, size in zip(events, sizes, strict=True):
                 validate_event(event, size)
-        return self._queue(ledger, events, encoded, by)
+        return self._queue(ledger, events, encoded, by, received)
 
     def submit_alike(
         self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
@@ -143,15 +145,17 @@ class Ingest:
 
     def _queue(
         self, ledger: str, events: Sequence[dict[str, Any]], encoded: Sequence[bytes | None],
-        by: Attestation,
+        by: Attestation, received: Sequence[Received | None] | None = None,
     ) -> Future[Outcome]:
         # Sealing happens in the writer thread, a whole group at a time (one data-key
         # lookup for all of it); here only the fingerprint, while the encoding is at hand.
         fingerprint = self.protection.fingerprint
         members = by.members()
+        each = [members] * len(events) if received is None else [
+            members if r is None else by.members(r) for r in received]
         pending = [
-            Pending(e["event_id"], fingerprint(ledger, e, raw), e, members)
-            for e, raw in zip(events, encoded, strict=True)
+            Pending(e["event_id"], fingerprint(ledger, e, raw), e, m)
+            for e, raw, m in zip(events, encoded, each, strict=True)
         ]
         return self.writer.submit(ledger, pending)
 
@@ -163,9 +167,9 @@ class Ingest:
 
     async def record(
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
-        by: Attestation = BY_SERVICE,
+        by: Attestation = BY_SERVICE, received: Sequence[Received | None] | None = None,
     ) -> Accepted:
-        future = self.submit(ledger, events, batch=batch, by=by)
+        future = self.submit(ledger, events, batch=batch, by=by, received=received)
         return self._accepted(await asyncio.wrap_future(future))
 
     async def record_alike(
@@ -176,6 +180,7 @@ class Ingest:
 
     def record_sync(
         self, ledger: str, events: Sequence[dict[str, Any]], *, batch: bool = False,
-        by: Attestation = BY_SERVICE,
+        by: Attestation = BY_SERVICE, received: Sequence[Received | None] | None = None,
     ) -> Accepted:
-        return self._accepted(self.submit(ledger, events, batch=batch, by=by).result())
+        return self._accepted(self.submit(ledger, events, batch=batch, by=by,
+                                          received=received).result())

@@ -9,6 +9,18 @@ from pathlib import Path
 
 DEFAULT_DATABASE_URL = "sqlite:///./var/ledger.db"
 DEFAULT_KEY_FILE = "./var/keys.json"
+# The purpose recorded for a standard-format PHI access that names none: a sender's audit
+# of its own routine operation. ``off`` turns the default off.
+DEFAULT_FORMATS_PURPOSE = "HOPERAT"
+NO_DEFAULT = frozenset({"off", "none"})
+
+
+def default_purpose(configured: str | None) -> str | None:
+    """``LEDGER_FORMATS_DEFAULT_PURPOSE`` as the intake uses it: unset gives the default,
+    ``off`` (or ``none``) none at all."""
+    if not configured:
+        return DEFAULT_FORMATS_PURPOSE
+    return None if configured.strip().lower() in NO_DEFAULT else configured.strip()
 
 
 @dataclass(frozen=True)
@@ -41,8 +53,8 @@ class Settings:
                              long after it (default 1000)
     ``LEDGER_CHECKPOINT_ENTRIES``  ... or as soon as the tree grew by this many (10,000)
     ``LEDGER_FORMATS_DEFAULT_PURPOSE``  the PurposeOfUse given to a FHIR AuditEvent or ATNA
-                             message of PHI access that names none (default: none; such
-                             messages are refused, or dead-lettered)
+                             message of PHI access that names none (default ``HOPERAT``;
+                             ``off``: such messages are refused, or dead-lettered)
     ``LEDGER_SYSLOG_TLS`` / ``LEDGER_SYSLOG_UDP``  host:port of the ATNA syslog listeners
                              (``phi-ledger syslog``); ``LEDGER_SYSLOG_CERT``, ``_KEY``,
                              ``_CA`` the TLS server's certificate, key and the CA of
@@ -84,7 +96,9 @@ class Settings:
     checkpoint_entries: int = 10_000
     unsafe_no_tree: bool = False
     # Standard formats (api.formats, api.syslog).
-    fhir_default_purpose: str | None = None
+    # Standard senders (HAPI, IPF, dcm4che) rarely carry a PurposeOfUse; an audit sink
+    # that refused their PHI accesses would lose exactly what it exists to keep.
+    fhir_default_purpose: str | None = DEFAULT_FORMATS_PURPOSE
     syslog_tls: str | None = None
     syslog_udp: str | None = None
     syslog_cert: Path | None = None
@@ -124,7 +138,7 @@ class Settings:
             checkpoint_interval_ms=int(env.get("LEDGER_CHECKPOINT_INTERVAL_MS") or 1000),
             checkpoint_entries=int(env.get("LEDGER_CHECKPOINT_ENTRIES") or 10_000),
             unsafe_no_tree=env.get("LEDGER_UNSAFE_NO_TREE", "") in ("1", "true", "yes"),
-            fhir_default_purpose=env.get("LEDGER_FORMATS_DEFAULT_PURPOSE") or None,
+            fhir_default_purpose=default_purpose(env.get("LEDGER_FORMATS_DEFAULT_PURPOSE")),
             syslog_tls=env.get("LEDGER_SYSLOG_TLS") or None,
             syslog_udp=env.get("LEDGER_SYSLOG_UDP") or None,
             syslog_cert=Path(v) if (v := env.get("LEDGER_SYSLOG_CERT")) else None,

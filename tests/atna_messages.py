@@ -194,7 +194,8 @@ SHAPES = {
     "login": (login, "login", "success", "dave", None, None),
     "login_failed": (login_failed, "login_failed", "failure", "dave", None, None),
     "logout": (logout, "logout", "success", "dave", None, None),
-    "emergency_override": (emergency_override, "security_alert", "success", "erin", PATIENT,
+    # break-the-glass on a patient's record: the access itself, under ETREAT
+    "emergency_override": (emergency_override, "read", "success", "erin", PATIENT,
                            "ETREAT"),
     "import_document": (import_document, "create", "success", "frank", PATIENT, "TREAT"),
     "application_start": (application_start, "application_activity", "success", "ehr-app",

@@ -7,6 +7,8 @@ dead letters that a replay turns into entries after a fix -- on SQLite and Postg
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import re
 import socket
 import ssl
 import time
@@ -24,17 +26,25 @@ from api.formats import atna
 from api.formats.fhir_audit import FormatRejected, to_audit_event
 from api.formats.fhir_audit import to_event as fhir_to_event
 from api.formats.fhir_validation import rendered_is_valid
-from api.formats.syslog import FrameError, OctetFramer, frame, parse_message, syslog_message
+from api.formats.syslog import (
+    MAX_FRAME,
+    FrameError,
+    OctetFramer,
+    frame,
+    parse_message,
+    syslog_message,
+)
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
 from api.syslog.intake import Sender, map_message
-from api.syslog.listener import resolver, server_context, start
+from api.syslog.listener import SenderCheck, resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
 from ledger.settings import Settings
 from ledger.verifier import verify_ledger
 from tests import atna_messages as msgs
 from tests.certs import Pki
+from tests.monitoring_support import alerts
 from tests.support import fastapi_app
 
 EVENT_ID = "00000000-0000-4000-8000-000000000000"
@@ -141,9 +151,10 @@ def _events(svc: Services) -> list[dict[str, Any]]:
     return svc.protection.reveal_many("default", [e.event for e in entries])
 
 
-def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) -> None:
-    svc.access.identities.issue_key("default", list(roles), name=name,
-                                    actor=Actor("test"), record=False)
+def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) -> str:
+    """A sender identity; its key's id."""
+    return svc.access.identities.issue_key("default", list(roles), name=name,
+                                           actor=Actor("test"), record=False).key_id
 
 
 async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
@@ -152,6 +163,15 @@ async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
         while not check():
             await asyncio.sleep(0.01)
     await asyncio.wait_for(loop(), timeout)
+
+
+async def _closed(reader: asyncio.StreamReader) -> bool:
+    """Whether the listener closes the connection (False when it keeps it open: a
+    connection it should have closed would otherwise hang the test)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 10) == b""
+    except TimeoutError:
+        return False
 
 
 def _run(coro: Callable[[], Coroutine[Any, Any, None]]) -> None:
@@ -169,6 +189,7 @@ def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
     pki = Pki(tmp_path)
     _identity(svc, "atna-sender")
     intake = intake_of(svc)
+    intake.default_purpose = None  # LEDGER_FORMATS_DEFAULT_PURPOSE=off
     port = _port()
     messages = [syslog_message(make()) for make, *_ in msgs.SHAPES.values()]
     messages.append(b"<85>1 not really syslog")
@@ -192,7 +213,7 @@ def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
 
     _run(scenario)
     events = _events(svc)
-    # Without a default purpose the two reads that name none are dead letters.
+    # With the default purpose off, the two reads that name none are dead letters.
     assert sorted(e["action"] for e in events) == sorted(
         a for name, (_, a, *_rest) in msgs.SHAPES.items()
         if name not in ("dcm4che_patient_read", "openhim_pix_query"))
@@ -215,6 +236,13 @@ def test_tls_listener_records_every_shape_and_dead_letters_the_rest(
     assert sum(s is not None for s in seqs) == 2
     assert len(intake.dead_letters.letters()) == 2
     assert len(_events(svc)) == len(events) + 2
+    # Every entry, taken live or replayed, names the digest of the message sent for it.
+    digests = {hashlib.sha256(m).hexdigest() for m in messages}
+    received = [Entry.decode(raw).members["received"]
+                for raw in svc.store.read("default", 0, 10_000)]
+    assert {r["format"] for r in received} == {"atna-syslog"}
+    assert {r["sha256"] for r in received} <= digests
+    assert len({r["sha256"] for r in received}) == len(received)
     assert intake.replay(letters[0].id) == seqs[0]  # replaying again writes nothing
     assert len(_events(svc)) == len(events) + 2
 
@@ -329,3 +357,183 @@ def test_serve_runs_the_listener_and_metrics_count_dead_letters(
         metrics = client.get("/metrics").text
         assert 'phi_ledger_dead_letters{format="atna-syslog",ledger="default"} 1.0' in metrics
         assert [e["action"] for e in _events(svc)] == ["login"]
+
+
+def test_a_sender_configured_with_our_address_and_a_certificate_only_reaches_the_ledger(
+        settings: Settings, tmp_path: Path) -> None:
+    """A HAPI/IPF-style sender sends no PurposeOfUse and knows nothing of ours: with the
+    service configured from its environment and no LEDGER_FORMATS_DEFAULT_PURPOSE, its
+    PHI reads are recorded (purpose HOPERAT), not dead-lettered."""
+    pki = Pki(tmp_path)
+    port = _port()
+    configured = Settings.from_env({
+        "LEDGER_DATABASE_URL": settings.database_url, "LEDGER_KEY_FILE": str(settings.key_file),
+        "LEDGER_SYSLOG_TLS": f"127.0.0.1:{port}", "LEDGER_SYSLOG_CERT": str(pki.server[0]),
+        "LEDGER_SYSLOG_KEY": str(pki.server[1]), "LEDGER_SYSLOG_CA": str(pki.ca)})
+    app = create_app(configured, configure_logs=False)
+    read = msgs.dcm4che_patient_read()
+    assert b"PurposeOfUse" not in read
+    with TestClient(app):
+        svc = fastapi_app(app).state.services
+        _identity(svc, "atna-sender")
+        with socket.create_connection(("127.0.0.1", port)) as raw, \
+                pki.client_context("atna-sender").wrap_socket(
+                    raw, server_hostname="127.0.0.1") as tls:
+            sent = syslog_message(read)
+            tls.sendall(frame(sent))
+            deadline = time.monotonic() + 60  # only a hang fails here
+            while not _events(svc):
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        assert DeadLetters(svc.store, None).letters() == []
+        (event,) = _events(svc)
+        # The auditor re-computes the digest from the message the sender sent.
+        (entry,) = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10)]
+        assert entry.members["received"] == {"format": "atna-syslog",
+                                             "sha256": hashlib.sha256(sent).hexdigest()}
+        assert verify_ledger(svc.store, "default").ok
+    assert (event["action"], event["purpose"], event["patient"]) == (
+        "read", "HOPERAT", {"id": msgs.PATIENT})
+
+
+@pytest.mark.parametrize(("configured", "purpose"), [
+    (None, "HOPERAT"), ("", "HOPERAT"), ("TREAT", "TREAT"), ("off", None), ("None", None)])
+def test_the_default_purpose_setting(configured: str | None, purpose: str | None) -> None:
+    env = {} if configured is None else {"LEDGER_FORMATS_DEFAULT_PURPOSE": configured}
+    assert Settings.from_env(env).fhir_default_purpose == purpose
+
+
+def test_break_the_glass_over_atna_raises_the_break_glass_alert(svc: Services) -> None:
+    """110113 Security Alert with 110127 Emergency Override on a patient's record is the
+    PHI access itself under ETREAT: monitoring's break_glass rule fires on its entry."""
+    _identity(svc, "atna-sender")
+    found = svc.access.identities.by_name("atna-sender")
+    assert found is not None
+    intake = intake_of(svc)
+    sender = Sender(found.id, found.ledger)
+    assert asyncio.run(intake.take(sender, syslog_message(msgs.emergency_override()))) \
+        == "accepted"
+    (event,) = _events(svc)
+    assert (event["action"], event["purpose"], event["actor"]["kind"]) == (
+        "read", "ETREAT", "user")
+    assert [(a["seq"], a["rule"]) for a in alerts(svc) if a["rule"] == "break_glass"] == [
+        (1, "break_glass")]
+
+
+def test_an_emergency_override_without_a_patient_stays_a_security_alert() -> None:
+    bare = re.sub(rb"<ParticipantObjectIdentification.*?/>", b"", msgs.emergency_override(),
+                  flags=re.S)
+    assert msgs.PATIENT.encode() not in bare
+    event = atna.to_event(bare, event_id=EVENT_ID)
+    assert (event["action"], event["purpose"]) == ("security_alert", "ETREAT")
+    update = msgs.emergency_override().replace(b'EventActionCode="E"', b'EventActionCode="U"')
+    assert atna.to_event(update, event_id=EVENT_ID)["action"] == "update"
+
+
+def test_a_revoked_sender_is_refused_at_connection_and_mid_stream(
+        svc: Services, tmp_path: Path) -> None:
+    """Revoking a sender's keys (``phi-ledger admin revoke-key``) revokes its
+    certificate's access: an open connection is closed before its next message is
+    taken, a new one is refused, a listed UDP address is refused."""
+    pki = Pki(tmp_path)
+    key = _identity(svc, "atna-sender")
+    intake = intake_of(svc)
+    port, udp_port = _port(), _port()
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca),
+                                udp=f"127.0.0.1:{udp_port}",
+                                udp_senders={"127.0.0.1": "atna-sender"}, recheck=0)
+        try:
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+            writer.write(frame(syslog_message(msgs.login())))
+            await writer.drain()
+            await _until(lambda: intake.stats.accepted == 1)
+            await asyncio.to_thread(svc.access.identities.revoke, key, actor=Actor("test"))
+            writer.write(frame(syslog_message(msgs.logout())))
+            await writer.drain()
+            assert await _closed(reader)  # closed by the listener
+            writer.close()
+            reader, writer = await asyncio.open_connection(
+                "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+            writer.write(frame(syslog_message(msgs.logout())))
+            await writer.drain()
+            assert await _closed(reader)
+            writer.close()
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+                s.sendto(syslog_message(msgs.logout()), ("127.0.0.1", udp_port))
+            await _until(lambda: intake.stats.refused_senders >= 3)
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert intake.stats.refused_senders == 3
+    # the login, then the service's own record of the revocation; no logout
+    assert [e["action"] for e in _events(svc)] == ["login", "key_revoked"]
+    assert intake.dead_letters.letters() == []
+
+
+def test_a_sender_is_looked_up_again_once_its_check_is_older_than_the_interval() -> None:
+    sender = Sender("app-1", "default")
+    standing: list[Sender | None] = [sender]
+    looked: list[str] = []
+    now = [100.0]
+
+    def resolve(name: str) -> Sender | None:
+        looked.append(name)
+        return standing[0]
+
+    check = SenderCheck(resolve, "atna-sender", sender, 2.0, clock=lambda: now[0])
+    assert asyncio.run(check.still()) == sender and looked == []  # trusted for 2 s
+    now[0] += 1.999
+    standing[0] = None
+    assert asyncio.run(check.still()) == sender and looked == []
+    now[0] += 0.001
+    assert asyncio.run(check.still()) is None and looked == ["atna-sender"]
+    standing[0] = Sender("app-2", "default")  # the name now belongs to another identity
+    assert asyncio.run(check.still()) is None
+    standing[0] = sender
+    assert asyncio.run(check.still()) == sender and len(looked) == 3
+
+
+def _sized(size: int) -> bytes:
+    """A login message of exactly ``size`` bytes (padded with XML whitespace)."""
+    short = syslog_message(msgs.login())
+    padded = syslog_message(msgs.login().replace(
+        b"</AuditMessage>", b" " * (size - len(short)) + b"</AuditMessage>"))
+    assert len(padded) == size
+    return padded
+
+
+def test_a_frame_of_64_kib_is_taken_and_one_byte_more_is_refused(
+        svc: Services, tmp_path: Path) -> None:
+    pki = Pki(tmp_path)
+    _identity(svc, "atna-sender")
+    intake = intake_of(svc)
+    port = _port()
+    largest, over = _sized(MAX_FRAME), _sized(MAX_FRAME + 1)
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities), tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca))
+        try:
+            for message in (largest, over):
+                reader, writer = await asyncio.open_connection(
+                    "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
+                writer.write(frame(message))
+                await writer.drain()
+                if message is largest:
+                    await _until(lambda: intake.stats.accepted == 1)
+                else:
+                    assert await _closed(reader)  # the stream is refused
+                writer.close()
+        finally:
+            await listeners.close()
+
+    _run(scenario)
+    assert [e["action"] for e in _events(svc)] == ["login"]
+    (entry,) = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10)]
+    assert entry.members["received"]["sha256"] == hashlib.sha256(largest).hexdigest()
+    assert intake.dead_letters.letters() == []

@@ -1,6 +1,6 @@
 """``phi-ledger dead-letters list`` and ``replay`` as an operator runs them, on SQLite and
 PostgreSQL: the list names each letter and its reason, never its contents; a replay after
-the fix (a default purpose configured) turns the letter into an entry, once."""
+the fix (the default purpose back on) turns the letter into an entry, once."""
 
 from __future__ import annotations
 
@@ -44,9 +44,10 @@ def test_list_and_replay(database_url: str, tmp_path: Path) -> None:
         (letter, "atna-syslog", None)]
     assert "PurposeOfUse" in rows[0]["reason"] and msgs.PATIENT not in listed.stdout
 
-    still = _cli(env, "replay")  # no fix yet: still dead, nothing written
+    # no fix yet (the default purpose turned off): still dead, nothing written
+    still = _cli({**env, "LEDGER_FORMATS_DEFAULT_PURPOSE": "off"}, "replay")
     assert still.returncode == 0 and json.loads(still.stdout) == {"id": letter, "seq": None}
-    fixed = _cli({**env, "LEDGER_FORMATS_DEFAULT_PURPOSE": "HOPERAT"}, "replay", str(letter))
+    fixed = _cli(env, "replay", str(letter))  # the default purpose, HOPERAT, is the fix
     assert fixed.returncode == 0, fixed.stderr
     assert json.loads(fixed.stdout) == {"id": letter, "seq": 1}
     assert _cli(env, "list").stdout == ""

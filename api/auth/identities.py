@@ -312,6 +312,18 @@ class Identities:
                 " ORDER BY created_at, id", (kind, *identity_ids)).fetchall()
         return [CredentialInfo(*r) for r in rows]
 
+    def holds_valid_key(self, identity_id: str) -> bool:
+        """Whether the identity holds an API key neither revoked nor expired: what lets
+        an application in at all. A syslog sender (known by its certificate's name, not
+        a key) is refused once its keys are revoked (docs/standard-formats.md)."""
+        with self.store.transaction() as tx:
+            rows = self.execute(
+                tx, "SELECT expires_at, revoked_at FROM credentials"
+                " WHERE identity_id = %s AND kind = 'api_key'", (identity_id,)).fetchall()
+        now = self.clock()
+        return any(still_valid(parse_time(expires), revoked is not None, now)
+                   for expires, revoked in rows)
+
     def authenticate(self, secret: str) -> tuple[Caller, datetime | None] | None:
         """The caller a key or token stands for, and when the credential expires; None
         when it is unknown, revoked or expired."""

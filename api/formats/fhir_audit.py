@@ -440,6 +440,8 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
 def _extension(name: str, value: Any) -> dict[str, Any]:
     if isinstance(value, bool):
         return {"url": EXT + name, "valueBoolean": value}
+    if isinstance(value, int):
+        return {"url": EXT + name, "valueInteger": value}
     return {"url": EXT + name, "valueString": value}
 
 
@@ -587,6 +589,8 @@ def to_audit_event(event: dict[str, Any], *, resource_id: str,
     if received:
         extensions.append(_extension("received-format", received["format"]))
         extensions.append(_extension("received-sha256", received["sha256"]))
+        if received.get("entry") is not None:  # the resource's index in the posted Bundle
+            extensions.append(_extension("received-entry", received["entry"]))
     out["extension"] = extensions
     return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import urlencode
 
@@ -27,7 +28,7 @@ from api.formats.fhir_validation import audit_event_problems, rendered_is_valid
 from api.routers.common import attestation_of, caller_ledger, request_caller
 from api.services import Services
 from ledger.admission import Accepted, Conflicted
-from ledger.attestation import Attestation
+from ledger.attestation import Attestation, Received
 from ledger.canonical import canonical
 from ledger.entry import Entry
 from ledger.event import MAX_BATCH_EVENTS, EventRejected, PurposeOfUse
@@ -50,6 +51,8 @@ FHIR_BODY = {"requestBody": {"required": True, "content": {
     "application/json": {"schema": {"type": "object"}}}}}
 
 FHIR_JSON = "application/fhir+json"
+# `received.format` of entries made from a posted AuditEvent (alone, or in a Bundle).
+FHIR_FORMAT = "fhir-r4-json"
 AUDIT_EVENT_READ = "audit_event"  # what a `query` event says was looked at
 MAX_COUNT = 100
 PURPOSE_HEADER = "x-purpose-of-use"
@@ -157,7 +160,8 @@ async def post_audit_event(request: Request) -> Response:
         event = await asyncio.to_thread(_map, svc, _caller_id(request), _parse(raw), raw,
                                         "AuditEvent")
         accepted = await svc.ingest.record(
-            ledger, [event], by=attestation_of(request_caller(request.scope)))
+            ledger, [event], by=attestation_of(request_caller(request.scope)),
+            received=[Received(FHIR_FORMAT, sha256_hex(raw))])
     except FormatRejected as rejected:
         return refusal(422, rejected.problems)
     except EventRejected as rejected:
@@ -230,20 +234,35 @@ async def post_bundle(request: Request) -> Response:
 
     mapped = await asyncio.to_thread(map_all)
     by = attestation_of(request_caller(request.scope))
+    # Each entry's `received` is the digest of the whole Bundle as posted and the
+    # resource's index in it: what the sender kept is the Bundle, not its resources
+    # re-encoded, so the Bundle's bytes are what an auditor can hash again.
+    received = Receipts(sha256_hex(raw))
     if kind == "transaction":
-        return await _transaction(svc, ledger, mapped, by)
-    return await _batch(svc, ledger, mapped, by)
+        return await _transaction(svc, ledger, mapped, by, received)
+    return await _batch(svc, ledger, mapped, by, received)
+
+
+@dataclass(frozen=True, slots=True)
+class Receipts:
+    """The ``received`` member of each resource of one posted Bundle."""
+
+    sha256: str
+
+    def of(self, indexes: Sequence[int]) -> list[Received | None]:
+        return [Received(FHIR_FORMAT, self.sha256, i) for i in indexes]
 
 
 async def _transaction(svc: Services, ledger: str,
                        mapped: list[dict[str, Any] | list[tuple[str, str]]],
-                       by: Attestation) -> Response:
+                       by: Attestation, received: Receipts) -> Response:
     problems = [p for m in mapped if isinstance(m, list) for p in m]
     if problems:
         return refusal(422, problems)
     events = [m for m in mapped if isinstance(m, dict)]
     try:
-        accepted = await svc.ingest.record(ledger, events, batch=True, by=by)
+        accepted = await svc.ingest.record(ledger, events, batch=True, by=by,
+                                           received=received.of(range(len(events))))
     except EventRejected as rejected:
         return refusal(422, [(f"Bundle.entry[{_index(f)}].resource",
                               f"maps to a contract event whose {f} {m}")
@@ -264,7 +283,7 @@ def _index(field: str) -> str:
 
 async def _batch(svc: Services, ledger: str,
                  mapped: list[dict[str, Any] | list[tuple[str, str]]],
-                 by: Attestation) -> Response:
+                 by: Attestation, received: Receipts) -> Response:
     """Each entry answered on its own. The valid entries go to the writer as one
     submission first (one validation pass, one admission); only when that is refused as
     a whole (a contract problem, an id taken by another body) does each go on its own,
@@ -277,12 +296,13 @@ async def _batch(svc: Services, ledger: str,
                 [("error", "invalid", f"{p}: {msg}", p) for p, msg in m]))
         else:
             valid.append((i, m))
-    if valid and await _together(svc, ledger, valid, answers, by):
+    if valid and await _together(svc, ledger, valid, answers, by, received):
         return _batch_response(answers)
     futures = []
     for i, m in valid:
         try:
-            futures.append((i, svc.ingest.submit(ledger, [m], by=by)))
+            futures.append((i, svc.ingest.submit(ledger, [m], by=by,
+                                                 received=received.of([i]))))
         except EventRejected as rejected:
             answers[i] = _entry_response("422 Unprocessable Entity", issues=outcome(
                 [("error", "invalid", f"maps to a contract event whose {f} {msg}",
@@ -307,11 +327,13 @@ async def _batch(svc: Services, ledger: str,
 
 
 async def _together(svc: Services, ledger: str, valid: list[tuple[int, dict[str, Any]]],
-                    answers: list[dict[str, Any] | None], by: Attestation) -> bool:
+                    answers: list[dict[str, Any] | None], by: Attestation,
+                    received: Receipts) -> bool:
     """Submit the valid entries as one; False (nothing written) when refused as a whole."""
     try:
         result = await asyncio.wrap_future(
-            svc.ingest.submit(ledger, [m for _, m in valid], batch=True, by=by))
+            svc.ingest.submit(ledger, [m for _, m in valid], batch=True, by=by,
+                              received=received.of([i for i, _ in valid])))
     except EventRejected:
         return False
     if not isinstance(result, Accepted):
@@ -345,7 +367,7 @@ def _purpose(request: Request, problems: list[tuple[str, str]]) -> str:
 
 
 def _received(entry: Entry) -> dict[str, Any] | None:
-    received = getattr(entry, "received", None)
+    received = entry.members.get("received")
     return received if isinstance(received, dict) else None
 
 

@@ -20,7 +20,7 @@ from api.formats.codes import derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected
 from api.formats.syslog import parse_message
 from api.syslog.dead_letters import DeadLetters
-from ledger.attestation import Attestation, Submitter
+from ledger.attestation import Attestation, Received, Submitter
 from ledger.clock import Clock
 from ledger.entry import format_recorded_at
 from ledger.event import EventRejected
@@ -53,6 +53,13 @@ def syslog_attestation(identity: str) -> Attestation:
 # submitted_by.credential of entries taken over syslog: the sender proved its identity
 # with a client certificate (TLS) or is on the UDP sender list; it presented no key.
 SYSLOG_CREDENTIAL = "syslog"
+
+
+def received_of(message: bytes) -> Received:
+    """The ``received`` member of an entry made from one syslog message: the digest of
+    the RFC 5424 message exactly as it came (for TLS the frame without its octet count,
+    for UDP the datagram), the same digest its dead letter would carry."""
+    return Received(ATNA_FORMAT, sha256_hex(message))
 
 
 @dataclass
@@ -100,7 +107,8 @@ class AtnaIntake:
         if mapped.event is not None:
             try:
                 accepted = await self.ingest.record(sender.ledger, [mapped.event],
-                                                    by=sender.attestation)
+                                                    by=sender.attestation,
+                                                    received=[received_of(frame)])
             except EventRejected as rejected:
                 reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
             except EventConflict:
@@ -137,7 +145,8 @@ class AtnaIntake:
         if mapped.event is not None:
             try:
                 accepted = self.ingest.record_sync(letter.ledger, [mapped.event],
-                                                   by=syslog_attestation(letter.sender))
+                                                   by=syslog_attestation(letter.sender),
+                                                   received=[received_of(frame)])
             except EventRejected as rejected:
                 reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
             except EventConflict:

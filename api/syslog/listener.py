@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -56,13 +57,42 @@ def common_name(peercert: dict[str, Any] | None) -> str | None:
 
 
 def resolver(identities: Any) -> Resolve:
-    """Senders are identities (``phi-ledger admin``) named as the certificate's CN."""
+    """Senders are identities (``phi-ledger admin``) named as the certificate's CN, with
+    the ingest role and an API key still valid: revoking an identity's keys revokes it
+    as a sender too (its certificate may outlive it; the CA's revocation list is the
+    operator's, the ledger's access control is ours)."""
     def resolve(name: str) -> Sender | None:
         found = identities.by_name(name)
         if found is None or INGEST not in found.roles:
             return None
+        if not identities.holds_valid_key(found.id):
+            return None
         return Sender(found.id, found.ledger)
     return resolve
+
+
+# How long a sender found valid is trusted before it is looked up again (the HTTP API
+# caches a valid credential as long): a revocation stops an open connection within this.
+RECHECK_SECONDS = 2.0
+
+
+class SenderCheck:
+    """One sender's standing, looked up again before a message once the last look is
+    older than ``every`` seconds (0: before every message)."""
+
+    def __init__(self, resolve: Resolve, name: str, sender: Sender, every: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.resolve, self.name, self.sender = resolve, name, sender
+        self.every, self.clock = every, clock
+        self.checked = clock()
+
+    async def still(self) -> Sender | None:
+        if self.clock() - self.checked >= self.every:
+            found = await asyncio.to_thread(self.resolve, self.name)
+            if found != self.sender:  # revoked, or the name now means someone else
+                return None
+            self.checked = self.clock()
+        return self.sender
 
 
 @dataclass
@@ -83,15 +113,16 @@ class SyslogListeners:
                 await server.wait_closed()
 
 
-async def _connection(intake: AtnaIntake, resolve: Resolve, reader: asyncio.StreamReader,
-                      writer: asyncio.StreamWriter) -> None:
+async def _connection(intake: AtnaIntake, resolve: Resolve, recheck: float,
+                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
     name = common_name(writer.get_extra_info("peercert"))
     sender = await asyncio.to_thread(resolve, name) if name else None
-    if sender is None:
+    if sender is None or name is None:
         intake.stats.refused_senders += 1
         log.warning("syslog.sender_refused", reason="certificate names no ingest identity")
         writer.close()
         return
+    check = SenderCheck(resolve, name, sender, recheck)
     framer = OctetFramer(MAX_FRAME)
     try:
         while True:
@@ -105,6 +136,11 @@ async def _connection(intake: AtnaIntake, resolve: Resolve, reader: asyncio.Stre
             # Which frames were taken, for an operator (and the crash test) to check
             # against the ledger and the dead letters after a failure.
             log.debug("syslog.frame_read", sha256=sha256_hex(frame))
+            if await check.still() is None:
+                # Revoked while connected: this message and the rest are refused.
+                intake.stats.refused_senders += 1
+                log.warning("syslog.sender_refused", reason="the sender was revoked")
+                break
             await intake.take(sender, frame)
     except FrameError as error:
         log.warning("syslog.stream_refused", reason=str(error))
@@ -120,26 +156,30 @@ async def _connection(intake: AtnaIntake, resolve: Resolve, reader: asyncio.Stre
 class _Datagrams(asyncio.DatagramProtocol):
     """RFC 5426: one message a datagram, from known addresses only, taken in order."""
 
-    def __init__(self, intake: AtnaIntake, senders: dict[str, Sender]) -> None:
+    def __init__(self, intake: AtnaIntake, senders: dict[str, SenderCheck]) -> None:
         self.intake = intake
         self.senders = senders
-        self.queue: asyncio.Queue[tuple[Sender, bytes]] = asyncio.Queue(maxsize=10_000)
+        self.queue: asyncio.Queue[tuple[SenderCheck, bytes]] = asyncio.Queue(maxsize=10_000)
         self.worker = asyncio.get_running_loop().create_task(self._drain())
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
-        sender = self.senders.get(addr[0])
-        if sender is None or len(data) > MAX_FRAME:
+        check = self.senders.get(addr[0])
+        if check is None or len(data) > MAX_FRAME:
             self.intake.stats.refused_senders += 1
             return
         try:
-            self.queue.put_nowait((sender, data))
+            self.queue.put_nowait((check, data))
         except asyncio.QueueFull:  # UDP is lossy by design (RFC 5426); say so in the log
             log.warning("syslog.udp_dropped", reason="queue full")
 
     async def _drain(self) -> None:
         while True:
-            sender, data = await self.queue.get()
+            check, data = await self.queue.get()
             try:
+                sender = await check.still()
+                if sender is None:  # a listed sender revoked since: refused
+                    self.intake.stats.refused_senders += 1
+                    continue
                 await self.intake.take(sender, data)
             except StoreUnavailable:
                 log.warning("syslog.store_unavailable", transport="udp")
@@ -147,16 +187,17 @@ class _Datagrams(asyncio.DatagramProtocol):
 
 async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
                 context: ssl.SSLContext | None = None, udp: str | None = None,
-                udp_senders: dict[str, str] | None = None) -> SyslogListeners:
+                udp_senders: dict[str, str] | None = None,
+                recheck: float = RECHECK_SECONDS) -> SyslogListeners:
     """Start the configured listeners; ``udp_senders`` maps an address to an identity
-    name."""
+    name; ``recheck``: how long a sender's standing is trusted (:class:`SenderCheck`)."""
     servers: list[Any] = []
     if tls:
         if context is None:
             raise ValueError("a TLS listener needs a certificate, a key and a client CA")
         host, port = address(tls)
         servers.append(await asyncio.start_server(
-            lambda r, w: _connection(intake, resolve, r, w), host, port, ssl=context,
+            lambda r, w: _connection(intake, resolve, recheck, r, w), host, port, ssl=context,
             limit=MAX_FRAME + 8))
     if udp:
         senders = {}
@@ -164,7 +205,7 @@ async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
             found = resolve(name)
             if found is None:
                 raise ValueError("a UDP sender names no identity with the ingest role")
-            senders[addr] = found
+            senders[addr] = SenderCheck(resolve, name, found, recheck)
         host, port = address(udp)
         transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(intake, senders), local_addr=(host, port))

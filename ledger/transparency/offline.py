@@ -16,8 +16,9 @@ An exported entry is checked as the chain checks it (``ledger.chain.ChainCheck``
 members are ``ledger``, ``seq``, ``recorded_at``, ``prev_hash``, ``event``, ``hash`` and,
 in entries appended since the service began writing it, ``submitted_by`` (``{"identity",
 "credential"}`` of the caller that submitted it, or ``{"identity": "phi-ledger",
-"credential": null}`` for the service's own records). ``submitted_by`` is covered by the
-hash like every other member; entries without it stay valid.
+"credential": null}`` for the service's own records) and, in entries made from a
+standard-format message, ``received`` (``{"format", "sha256"[, "entry"]}``). Both are
+covered by the hash like every other member; entries without them stay valid.
 
 Nothing a proof says about sizes or roots is taken on trust: sizes and roots come from
 signed checkpoints, leaf hashes from the caller (an entry, or a receipt's ``hash``).
