@@ -303,3 +303,20 @@ def test_extend_writes_each_entrys_own_members() -> None:
     entries = extend(EMPTY_HEAD, "default", [{"a": i} for i in range(3)], T, members)
     assert [e.members for e in entries] == members
     assert check_chain("default", [(e.seq, e.encode()) for e in entries]).ok
+
+
+def test_a_received_member_verifies_only_in_the_shape_the_service_writes() -> None:
+    """``received`` (the digest of the standard-format message an entry was made from)
+    is a service member: a well-formed one verifies, any other shape breaks the chain."""
+    received = {"format": "atna-syslog", "sha256": "ab" * 32}
+    events = [{"event_id": f"e{i}", "n": i} for i in range(4)]
+    entries = extend(EMPTY_HEAD, "default", events, T,
+                     [BY, {**BY, "received": received}, BY,
+                      {**BY, "received": {**received, "entry": 2}}])
+    rows = [(e.seq, e.encode()) for e in entries]
+    assert check_chain("default", rows).kind is VerdictKind.INTACT
+    for bad in ({"format": "atna-syslog"}, {**received, "sha256": "AB" * 32},
+                {**received, "entry": -1}, {**received, "extra": 1}, "ab" * 32):
+        verdict = check_chain("default", [*rows[:3], (4, _forge(rows, 4, received=bad))])
+        assert (verdict.kind, verdict.first_bad_seq, verdict.reason) == (
+            VerdictKind.BROKEN, 4, "entry's received is not well-formed"), bad
