@@ -9,11 +9,13 @@ from __future__ import annotations
 import json
 import secrets
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from ledger import verifier
 from ledger.chain import EMPTY_HEAD, ChainCheck, Head, Verdict, VerdictKind, extend
+from ledger.entry import GENESIS_HASH
 from ledger.migrate import migrate
 from ledger.settings import Settings
 from ledger.store import open_store
@@ -28,7 +30,7 @@ from ledger.verifier import (
     verify_ledger,
     verify_ledger_parallel,
 )
-from tests.test_tamper import edit_field, tampering
+from tests.test_tamper import edit_field, seal, tampering
 from tests.test_transparency_checkpoints import append, raw, sign
 
 LEDGER = "default"
@@ -100,6 +102,13 @@ def test_the_first_signed_root_not_reproduced_is_named(settings: Settings) -> No
                                                           str(entries[19]["hash"]))
 
 
+def test_a_signed_root_of_the_first_entry_alone_is_checked(settings: Settings) -> None:
+    entries = _ledger(settings, 3)
+    held = _held(entries, [], {1: "witness K"})
+    assert _walk(settings.database_url, held) == _rewritten(1, "witness K", 0,
+                                                          str(entries[2]["hash"]))
+
+
 def test_every_claim_at_one_size_is_checked(settings: Settings) -> None:
     """A stored checkpoint and a held one of the same size: the stored one matches, the
     held one does not, and it is the held one the verdict names."""
@@ -154,6 +163,9 @@ def test_progress_is_reported_every_so_many_entries_and_at_the_end(
         append(settings.database_url, 10)
         verify_ledger(store, LEDGER, done.append)
         assert done == [0, 4, 8, 10]
+        done.clear()
+        verify(store, settings.database_url, LEDGER, done.append)  # short: one walk
+        assert done == [4, 8, 10]
     finally:
         store.close()
 
@@ -250,7 +262,7 @@ def test_a_stretch_reports_its_edges_marks_and_subtrees(
     append(settings.database_url, 20)
     entries = _entries(settings.database_url)
     leaves = _leaves(entries)
-    held = _held(entries, [16, 26, 33], {30: "witness F"})
+    held = _held(entries, [16, 26, 32, 33], {30: "witness F"})
     got = _stretch(settings.database_url, monkeypatch, 16, 32, held)
     assert got == Stretch(
         16, 32, str(entries[15]["hash"]), _head(entries[31]), None, None,
@@ -259,6 +271,7 @@ def test_a_stretch_reports_its_edges_marks_and_subtrees(
             (20, ((root_of(leaves[:20]), STORED),)),
             (26, (held[26],)),
             (30, (held[30],)),
+            (32, (held[32],)),
         )),
         {Node(4, 1): root_of(leaves[16:32])})
     # no checkpoints at all: no marks
@@ -307,13 +320,15 @@ def test_in_stretches_signed_roots_across_stretches_and_the_tree(
         21, "witness G", 16, head)
     done: list[int] = []
     roots, tree, nodes = SignedRoots(), list[Frontier](), dict[Node, bytes]()
-    monkeypatch.setattr(verifier, "STRETCH", 7)  # rounded down to stretches of 4
+    # rounded down to stretches of 16: (4, 0) and (4, 1) are each a whole stretch's
+    # subtree, (5, 0) joins two
+    monkeypatch.setattr(verifier, "STRETCH", 31)
     verdict = verify_ledger_parallel(settings.database_url, LEDGER, 38, workers=2,
                                      progress=done.append, checkpoints=held, roots=roots,
                                      tree=tree, nodes=nodes)
     leaves = _leaves(entries)
     assert verdict == Verdict(VerdictKind.INTACT, 38, None, None, str(entries[37]["hash"]))
-    assert done == [*range(4, 37, 4), 38]
+    assert done == [16, 32, 38]
     assert (roots.matched, roots.mismatch) == (16, verifier.Mismatch(21, "witness G"))
     assert tree == [Frontier().append(leaves[:38])[0]]
     assert nodes == {Node(4, 0): root_of(leaves[:16]), Node(4, 1): root_of(leaves[16:32]),
@@ -352,11 +367,19 @@ def test_in_stretches_entries_appended_meanwhile_are_checked_in_one_walk(
                     r.run("UPDATE checkpoints SET root = ? WHERE ledger_id = ? AND size = ?",
                           b"\x02" * 32, r.lid, size)
 
+    def grow(done: int) -> None:
+        if done == 8:
+            append(url, 10)
+
+    # a witness's checkpoint of 75 is beyond the head (70) when the check starts
+    ahead = {**held, 75: (secrets.token_bytes(32), "witness J")}
+    assert _in_stretches(url, monkeypatch, ahead, grow) == _rewritten(
+        75, "witness J", 40, str(_entries(url)[-1]["hash"]))
     assert _in_stretches(url, monkeypatch, held, grow_and_sign) == Verdict(
-        VerdictKind.INTACT, 80, None, None, str(_entries(url)[-1]["hash"]))
-    # the checkpoint of 80 is now inside the stretches, the one of 90 signed meanwhile
+        VerdictKind.INTACT, 90, None, None, str(_entries(url)[-1]["hash"]))
+    # the checkpoint of 90 is now inside the stretches, the one of 100 signed meanwhile
     assert _in_stretches(url, monkeypatch, held, lambda done: grow_and_sign(done, True)) == (
-        _rewritten(90, STORED, 80, str(_entries(url)[-1]["hash"])))
+        _rewritten(100, STORED, 90, str(_entries(url)[-1]["hash"])))
 
 
 def test_in_stretches_a_bad_entry_appended_meanwhile_is_found(
@@ -377,3 +400,58 @@ def test_in_stretches_a_bad_entry_appended_meanwhile_is_found(
     assert (verdict.kind, verdict.verified_through, verdict.first_bad_seq) == (
         VerdictKind.BROKEN, 16, 17)
     assert _walk(url) == verdict
+
+
+def test_in_stretches_a_whole_stretch_missing_is_named_at_its_first_seq(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes. Seqs 9..16 all deleted: the stretch that held them has no first
+    link to compare, and reports the gap from the previous stretch's head."""
+    entries = _ledger(settings, 24)
+    with tampering(settings.database_url) as t:
+        for seq in range(9, 17):
+            t.delete(seq)
+    verdict = _in_stretches(settings.database_url, monkeypatch)
+    assert verdict == Verdict(VerdictKind.BROKEN, 8, 9, "entry missing (stretch ends at seq 8)",
+                              str(entries[7]["hash"]))
+
+
+def test_in_stretches_the_first_entry_must_follow_the_genesis_hash(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes. Seq 1 re-sealed with another prev_hash: the first stretch's
+    first link is checked against the genesis hash, as a single walk checks it."""
+    _ledger(settings, 12)
+    with tampering(settings.database_url) as t:
+        t.put(1, seal({**t.entry(1), "prev_hash": "1" * 64}))
+    verdict = _in_stretches(settings.database_url, monkeypatch)
+    assert (verdict.kind, verdict.verified_through, verdict.first_bad_seq, verdict.head_hash) == (
+        VerdictKind.BROKEN, 0, 1, GENESIS_HASH)
+    assert verdict.reason == "prev_hash does not match the hash of the entry before"
+    assert _walk(settings.database_url).first_bad_seq == 1
+
+
+def test_workers_open_their_own_store_whatever_the_caller_holds(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Worker processes. The workers start fresh (spawned): a caller's open connections
+    and module state are not theirs. Here the calling process holds a worker store on
+    another, empty database; a forked worker would inherit it and find no entries. The
+    chain is exactly ``PARALLEL_FROM`` long, so it is checked in stretches (of one entry:
+    ``STRETCH`` 1 is a power of two already)."""
+    _ledger(settings, 6)
+    decoy = f"sqlite:///{tmp_path}/decoy.db"
+    migrate(decoy)
+    monkeypatch.setattr(verifier, "_worker_store", open_store(decoy))
+    monkeypatch.setattr(verifier, "PARALLEL_FROM", 6)
+    monkeypatch.setattr(verifier, "STRETCH", 1)
+    store = open_store(settings.database_url)
+    done: list[int] = []
+    try:
+        verdict = verify(store, settings.database_url, LEDGER, done.append)
+    finally:
+        store.close()
+        assert verifier._worker_store is not None
+        verifier._worker_store.close()
+    assert (verdict.kind, verdict.verified_through) == (VerdictKind.INTACT, 6)
+    assert done == [1, 2, 3, 4, 5, 6]
