@@ -457,3 +457,17 @@ def test_workers_open_their_own_store_whatever_the_caller_holds(
         verifier._worker_store.close()
     assert (verdict.kind, verdict.verified_through) == (VerdictKind.INTACT, 6)
     assert done == [1, 2, 3, 4, 5, 6]
+
+
+def test_in_stretches_without_roots_to_fill_the_chain_alone_is_judged(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Worker processes. A caller that passes checkpoints but no ``roots`` gets the chain's
+    verdict: the roots are judged for a caller that asks for them (as :func:`verify`
+    does), not turned into a verdict here."""
+    entries = _ledger(settings, 20)
+    monkeypatch.setattr(verifier, "STRETCH", 8)
+    held = _held(entries, [4], {12: "witness L"})
+    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 20, workers=2,
+                                     checkpoints=held)
+    assert verdict == Verdict(VerdictKind.INTACT, 20, None, None, str(entries[19]["hash"]))
