@@ -23,6 +23,7 @@ from ledger.transparency.tree import (
     EMPTY_ROOT,
     Frontier,
     Node,
+    SubtreeHash,
     assemble,
     consistency_plan,
     consistency_proof,
@@ -32,6 +33,7 @@ from ledger.transparency.tree import (
     plan_nodes,
     range_nodes,
     root_of,
+    split,
     tree_root,
 )
 
@@ -520,3 +522,107 @@ def test_frontier_refuses_an_inconsistent_edge() -> None:
         Frontier(1, (b"short",))
     with pytest.raises(ValueError, match="32 bytes"):
         Frontier().append([b"short"])
+
+
+def _frontier(leaves: list[bytes]) -> Frontier:
+    return Frontier().append(leaves)[0]
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(0, 70), st.lists(st.integers(0, 40), max_size=6), st.integers(0, 5))
+@example(0, [1, 1, 1, 1], 0)  # every leaf kept, then the carries from level 1 up
+@example(3, [13], 1)
+def test_grow_is_append_keeping_only_the_levels_asked(
+    start: int, batches: list[int], keep_from: int
+) -> None:
+    """What a store calls on every append: the same frontier as :meth:`Frontier.append`,
+    and the same new subtrees in the same order, less those below ``keep_from``."""
+    leaves = _leaves(start)
+    grown = appended = _frontier(leaves)
+    for count in batches:
+        new = _leaves(count, start=len(leaves))
+        leaves += new
+        appended, created = appended.append(new)
+        grown, kept = grown.grow(new, keep_from)
+        assert grown == appended
+        assert kept == [n for n in created if n.level >= keep_from]
+    assert grown.root() == root_of(leaves)
+
+
+def test_grow_keeps_level_one_and_up_by_default() -> None:
+    frontier, created = Frontier().grow(EX.leaves)
+    store = _store(EX.leaves)
+    # the order each is created in: a subtree right after the two it combines
+    assert [(n.level, n.index) for n in created] == [(1, 0), (1, 1), (2, 0), (1, 2)]
+    assert created == [SubtreeHash(lv, i, store[(lv, i)]) for lv, i, _ in created]
+    assert frontier == Frontier(7, (EX.node["k"], EX.node["i"], EX.node["j"]))
+
+
+@pytest.mark.parametrize(("first", "second"), [
+    (0, 5), (4, 3), (8, 8), (8, 1), (16, 7), (12, 4), (6, 2), (7, 1), (32, 32), (3, 0),
+])
+def test_extend_joins_a_tree_placed_after_another(first: int, second: int) -> None:
+    """The verifier's join of stretches: the edge of ``first`` leaves followed by the
+    edge of a tree of its own of ``second`` leaves is the edge of all of them."""
+    leaves = _leaves(first + second)
+    left, right = _frontier(leaves[:first]), _frontier(leaves[first:])
+    joined = left.extend(right)
+    assert joined == _frontier(leaves)
+    assert joined.root() == root_of(leaves)
+
+
+def test_extend_refuses_a_tree_that_would_start_unaligned() -> None:
+    with pytest.raises(ValueError) as refused:
+        _frontier(_leaves(4)).extend(_frontier(_leaves(8)))
+    assert str(refused.value) == "a tree of 8 leaves cannot start at leaf 4: unaligned"
+    with pytest.raises(ValueError):  # 6 is a multiple of 2, not of 4 (the larger subtree)
+        _frontier(_leaves(6)).extend(_frontier(_leaves(6)))
+
+
+def _message(check: Callable[[], object]) -> str:
+    with pytest.raises(ValueError) as refused:
+        check()
+    return str(refused.value)
+
+
+def test_each_refusal_of_the_tree_names_its_reason() -> None:
+    """Word for word: a caller that reports these must not get another message."""
+    leaf = EX.leaves[0]
+    store = _store(EX.leaves)
+    plan = inclusion_plan(4, 7)
+    short = {n: store[n][:31] for n in plan_nodes(plan)}
+    reasons: list[tuple[str, Callable[[], object]]] = [
+        ("empty or negative leaf range [4, 4)", lambda: range_nodes(4, 4)),
+        ("empty or negative leaf range [-1, 3)", lambda: range_nodes(-1, 3)),
+        ("leaf range [1, 3) is not made of aligned subtrees", lambda: range_nodes(1, 3)),
+        ("leaf 7 is not in a tree of 7 leaves", lambda: inclusion_plan(7, 7)),
+        ("no consistency proof from size 0 to size 5", lambda: consistency_plan(0, 5)),
+        ("a subtree hash is not 32 bytes", lambda: assemble(plan, short)),
+        ("a tree of 3 leaves has 2 edge subtrees, not 1", lambda: Frontier(3, (leaf,))),
+        ("a tree of -1 leaves has 1 edge subtrees, not 1", lambda: Frontier(-1, (leaf,))),
+        ("a frontier hash is not 32 bytes", lambda: Frontier(1, (leaf[:31],))),
+        ("a leaf hash is not 32 bytes", lambda: Frontier().append([leaf[:31]])),
+    ]
+    # the same words from grow as from append
+    reasons.append(("a leaf hash is not 32 bytes",
+                    lambda: Frontier().grow([leaf, leaf + b"x"])))
+    assert [(why, _message(check)) for why, check in reasons] == [
+        (why, why) for why, _ in reasons]
+
+
+def test_split_is_the_largest_power_of_two_below() -> None:
+    assert [split(n) for n in range(2, 18)] == [_split(n) for n in range(2, 18)]
+    assert [split(n) for n in (2, 3, 4, 5, 8, 9)] == [1, 2, 2, 4, 4, 8]
+
+
+def test_a_node_covers_its_leaves() -> None:
+    # Node(2, 3): the 4 leaves 12..15; the verifier names a bad subtree by them
+    assert (Node(2, 3).start, Node(2, 3).end) == (12, 16)
+    assert (Node(0, 5).start, Node(0, 5).end) == (5, 6)
+
+
+def test_an_empty_frontier_has_no_nodes_and_loads_nothing() -> None:
+    assert Frontier().nodes == []
+    assert Frontier.load(0, lambda level, index: pytest.fail("an empty tree reads nothing")) == (
+        Frontier())
+    assert Frontier(7, (EX.node["k"], EX.node["i"], EX.node["j"])).nodes == range_nodes(0, 7)
