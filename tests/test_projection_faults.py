@@ -36,6 +36,7 @@ import pytest
 
 from api.services import Services
 from api.workload import Workload
+from api.workload.monitoring import MonitoredService
 from ledger.clock import utc_now
 from ledger.settings import Settings
 from ledger.shredding import shred_patient
@@ -243,7 +244,7 @@ def test_sigkill_of_phi_ledger_project_mid_way_then_restart(settings: Settings) 
     env = env_for(settings)
     demo = cli(env, "demo", "--events", "20000", "--seed", str(SEED), "--batch", "1000")
     assert demo.returncode == 0, demo.stderr
-    for mrn in sorted({e["patient"]["id"] for e in Workload(seed=SEED).events(2000)
+    for mrn in sorted({e["patient"]["id"] for e in MonitoredService(seed=SEED).events(2000)
                        if e.get("patient")})[:3]:
         shredded = cli(env, "shred", "--patient", mrn, "--reason", "REQ-1", "--yes")
         assert shredded.returncode == 0, shredded.stderr

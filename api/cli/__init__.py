@@ -428,11 +428,13 @@ def demo(
     ledger: LedgerOption = None,
     batch: Annotated[int, typer.Option(help="Events per ingest batch.")] = 500,
     truth: Annotated[str | None, typer.Option(
-        help="Post the monitored service (every monitoring rule's violation) and write "
-             "the alerts it must raise to this file (JSON lines), never to the ledger.")
+        help="Also write the alerts the day must raise to this file (JSON lines), never "
+             "to the ledger.")
     ] = None,
 ) -> None:
-    """Fill the database with a realistic synthetic answering-service day."""
+    """Fill the database with a realistic synthetic answering-service day: a staff
+    roster with names, dates of birth and shifts, patients (some VIP, some staff), business
+    associates, calls, and every monitoring rule's violation at a few per thousand."""
     from api.workload.demo import run_demo
     from ledger.crypto.keyring import KeyRingError
     from ledger.data_keys import DataKeyUnusable
