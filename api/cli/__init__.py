@@ -178,7 +178,8 @@ def _build_deferred_indexes(projector: Any) -> None:
 
 @app.command()
 def project(
-    once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Catch up (and record the rule set in force), then exit.")] = False,
 ) -> None:
     """Keep every view current: follow the ledger (LISTEN/NOTIFY on PostgreSQL, polling
     on SQLite), and run the monitoring watch beside it (the rule-set entry in the ledger,
@@ -201,8 +202,10 @@ def project(
         _project_with_bar("catching up", lambda advance: projector.catch_up(advance))
         _build_deferred_indexes(projector)
         if once:
-            # The rule set in force, if an alert needs it; no webhook: nothing follows.
+            # The rule set in force, if an alert needs it (no webhook: nothing follows),
+            # and that entry projected too: the views are current at exit.
             Watch(projector.store, protection, utc_now).step()
+            projector.catch_up()
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
