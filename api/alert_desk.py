@@ -78,19 +78,33 @@ async def record_shown(svc: Any, ledger: str, reader: Reader, shown: list[str],
     await AccessReports(svc).record_reads(ledger, reader, shown, purpose, ALERT_LIST)
 
 
+def own_actor(svc: Any, caller: Any, actor_id: str) -> str | None:
+    """Why ``actor_id`` is the caller, or None. Applications post the staff id a person
+    acts as (the ``staff_id`` of ``staff_added``), the service its own entries under the
+    identity id, and some applications the sign-in name: all three are the caller."""
+    if actor_id == caller.id:
+        return "the actor is your identity"
+    if caller.name is not None and actor_id == caller.name:
+        return "the actor is your sign-in name"
+    if actor_id in svc.access.identities.staff_ids(caller.id):
+        return "the actor is a staff id bound to you"
+    return None
+
+
 def triage(svc: Any, ledger: str, caller: Any, alert_id: str, decision: str,
            reason: str) -> Triage:
     """Append ``decision`` (acknowledge or dismiss) on ``alert_id`` to the ledger.
 
     Refused (:class:`TriageRefused`) when the alert does not exist in the caller's
-    ledger (404), or is about the reviewer's own actions (403): nobody closes their own
-    alert."""
+    ledger (404), or is about the reviewer's own actions (403, :func:`own_actor`):
+    nobody closes their own alert."""
     row = alert_queries.alert_by_id(svc.store, ledger, alert_id)
     if row is None:
         raise TriageRefused(404, "not_found", "no such alert in this ledger")
-    if row["actor_id"] == caller.id:
-        raise TriageRefused(403, "forbidden", "this alert is about your own actions: "
-                                              "another reviewer must triage it")
+    why = own_actor(svc, caller, row["actor_id"])
+    if why is not None:
+        raise TriageRefused(403, "forbidden", f"this alert is about your own actions ({why}):"
+                                              " another reviewer must triage it")
     now = svc.clock()
     event = {
         "event_id": new_event_id(), "occurred_at": now.isoformat(timespec="microseconds"),

@@ -194,10 +194,11 @@ class ServerProcess:
 
 def provision_user(
     settings: Any, name: str, password: str, *, roles: tuple[str, ...] | list[str] = ("auditor",),
-    ledger: str = "default",
+    ledger: str = "default", staff_ids: tuple[str, ...] | list[str] = (),
 ) -> str:
     """A person with a password and TOTP, made as ``phi-ledger admin create-user`` makes
-    them (recorded in their ledger: ``identity_created``, ``totp_enrolled``). Returns the
+    them (recorded in their ledger: ``identity_created``, ``totp_enrolled``, and
+    ``staff_ids_set`` when ``staff_ids`` binds them to staff ids). Returns the
     TOTP seed, for the test to make codes with (api.auth.credentials.totp_code)."""
     from api.auth.identities import Actor, Identities
     from api.auth.sealing import SeedSeal
@@ -213,7 +214,8 @@ def provision_user(
         identities = Identities(store, utc_now, fingerprint=lambda _l, e: e["event_id"],
                                 seeds=SeedSeal(lambda: ring))
         _, enrolment = identities.create_user(ledger, name, roles, password,
-                                              actor=Actor("test-support"))
+                                              actor=Actor("test-support"),
+                                              staff_ids=staff_ids)
         return enrolment.seed
     finally:
         store.close()

@@ -47,7 +47,7 @@ SYSTEM_ACTIONS = frozenset({
     # continual monitoring: a reviewer's triage of an alert, the rule set in force
     "alert_acknowledged", "alert_dismissed", "monitoring_rules",
     "identity_created", "key_created", "key_revoked", "password_set", "totp_enrolled",
-    "account_locked", "account_unlocked",
+    "account_locked", "account_unlocked", "staff_ids_set",
     "investigation_opened", "investigation_amended", "investigation_closed",
 })
 DATA_ACTIONS = frozenset({"create", "update"}) | WORKFORCE_ACTIONS

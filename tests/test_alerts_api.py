@@ -165,3 +165,27 @@ def test_metrics_count_alerts_by_rule_and_status(client: TestClient) -> None:
     assert 'phi_ledger_alerts{rule="vip_access",status="open"} 1.0' in text
     assert 'phi_ledger_alerts{rule="break_glass",status="dismissed"} 1.0' in text
     assert "MRN-" not in text and "Reyes" not in text
+
+
+def test_from_is_inclusive_and_to_exclusive(client: TestClient) -> None:
+    """``from <= occurred_at < to``, compared as instants (an offset other than the
+    events' own names the same moment)."""
+    seqs = _post(client, [read(f"MRN-{i}", at(10 * i), purpose="ETREAT") for i in (1, 2, 3)])
+    _catch_up(client)
+
+    def listed(**bounds: str) -> list[int]:
+        answer = client.get("/v1/alerts", params={"purpose": "HOPERAT", **bounds})
+        assert answer.status_code == 200, answer.text
+        return sorted(i["seq"] for i in answer.json()["items"])
+
+    assert listed() == seqs
+    assert listed(**{"from": at(20)}) == seqs[1:]  # the alert at exactly `from` is in
+    assert listed(to=at(20)) == seqs[:1]  # the alert at exactly `to` is out
+    assert listed(**{"from": at(10), "to": at(30)}) == seqs[:2]
+    assert listed(**{"from": at(19.99), "to": at(20.01)}) == seqs[1:2]
+    # 09:20 at -05:00 is 14:20 UTC: the same bound, spelled in UTC.
+    assert listed(**{"from": "2026-11-02T14:20:00Z"}) == seqs[1:]
+    assert listed(to="2026-11-02T14:20:00.001Z") == seqs[:2]
+    same = client.get("/v1/alerts", params={"purpose": "HOPERAT", "from": at(20),
+                                            "to": at(20)})
+    assert same.status_code == 400 and same.json()["error"]["fields"] == ["from"]

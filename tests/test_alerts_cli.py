@@ -47,3 +47,16 @@ def test_demo_writes_ground_truth_apart_from_the_ledger(settings: Settings, tmp_
     assert {"untrained", "no_mfa", "insecure_channel"} <= {x["rule"] for x in labels}
     exported = run_cli(settings, "export").stdout
     assert "insecure_channel" not in exported and "explained_by" not in exported
+
+
+def test_the_plain_demo_raises_alerts(settings: Settings) -> None:
+    """A newcomer's ``phi-ledger demo`` (no --truth) carries the data conventions, so the
+    rules that need a roster, names or VIP records fire."""
+    done = run_cli(settings, "demo", "--events", "3000")
+    assert done.returncode == 0, done.stderr
+    assert run_cli(settings, "project", "--once").returncode == 0
+    listed = run_cli(settings, "alerts")
+    assert listed.returncode == 0, listed.stderr
+    rules = {line.split("\t")[1] for line in listed.stdout.strip().splitlines()[1:]}
+    # not_on_roster, untrained, same_last_name, vip_access need roster, names, VIP flags.
+    assert {"untrained", "same_last_name", "vip_access", "not_on_roster"} <= rules, rules

@@ -195,6 +195,26 @@ def test_nobody_triages_an_alert_about_their_own_actions(desk: Console) -> None:
     assert done[0]["actor"]["id"] not in (ivan, "")
 
 
+def test_the_console_refuses_triage_by_a_reviewer_bound_to_the_staff_id(
+        desk: Console) -> None:
+    """Applications post staff ids (agent-1 here), not identity ids: once ivan is bound to
+    agent-1, the console's triage (the same function as the API's) refuses him."""
+    from api.auth.identities import Actor
+
+    svc = fastapi_app(desk.client.app).state.services
+    svc.access.identities.set_staff_ids("ivan", ["agent-1"], actor=Actor("operator"))
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    page = desk.client.get("/console/alerts?rule=break_glass")
+    theirs = next(a for a in _rows(page.text) if a["user"] == "agent-1")
+    before = len(desk.entries())
+    r = desk.client.post(f"/console/alerts/{theirs['alert_id']}/dismiss",
+                         data={"reason": "it was me", "csrf": desk.csrf(page.text)},
+                         follow_redirects=False)
+    assert r.status_code == 403 and "staff id bound to you" in r.text
+    assert len(desk.entries()) == before
+
+
 def _open(desk: Console, title: str = "Lost laptop") -> str:
     listing = desk.client.get("/console/investigations")
     r = desk.client.post("/console/investigations", data={

@@ -24,7 +24,7 @@ import psycopg
 import pytest
 
 from api.app import build_services
-from api.workload import Workload
+from api.workload.monitoring import MonitoredService
 from ledger.chain import Head
 from ledger.crypto.keyring import FileKeyProvider, KeyRing, encode_ring
 from ledger.crypto.log_keys import LogKeys, encode_log_keys
@@ -439,7 +439,7 @@ def test_keys_from_the_environment_work_and_cannot_be_rotated(key_settings: Sett
     demo = run(env, "demo", "--events", "200", "--seed", "3")
     assert demo.returncode == 0, demo.stderr
     assert not key_settings.key_file.parent.exists(), "a key file was created"
-    events = list(Workload(seed=3).events(200))
+    events = list(MonitoredService(seed=3).events(200))  # what the demo posted
     patients = {e["patient"]["id"] for e in events if e.get("patient")}
     assert status_lines(env) == [f"{ring.active_kek_id} (active): wraps {len(patients)} data keys"]
     assert reveal_all(settings) == events

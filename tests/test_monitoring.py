@@ -4,7 +4,12 @@ alerts, independence from unrelated users' order, and the record convention."""
 
 from __future__ import annotations
 
+import itertools
+import uuid
 from typing import Any
+
+from hypothesis import HealthCheck, example, given, settings
+from hypothesis import strategies as st
 
 from projections.alert_queries import alerts_for_seqs
 from projections.runner import Projector
@@ -19,6 +24,7 @@ from tests.monitoring_support import (
     rules_of,
     staff_added,
     trained,
+    user,
 )
 
 
@@ -96,33 +102,130 @@ def test_bulk_export_on_the_100th_patient_within_the_hour(svc: Any) -> None:
     assert [a["seq"] for a in found] == [seqs[1]]
 
 
-def test_rebuild_raises_the_same_alerts(svc: Any) -> None:
-    post(svc, [staff_added("agent-1", name="Ana Reyes", shift="08:00-17:00"),
-               record("MRN-1", name="Cy Reyes", vip=True),
-               *[read(f"MRN-{i % 7}", at(i * 13), purpose="ETREAT" if i % 5 == 0 else "TREAT",
-                      actor=f"agent-{i % 3}") for i in range(60)],
-               event("create", at(200), patient="MRN-1", resource={"type": "call", "id": "c"})])
-    first = alerts(svc)
-    assert len(first) > 20
+# -- properties over generated days ------------------------------------------------------
+#
+# A user's day is a list of steps: what they do, to which patient, how many minutes after
+# the previous step, with or without MFA. The users share patients (one VIP, one sharing
+# the staff's family name) but change no patient's record, so they are unrelated: the
+# rules' state for one (care relationships, counts, failed logins) is not the other's.
+# Each example posts to ledgers of its own.
+
+KINDS = ("read", "read", "break_glass", "message", "export", "sms", "login_failed",
+         "login_failed", "login")
+# Mostly minutes apart (failed logins within 15 minutes, care within 24 hours), now and
+# then hours (out of the shift, into the next day).
+GAP = st.one_of(st.integers(0, 4), st.integers(0, 4), st.integers(0, 600))
+# A step may be repeated a minute apart (a burst of failed logins, of reads).
+STEP = st.tuples(st.sampled_from(KINDS), st.integers(0, 3), GAP, st.booleans(),
+                 st.sampled_from((1, 1, 2, 3, 5)))
+DAY = st.lists(STEP, min_size=1, max_size=10)
+PROPERTY = settings(max_examples=25, deadline=None, derandomize=False,
+                    suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                           HealthCheck.too_slow])
+# A rebuild folds every ledger the examples made so far: fewer of those.
+REBUILDS = settings(PROPERTY, max_examples=10)
+_ledgers = itertools.count()
+
+
+def _roster(users: str) -> list[dict[str, Any]]:
+    """Staff (agent-a trained, the others not) and the patients' records."""
+    out = [record("MRN-0", name="Bo Vance", vip=True), record("MRN-1", name="Cy Reyes")]
+    for u in users:
+        out.append(staff_added(f"agent-{u}", name=f"Ana {u.upper()} Reyes",
+                               shift="08:00-17:00"))
+        if u == "a":
+            out.append(trained(f"agent-{u}"))
+    return out
+
+
+def _day(u: str, steps: list[tuple[str, int, int, bool, int]]) -> list[dict[str, Any]]:
+    """The user's steps as events, after a read of the VIP patient (never alert-free)."""
+    out, minutes = [], 0
+    bursts = [("read", 0, 0, True, 1), *steps]
+    for kind, p, gap, mfa in [(k, p, g if i == 0 else 1, m)
+                              for k, p, g, m, n in bursts for i in range(n)]:
+        minutes += gap
+        when, patient, who = at(minutes), f"MRN-{p}", f"agent-{u}"
+        if kind == "login_failed":
+            one = event("login_failed", when, who, outcome="failure")
+        elif kind == "login":
+            one = event("login", when, who)
+        elif kind == "message":
+            one = event("create", when, who, patient,
+                        resource={"type": "message", "id": f"m{minutes}"})
+        elif kind == "export":
+            one = event("export", when, who, patient)
+        else:
+            fields = {"purpose": "ETREAT"} if kind == "break_glass" else (
+                {"channel": "sms"} if kind == "sms" else {})
+            one = read(patient, when, who, **fields)
+        one["actor"] = user(who, mfa=mfa)
+        out.append(one)
+    return out
+
+
+def _summary(svc: Any, ledger: str, seq_names: dict[int, tuple[str, int]]
+             ) -> set[tuple[Any, ...]]:
+    """The ledger's alerts, each entry named by (user, index in their own list)."""
+    return {(seq_names[a["seq"]], a["rule"], a["status"],
+             None if a["explained_by"] is None else seq_names[a["explained_by"]])
+            for a in alerts(svc, ledger)}
+
+
+@REBUILDS
+@given(days=st.lists(DAY, min_size=1, max_size=3))
+def test_rebuild_raises_the_same_alerts(svc: Any, days: list[Any]) -> None:
+    users = "abc"[:len(days)]
+    ledger = f"rebuild-{next(_ledgers)}"
+    events = _roster(users)
+    for u, steps in zip(users, days, strict=True):
+        events += _day(u, steps)
+    events.sort(key=lambda e: e["occurred_at"])
+    post(svc, events, ledger=ledger)
+    first = alerts(svc, ledger)
+    assert first
     Projector(svc.store, protection=svc.protection, batch=7).rebuild(["alerts"])
-    assert alerts(svc) == first
+    assert alerts(svc, ledger) == first
 
 
-def test_unrelated_users_order_does_not_matter(svc: Any) -> None:
-    one = [read(f"MRN-{i}", at(i), actor="agent-a", purpose="ETREAT") for i in range(5)]
-    two = [read(f"MRN-{i}", at(i), actor="agent-b") for i in range(5)]
-    for e in two:
-        e["actor"]["mfa"] = False
-    post(svc, [*one, *two], ledger="first")
-    interleaved = [e for pair in zip(two, one, strict=True) for e in pair]
-    post(svc, [dict(e, event_id=e["event_id"][:-4] + "beef") for e in interleaved],
-         ledger="second")
+def _merge(a: list[Any], b: list[Any], picks: list[bool]) -> list[int]:
+    """Which user's next event comes next: 1 (b) where ``picks`` says True while both have
+    events left; the rest in order."""
+    merged, left = [], {0: len(a), 1: len(b)}
+    for pick in picks:
+        if not (left[0] and left[1]):
+            break
+        merged.append(int(pick))
+        left[int(pick)] -= 1
+    return merged + [0] * left[0] + [1] * left[1]
 
-    def summary(ledger: str) -> set[tuple[str, str, str]]:
-        return {(a["actor_id"], a["rule"], a["status"]) for a in alerts(svc, ledger)}
 
-    assert summary("first") == summary("second") != set()
-    assert len(alerts(svc, "first")) == len(alerts(svc, "second")) == 10
+@PROPERTY
+@given(a=DAY, b=DAY, picks=st.lists(st.booleans(), max_size=80))
+# Failed logins are counted per user: a signs in after three of their own failures, with
+# two of b's in the same minutes (five if they were counted together): no alert for a.
+@example(a=[("login_failed", 0, 1, True, 3), ("login", 0, 1, True, 1)],
+         b=[("login_failed", 0, 1, True, 2)], picks=[True] * 3)
+def test_unrelated_users_order_does_not_matter(svc: Any, a: list[Any], b: list[Any],
+                                               picks: list[bool]) -> None:
+    """Two users' days posted one after the other, and interleaved any other way: each
+    user's alerts (rule, status, what explained them) are the same."""
+    summaries = []
+    days = {0: _day("a", a), 1: _day("b", b)}
+    for merge in ([0] * len(days[0]) + [1] * len(days[1]),
+                  _merge(days[0], days[1], picks)):
+        ledger = f"order-{next(_ledgers)}"
+        events = _roster("ab")
+        names = [("roster", i) for i in range(len(events))]
+        taken = {0: 0, 1: 0}
+        for who in merge:
+            # A fresh event id per ledger: the same event posted to two ledgers.
+            events.append(dict(days[who][taken[who]], event_id=str(uuid.uuid4())))
+            names.append(("ab"[who], taken[who]))
+            taken[who] += 1
+        seqs = post(svc, events, ledger=ledger)
+        summaries.append(_summary(svc, ledger, dict(zip(seqs, names, strict=True))))
+    assert summaries[0] == summaries[1] != set()
 
 
 def test_alerts_for_seqs(svc: Any) -> None:

@@ -53,6 +53,7 @@ ROUTE_ERRORS: dict[tuple[str, str], set[int]] = {
     ("GET", "/v1/admin/identities"): set(),
     ("POST", "/v1/admin/keys"): {403, 404, 422},
     ("DELETE", "/v1/admin/keys/{key_id}"): {404, 409},
+    ("PUT", "/v1/admin/identities/{identity_id}/staff-ids"): {404, 409, 422},
     ("GET", "/healthz"): set(),
     ("GET", "/readyz"): {503},
     ("GET", "/metrics"): set(),

@@ -49,6 +49,9 @@ PASSWORD_SET = "password_set"
 TOTP_ENROLLED = "totp_enrolled"
 ACCOUNT_LOCKED = "account_locked"
 ACCOUNT_UNLOCKED = "account_unlocked"
+STAFF_IDS_SET = "staff_ids_set"
+MAX_STAFF_IDS = 20
+MAX_STAFF_ID = 256
 SOURCE = {"system": "phi-ledger"}
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$")
 Fingerprint = Callable[[str, dict[str, Any]], str]
@@ -185,6 +188,18 @@ def check_name(name: str) -> str:
     return name
 
 
+def check_staff_ids(staff_ids: Sequence[str]) -> list[str]:
+    """The staff ids a person acts as, sorted and without repeats. A staff id is what
+    applications post as ``actor.id`` (the ``staff_id`` of ``staff_added``): 1-256
+    characters without NUL, at most 20 per person."""
+    wanted = sorted(set(staff_ids))
+    if len(wanted) > MAX_STAFF_IDS:
+        raise AccessError(f"at most {MAX_STAFF_IDS} staff ids per person")
+    if any(not s or len(s) > MAX_STAFF_ID or "\x00" in s for s in wanted):
+        raise AccessError(f"a staff id is 1-{MAX_STAFF_ID} characters without NUL")
+    return wanted
+
+
 def _password_hash(password: str) -> str:
     try:
         return hash_password(password)
@@ -288,6 +303,13 @@ class Identities:
         if found is None:
             raise NotFound(f"no identity {id_or_name!r}")
         return found
+
+    def staff_ids(self, identity_id: str) -> frozenset[str]:
+        """The staff ids bound to a person (empty for an application or an unbound one)."""
+        with self.store.transaction() as tx:
+            rows = self.execute(tx, "SELECT staff_id FROM identity_staff"
+                                " WHERE identity_id = %s", (identity_id,)).fetchall()
+        return frozenset(str(r[0]) for r in rows)
 
     def identities(self, ledger: str | None = None) -> list[Identity]:
         with self.store.transaction() as tx:
@@ -435,12 +457,16 @@ class Identities:
         return IssuedKey(secret, key_id, ident, expires, receipts[-1])
 
     def create_user(self, ledger: str, name: str, roles: Sequence[str] | frozenset[str],
-                    password: str, *, actor: Actor) -> tuple[Identity, Enrolment]:
+                    password: str, *, actor: Actor, staff_ids: Sequence[str] = ()
+                    ) -> tuple[Identity, Enrolment]:
         """A person: password (argon2id) and a TOTP seed, enrolled at once, so no user
-        ever exists without a second factor. Returns the enrolment to show once."""
+        ever exists without a second factor; bound to ``staff_ids`` (the ids applications
+        post for them) when given. Returns the enrolment to show once."""
         now = self.clock()
         check_name(name)
         self._check_name_free(name)
+        bound = check_staff_ids(staff_ids)
+        self._check_staff_free(check_ledger(ledger), bound, None)
         ident = self._new_identity(ledger, "user", frozenset(roles), name, now,
                                    _password_hash(password))
         seed = new_totp_secret()
@@ -449,13 +475,69 @@ class Identities:
 
         def change(tx: Any) -> None:
             self._insert_identity(tx, ident, actor.id)
+            self._bind_staff(tx, ident, bound)
 
         events = [self._identity_event(ident, now, actor),
                   self.event(TOTP_ENROLLED, now, actor.as_event(),
                               resource={"type": "identity", "id": ident.id})]
+        if bound:
+            events.append(self._staff_event(ident, bound, now, actor))
         receipts = self.record(ident.ledger, now, events, change)
         log.info("auth.user_created", identity=ident.id, ledger=ident.ledger)
         return ident, Enrolment(self._uri(ident, seed), seed, receipts[-1])
+
+    def _check_staff_free(self, ledger: str, staff_ids: list[str], owner: str | None
+                          ) -> None:
+        """A staff id is one person's: refuse one bound to someone else in the ledger."""
+        if not staff_ids:
+            return
+        marks = ",".join(["%s"] * len(staff_ids))
+        with self.store.transaction() as tx:
+            rows = self.execute(tx, "SELECT staff_id, identity_id FROM identity_staff"
+                                f" WHERE ledger = %s AND staff_id IN ({marks})",
+                                (ledger, *staff_ids)).fetchall()
+        taken = sorted(str(r[0]) for r in rows if r[1] != owner)
+        if taken:
+            raise AccessError(f"staff id(s) {', '.join(taken)} already bound to another "
+                              "person of this ledger")
+
+    def _bind_staff(self, tx: Any, ident: Identity, staff_ids: list[str]) -> None:
+        self.execute(tx, "DELETE FROM identity_staff WHERE identity_id = %s", (ident.id,))
+        for staff_id in staff_ids:
+            self.execute(tx, "INSERT INTO identity_staff (identity_id, ledger, staff_id)"
+                         " VALUES (%s, %s, %s)", (ident.id, ident.ledger, staff_id))
+
+    def _staff_event(self, ident: Identity, staff_ids: list[str], now: datetime,
+                     actor: Actor) -> dict[str, Any]:
+        return self.event(STAFF_IDS_SET, now, actor.as_event(),
+                          resource={"type": "identity", "id": ident.id},
+                          data={"identity": ident.id, "staff_ids": staff_ids})
+
+    def set_staff_ids(self, id_or_name: str, staff_ids: Sequence[str], *, actor: Actor,
+                      ledger: str | None = None) -> Receipt:
+        """Bind a person to exactly ``staff_ids`` (none: unbound), recorded as
+        ``staff_ids_set`` in their ledger together with the change; ``ledger`` confines
+        it (an admin's own ledger)."""
+        ident = self._user(id_or_name)
+        if ledger is not None and ident.ledger != ledger:
+            raise NotFound(f"no identity {id_or_name!r}")
+        bound = check_staff_ids(staff_ids)
+        self._check_staff_free(ident.ledger, bound, ident.id)
+        now = self.clock()
+
+        def change(tx: Any) -> None:
+            # The revision guard: a concurrent change to the same person fails one of them.
+            cursor = self.execute(tx, "UPDATE identities SET revision = revision + 1"
+                                  " WHERE id = %s AND revision = %s",
+                                  (ident.id, ident.revision))
+            if cursor.rowcount != 1:
+                raise AccessError("the identity changed meanwhile; try again")
+            self._bind_staff(tx, ident, bound)
+
+        receipt = self.record(ident.ledger, now, [self._staff_event(ident, bound, now, actor)],
+                              change)[0]
+        log.info("auth.staff_ids_set", identity=ident.id, count=len(bound))
+        return receipt
 
     def seed_seal(self) -> SeedSeal:
         if self.seeds is None:

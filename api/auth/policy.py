@@ -102,6 +102,7 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/v1/admin/identities"): _allow(ADMIN, limit=Limit.ADMIN),
     ("POST", "/v1/admin/keys"): _allow(ADMIN, limit=Limit.ADMIN),
     ("DELETE", "/v1/admin/keys/{}"): _allow(ADMIN, limit=Limit.ADMIN),
+    ("PUT", "/v1/admin/identities/{}/staff-ids"): _allow(ADMIN, limit=Limit.ADMIN),
     # operations: orchestrators and Prometheus call these without credentials; they
     # carry no PHI, no tenant data and no secret (see README, "Access control")
     ("GET", "/healthz"): PUBLIC,

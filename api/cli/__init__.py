@@ -178,27 +178,49 @@ def _build_deferred_indexes(projector: Any) -> None:
 
 @app.command()
 def project(
-    once: Annotated[bool, typer.Option("--once", help="Catch up, then exit.")] = False,
+    once: Annotated[bool, typer.Option(
+        "--once", help="Catch up (and record the rule set in force), then exit.")] = False,
 ) -> None:
     """Keep every view current: follow the ledger (LISTEN/NOTIFY on PostgreSQL, polling
-    on SQLite). Safe beside `serve` and beside other `project` processes: each entry is
-    applied to each view exactly once."""
+    on SQLite), and run the monitoring watch beside it (the rule-set entry in the ledger,
+    alerts to LEDGER_ALERT_WEBHOOK). Safe beside `serve` and beside other `project`
+    processes: each entry is applied to each view exactly once, each rule set recorded
+    once and each alert sent to the webhook once."""
     import signal
     import threading
+
+    from api.monitoring import Watch, Webhook
+    from ledger.clock import utc_now
+    from ledger.protection import protection_from_settings
 
     settings = _settings()
     configure_logging(settings.log_format, settings.log_level)
     projector = _projector(settings)
     try:
+        # The rule-set entry is sealed and fingerprinted as the service's own entries are.
+        protection = protection_from_settings(settings, projector.store)
         _project_with_bar("catching up", lambda advance: projector.catch_up(advance))
         _build_deferred_indexes(projector)
         if once:
+            # The rule set in force, if an alert needs it (no webhook: nothing follows),
+            # and that entry projected too: the views are current at exit.
+            Watch(projector.store, protection, utc_now).step()
+            projector.catch_up()
             return
         stop = threading.Event()
         for sig in (signal.SIGINT, signal.SIGTERM):
             signal.signal(sig, lambda *_: stop.set())
+        hook = Webhook(settings.alert_webhook) if settings.alert_webhook else None
+        watch = Watch(projector.store, protection, utc_now, hook)
+        watcher = threading.Thread(target=watch.run, args=(stop,), name="monitoring",
+                                   daemon=True)
+        watcher.start()
         typer.echo("following the ledger (Ctrl-C to stop)")
-        projector.follow(stop)
+        try:
+            projector.follow(stop)
+        finally:
+            stop.set()
+            watcher.join(timeout=10)
     finally:
         projector.store.close()
 
@@ -409,11 +431,13 @@ def demo(
     ledger: LedgerOption = None,
     batch: Annotated[int, typer.Option(help="Events per ingest batch.")] = 500,
     truth: Annotated[str | None, typer.Option(
-        help="Post the monitored service (every monitoring rule's violation) and write "
-             "the alerts it must raise to this file (JSON lines), never to the ledger.")
+        help="Also write the alerts the day must raise to this file (JSON lines), never "
+             "to the ledger.")
     ] = None,
 ) -> None:
-    """Fill the database with a realistic synthetic answering-service day."""
+    """Fill the database with a realistic synthetic answering-service day: a staff
+    roster with names, dates of birth and shifts, patients (some VIP, some staff), business
+    associates, calls, and every monitoring rule's violation at a few per thousand."""
     from api.workload.demo import run_demo
     from ledger.crypto.keyring import KeyRingError
     from ledger.data_keys import DataKeyUnusable

@@ -39,6 +39,10 @@ RoleOption = Annotated[list[str], typer.Option(
 LedgerOption = Annotated[str | None, typer.Option(
     "--ledger", "-l", help="The identity's ledger (tenant); default: 'default'.")]
 ActorOption = Annotated[str, typer.Option(help="Who does this, as the ledger records it.")]
+StaffOption = Annotated[list[str] | None, typer.Option(
+    "--staff-id", help="A staff id this person acts as: the actor.id applications post for "
+    "them (the staff_id of staff_added); repeat for several. Nobody triages an alert about "
+    "their own staff ids.")]
 PasswordStdin = Annotated[bool, typer.Option(
     "--password-stdin", help="Read the password from standard input (one line).")]
 
@@ -130,6 +134,7 @@ def create_user(
     ledger: LedgerOption = None,
     password_stdin: PasswordStdin = False,
     actor: ActorOption = "operator",
+    staff_id: StaffOption = None,
 ) -> None:
     """Create a person: password (argon2id) and TOTP enrolled at once. Prints the
     otpauth:// URI for their authenticator app alone on the last line (shown once)."""
@@ -138,9 +143,11 @@ def create_user(
 
     with _identities() as identities:
         ident, enrolment = identities.create_user(_ledger(ledger), name, role, password,
-                                                  actor=Actor(actor))
+                                                  actor=Actor(actor),
+                                                  staff_ids=staff_id or [])
+    bound = f", acting as staff {', '.join(sorted(set(staff_id)))}" if staff_id else ""
     typer.echo(f"user {ident.id} ({ident.name}) in ledger {ident.ledger}, roles "
-               f"{', '.join(sorted(ident.roles))}")
+               f"{', '.join(sorted(ident.roles))}{bound}")
     typer.echo("enrol this in an authenticator app (shown once):")
     typer.echo(enrolment.uri)
 
@@ -173,6 +180,22 @@ def set_password(
     with _identities() as identities:
         receipt = identities.set_password(user, password, actor=Actor(actor))
     typer.echo(f"password set for {user}; recorded at seq {receipt.seq}")
+
+
+@admin_app.command("set-staff-ids")
+def set_staff_ids(
+    user: Annotated[str, typer.Argument(help="The person's name or id.")],
+    staff_id: StaffOption = None,
+    actor: ActorOption = "operator",
+) -> None:
+    """Bind a person to exactly these staff ids (none given: unbind them all); recorded
+    as staff_ids_set in their ledger."""
+    from api.auth.identities import Actor
+
+    with _identities() as identities:
+        receipt = identities.set_staff_ids(user, staff_id or [], actor=Actor(actor))
+    typer.echo(f"{user} acts as staff {', '.join(sorted(set(staff_id or []))) or '(none)'};"
+               f" recorded at seq {receipt.seq}")
 
 
 @admin_app.command("unlock")
@@ -208,6 +231,7 @@ def list_identities(ledger: LedgerOption = None) -> None:
     with _identities() as identities:
         found = identities.identities(ledger)
         keys = identities.credentials([i.id for i in found])
+        staff_of = {i.id: identities.staff_ids(i.id) for i in found}
     by_owner: dict[str, list[Any]] = {}
     for key in keys:
         by_owner.setdefault(key.identity_id, []).append(key)
@@ -215,8 +239,10 @@ def list_identities(ledger: LedgerOption = None) -> None:
         state = ""
         if ident.locked_until is not None:
             state = f" locked until {ident.locked_until.isoformat()}"
+        staff = staff_of[ident.id]
+        acts = f" staff {','.join(sorted(staff))}" if staff else ""
         typer.echo(f"{ident.ledger}\t{ident.id}\t{ident.kind}\t{ident.name or '-'}\t"
-                   f"{','.join(sorted(ident.roles))}{state}")
+                   f"{','.join(sorted(ident.roles))}{state}{acts}")
         for key in by_owner.get(ident.id, []):
             status = f"revoked {key.revoked_at}" if key.revoked_at else (
                 f"expires {key.expires_at}" if key.expires_at else "active")

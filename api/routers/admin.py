@@ -41,13 +41,22 @@ KEY_BODY = {"requestBody": {"required": True, "content": {"application/json": {"
     }}}}}}
 
 
-def _identity_dict(ident: Identity, keys: list[dict[str, Any]]) -> dict[str, Any]:
+STAFF_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["staff_ids"], "additionalProperties": False,
+    "properties": {"staff_ids": {"type": "array", "maxItems": 20, "items": {
+        "type": "string", "minLength": 1, "maxLength": 256, "pattern": "^[^\\u0000]*$"}}},
+}}}}}
+
+
+def _identity_dict(ident: Identity, keys: list[dict[str, Any]], staff: frozenset[str]
+                   ) -> dict[str, Any]:
     return {
         "id": ident.id, "kind": ident.kind, "name": ident.name, "ledger": ident.ledger,
         "roles": sorted(ident.roles), "created_at": ident.created_at,
         "totp_enrolled": ident.totp_secret is not None if ident.kind == "user" else None,
         "locked_until": None if ident.locked_until is None
         else ident.locked_until.isoformat().replace("+00:00", "Z"),
+        "staff_ids": sorted(staff) if ident.kind == "user" else None,
         "keys": keys,
     }
 
@@ -65,7 +74,8 @@ async def identities(request: Request) -> Response:
         by_owner: dict[str, list[dict[str, Any]]] = {}
         for key in keys:
             by_owner.setdefault(key.identity_id, []).append(key.as_dict())
-        return [_identity_dict(i, by_owner.get(i.id, [])) for i in found]
+        return [_identity_dict(i, by_owner.get(i.id, []), store.staff_ids(i.id))
+                for i in found]
 
     return json_response({"ledger": who.ledger, "identities": await asyncio.to_thread(read)})
 
@@ -147,3 +157,39 @@ async def revoke_key(key_id: str, request: Request) -> Response:
         raise ApiError(409, "conflict", str(error), ["key_id"]) from None
     svc.access.forget()
     return json_response({"revoked": key_id, "seq": receipt.seq})
+
+
+@router.put(
+    "/identities/{identity_id}/staff-ids", summary="Set the staff ids a person acts as",
+    description="`{staff_ids: [...]}` -> `{identity, staff_ids, seq}`: the person (a user "
+    "of your ledger) acts as exactly these staff ids, the `actor.id` applications post for "
+    "them (the `staff_id` of `staff_added`); an empty list unbinds them. Nobody triages an "
+    "alert whose actor is one of their staff ids. A staff id bound to another person of "
+    "the ledger is refused (409). Recorded as `staff_ids_set`.",
+    responses=errors(404, 409, 422), openapi_extra=STAFF_BODY,
+)
+async def set_staff_ids(identity_id: str, request: Request) -> Response:
+    svc: Services = request.app.state.services
+    who = caller(request)
+    body = parse_json(await request.body())
+    staff = body.get("staff_ids") if isinstance(body, dict) else None
+    if not (isinstance(body, dict) and set(body) == {"staff_ids"} and isinstance(staff, list)
+            and all(isinstance(s, str) and storable(s) for s in staff)):
+        raise ApiError(422, "invalid_request", "the body is {\"staff_ids\": [strings]},"
+                       " nothing else", ["staff_ids"])
+    identities = svc.access.identities
+    found = await asyncio.to_thread(identities.get, identity_id)
+    if found is None or found.ledger != who.ledger or found.kind != "user":
+        raise ApiError(404, "not_found", "no such person in your ledger", ["identity_id"])
+    try:
+        receipt = await asyncio.to_thread(identities.set_staff_ids, identity_id, staff,
+                                          actor=Actor.of(who), ledger=who.ledger)
+    except NotFound:
+        raise ApiError(404, "not_found", "no such person in your ledger",
+                       ["identity_id"]) from None
+    except AccessError as error:
+        status = 409 if "already bound" in str(error) else 422
+        raise ApiError(status, "conflict" if status == 409 else "invalid_request",
+                       str(error), ["staff_ids"]) from None
+    return json_response({"identity": identity_id, "staff_ids": sorted(set(staff)),
+                          "seq": receipt.seq})

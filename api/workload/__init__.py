@@ -44,17 +44,26 @@ from api.workload.sim import Sim
 
 __all__ = ["DEFAULT_START", "Workload", "phi_of"]
 
+# What ``staff_added`` data holds about the person (the rest -- staff id, role, site,
+# shift -- is workforce data).
+STAFF_PHI = frozenset({"name", "dob", "patient_id"})
+
 
 def phi_of(event: dict[str, Any]) -> Iterator[str]:
     """The PHI strings of one workload event.
 
-    The patient's MRN, the PHI fields of ``data`` on ``create``/``update`` (workforce ``data``
-    holds none), and a disclosure's recipient name, address and description.
+    The patient's MRN, the PHI fields of ``data`` on ``create``/``update``, a staff
+    member's name, date of birth and own patient id on ``staff_added`` (the monitoring
+    conventions: the person is a patient too), and a disclosure's recipient name, address
+    and description.
     """
     if event.get("patient"):
         yield event["patient"]["id"]
     if event["action"] in ("create", "update") and event.get("data"):
         yield from (v for k, v in event["data"].items() if k in PHI_KEYS and isinstance(v, str))
+    if event["action"] == "staff_added" and event.get("data"):
+        yield from (v for k, v in event["data"].items()
+                    if k in STAFF_PHI and isinstance(v, str))
     if disclosure := event.get("disclosure"):
         yield disclosure["recipient"]["name"]
         yield disclosure["description"]

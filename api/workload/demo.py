@@ -21,8 +21,9 @@ def run_demo(
     progress: Progress | None = None,
     truth: str | None = None,
 ) -> int:
-    """Post ``events`` events of the seeded workload; returns the ledger's new head seq."""
-    from api.workload import Workload
+    """Post ``events`` events of the seeded monitored service
+    (:class:`api.workload.monitoring.MonitoredService`); returns the ledger's new head seq."""
+    from api.workload.monitoring import MonitoredService
 
     configure_logging(settings.log_format, settings.log_level)
     svc = build_services(settings)
@@ -35,14 +36,11 @@ def run_demo(
         if progress is not None:
             progress.start()
             task = progress.add_task(f"posting to {name}", total=events, rate="")
-        if truth is not None:
-            # The monitored service, its ground truth written apart (never posted).
-            from api.workload.monitoring import MonitoredService
-
-            monitored = MonitoredService(seed=seed)
-            source = monitored.events(events)
-        else:
-            source = Workload(seed=seed).events(events)
+        # The monitored service: the data conventions (roster, names, dates of birth,
+        # shifts, VIP records, partners) and every rule's violation, so a demo raises
+        # alerts; the ground truth goes to ``truth`` when asked, never to the ledger.
+        monitored = MonitoredService(seed=seed)
+        source = monitored.events(events)
         for event in source:
             chunk.append(event)
             if len(chunk) >= batch:

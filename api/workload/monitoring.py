@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
+from api.workload import phi_of
+
 START: Final = datetime.fromisoformat("2026-10-05T06:00:00-05:00")
 GIVEN: Final = ("Ana", "Ben", "Cleo", "Dev", "Eli", "Fay", "Gus", "Hana", "Ivo", "Jo",
                 "Kai", "Lena", "Milo", "Nia", "Omar", "Pia", "Quin", "Rosa", "Sam", "Tess")
@@ -80,6 +82,8 @@ class MonitoredService:
         self._floater_days: dict[tuple[str, str], set[str]] = {}
         self._pending_bg: list[tuple[int, str, str, datetime]] = []
         self._last_sweep: dict[str, datetime] = {}
+        self._phi_seen: set[str] = set()
+        self._charts = 0
 
     # -- making events -----------------------------------------------------------------
 
@@ -92,6 +96,12 @@ class MonitoredService:
                "source": {"system": "answer-desk", "site": "Northside"}}
         out.update(fields)
         return out
+
+    def _chart(self) -> dict[str, str]:
+        """A patient record's resource: its own id, never the MRN (``resource.id`` is
+        not sealed at rest; ``patient.id`` is)."""
+        self._charts += 1
+        return {"type": "patient", "id": f"chart-{self._charts}"}
 
     def _user(self, staff_id: str, mfa: bool = True) -> dict[str, Any]:
         return {"id": staff_id, "kind": "user", "role": "call_agent", "mfa": mfa}
@@ -109,7 +119,14 @@ class MonitoredService:
     def events(self, n: int) -> Iterator[dict[str, Any]]:
         """Exactly ``n`` events (fewer never: the run goes on as long as asked)."""
         for _, event in itertools.islice(self._run(), n):
+            self._phi_seen.update(phi_of(event))
             yield event
+
+    def phi_strings(self) -> set[str]:
+        """Every PHI string of the events yielded so far (:func:`api.workload.phi_of`:
+        MRNs, patients' and staff's names and dates of birth, staff's own patient ids,
+        disclosure recipients and descriptions). A fresh set."""
+        return set(self._phi_seen)
 
     def _on_shift(self, person: Person, when: datetime) -> bool:
         start, end = SHIFTS[person.shift]
@@ -128,7 +145,8 @@ class MonitoredService:
         staff = [Person(f"agent-{i:02d}", GIVEN[i % len(GIVEN)], families[i],
                         ("day", "evening", "night")[i % 3],
                         f"19{70 + i}-0{1 + i % 9}-1{i % 10}") for i in range(18)]
-        staff[3].patient_id, staff[7].patient_id = "MRN-S03", "MRN-S07"
+        # Eight digits: a six-digit number could be a timestamp's microseconds.
+        staff[3].patient_id, staff[7].patient_id = "MRN-93600003", "MRN-93600007"
         lapsed = staff[5]
         lapsed.trained = False
         floaters = [Person(f"float-{i}", "Wren", families[18 + i], "day",
@@ -162,7 +180,7 @@ class MonitoredService:
         vips: list[str] = []
         relatives: dict[str, str] = {}
         for i in range(400):
-            pid = f"MRN-{100000 + i}"
+            pid = f"MRN-{41_700_000 + i}"
             family = rng.choice(PATIENT_FAMILIES)
             vip = i % 80 == 0
             (vips if vip else ordinary).append(pid)
@@ -173,13 +191,13 @@ class MonitoredService:
                 data["vip"] = True
                 self._vip.add(pid)
             yield self._emit(self._event("create", bridge, setup, patient={"id": pid},
-                                         resource={"type": "patient", "id": pid}, data=data))
+                                         resource=self._chart(), data=data))
         for person in staff[:12]:
-            pid = f"MRN-R{person.staff_id[-2:]}"
+            pid = f"MRN-{82_400_000 + int(person.staff_id[-2:])}"
             relatives[person.staff_id] = pid
             self._families[pid] = person.family
             yield self._emit(self._event("create", bridge, setup, patient={"id": pid},
-                                         resource={"type": "patient", "id": pid}, data={
+                                         resource=self._chart(), data={
                                              "name": f"Uma {person.family}", "dob": "1950-02-02",
                                              "state": "NY"}))
         for person in staff:
@@ -188,8 +206,7 @@ class MonitoredService:
                 self._staff_patient[person.staff_id] = person.patient_id
                 yield self._emit(self._event("create", bridge, setup,
                                              patient={"id": person.patient_id},
-                                             resource={"type": "patient",
-                                                       "id": person.patient_id},
+                                             resource=self._chart(),
                                              data={"name": f"{person.given} {person.family}",
                                                    "dob": person.dob, "state": "NJ"}))
         injections = [self._no_sms, self._no_mfa, self._lapsed, self._temp, self._removed,
