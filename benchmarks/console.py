@@ -16,6 +16,7 @@ import os
 import platform
 import random
 import re
+import secrets
 import tempfile
 import time
 from datetime import UTC, datetime, timedelta
@@ -24,6 +25,7 @@ from pathlib import Path
 import httpx
 
 from api.auth.credentials import totp_code, totp_step
+from benchmarks.host import describe as describe_host
 from benchmarks.support import (
     ServerProcess,
     create_pg_database,
@@ -33,7 +35,10 @@ from benchmarks.support import (
 )
 from ledger.settings import Settings
 
-PATIENT = "MRN-BENCH-1"
+# Per run, so that a reused database (--database-url) gets a fresh person and patient.
+RUN = secrets.token_hex(3)
+USER = f"bench-{RUN}"
+PATIENT = f"MRN-BENCH-{RUN}"
 PASSWORD = "correct horse battery staple"
 
 
@@ -70,7 +75,7 @@ def _sign_in(base: str, seed: str) -> httpx.Client:
     form = client.get("/console/sign-in")
     csrf = _csrf(form.text)
     r = client.post("/console/sign-in", data={
-        "username": "bench", "password": PASSWORD, "csrf": csrf, "next": "/console",
+        "username": USER, "password": PASSWORD, "csrf": csrf, "next": "/console",
         "totp": totp_code(seed, totp_step(datetime.now(UTC)))})
     assert r.status_code in (200, 303), r.text
     page = client.get("/console/purpose")
@@ -94,7 +99,8 @@ def main() -> None:
         # A kept database keeps its key ring too (LEDGER_KEY_FILE), or its entries cannot open.
         key_file = Path(os.environ.get("LEDGER_KEY_FILE") or tmp / "keys.json")
         settings = Settings(database_url=url, key_file=key_file)
-        seed = provision_user(settings, "bench", PASSWORD, roles=["auditor", "verifier"])
+        seed = provision_user(settings, USER, PASSWORD,
+                              roles=["auditor", "investigator", "verifier"])
         env = {"LEDGER_DATABASE_URL": url, "LEDGER_KEY_FILE": str(key_file),
                "LEDGER_LOG_LEVEL": "warning", "LEDGER_RATE_READ": "100000"}
         with ServerProcess(env) as server:
@@ -108,14 +114,23 @@ def main() -> None:
                     last = r.json()["receipts"][-1]["seq"]
                 api.get(f"/v1/patients/{PATIENT}/accesses", params={
                     "purpose": "HOPERAT", "min_seq": last, "wait_ms": 10000, "limit": 1})
+                # A breach investigation over the patient's quarter, for its page.
+                r = api.post("/v1/investigations", json={
+                    "title": "bench", "discovered_at": "2026-12-01T00:00:00Z",
+                    "scope": {"patients": [PATIENT], "from": "2026-09-01T00:00:00Z",
+                              "to": "2026-12-01T00:00:00Z"}})
+                assert r.status_code == 201, r.text
+                investigation = r.json()["investigation_id"]
             print(f"loaded {len(events)} entries in {time.perf_counter() - started:.1f} s")
             client = _sign_in(server.url, seed)
             pages = {"patient": f"/console/patients/{PATIENT}",
                      "accounting letter": f"/console/patients/{PATIENT}/accounting",
                      "user": "/console/users/agent-0001", "ledger": "/console/ledger",
+                     "alerts": "/console/alerts", "investigations": "/console/investigations",
+                     "investigation": f"/console/investigations/{investigation}",
                      "home": "/console"}
             print(f"host: nproc={os.cpu_count()} {platform.processor() or platform.machine()}"
-                  f" {_cpu_model()}")
+                  f" {_cpu_model()}; {describe_host()}")
             for name, path in pages.items():
                 times = []
                 for _ in range(args.repeat):
