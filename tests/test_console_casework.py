@@ -229,7 +229,8 @@ def test_the_investigation_csv_is_the_apis_and_its_reads_are_recorded(desk: Cons
     desk.sign_in("ivan")
     desk.choose("LEGAL")
     inv = _open(desk)
-    before = len(desk.entries())
+    # Reads only: the service may append its own monitoring_rules entry meanwhile.
+    before = len(desk.queries())
     r = desk.client.get(f"/console/investigations/{inv}?format=csv")
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/csv")
     assert r.headers["content-disposition"].startswith("attachment")
@@ -237,7 +238,7 @@ def test_the_investigation_csv_is_the_apis_and_its_reads_are_recorded(desk: Cons
     assert timeline[0].startswith("seq,occurred_at,action")
     assert sorted(line.split(",")[7] for line in timeline[1:]) == ["MRN-1", "MRN-2"]
     # one `query` per patient shown, under the purpose chosen
-    reads = desk.entries()[before:]
+    reads = desk.queries()[before:]
     assert len(reads) == 2 and all(
         e["action"] == "query" and e["purpose"] == "LEGAL"
         and e["resource"]["type"] == "investigation" and e["actor"]["id"].startswith("usr-")
@@ -252,7 +253,8 @@ def test_the_evidence_file_once_a_checkpoint_covers_the_scope(unsigned_desk: Con
     desk.sign_in("ivan")
     desk.choose("LEGAL")
     inv = _open(desk)
-    before = len(desk.entries())
+    # Reads only: the service may append its own monitoring_rules entry meanwhile.
+    before = len(desk.queries())
     r = desk.client.get(f"/console/investigations/{inv}/evidence")
     assert r.status_code == 404 and "no signed checkpoint yet" in r.text
     svc = fastapi_app(desk.app).state.services
@@ -271,7 +273,7 @@ def test_the_evidence_file_once_a_checkpoint_covers_the_scope(unsigned_desk: Con
     assert "MRN-1" not in r.text and "MRN-2" not in r.text  # sealed, as stored
     log_key = desk.client.get("/v1/checkpoints/key", headers=desk.api).text.strip()
     assert verify_evidence(r.text, log_key).entries == 2
-    assert len(desk.entries()) == before  # no PHI shown, so no read recorded
+    assert len(desk.queries()) == before  # no PHI shown, so no read recorded
     assert desk.client.get("/console/investigations/nope/evidence").status_code == 404
 
 
