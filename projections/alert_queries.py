@@ -30,6 +30,9 @@ class AlertFilter:
     patient_ref: str | None = None
     since: str | None = None  # occurred_utc, inclusive
     until: str | None = None  # occurred_utc, exclusive
+    # The action of the entry an alert is about. The view does not keep it: an alert's
+    # seq is its entry's, so the entry's row in view_accesses (keyed by ledger, seq) says.
+    actions: tuple[str, ...] = ()
 
 
 def _rows(curs: Any) -> list[dict[str, Any]]:
@@ -57,6 +60,11 @@ def list_alerts(store: LedgerStore, ledger: str, where: AlertFilter,
     if where.patient_ref is not None:
         clauses.append("patient_ref = %s")
         params.append(where.patient_ref)
+    if where.actions:
+        clauses.append("EXISTS (SELECT 1 FROM view_accesses a WHERE a.ledger ="
+                       " view_alerts.ledger AND a.seq = view_alerts.seq AND a.action IN"
+                       f" ({', '.join(['%s'] * len(where.actions))}))")
+        params += list(where.actions)
     if where.since is not None:
         clauses.append("occurred_utc >= %s")
         params.append(where.since)

@@ -14,7 +14,7 @@ from api.app import create_app
 from api.console import casework
 from ledger.settings import Settings
 from ledger.transparency.evidence import verify_evidence
-from tests.monitoring_support import at, read, record, staff_added, trained
+from tests.monitoring_support import at, event, read, record, staff_added, trained
 from tests.support import (
     FakeClock,
     auth_headers,
@@ -307,3 +307,147 @@ def test_the_investigations_list_filters_by_status_and_pages(
                                         "/console/investigations?status=open&")
                            ).status_code == 400
     assert desk.client.get("/console/investigations?status=lost").status_code == 400
+
+
+def _alert_seqs(html: str) -> list[int]:
+    return [int(s) for s in re.findall(r"<small>seq (\d+)</small>", html)]
+
+
+def _actions_by_seq(desk: Console) -> dict[int, str]:
+    r = desk.client.get("/v1/ledger/entries", headers=desk.api)
+    assert r.status_code == 200, r.text
+    return {e["seq"]: e["event"]["action"] for e in r.json()["entries"]}
+
+
+def test_the_alert_queue_filters_by_the_action_of_the_entry(
+        desk: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    # MRN-1 is a VIP: an export and a print of it raise vip_access as a read does, so only
+    # the entry's action tells these alerts apart.
+    exported = desk.post(event("export", at(30), patient="MRN-1"))
+    printed = desk.post(event("print", at(31), patient="MRN-1"))
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    actions = _actions_by_seq(desk)
+    everything = _alert_seqs(desk.client.get("/console/alerts").text)
+    assert {exported, printed} <= set(everything)
+
+    def seqs(query: str) -> list[int]:
+        page = desk.client.get(f"/console/alerts?{query}")
+        assert page.status_code == 200, page.text
+        return _alert_seqs(page.text)
+
+    def expected(*chosen: str) -> list[int]:
+        return [s for s in everything if actions[s] in chosen]
+
+    assert seqs("action=export") == expected("export")
+    assert set(expected("export")) == {exported}
+    reads = seqs("action=read")
+    assert reads == expected("read") and len(set(reads)) >= 2 and exported not in reads
+    # several actions: repeated (a multiple select) or comma-separated
+    assert seqs("action=export&action=print") == expected("export", "print")
+    assert set(expected("export", "print")) == {printed, exported}
+    assert seqs("action=print,read") == expected("print", "read")
+    assert seqs("action=login") == []
+    # with the other filters
+    assert seqs("action=read&rule=break_glass") == [
+        s for s in reads if s in seqs("rule=break_glass")]
+    # the chosen actions stay selected in the form
+    page = desk.client.get("/console/alerts?action=export")
+    assert '<option value="export" selected>' in page.text
+    assert '<option value="read" selected>' not in page.text
+
+    before = len(desk.entries())
+    for bad in ("action=nonsense", "action=read,nonsense", "action=read&action=READ"):
+        r = desk.client.get(f"/console/alerts?{bad}")
+        assert r.status_code == 400 and "Check these filters: action." in r.text, bad
+        assert not _alert_seqs(r.text)
+    assert len(desk.entries()) == before  # a refused page records no read
+
+    monkeypatch.setattr(casework, "ALERTS_PAGE", 1)
+    first = desk.client.get("/console/alerts?action=read")
+    assert _alert_seqs(first.text) == reads[:1]
+    more = re.search(r'id="older" href="([^"]+)"', first.text)
+    assert more and "action=read" in more.group(1)
+    link = more.group(1).replace("&amp;", "&")
+    assert _alert_seqs(desk.client.get(link).text) == reads[1:2]
+    # the cursor belongs to its actions
+    other = desk.client.get(link.replace("action=read", "action=export"))
+    assert other.status_code == 400 and "cursor" in other.text
+
+
+def test_the_alert_queues_time_range_is_compared_as_instants(desk: Console) -> None:
+    # at(10) and at(20) are the reads of the desk, at 14:10 and 14:20 UTC to the
+    # millisecond: typed as minutes or with an offset, a bound on them is exact.
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    actions = _actions_by_seq(desk)
+    everything = _alert_seqs(desk.client.get("/console/alerts").text)
+    reads = sorted({s for s in everything if actions[s] == "read"})
+    assert len(reads) == 2
+    for query in ("from=2026-11-02T14:10&to=2026-11-02T14:20",
+                  "from=2026-11-02T15:10:00%2B01:00&to=2026-11-02T09:20:00-05:00"):
+        page = desk.client.get(f"/console/alerts?action=read&{query}")
+        assert page.status_code == 200, page.text
+        assert set(_alert_seqs(page.text)) == {reads[0]}, query
+
+
+def _open_discovered(desk: Console, title: str, discovered_at: str) -> str:
+    listing = desk.client.get("/console/investigations")
+    r = desk.client.post("/console/investigations", data={
+        "title": title, "discovered_at": discovered_at, "from": "2026-11-01T00:00",
+        "to": "2026-12-01T00:00", "actors": "agent-1", "csrf": desk.csrf(listing.text)},
+        follow_redirects=False)
+    assert r.status_code == 303, r.text
+    return r.headers["location"].rsplit("/", 1)[1]
+
+
+def test_the_investigations_list_filters_by_when_the_breach_was_discovered(
+        desk: Console, monkeypatch: pytest.MonkeyPatch) -> None:
+    desk.sign_in("ivan")
+    desk.choose("LEGAL")
+    # a case either side of each bound of 27-28 November (UTC days, the 28th included)
+    before_from = _open_discovered(desk, "Before", "2026-11-26T23:59")
+    at_from = _open_discovered(desk, "At from", "2026-11-27T00:00")
+    end_of_to = _open_discovered(desk, "Last minute", "2026-11-28T23:59")
+    after_to = _open_discovered(desk, "After", "2026-11-29T00:00")
+
+    def listed(path: str) -> tuple[list[str], str | None]:
+        page = desk.client.get(path)
+        assert page.status_code == 200, page.text
+        ids = re.findall(r'<tr class="investigation investigation-[a-z]+"><td><a href='
+                         r'"/console/investigations/([^"]+)"', page.text)
+        more = re.search(r'id="older" href="([^"]+)"', page.text)
+        return ids, more.group(1).replace("&amp;", "&") if more else None
+
+    assert listed("/console/investigations")[0] == [after_to, end_of_to, at_from,
+                                                    before_from]
+    base = "/console/investigations?from=2026-11-27&to=2026-11-28"
+    assert listed(base) == ([end_of_to, at_from], None)
+    assert listed("/console/investigations?from=2026-11-27")[0] == [after_to, end_of_to,
+                                                                   at_from]
+    assert listed("/console/investigations?to=2026-11-28")[0] == [end_of_to, at_from,
+                                                                 before_from]
+    # an instant with an offset is the same moment: 01:00+01:00 is midnight UTC
+    assert listed("/console/investigations?from=2026-11-27T01:00:00%2B01:00")[0] == [
+        after_to, end_of_to, at_from]
+    assert listed("/console/investigations?from=2026-11-27T00:01")[0] == [after_to,
+                                                                         end_of_to]
+    assert listed(f"{base}&status=closed") == ([], None)
+    page = desk.client.get(base)
+    assert 'value="2026-11-27"' in page.text and 'value="2026-11-28"' in page.text
+
+    before = len(desk.entries())
+    for bad, field in (("from=2026-13-01", "from"), ("to=yesterday", "to"),
+                       ("from=2026-11-27T00:00:00", "from")):
+        r = desk.client.get(f"/console/investigations?{bad}")
+        assert r.status_code == 400 and f"Check these filters: {field}." in r.text, bad
+        assert "investigation investigation-" not in r.text
+    assert len(desk.entries()) == before
+
+    monkeypatch.setattr(casework, "INVESTIGATIONS_PAGE", 1)
+    ids, more = listed(base)
+    assert ids == [end_of_to] and more and "from=2026-11-27" in more and "to=2026-11-28" in more
+    assert listed(more) == ([at_from], None)
+    # the cursor belongs to its range
+    assert desk.client.get(more.replace("from=2026-11-27", "from=2026-11-26")
+                           ).status_code == 400

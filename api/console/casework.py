@@ -19,6 +19,7 @@ from pydantic import ValidationError
 
 from api.access_reports import Reader
 from api.alert_desk import MAX_REASON, TriageRefused, list_page, record_shown, triage
+from api.audit_reads import ACTIONS
 from api.console.filters import Filters
 from api.console.web import (
     Stop,
@@ -39,6 +40,7 @@ from api.routers.alerts import STATUSES
 from api.routers.investigations import OpenIn, check_scope, report_response, scope_dict
 from projections.alert_queries import AlertFilter
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
+from projections.instants import parse_bound, utc_of
 from projections.monitoring.rules import RULES as ALERT_RULES
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -56,18 +58,46 @@ def _reader(viewer: Viewer) -> Reader:
     return Reader.of(viewer.caller)
 
 
+def _utc_bounds(filters: Filters, bad: list[str]) -> tuple[str | None, str | None]:
+    """The filters' bounds as the views' fixed-width UTC text, which is what compares as
+    time (an RFC 3339 bound compared as typed puts ``...00Z`` after ``...00.000000Z``)."""
+    out: list[str | None] = []
+    for name, value in (("from", filters.since), ("to", filters.until)):
+        try:
+            out.append(None if value is None else parse_bound(value))
+        except ValueError:
+            bad.append(name)
+            out.append(None)
+    return out[0], out[1]
+
+
+def chosen_actions(values: list[str]) -> tuple[str, ...] | None:
+    """The actions asked for (repeated ``action`` fields, each maybe comma-separated), in
+    one order so a page's cursor does not depend on how they were typed; None when one is
+    not an action of the contract."""
+    chosen = {a.strip() for v in values for a in v.split(",") if a.strip()}
+    if any(a not in ACTIONS for a in chosen):
+        return None
+    return tuple(sorted(chosen))
+
+
 # -- alerts ----------------------------------------------------------------------------
 
 @router.get("/alerts")
 async def alerts_page(
     request: Request, rule: str | None = None, status: str | None = None,
     since: str | None = Query(None, alias="from"), until: str | None = Query(None, alias="to"),
-    cursor: str | None = None, done: str | None = None,
+    action: list[str] = Query([]), cursor: str | None = None, done: str | None = None,
 ) -> Response:
     viewer = await require(request, "GET", "/v1/alerts")
     purpose = require_purpose(request, viewer)
     filters = Filters.parse(since, until, None)
     bad = list(filters.bad)
+    start, end = _utc_bounds(filters, bad)
+    actions = chosen_actions(action)
+    if actions is None:
+        bad.append("action")
+        actions = ()
     rules = (rule,) if rule else ()
     statuses = (status,) if status else ()
     if rule and rule not in ALERT_RULES:
@@ -76,11 +106,15 @@ async def alerts_page(
         bad.append("status")
     context: dict[str, Any] = {"filters": filters, "rule": rule or "",
                                "status_filter": status or "", "rules": sorted(ALERT_RULES),
-                               "statuses": STATUSES,
+                               "statuses": STATUSES, "actions": sorted(ACTIONS),
+                               "actions_chosen": actions, "action": ",".join(actions),
                                "cursor": cursor, "done": done, "max_reason": MAX_REASON}
-    # The same cursor scope as GET /v1/alerts, so a page's cursor means the same there.
-    scope = {"rule": rules, "status": statuses, "actor": None, "patient": None,
-             "from": filters.since, "to": filters.until}
+    # The same cursor scope as GET /v1/alerts, so a page's cursor means the same there;
+    # the action filter is the console's own, so it joins the scope only when given.
+    scope: dict[str, Any] = {"rule": rules, "status": statuses, "actor": None,
+                             "patient": None, "from": start, "to": end}
+    if actions:
+        scope["action"] = actions
     after = None
     if cursor is not None and not bad:
         try:
@@ -91,7 +125,7 @@ async def alerts_page(
         return render(request, "alerts.html", 400, viewer, **context, items=[],
                       next_cursor=None, error=f"Check these filters: {', '.join(bad)}.")
     svc, ledger = services_of(request), viewer.caller.ledger
-    where = AlertFilter(rules, statuses, None, None, filters.since, filters.until)
+    where = AlertFilter(rules, statuses, None, None, start, end, actions)
     items, shown, last = await asyncio.to_thread(list_page, svc, ledger, where, after,
                                                  ALERTS_PAGE)
     await record_shown(svc, ledger, _reader(viewer), shown, purpose)
@@ -144,51 +178,73 @@ def newest_first(service: InvestigationService, ledger: str
     return sorted(items, key=lambda pair: pair[0], reverse=True)
 
 
+def _discovered_within(item: dict[str, Any], since: str | None, until: str | None) -> bool:
+    if since is None and until is None:
+        return True
+    found = item.get("discovered_at")
+    if not found:
+        return False
+    moment = utc_of(found)
+    return (since is None or moment >= since) and (until is None or moment < until)
+
+
 def investigations_slice(listing: list[tuple[int, dict[str, Any]]], status: str,
-                         after: int | None) -> dict[str, Any]:
-    """One page of ``listing`` (``status`` "" for all) after the opening seq ``after``:
-    its ``items`` and the ``next_cursor`` (None on the last page)."""
+                         after: int | None, since: str | None = None,
+                         until: str | None = None) -> dict[str, Any]:
+    """One page of ``listing`` (``status`` "" for all; discovered from ``since`` inclusive
+    to ``until`` exclusive, fixed-width UTC, None for open-ended) after the opening seq
+    ``after``: its ``items`` and the ``next_cursor`` (None on the last page)."""
     chosen = [(seq, item) for seq, item in listing
               if (not status or item["status"] == status)
+              and _discovered_within(item, since, until)
               and (after is None or seq < after)]
     page = chosen[:INVESTIGATIONS_PAGE]
     next_cursor = None
     if len(chosen) > INVESTIGATIONS_PAGE:
         seq, item = page[-1]
         next_cursor = encode_cursor(Position(item["investigation_id"], seq),
-                                    _list_scope(status))
+                                    _list_scope(status, since, until))
     return {"items": [item for _, item in page], "next_cursor": next_cursor}
 
 
-def _list_scope(status: str) -> dict[str, str]:
-    return {"list": "investigations", "status": status}
+def _list_scope(status: str, since: str | None = None, until: str | None = None
+                ) -> dict[str, str | None]:
+    return {"list": "investigations", "status": status, "from": since, "to": until}
 
 
 @router.get("/investigations")
-async def investigations_page(request: Request, status: str | None = None,
-                              cursor: str | None = None) -> Response:
+async def investigations_page(
+    request: Request, status: str | None = None,
+    since: str | None = Query(None, alias="from"), until: str | None = Query(None, alias="to"),
+    cursor: str | None = None,
+) -> Response:
+    # The range is on when the breach was discovered, not when the case was opened: the
+    # notification deadlines and the yearly report to HHS run from discovery.
     viewer = await require(request, "GET", "/v1/investigations")
     service = InvestigationService(services_of(request))
     ledger = viewer.caller.ledger
     status = (status or "").strip()
-    bad = []
+    filters = Filters.parse(since, until, None)
+    bad = list(filters.bad)
+    start, end = _utc_bounds(filters, bad)
     if status and status not in INVESTIGATION_STATUSES:
         bad.append("status")
     after = None
     if cursor is not None and not bad:
         try:
-            after = decode_cursor(cursor, _list_scope(status)).seq
+            after = decode_cursor(cursor, _list_scope(status, start, end)).seq
         except BadCursor:
             bad.append("cursor")
     context: dict[str, Any] = {"status_filter": status, "statuses": INVESTIGATION_STATUSES,
-                               "cursor": cursor, "form": {}, "error": None}
+                               "filters": filters, "cursor": cursor, "form": {},
+                               "error": None}
     if bad:
         return render(request, "investigations.html", 400, viewer, **context, items=[],
                       next_cursor=None, list_error=f"Check these filters: {', '.join(bad)}.")
     await service.through(ledger, None)
     listing = await asyncio.to_thread(newest_first, service, ledger)
     return render(request, "investigations.html", viewer=viewer, **context, list_error=None,
-                  **investigations_slice(listing, status, after))
+                  **investigations_slice(listing, status, after, start, end))
 
 
 def _split(text: str) -> list[str]:
@@ -245,6 +301,7 @@ async def _form_again(request: Request, viewer: Viewer, service: InvestigationSe
     listing = await asyncio.to_thread(newest_first, service, viewer.caller.ledger)
     return render(request, "investigations.html", 400, viewer, error=error, form=form,
                   status_filter="", statuses=INVESTIGATION_STATUSES, cursor=None,
+                  filters=Filters.parse(None, None, None),
                   list_error=None, **investigations_slice(listing, "", None))
 
 
