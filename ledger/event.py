@@ -318,14 +318,14 @@ def _problems(
             # The unknown name itself may be PHI ("SSN 123-45-6789"): name its object
             # and its position among the object's members, never the name.
             problems.append((_join(prefix, _path(loc[:-1])),
-                             f"unknown field (member {_member(value, loc)})"))
+                             f"unknown field (member {member_label(value, loc)})"))
             continue
         message = item["msg"].removeprefix("Value error, ")
         problems.append((_join(prefix, _path(loc)), message))
     return problems
 
 
-def _member(value: Any, loc: tuple[Any, ...]) -> str:
+def member_label(value: Any, loc: tuple[Any, ...]) -> str:
     """The 1-based position of the member ``loc[-1]`` in its object within ``value``."""
     for part in loc[:-1]:
         try:

@@ -124,7 +124,7 @@ class SignedRoots:
         self.matched = size
 
 
-def _walk(check: ChainCheck, tree: TreeCheck, rows: Iterable[tuple[int, bytes]],
+def walk(check: ChainCheck, tree: TreeCheck, rows: Iterable[tuple[int, bytes]],
           progress: Progress | None, count: int = 0) -> ChainBroken | None:
     try:
         for position, data in rows:
@@ -158,7 +158,7 @@ def verify_ledger(
     signed = _stored_checkpoints(store, ledger, 0, None, checkpoints or {})
     check = ChainCheck(ledger)
     tree = TreeCheck(Frontier(), signed)
-    broken = _walk(check, tree, store.stream(ledger), progress)
+    broken = walk(check, tree, store.stream(ledger), progress)
     if broken is not None:
         return check.verdict(broken)
     roots = SignedRoots()
@@ -227,19 +227,19 @@ class Stretch:
     nodes: Mapping[Node, bytes] | None = None
 
 
-_worker_store: LedgerStore | None = None
+worker_store: LedgerStore | None = None
 
 
-def _check_stretch(database_url: str, ledger: str, after: int, upto: int,
+def check_stretch(database_url: str, ledger: str, after: int, upto: int,
                    extra: Signed | None = None) -> Stretch:
-    global _worker_store
-    if _worker_store is None:
-        _worker_store = open_store(database_url)
-    signed = _stored_checkpoints(_worker_store, ledger, after, upto, extra or {})
+    global worker_store
+    if worker_store is None:
+        worker_store = open_store(database_url)
+    signed = _stored_checkpoints(worker_store, ledger, after, upto, extra or {})
     check = ChainCheck(ledger, Head(after, GENESIS_HASH, None), link_first=False)
     tree = TreeCheck(Frontier(), [size - after for size in signed], offset=after)
-    rows = _worker_store.stream(ledger, after=after, upto=upto)
-    broken = _walk(check, tree, rows, None)
+    rows = worker_store.stream(ledger, after=after, upto=upto)
+    broken = walk(check, tree, rows, None)
     if broken is not None:
         return Stretch(after, upto, check.first_prev_hash, check.head, broken.seq, broken.reason)
     if check.head.seq != upto:
@@ -281,7 +281,7 @@ def verify_ledger_parallel(
     # spawn, not fork: the caller may be a threaded server holding database connections.
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(_check_stretch, database_url, ledger, a, b, checkpoints)
+        futures = [pool.submit(check_stretch, database_url, ledger, a, b, checkpoints)
                    for a, b in bounds]
         for future in futures:
             stretch = future.result()
@@ -349,7 +349,7 @@ def verify(
     check = ChainCheck(ledger, Head(verdict.verified_through, verdict.head_hash, None))
     tree = TreeCheck(edges[0], signed)
     rows = store.stream(ledger, after=verdict.verified_through)
-    broken = _walk(check, tree, rows, None, verdict.verified_through)
+    broken = walk(check, tree, rows, None, verdict.verified_through)
     if broken is not None:
         return check.verdict(broken)
     for size in sorted(tree.seen):

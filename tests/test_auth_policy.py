@@ -207,8 +207,8 @@ def test_a_rule_allows_exactly_the_roles_named_and_counts_against_its_limit() ->
     # RULES is built at import; asking the builder directly lets mutation testing (which
     # activates a mutant only after the import) see each of its mutants.
     from api.auth.caller import AUDITOR, INVESTIGATOR
-    from api.auth.policy import Limit, Rule, _allow
+    from api.auth.policy import Limit, Rule, allow
 
-    assert _allow(AUDITOR, INVESTIGATOR) == Rule(frozenset({AUDITOR, INVESTIGATOR}), Limit.READ)
-    assert _allow(AUDITOR, limit=Limit.ADMIN) == Rule(frozenset({AUDITOR}), Limit.ADMIN)
-    assert not _allow(AUDITOR).public
+    assert allow(AUDITOR, INVESTIGATOR) == Rule(frozenset({AUDITOR, INVESTIGATOR}), Limit.READ)
+    assert allow(AUDITOR, limit=Limit.ADMIN) == Rule(frozenset({AUDITOR}), Limit.ADMIN)
+    assert not allow(AUDITOR).public

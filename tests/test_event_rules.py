@@ -18,8 +18,8 @@ from ledger.event import (
     UNSTORABLE_TEXT,
     EventRejected,
     FieldProblems,
-    _member,
     check_event,
+    member_label,
     validate_alike,
     validate_batch,
     validate_event,
@@ -196,13 +196,13 @@ def test_an_unknown_member_is_named_whatever_characters_its_name_holds() -> None
 
 
 def test_a_member_that_cannot_be_found_has_no_position() -> None:
-    """The fallback of :func:`_member`: a path that leads nowhere, or to no object holding
+    """The fallback of :func:`member_label`: a path that leads nowhere, or to no object holding
     the name, gives ``?`` rather than an error (the event is refused all the same)."""
-    assert _member({"a": {"b": 1}, "c": 2}, ("c",)) == "2"
-    assert _member({"a": {"b": 1}}, ("x", "b")) == "?"
-    assert _member({"a": [1]}, ("a", 0, "b")) == "?"
-    assert _member({"a": 1}, ("a", "b")) == "?"
-    assert _member({"a": {"b": 1}}, ("a", "c")) == "?"
+    assert member_label({"a": {"b": 1}, "c": 2}, ("c",)) == "2"
+    assert member_label({"a": {"b": 1}}, ("x", "b")) == "?"
+    assert member_label({"a": [1]}, ("a", 0, "b")) == "?"
+    assert member_label({"a": 1}, ("a", "b")) == "?"
+    assert member_label({"a": {"b": 1}}, ("a", "c")) == "?"
 
 
 def test_text_no_backend_can_store_is_named_by_its_field() -> None:

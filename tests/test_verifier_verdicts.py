@@ -232,11 +232,11 @@ def test_a_walk_releases_its_rows_when_it_stops_at_a_break() -> None:
 
     check = ChainCheck(LEDGER)
     stream = rows()
-    broken = verifier._walk(check, verifier.TreeCheck(Frontier()), stream, None)
+    broken = verifier.walk(check, verifier.TreeCheck(Frontier()), stream, None)
     assert broken is not None and broken.seq == 3
     assert closed == [True]
     done: list[int] = []
-    intact = verifier._walk(ChainCheck(LEDGER), verifier.TreeCheck(Frontier()), stored[:2],
+    intact = verifier.walk(ChainCheck(LEDGER), verifier.TreeCheck(Frontier()), stored[:2],
                             done.append)
     assert intact is None and done == [2]
 
@@ -244,12 +244,12 @@ def test_a_walk_releases_its_rows_when_it_stops_at_a_break() -> None:
 def _stretch(url: str, monkeypatch: pytest.MonkeyPatch, after: int, upto: int,
              extra: Signed | None = None) -> Stretch:
     """A worker's check of one stretch, run here: its store is the worker's own."""
-    monkeypatch.setattr(verifier, "_worker_store", None)
+    monkeypatch.setattr(verifier, "worker_store", None)
     try:
-        return verifier._check_stretch(url, LEDGER, after, upto, extra)
+        return verifier.check_stretch(url, LEDGER, after, upto, extra)
     finally:
-        if verifier._worker_store is not None:
-            verifier._worker_store.close()
+        if verifier.worker_store is not None:
+            verifier.worker_store.close()
 
 
 def test_a_stretch_reports_its_edges_marks_and_subtrees(
@@ -444,7 +444,7 @@ def test_workers_open_their_own_store_whatever_the_caller_holds(
     _ledger(settings, 6)
     decoy = f"sqlite:///{tmp_path}/decoy.db"
     migrate(decoy)
-    monkeypatch.setattr(verifier, "_worker_store", open_store(decoy))
+    monkeypatch.setattr(verifier, "worker_store", open_store(decoy))
     monkeypatch.setattr(verifier, "PARALLEL_FROM", 6)
     monkeypatch.setattr(verifier, "STRETCH", 1)
     store = open_store(settings.database_url)
@@ -453,8 +453,8 @@ def test_workers_open_their_own_store_whatever_the_caller_holds(
         verdict = verify(store, settings.database_url, LEDGER, done.append)
     finally:
         store.close()
-        assert verifier._worker_store is not None
-        verifier._worker_store.close()
+        assert verifier.worker_store is not None
+        verifier.worker_store.close()
     assert (verdict.kind, verdict.verified_through) == (VerdictKind.INTACT, 6)
     assert done == [1, 2, 3, 4, 5, 6]
 

@@ -47,7 +47,7 @@ class Rule:
         return self.roles is None
 
 
-def _allow(*roles: str, limit: Limit = Limit.READ) -> Rule:
+def allow(*roles: str, limit: Limit = Limit.READ) -> Rule:
     return Rule(frozenset(roles), limit)
 
 
@@ -61,48 +61,48 @@ ANY_ROLE = tuple(sorted(ROLES))
 
 RULES: dict[tuple[str, str], Rule] = {
     # ingest
-    ("POST", "/v1/events"): _allow(INGEST, limit=Limit.INGEST),
-    ("POST", "/v1/events/batch"): _allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/v1/events"): allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/v1/events/batch"): allow(INGEST, limit=Limit.INGEST),
     # standard formats (api.routers.fhir): AuditEvents in, read back and searched (ITI-81)
-    ("POST", "/fhir/AuditEvent"): _allow(INGEST, limit=Limit.INGEST),
-    ("POST", "/fhir"): _allow(INGEST, limit=Limit.INGEST),
-    ("GET", "/fhir/AuditEvent"): _allow(*PHI_READERS),
-    ("GET", "/fhir/AuditEvent/{}"): _allow(*PHI_READERS),
+    ("POST", "/fhir/AuditEvent"): allow(INGEST, limit=Limit.INGEST),
+    ("POST", "/fhir"): allow(INGEST, limit=Limit.INGEST),
+    ("GET", "/fhir/AuditEvent"): allow(*PHI_READERS),
+    ("GET", "/fhir/AuditEvent/{}"): allow(*PHI_READERS),
     ("GET", "/fhir/metadata"): PUBLIC,
     # the chain, for verification
-    ("GET", "/v1/ledger"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/ledger/entries"): _allow(*CHAIN_READERS),
-    ("POST", "/v1/ledger/verify"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/checkpoints/latest"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/checkpoints/key"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/checkpoints/keys"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/checkpoints/{}"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/proofs/inclusion"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/proofs/consistency"): _allow(*CHAIN_READERS),
-    ("GET", "/v1/proofs/bundle"): _allow(*CHAIN_READERS),
+    ("GET", "/v1/ledger"): allow(*CHAIN_READERS),
+    ("GET", "/v1/ledger/entries"): allow(*CHAIN_READERS),
+    ("POST", "/v1/ledger/verify"): allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/latest"): allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/key"): allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/keys"): allow(*CHAIN_READERS),
+    ("GET", "/v1/checkpoints/{}"): allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/inclusion"): allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/consistency"): allow(*CHAIN_READERS),
+    ("GET", "/v1/proofs/bundle"): allow(*CHAIN_READERS),
     # PHI: every answer is itself recorded as a `query` event
-    ("GET", "/v1/patients/{}"): _allow(*PHI_READERS),
-    ("GET", "/v1/patients/{}/accesses"): _allow(*PHI_READERS),
-    ("GET", "/v1/patients/{}/disclosures"): _allow(*PHI_READERS),
-    ("GET", "/v1/users/{}/accesses"): _allow(*PHI_READERS),
-    ("POST", "/v1/investigations"): _allow(INVESTIGATOR),
-    ("GET", "/v1/investigations"): _allow(INVESTIGATOR),
-    ("GET", "/v1/investigations/{}"): _allow(INVESTIGATOR),
-    ("POST", "/v1/investigations/{}/amend"): _allow(INVESTIGATOR),
-    ("POST", "/v1/investigations/{}/close"): _allow(INVESTIGATOR),
-    ("GET", "/v1/investigations/{}/evidence"): _allow(INVESTIGATOR),
-    ("GET", "/v1/alerts"): _allow(INVESTIGATOR),
-    ("POST", "/v1/alerts/{}/acknowledge"): _allow(INVESTIGATOR),
-    ("POST", "/v1/alerts/{}/dismiss"): _allow(INVESTIGATOR),
+    ("GET", "/v1/patients/{}"): allow(*PHI_READERS),
+    ("GET", "/v1/patients/{}/accesses"): allow(*PHI_READERS),
+    ("GET", "/v1/patients/{}/disclosures"): allow(*PHI_READERS),
+    ("GET", "/v1/users/{}/accesses"): allow(*PHI_READERS),
+    ("POST", "/v1/investigations"): allow(INVESTIGATOR),
+    ("GET", "/v1/investigations"): allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}"): allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/amend"): allow(INVESTIGATOR),
+    ("POST", "/v1/investigations/{}/close"): allow(INVESTIGATOR),
+    ("GET", "/v1/investigations/{}/evidence"): allow(INVESTIGATOR),
+    ("GET", "/v1/alerts"): allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/acknowledge"): allow(INVESTIGATOR),
+    ("POST", "/v1/alerts/{}/dismiss"): allow(INVESTIGATOR),
     # sessions
     ("POST", "/v1/auth/login"): Rule(None, Limit.LOGIN),
-    ("POST", "/v1/auth/logout"): _allow(*ANY_ROLE),
-    ("GET", "/v1/auth/whoami"): _allow(*ANY_ROLE),
+    ("POST", "/v1/auth/logout"): allow(*ANY_ROLE),
+    ("GET", "/v1/auth/whoami"): allow(*ANY_ROLE),
     # administration of the caller's own ledger: identities and keys, never PHI
-    ("GET", "/v1/admin/identities"): _allow(ADMIN, limit=Limit.ADMIN),
-    ("POST", "/v1/admin/keys"): _allow(ADMIN, limit=Limit.ADMIN),
-    ("DELETE", "/v1/admin/keys/{}"): _allow(ADMIN, limit=Limit.ADMIN),
-    ("PUT", "/v1/admin/identities/{}/staff-ids"): _allow(ADMIN, limit=Limit.ADMIN),
+    ("GET", "/v1/admin/identities"): allow(ADMIN, limit=Limit.ADMIN),
+    ("POST", "/v1/admin/keys"): allow(ADMIN, limit=Limit.ADMIN),
+    ("DELETE", "/v1/admin/keys/{}"): allow(ADMIN, limit=Limit.ADMIN),
+    ("PUT", "/v1/admin/identities/{}/staff-ids"): allow(ADMIN, limit=Limit.ADMIN),
     # operations: orchestrators and Prometheus call these without credentials; they
     # carry no PHI, no tenant data and no secret (see README, "Access control")
     ("GET", "/healthz"): PUBLIC,
