@@ -451,3 +451,23 @@ def test_the_investigations_list_filters_by_when_the_breach_was_discovered(
     # the cursor belongs to its range
     assert desk.client.get(more.replace("from=2026-11-27", "from=2026-11-26")
                            ).status_code == 400
+
+
+def test_the_ledger_pages_time_bounds_compare_as_instants(desk: Console) -> None:
+    """A bound typed with an offset, exactly on an entry's time, includes it (``from``)
+    or leaves it out (``to``): bounds become the views' UTC text, as on the other lists."""
+    desk.sign_in("ivan")
+    desk.choose("HOPERAT")
+    seq = desk.post(read("MRN-9", "2026-11-02T09:00:00.000-05:00"))
+    _settle(desk)
+
+    def seqs(**bounds: str) -> list[str]:
+        page = desk.client.get("/console/ledger", params={"action": "read", **bounds})
+        assert page.status_code == 200, page.text
+        return re.findall(r'<tr class="entry action-read"><td>(\d+)</td>', page.text)
+
+    exact = "2026-11-02T09:00:00-05:00"  # the same instant as 14:00:00Z
+    assert str(seq) in seqs(**{"from": exact})
+    assert str(seq) not in seqs(to=exact)
+    assert str(seq) in seqs(to="2026-11-02T09:00:01-05:00")
+    assert desk.client.get("/console/ledger", params={"from": "yesterday"}).status_code == 400

@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.serving import listening_socket
 from ledger.settings import Settings
-from tests.support import ServerProcess, auth_headers, fastapi_app, service_key
+from tests.support import IN_CI, ServerProcess, auth_headers, fastapi_app, service_key
 
 
 def test_a_403_names_the_roles_that_would_be_allowed(client: TestClient) -> None:
@@ -93,6 +93,9 @@ def test_a_browser_renders_the_api_pages_offline_under_their_csp(tmp_path: Path)
     and the browser reports no Content-Security-Policy violation (or any other error)."""
     chromium, driver = shutil.which("chromium"), shutil.which("chromedriver")
     if not (chromium and driver):
+        if IN_CI:
+            pytest.fail("chromium and chromium-driver are missing and CI=true "
+                        "(scripts/test installs them)")
         pytest.skip("no chromium/chromedriver on this machine")
     from selenium import webdriver
     from selenium.webdriver.chrome.service import Service

@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from api.access_reports import Reader
 from api.alert_desk import MAX_REASON, TriageRefused, list_page, record_shown, triage
 from api.audit_reads import ACTIONS
-from api.console.filters import Filters
+from api.console.filters import Filters, utc_bounds
 from api.console.web import (
     Stop,
     Viewer,
@@ -40,7 +40,7 @@ from api.routers.alerts import STATUSES
 from api.routers.investigations import OpenIn, check_scope, report_response, scope_dict
 from projections.alert_queries import AlertFilter
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
-from projections.instants import parse_bound, utc_of
+from projections.instants import utc_of
 from projections.monitoring.rules import RULES as ALERT_RULES
 
 router = APIRouter(prefix="/console", include_in_schema=False)
@@ -56,19 +56,6 @@ def _q(value: str) -> str:
 
 def _reader(viewer: Viewer) -> Reader:
     return Reader.of(viewer.caller)
-
-
-def _utc_bounds(filters: Filters, bad: list[str]) -> tuple[str | None, str | None]:
-    """The filters' bounds as the views' fixed-width UTC text, which is what compares as
-    time (an RFC 3339 bound compared as typed puts ``...00Z`` after ``...00.000000Z``)."""
-    out: list[str | None] = []
-    for name, value in (("from", filters.since), ("to", filters.until)):
-        try:
-            out.append(None if value is None else parse_bound(value))
-        except ValueError:
-            bad.append(name)
-            out.append(None)
-    return out[0], out[1]
 
 
 def chosen_actions(values: list[str]) -> tuple[str, ...] | None:
@@ -93,7 +80,7 @@ async def alerts_page(
     purpose = require_purpose(request, viewer)
     filters = Filters.parse(since, until, None)
     bad = list(filters.bad)
-    start, end = _utc_bounds(filters, bad)
+    start, end = utc_bounds(filters, bad)
     actions = chosen_actions(action)
     if actions is None:
         bad.append("action")
@@ -226,7 +213,7 @@ async def investigations_page(
     status = (status or "").strip()
     filters = Filters.parse(since, until, None)
     bad = list(filters.bad)
-    start, end = _utc_bounds(filters, bad)
+    start, end = utc_bounds(filters, bad)
     if status and status not in INVESTIGATION_STATUSES:
         bad.append("status")
     after = None

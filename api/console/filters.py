@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from api.audit_reads import ACTIONS
+from projections.instants import parse_bound
 
 _DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
 _MINUTE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}$")
@@ -70,3 +71,16 @@ class Filters:
         if value is None:
             return None
         return datetime.fromisoformat(value.replace("Z", "+00:00")).astimezone(UTC)
+
+
+def utc_bounds(filters: Filters, bad: list[str]) -> tuple[str | None, str | None]:
+    """The filters' bounds as the views' fixed-width UTC text, which is what compares as
+    time (an RFC 3339 bound compared as typed puts ``...00Z`` after ``...00.000000Z``)."""
+    out: list[str | None] = []
+    for name, value in (("from", filters.since), ("to", filters.until)):
+        try:
+            out.append(None if value is None else parse_bound(value))
+        except ValueError:
+            bad.append(name)
+            out.append(None)
+    return out[0], out[1]

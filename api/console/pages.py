@@ -30,7 +30,7 @@ from api.audit_reads import (
 )
 from api.auth.identities import AccessError
 from api.auth.limits import retry_after
-from api.console.filters import Filters
+from api.console.filters import Filters, utc_bounds
 from api.console.session import (
     PRESESSION,
     PURPOSE,
@@ -444,14 +444,16 @@ async def ledger_page(
     viewer = await require(request, "GET", "/v1/ledger")
     svc, ledger = services_of(request), viewer.caller.ledger
     filters = Filters.parse(since, until, action)
+    bad = list(filters.bad)
+    since_utc, until_utc = utc_bounds(filters, bad)
 
     def read() -> dict[str, Any]:
         head = svc.store.head(ledger)
         checkpoint = svc.tlog.latest(ledger) if svc.tlog is not None else None
         lag, waited = svc.projector.behind(svc.clock())
-        rows = [] if filters.bad else svc.queries.recent(
+        rows = [] if bad else svc.queries.recent(
             ledger, actions=(filters.action,) if filters.action else (),
-            since_utc=filters.since, until_utc=filters.until, before_seq=before,
+            since_utc=since_utc, until_utc=until_utc, before_seq=before,
             limit=PAGE_SIZE + 1)
         return {"head": head, "checkpoint": checkpoint, "lag": lag,
                 "lag_seconds": round(waited, 3), "rows": rows[:PAGE_SIZE],
@@ -459,12 +461,11 @@ async def ledger_page(
                 "verification": last_verification(svc, ledger)}
 
     facts = await asyncio.to_thread(read)
-    return render(request, "ledger.html", 400 if filters.bad else 200, viewer, **facts,
+    return render(request, "ledger.html", 400 if bad else 200, viewer, **facts,
                   filters=filters, actions=ACTION_CHOICES, before=before,
                   can_verify=may(viewer, "POST", "/v1/ledger/verify"),
                   just_verified=verified,
-                  error=f"Check these filters: {', '.join(filters.bad)}." if filters.bad
-                  else None)
+                  error=f"Check these filters: {', '.join(bad)}." if bad else None)
 
 
 @router.post("/ledger/verify")
