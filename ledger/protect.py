@@ -15,8 +15,15 @@ What is protected (:data:`PHI_FIELDS`):
   are kept: they say *which* fields changed, not what they hold).
 
 Each token is bound by its AAD to the ledger, the patient ref and its dotted field path,
-so a token copied to another field, patient or ledger does not open. Events without a
-patient hold no patient PHI and are stored unchanged.
+so a token copied to another field, patient or ledger does not open.
+
+Events without a patient hold no patient PHI. The workforce and partner events
+(``staff_added``, ``baa_signed``, ...) may hold a person's own: a staff member's name, date
+of birth, own patient id, shift. :func:`protect_subject` seals those ``data`` values under
+the data key of the person the event is about (its *subject*, :func:`subject_of`), with
+``subject: {"ref", "key"}`` in place of ``patient``; the identifiers and codes the roster is
+built from (:data:`WORKFORCE_PLAIN`) stay readable. Every other event without a patient is
+stored unchanged.
 
 Pure: no I/O, no clock; the only randomness is the nonces drawn inside :func:`seal`.
 """
@@ -34,6 +41,7 @@ from ledger.crypto.envelope import (
     open_token,
     seal,
 )
+from ledger.event import WORKFORCE_ACTIONS
 
 PATIENT_ID: Final = "patient.id"
 RECIPIENT_NAME: Final = "disclosure.recipient.name"
@@ -44,6 +52,13 @@ DATA_FIELDS: Final = "data.*"
 PHI_FIELDS: Final = (PATIENT_ID, RECIPIENT_NAME, RECIPIENT_ADDRESS, DESCRIPTION, DATA_FIELDS)
 
 ERASED: Final = "[erased]"
+
+# Their ``data`` fields that name or classify rather than describe a person: what the roster
+# and partner views read, without a key (ids, role, site, course, reason, BAA terms).
+WORKFORCE_PLAIN: Final = frozenset({
+    "staff_id", "role", "to_role", "site", "reason", "course", "method", "partner",
+    "service", "agreement_id",
+})
 
 # The fixed parts of the AADs, encoded once rather than per event.
 _PATIENT_ID = field_aad_suffix(PATIENT_ID)
@@ -146,6 +161,46 @@ def seal_patient_id(patient_id: str, ledger: str, patient_ref: str, dek: DataKey
     return seal(dek, patient_id.encode("utf-8"), aad)
 
 
+def subject_of(event: dict[str, Any]) -> str | None:
+    """The person whose data key seals a workforce or partner event's ``data``, or None
+    when the event seals nothing that way (it has a patient, is of another action, or holds
+    only :data:`WORKFORCE_PLAIN` fields): the staff id, else the partner, else the resource's
+    id, else the actor's."""
+    if event.get("patient") is not None or event["action"] not in WORKFORCE_ACTIONS:
+        return None
+    data = event.get("data")
+    if not data or all(v is None or k in WORKFORCE_PLAIN for k, v in data.items()):
+        return None
+    resource = event.get("resource") or {}
+    for who in (data.get("staff_id"), data.get("partner"), resource.get("id"),
+                event["actor"].get("id")):
+        if isinstance(who, str) and who:
+            return who
+    return None
+
+
+def protect_subject(
+    event: dict[str, Any], ledger: str, subject_ref: str, dek: DataKey,
+    key_id: str | None = None,
+) -> dict[str, Any]:
+    """The stored form of a workforce or partner event whose :func:`subject_of` is the
+    person behind ``subject_ref`` (the blind index of the subject's id) and ``dek`` that
+    person's data key: its ``data`` values sealed but for :data:`WORKFORCE_PLAIN`, and
+    ``subject: {"ref", "key"}`` added so a reader knows which key opens them."""
+    out = dict(event)
+    subject: dict[str, Any] = {"ref": subject_ref}
+    if key_id is not None:
+        subject["key"] = key_id
+    out["subject"] = subject
+    prefix = field_aad_prefix(ledger, subject_ref)
+    out["data"] = {
+        name: value if value is None or name in WORKFORCE_PLAIN
+        else seal(dek, canonical(value), _data_aad(prefix, name))
+        for name, value in event["data"].items()
+    }
+    return out
+
+
 def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str, Any]:
     """The posted event behind ``stored``, as a new dict.
 
@@ -155,6 +210,9 @@ def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str
     :data:`ERASED` and nothing raises.
     """
     out = _copy(stored)
+    subject = out.pop("subject", None)
+    if subject is not None:
+        return _reveal_subject(out, ledger, subject, dek)
     patient = out.get("patient")
     if patient is None:
         return out
@@ -184,6 +242,22 @@ def reveal(stored: dict[str, Any], ledger: str, dek: DataKey | None) -> dict[str
         for name, value in data.items():
             if value is not None:
                 data[name] = _open_json(dek, value, _data_aad(prefix, name))
+    return out
+
+
+def _reveal_subject(out: dict[str, Any], ledger: str, subject: Any,
+                    dek: DataKey | None) -> dict[str, Any]:
+    ref = subject.get("ref") if isinstance(subject, dict) else None
+    if not isinstance(ref, str):
+        raise EnvelopeError("stored event has a subject without a ref; it is not protected")
+    data = out.get("data")
+    if not isinstance(data, dict):
+        return out
+    prefix = field_aad_prefix(ledger, ref)
+    for name, value in data.items():
+        if value is not None and name not in WORKFORCE_PLAIN:
+            data[name] = (ERASED if dek is None
+                          else _open_json(dek, value, _data_aad(prefix, name)))
     return out
 
 
@@ -223,10 +297,15 @@ def _erase(out: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def patient_ref_of(stored: dict[str, Any]) -> str | None:
-    """The patient ref (blind index) of a stored event, or None if it has no patient."""
-    patient = stored.get("patient")
-    if not isinstance(patient, dict):
+def sealed_under(stored: dict[str, Any]) -> tuple[str, str | None] | None:
+    """``(ref, key_id)`` of the data key a stored event's tokens need -- its patient's, or
+    its subject's -- or None when it holds no tokens."""
+    holder = stored.get("patient")
+    if not isinstance(holder, dict):
+        holder = stored.get("subject")
+        if not isinstance(holder, dict):
+            return None
+    ref, key_id = holder.get("ref"), holder.get("key")
+    if not isinstance(ref, str):
         return None
-    ref = patient.get("ref")
-    return ref if isinstance(ref, str) else None
+    return ref, key_id if isinstance(key_id, str) else None

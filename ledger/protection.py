@@ -25,7 +25,14 @@ from ledger.crypto.keyring import (
 from ledger.data_keys import DataKeys, DataKeyUnusable
 from ledger.ingest import Plaintext, Protection
 from ledger.keystores import key_provider
-from ledger.protect import patient_ref_of, protect, reveal, seal_patient_id
+from ledger.protect import (
+    protect,
+    protect_subject,
+    reveal,
+    seal_patient_id,
+    sealed_under,
+    subject_of,
+)
 from ledger.settings import Settings
 from ledger.store import LedgerStore
 from ledger.writer import Settlement, nothing_to_settle
@@ -33,6 +40,7 @@ from ledger.writer import Settlement, nothing_to_settle
 log = structlog.get_logger(__name__)
 
 PATIENT_KIND = "patient"
+SUBJECT_KIND = "subject"  # the person a workforce or partner event is about
 ID_TOKENS = 100_000  # patient-id tokens kept for reuse
 PATIENT_REFS = 100_000  # blind indexes kept
 _FINGERPRINT_TAG = b"phi-ledger/fp/v1"  # BLAKE2b personalisation: at most 16 bytes
@@ -43,7 +51,9 @@ class EnvelopeProtection:
 
     The stored ``patient`` object is ``{"ref": <blind index>, "key": <key_id>, "id":
     <token>}``: ``ref`` lets views find a patient without decrypting, ``key`` names the
-    data key that opens the tokens (gone after a shred)."""
+    data key that opens the tokens (gone after a shred). A workforce or partner event's
+    personal data is sealed the same way under its subject's key (``subject: {"ref",
+    "key"}``, :func:`ledger.protect.protect_subject`)."""
 
     def __init__(self, ring: KeyRing, keys: DataKeys) -> None:
         self.ring = ring
@@ -57,6 +67,7 @@ class EnvelopeProtection:
             key=ring.index_key, person=_FINGERPRINT_TAG, digest_size=32)
         # (ledger, ref, key_id) -> the patient id's token; only the sealer thread uses it.
         self._id_tokens: dict[tuple[str, str, str], str] = {}
+        self._subject_refs: dict[tuple[str, str], str] = {}
 
     def patient_ref(self, ledger: str, patient_id: str) -> str:
         ref = self._refs.get((ledger, patient_id))
@@ -65,6 +76,15 @@ class EnvelopeProtection:
                 self._refs.clear()
             ref = self._refs[(ledger, patient_id)] = blind_index(
                 self.ring.index_key, ledger, PATIENT_KIND, patient_id)
+        return ref
+
+    def subject_ref(self, ledger: str, subject_id: str) -> str:
+        ref = self._subject_refs.get((ledger, subject_id))
+        if ref is None:
+            if len(self._subject_refs) >= PATIENT_REFS:
+                self._subject_refs.clear()
+            ref = self._subject_refs[(ledger, subject_id)] = blind_index(
+                self.ring.index_key, ledger, SUBJECT_KIND, subject_id)
         return ref
 
     def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:
@@ -80,12 +100,20 @@ class EnvelopeProtection:
             if e.get("patient") else None
             for e in events
         ]
-        keys = self.keys.current(ledger, [r for r in refs if r is not None])
+        subjects = {i: self.subject_ref(ledger, who) for i, e in enumerate(events)
+                    if refs[i] is None and (who := subject_of(e)) is not None}
+        keys = self.keys.current(
+            ledger, [r for r in refs if r is not None] + list(subjects.values()))
         stored = []
         tokens = self._id_tokens
-        for event, ref in zip(events, refs, strict=True):
+        for i, (event, ref) in enumerate(zip(events, refs, strict=True)):
             if ref is None:
-                stored.append(event)
+                subject = subjects.get(i)
+                if subject is None:
+                    stored.append(event)
+                else:
+                    key = keys[subject]
+                    stored.append(protect_subject(event, ledger, subject, key.key, key.key_id))
                 continue
             key = keys[ref]
             # The same patient recurs all day: its id is sealed once per data key.
@@ -108,9 +136,9 @@ class EnvelopeProtection:
         at the same moment, or the patient was shredded since. Those events are sealed
         again, there."""
         used = {
-            patient["ref"]: patient["key"]
+            sealing[0]: sealing[1]
             for e in stored
-            if (patient := e.get("patient")) and "key" in patient
+            if (sealing := sealed_under(e)) is not None and sealing[1] is not None
         }
         if not used:
             return nothing_to_settle
@@ -122,10 +150,13 @@ class EnvelopeProtection:
                 return {}
             changed = {}
             for i, (event, sealed) in enumerate(zip(posted, stored, strict=True)):
-                ref: str = (sealed.get("patient") or {}).get("ref") or ""
+                ref = (sealed_under(sealed) or ("", None))[0]
                 key = fixes.get(ref) if ref else None
-                if key is not None:
-                    changed[i] = protect(event, ledger, ref, key.key, key.key_id)
+                if key is None:
+                    continue
+                changed[i] = (protect(event, ledger, ref, key.key, key.key_id)
+                              if sealed.get("patient") else
+                              protect_subject(event, ledger, ref, key.key, key.key_id))
             return changed
 
         return settle
@@ -134,17 +165,18 @@ class EnvelopeProtection:
         self, ledger: str, stored: Sequence[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Stored events back as posted; a shredded patient's PHI reads as erased."""
-        refs = [patient_ref_of(s) for s in stored]
-        keys = self.keys.lookup(ledger, [r for r in refs if r is not None])
+        sealings = [sealed_under(s) for s in stored]
+        keys = self.keys.lookup(ledger, [s[0] for s in sealings if s is not None])
         out = []
-        for event, ref in zip(stored, refs, strict=True):
-            if ref is None:
+        for event, sealing in zip(stored, sealings, strict=True):
+            if sealing is None:
                 out.append(event)
                 continue
             # A key with another id is a newer key (the patient was shredded since): the
             # event's own key is gone, so its PHI reads as erased.
+            ref, key_id = sealing
             key = keys.get(ref)
-            current = key is not None and key.key_id == event["patient"].get("key")
+            current = key is not None and key.key_id == key_id
             out.append(reveal(event, ledger, key.key if current and key else None))
         return out
 

@@ -211,6 +211,8 @@ class AlertRow:
 def _needs_opening(change: Change) -> bool:
     event = change.event
     data: Any = event.get("data")
+    if event.get("subject") is not None:
+        return True  # a workforce event holding its subject's sealed data (shift, name)
     return (bool(data) and event.get("patient") is not None
             and event["action"] in ("create", "update")
             and (event.get("resource") or {}).get("type") in RECORD_TYPES

@@ -250,6 +250,42 @@ def test_a_shred_between_preparing_and_settling_is_caught_under_the_lock(
         store.close()
 
 
+def test_a_staff_members_key_is_settled_under_the_lock_like_a_patients(
+    settings: Settings,
+) -> None:
+    """A workforce event's personal data is sealed under its subject's key, which the
+    settlement checks as it does a patient's: a shred of that key before the lock has
+    the event sealed again, under the new key, beside a patient event left alone."""
+    from ledger.protection import EnvelopeProtection
+
+    keys, other, store = _keys_on(settings)
+    protection = EnvelopeProtection(keys.ring, keys)
+    try:
+        staff = make_event(action="staff_added", data={"staff_id": "u-7", "role": "nurse",
+                                                       "name": "Ana M. Reyes"})
+        staff.pop("patient", None)
+        posted = [make_event(patient={"id": "MRN-6161"}, data={"note": "n"}), staff]
+        stored = protection.protect_many(LEDGER, posted)
+        subject = stored[1]["subject"]
+        assert subject["ref"] != stored[0]["patient"]["ref"]
+        assert subject["key"] == _held(store, subject["ref"])
+        assert protection.reveal_many(LEDGER, stored) == posted
+        step = protection.settler(LEDGER, posted, stored)
+        with store.transaction() as tx:
+            other.shredder(LEDGER, subject["ref"])(tx)
+        with store.transaction() as tx:
+            fixes = step(tx)
+        assert list(fixes) == [1]
+        assert fixes[1]["subject"]["ref"] == subject["ref"]
+        assert fixes[1]["subject"]["key"] == _held(store, subject["ref"]) != subject["key"]
+        assert protection.reveal_many(LEDGER, [fixes[1]]) == [staff]
+        # the event sealed under the shredded key reads as erased, its roster fields kept
+        erased = protection.reveal_many(LEDGER, [stored[1]])[0]["data"]
+        assert erased == {"staff_id": "u-7", "role": "nurse", "name": "[erased]"}
+    finally:
+        store.close()
+
+
 def test_readers_use_cached_keys_only_while_no_shred_happened(settings: Settings) -> None:
     """A reader's cached key serves while the ledger's shred count is unchanged (shown by
     damaging the stored row: the cached key still opens); a shred by another process --

@@ -12,8 +12,20 @@ from hypothesis import strategies as st
 
 from ledger.canonical import MAX_SAFE_INTEGER, canonical
 from ledger.crypto import DataKey, EnvelopeError, blind_index, field_aad, is_token, open_token
+from ledger.crypto.envelope import TOKEN_PREFIX
 from ledger.event import check_event
-from ledger.protect import ERASED, PHI_FIELDS, patient_ref_of, protect, reveal
+from ledger.protect import (
+    ERASED,
+    PHI_FIELDS,
+    protect,
+    protect_subject,
+    reveal,
+    sealed_under,
+    subject_of,
+)
+from projections.view import Change
+from projections.workforce import fold_partner, fold_staff
+from projections.workforce import subject_of as workforce_subject_of
 
 INDEX_KEY = bytes(range(32))
 LEDGER = "default"
@@ -204,15 +216,128 @@ def test_events_without_a_patient_are_stored_unchanged() -> None:
     dek = DataKey.generate()
     stored = protect(LOGIN, LEDGER, "unused", dek)
     assert stored == LOGIN and stored is not LOGIN and stored["actor"] is not LOGIN["actor"]
-    assert patient_ref_of(stored) is None
+    assert sealed_under(stored) is None
     assert reveal(stored, LEDGER, dek) == LOGIN
     assert reveal(stored, LEDGER, None) == LOGIN
 
 
-def test_patient_ref_of() -> None:
+def test_sealed_under_names_the_patients_key() -> None:
     ref = ref_of(EXAMPLE)
-    assert patient_ref_of(protect(EXAMPLE, LEDGER, ref, DataKey.generate())) == ref
-    assert patient_ref_of(EXAMPLE) is None
+    assert sealed_under(protect(EXAMPLE, LEDGER, ref, DataKey.generate(), "k1")) == (ref, "k1")
+    assert sealed_under(protect(EXAMPLE, LEDGER, ref, DataKey.generate())) == (ref, None)
+    assert sealed_under(EXAMPLE) is None
+
+
+# --- workforce events: their subject's personal data ---------------------------------
+
+STAFF_ADDED: dict[str, Any] = {
+    "event_id": "1f2e3d4c-5b6a-4789-9abc-def012345678",
+    "occurred_at": "2026-11-26T07:00:00Z",
+    "action": "staff_added",
+    "actor": {"id": "hr-admin", "kind": "user", "role": "admin", "mfa": True},
+    "outcome": "success",
+    "data": {"staff_id": "u-417", "role": "nurse", "site": "north", "name": "Ana M. Reyes",
+             "dob": "1988-02-29", "patient_id": "MRN-2231", "shift": "19:00-07:00",
+             "note": None},
+}
+STAFF_PERSONAL = ("Ana M. Reyes", "1988-02-29", "MRN-2231", "19:00-07:00")
+
+
+def subject_ref(who: str = "u-417", ledger: str = LEDGER) -> str:
+    return blind_index(INDEX_KEY, ledger, "subject", who)
+
+
+def test_a_staff_members_personal_data_is_sealed_under_their_key() -> None:
+    dek = DataKey.generate()
+    assert subject_of(STAFF_ADDED) == "u-417"
+    stored = protect_subject(STAFF_ADDED, LEDGER, subject_ref(), dek, "k7")
+    assert stored["subject"] == {"ref": subject_ref(), "key": "k7"}
+    assert sealed_under(stored) == (subject_ref(), "k7")
+    data = stored["data"]
+    # what the roster view reads stays readable; nulls stay null; the rest is sealed
+    assert {k: data[k] for k in ("staff_id", "role", "site", "note")} == {
+        "staff_id": "u-417", "role": "nurse", "site": "north", "note": None}
+    text = canonical(stored).decode()
+    assert not any(value in text for value in STAFF_PERSONAL)
+    assert all(data[k].startswith(TOKEN_PREFIX) for k in ("name", "dob", "patient_id", "shift"))
+    assert reveal(stored, LEDGER, dek) == STAFF_ADDED
+    assert STAFF_ADDED["data"]["name"] == "Ana M. Reyes"  # the input is untouched
+
+
+def test_a_shredded_staff_members_personal_data_reads_erased() -> None:
+    stored = protect_subject(STAFF_ADDED, LEDGER, subject_ref(), DataKey.generate())
+    erased = reveal(stored, LEDGER, None)
+    assert "subject" not in erased
+    assert {k: erased["data"][k] for k in ("name", "dob", "patient_id", "shift")} == dict.fromkeys(
+        ("name", "dob", "patient_id", "shift"), ERASED)
+    assert erased["data"]["staff_id"] == "u-417"
+
+
+def test_a_staff_token_opens_only_for_its_subject_and_ledger() -> None:
+    dek = DataKey.generate()
+    stored = protect_subject(STAFF_ADDED, LEDGER, subject_ref(), dek)
+    moved = copy.deepcopy(stored)
+    moved["subject"]["ref"] = subject_ref("u-418")
+    with pytest.raises(EnvelopeError):
+        reveal(moved, LEDGER, dek)
+    with pytest.raises(EnvelopeError):
+        reveal(stored, "other", dek)
+    swapped = copy.deepcopy(stored)
+    swapped["data"]["name"], swapped["data"]["dob"] = stored["data"]["dob"], stored["data"]["name"]
+    with pytest.raises(EnvelopeError):
+        reveal(swapped, LEDGER, dek)
+    del moved["subject"]["ref"]
+    with pytest.raises(EnvelopeError, match="subject without a ref"):
+        reveal(moved, LEDGER, dek)
+
+
+@pytest.mark.parametrize(("change", "subject"), [
+    ({}, "u-417"),
+    ({"data": {"partner": "ba-9", "contact": "Dr. Lee"}, "action": "baa_signed"}, "ba-9"),
+    ({"data": {"name": "Ana Reyes"}, "resource": {"type": "staff", "id": "u-9"}}, "u-9"),
+    ({"data": {"name": "Ana Reyes"}}, "hr-admin"),
+    ({"data": {"staff_id": "u-417", "role": "nurse", "site": "n", "course": "HIPAA 101"}}, None),
+    ({"data": {"staff_id": "u-417", "name": None}}, None),
+    ({"data": None}, None),
+    ({"action": "login"}, None),
+    ({"patient": {"id": "MRN-1"}}, None),
+])
+def test_subject_of(change: dict[str, Any], subject: str | None) -> None:
+    assert subject_of({**STAFF_ADDED, **change}) == subject
+
+
+WORKFORCE_EVENTS: list[dict[str, Any]] = [
+    STAFF_ADDED,
+    {**STAFF_ADDED, "action": "role_changed",
+     "data": {"staff_id": "u-417", "to_role": "charge nurse", "shift": "07:00-19:00"}},
+    {**STAFF_ADDED, "action": "training_completed",
+     "data": {"staff_id": "u-417", "course": "HIPAA 2026", "score": 97}},
+    {**STAFF_ADDED, "action": "mfa_enrolled",
+     "data": {"staff_id": "u-417", "method": "totp", "phone": "+1 555 0100"}},
+    {**STAFF_ADDED, "action": "staff_removed",
+     "data": {"staff_id": "u-417", "reason": "left", "home_address": "1 Elm St"}},
+    {**STAFF_ADDED, "action": "baa_signed",
+     "data": {"partner": "ba-9", "service": "billing", "agreement_id": "A-1",
+              "signatory": "Dr. Lee"}},
+]
+
+
+@pytest.mark.parametrize("event", WORKFORCE_EVENTS, ids=lambda e: e["action"])
+def test_the_roster_reads_a_sealed_workforce_event_without_a_key(event: dict[str, Any]) -> None:
+    """The workforce view folds stored forms with no key: from the sealed form it builds
+    exactly the row it builds from the posted event."""
+    who = subject_of(event)
+    assert who is not None
+    stored = protect_subject(event, LEDGER, subject_ref(who), DataKey.generate())
+    assert canonical(stored) != canonical(event)  # something was sealed
+
+    def row(e: dict[str, Any]) -> object:
+        change = Change(1, LEDGER, 1, "2026-11-26T07:00:00Z", e, "2026-11-26T07:00:00Z")
+        kind, key = workforce_subject_of(change) or ("", "")
+        fold = fold_staff if kind == "staff" else fold_partner
+        return fold(None, change, key)
+
+    assert row(stored) == row(event)
 
 
 # --- shredding -----------------------------------------------------------------------
