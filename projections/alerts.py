@@ -173,7 +173,7 @@ def entry_of(change: Change) -> Entry:
         change.ledger, change.seq, action, event["outcome"],
         actor_id if type(actor_id) is str else str(actor_id),
         kind if type(kind) is str else str(kind),
-        datetime.fromisoformat(event["occurred_at"].replace("Z", "+00:00")),
+        datetime.fromisoformat(event["occurred_at"]),
         system, actor.get("mfa"), get("purpose"), get("channel"),
         patient_of(event)[0] if patient else None, resource.get("type"), encrypted,
         partner if isinstance(partner, str) else None)

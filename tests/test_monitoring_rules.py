@@ -97,12 +97,19 @@ def test_shift_boundaries_cross_midnight() -> None:
 
 def test_volume_threshold_uses_the_median_only_with_seven_active_days() -> None:
     day = date(2026, 11, 20)
-    six = {day - timedelta(days=d): 40 for d in range(1, 7)}
-    assert spike_threshold(day, six) == 50
-    seven = {day - timedelta(days=d): 40 for d in range(1, 8)}
-    assert spike_threshold(day, seven) == 120
-    old = {day - timedelta(days=d): 40 for d in range(15, 25)}
-    assert spike_threshold(day, old) == 50
+    def days(first: int, last: int, n: int = 40) -> dict[str, int]:
+        return {(day - timedelta(days=d)).isoformat(): n for d in range(first, last + 1)}
+
+    assert spike_threshold(day, days(1, 6)) == 50
+    assert spike_threshold(day, days(1, 7)) == 120
+    # the window is the 14 days before: the 15th day back and the day itself do not count
+    assert spike_threshold(day, days(2, 8)) == 120
+    assert spike_threshold(day, {**days(1, 6), **days(15, 15)}) == 50
+    assert spike_threshold(day, {**days(1, 6), **days(0, 0, 90)}) == 50
+    assert spike_threshold(day, {**days(8, 14), **days(1, 1, 0)}) == 120
+    assert spike_threshold(day, {**days(1, 6), **days(7, 7, 0)}) == 50
+    assert spike_threshold(day, days(15, 24)) == 50
+    assert spike_threshold(date(1, 1, 3), {"0001-01-01": 5}) == 50
 
 
 def test_only_users_and_successes_count_and_never_the_service() -> None:

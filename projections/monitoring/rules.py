@@ -15,9 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import statistics
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any, Final
 
 PHI_ACTIONS: Final = frozenset(
@@ -78,6 +78,18 @@ class Entry:
     resource_type: str | None = None
     encrypted: bool | None = None  # disclosure.encrypted
     partner: str | None = None  # disclosure.recipient.partner
+    # Derived from the above once, when the entry is made (and again by ``replace``):
+    # most rules and the state read them for every entry.
+    phi: bool = field(init=False)  # a user's successful access to PHI
+    day: str = field(init=False)  # the local day of ``at``, YYYY-MM-DD
+    utc: str = field(init=False)  # ``at`` as fixed-width UTC text: text order is time order
+
+    def __post_init__(self) -> None:
+        set_ = object.__setattr__  # frozen: the dataclass's own way to set a field
+        set_(self, "phi", self.actor_kind == "user" and self.action in PHI_ACTIONS
+             and self.outcome == "success")
+        set_(self, "day", self.at.date().isoformat())
+        set_(self, "utc", self.at.astimezone(UTC).isoformat(timespec="microseconds"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,7 +98,7 @@ class Staff:
 
     added: bool = False  # ever staff_added
     removed: bool = False  # staff_removed, and no staff_added since
-    trainings: tuple[datetime, ...] = ()  # HIPAA training_completed, occurred_at
+    trainings: tuple[datetime, ...] = ()  # HIPAA training_completed, occurred_at, oldest first
     shift: tuple[int, int] | None = None  # start, end: minutes of the local day
     family: str | None = None  # keyed digest of the family name
     name: str | None = None  # keyed digest of the full name
@@ -112,7 +124,7 @@ class Facts:
     staff: Staff | None = None  # the actor's
     record: Record | None = None  # the patient's
     baa_in_force: bool | None = None  # for a disclose naming a partner; None: no partner
-    day_counts: dict[date, int] = field(default_factory=dict)  # earlier local days
+    day_counts: Mapping[str, int] = field(default_factory=dict)  # by local day, YYYY-MM-DD
     day_patients: int = 0  # distinct patients this local day, this entry included
     day_new_patient: bool = False  # this entry's patient is new this day
     day_fired: bool = False  # volume_spike already raised this day
@@ -136,8 +148,7 @@ def within(at: datetime, t: datetime, window: timedelta) -> bool:
 
 
 def is_user_phi(entry: Entry) -> bool:
-    return (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
-            and entry.outcome == "success")
+    return entry.phi
 
 
 def insecure_channel(entry: Entry, facts: Facts) -> Finding | None:
@@ -164,8 +175,14 @@ def untrained(entry: Entry, facts: Facts) -> Finding | None:
     if not (is_user_phi(entry) and facts.roster):
         return None
     trainings = facts.staff.trainings if facts.staff else ()
-    if any(within(entry.at, t, TRAINING_VALID) for t in trainings):
-        return None
+    # Oldest first (the state keeps them sorted): the newest one not after the entry
+    # decides, as every earlier one is older still.
+    at = entry.at
+    for t in reversed(trainings):
+        if t <= at:
+            if at - t <= TRAINING_VALID:
+                return None
+            break
     return Finding("untrained", {"why": "no HIPAA training completed in the 365 days "
                                         "before this access"})
 
@@ -249,10 +266,13 @@ def after_hours(entry: Entry, facts: Facts) -> Finding | None:
     return None
 
 
-def spike_threshold(day: date, counts: dict[date, int]) -> int:
-    """The distinct-patient count a user's day must exceed to be a spike."""
-    earlier = [n for d, n in counts.items()
-               if 0 < (day - d).days <= VOLUME_DAYS and n > 0]
+def spike_threshold(day: date, counts: Mapping[str, int]) -> int:
+    """The distinct-patient count a user's day must exceed to be a spike; ``counts`` by
+    local day as ``YYYY-MM-DD`` (as the state keeps them: compared as text, which orders
+    as the days do, with no date parsed per entry)."""
+    today = day.isoformat()
+    first = date.fromordinal(max(1, day.toordinal() - VOLUME_DAYS)).isoformat()
+    earlier = [n for d, n in counts.items() if first <= d < today and n > 0]
     if len(earlier) < VOLUME_MIN_DAYS:
         return VOLUME_FLOOR
     return max(VOLUME_FLOOR, int(VOLUME_FACTOR * statistics.median(earlier)))

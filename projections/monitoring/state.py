@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from collections.abc import MutableMapping
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from datetime import datetime, timedelta
 from functools import lru_cache
 from typing import Any, Final
 
@@ -94,11 +94,6 @@ def _time(text: str) -> datetime:
     return datetime.fromisoformat(text)
 
 
-def utc_text(at: datetime) -> str:
-    """``at`` as fixed-width UTC text: text order is time order."""
-    return at.astimezone(UTC).isoformat(timespec="microseconds")
-
-
 def _staff(value: dict[str, Any] | None) -> Staff | None:
     if not value:
         return None
@@ -131,8 +126,7 @@ def facts_for(entry: Entry, written: Written, state: State,
         spans = (state.get(("partner", entry.partner)) or {}).get("spans", [])
         baa = _in_force(spans, entry.at)
     facts: dict[str, Any] = {}
-    phi = (entry.actor_kind == "user" and entry.action in PHI_ACTIONS
-           and entry.outcome == "success")
+    phi = entry.phi
     if phi:
         # Only the rules on a user's access to PHI read the roster and the actor's staff
         # facts (see rules.RULES_BY_ACTION): built for those entries alone.
@@ -145,15 +139,15 @@ def facts_for(entry: Entry, written: Written, state: State,
         facts.update(roster=bool(state.get(("roster", ""))), staff=staff)
     if phi and entry.patient is not None:
         day = (state.get(("day", actor)) or {})
-        today = entry.at.date().isoformat()
+        today = entry.day
         seen = day.get("sets", {}).get(today, [])
         new = entry.patient not in seen
         day_patients = len(seen) + (1 if new else 0)
         day_fired = today in day.get("fired", [])
         # The earlier days matter only to a day that may be a spike: one past the floor
         # every threshold is at least, on a new patient, not yet flagged.
-        counts = {_day(d): n for d, n in day.get("counts", {}).items() if d != today
-                  } if new and not day_fired and day_patients > VOLUME_FLOOR else {}
+        counts = (day.get("counts", {})
+                  if new and not day_fired and day_patients > VOLUME_FLOOR else {})
         facts.update(day_counts=counts, day_new_patient=new, day_patients=day_patients,
                      day_fired=day_fired)
         if entry.action in ("export", "print"):
@@ -169,11 +163,6 @@ def facts_for(entry: Entry, written: Written, state: State,
         facts["failures"] = tuple(
             _time(t) for t in (state.get(("failed", actor)) or {}).get("at", ()))
     return Facts(record=record, baa_in_force=baa, **facts)
-
-
-@lru_cache(maxsize=4096)
-def _day(text: str) -> date:
-    return date.fromisoformat(text)
 
 
 def _export_window(value: dict[str, Any], at: datetime) -> list[tuple[str, str]]:
@@ -214,7 +203,7 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
     it or None) into ``state``. Returns the earlier open alerts this entry explains:
     ``(alert seq, rule, explaining seq)``."""
     actor, at = entry.actor_id, entry.at
-    utc = utc_text(at)
+    utc = entry.utc
     explained: list[tuple[int, str, int]] = []
     if entry.outcome == "success" and not entry.system:
         _fold_workforce(entry, written, state, utc)
@@ -262,7 +251,7 @@ def _fold_counts(entry: Entry, raised: list[tuple[Finding, int | None]], state: 
     assert patient is not None
     rules = {f.rule for f, _ in raised}
     day = state.setdefault(("day", entry.actor_id), {})
-    today = entry.at.date().isoformat()
+    today = entry.day
     sets = day.setdefault("sets", {})
     seen = sets.setdefault(today, [])
     if patient not in seen:
