@@ -561,3 +561,26 @@ def test_the_pool_has_a_worker_a_core_and_at_least_two(
     verdict = verify_ledger_parallel(settings.database_url, LEDGER, 3, pool=pools)
     assert verdict == Verdict(VerdictKind.INTACT, 3, None, None, str(entries[2]["hash"]))
     assert [(p.workers, p.stretches()) for p in pools] == [(workers, [(0, 3)])]
+
+
+def test_a_chain_parallel_from_long_is_checked_in_stretches(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boundary between :func:`verify`'s two ways: a chain exactly ``PARALLEL_FROM``
+    long is checked in stretches (of one entry here: ``STRETCH`` 1 is a power of two
+    already), one entry shorter in one walk; the verdict is the same."""
+    entries = _ledger(settings, 6)
+    url = settings.database_url
+    intact = Verdict(VerdictKind.INTACT, 6, None, None, str(entries[5]["hash"]))
+    monkeypatch.setattr(verifier, "STRETCH", 1)
+    pools = Pools()
+    store = open_store(url)
+    try:
+        for parallel_from, progress in ((6, [1, 2, 3, 4, 5, 6]), (7, [6])):
+            monkeypatch.setattr(verifier, "PARALLEL_FROM", parallel_from)
+            done: list[int] = []
+            assert verify(store, url, LEDGER, done.append, pool=pools) == intact
+            assert done == progress
+    finally:
+        store.close()
+    assert [p.stretches() for p in pools] == [[(s, s + 1) for s in range(6)]]
