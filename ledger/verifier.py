@@ -5,7 +5,11 @@ Checking an entry costs a JSON parse, a canonical re-encoding and a SHA-256: a f
 microseconds, which is more than reading it. Long chains are therefore checked in
 stretches by several processes, each reading its own seq range from the database; the
 stretches are then linked (each one's first ``prev_hash`` against the previous one's
-last hash), so the verdict is the same as a single walk, first bad seq included.
+last hash), so the verdict is the same as a single walk, first bad seq included. The
+stretches run on the executor a ``Pool`` makes: by default spawned worker processes,
+each with a store of its own (``worker_store``); a caller may pass another executor,
+such as one in its own process (the tests do, so each stretch's check runs where they
+see it).
 
 Checkpoints. Along the way every entry hash is folded into the RFC 9162 tree (a stretch
 is a power of two long, so each is a perfect subtree and their edges join), and at every
@@ -23,8 +27,9 @@ import hashlib
 import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Mapping
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 
 from ledger.chain import ChainBroken, ChainCheck, Head, Verdict, VerdictKind
 from ledger.entry import GENESIS_HASH
@@ -40,6 +45,11 @@ STRETCH = 1 << 18  # rounded down to a power of two: each stretch is a perfect s
 STORED = "signed checkpoint"
 _sha256 = hashlib.sha256
 Signed = Mapping[int, tuple[bytes, str]]  # size -> (root, where it comes from)
+Pool = Callable[[int], Executor]  # the executor the stretches are checked on, of n workers
+
+# spawn, not fork: the caller may be a threaded server holding database connections.
+worker_processes: Pool = partial(ProcessPoolExecutor,
+                                 mp_context=multiprocessing.get_context("spawn"))
 
 
 def _stored_checkpoints(store: LedgerStore, ledger: str, after: int, upto: int | None,
@@ -227,7 +237,7 @@ class Stretch:
     nodes: Mapping[Node, bytes] | None = None
 
 
-worker_store: LedgerStore | None = None
+worker_store: LedgerStore | None = None  # a worker's store, opened on its first stretch
 
 
 def check_stretch(database_url: str, ledger: str, after: int, upto: int,
@@ -263,8 +273,10 @@ def verify_ledger_parallel(
     roots: SignedRoots | None = None,
     tree: list[Frontier] | None = None,
     nodes: dict[Node, bytes] | None = None,
+    pool: Pool = worker_processes,
 ) -> Verdict:
-    """Check seqs 1..``upto`` of ``ledger`` in stretches on ``workers`` processes.
+    """Check seqs 1..``upto`` of ``ledger`` in stretches on ``pool(workers)`` (by default
+    that many worker processes, one a core and at least two).
 
     The chain's verdict; the signed roots inside are judged into ``roots``, the tree's
     edge at ``upto`` is left in ``tree`` and its stored-size subtrees in ``nodes`` (when
@@ -278,10 +290,8 @@ def verify_ledger_parallel(
     joins = TreeCheck(Frontier())  # the subtrees above a stretch, from the full stretches
     last = Head(0, GENESIS_HASH, None)
     done = 0
-    # spawn, not fork: the caller may be a threaded server holding database connections.
-    context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(workers, mp_context=context) as pool:
-        futures = [pool.submit(check_stretch, database_url, ledger, a, b, checkpoints)
+    with pool(workers) as executor:
+        futures = [executor.submit(check_stretch, database_url, ledger, a, b, checkpoints)
                    for a, b in bounds]
         for future in futures:
             stretch = future.result()
@@ -321,9 +331,10 @@ def verify_ledger_parallel(
 
 def verify(
     store: LedgerStore, database_url: str, ledger: str, progress: Progress | None = None,
-    *, checkpoints: Signed | None = None,
+    *, checkpoints: Signed | None = None, pool: Pool = worker_processes,
 ) -> Verdict:
-    """Check ``ledger`` whole: in parallel stretches when it is long, in one walk if not;
+    """Check ``ledger`` whole: in parallel stretches when it is long (on ``pool``, see
+    :func:`verify_ledger_parallel`), in one walk if not;
     then its signed checkpoints (stored, and ``checkpoints``: size -> (root, source))
     and its stored tree, as :func:`verify_ledger` does.
 
@@ -341,7 +352,7 @@ def verify(
     roots, edges, nodes = SignedRoots(), list[Frontier](), dict[Node, bytes]()
     verdict = verify_ledger_parallel(database_url, ledger, head.seq, progress=progress,
                                      checkpoints=checkpoints, roots=roots, tree=edges,
-                                     nodes=nodes)
+                                     nodes=nodes, pool=pool)
     if not verdict.ok:
         return verdict
     signed = _stored_checkpoints(store, ledger, verdict.verified_through, None,

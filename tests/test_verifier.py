@@ -1,5 +1,9 @@
 """The verifier's shell: long chains are checked in parallel stretches with the same
-verdict as one walk, and chains are found from the entries, not from an editable list."""
+verdict as one walk, and chains are found from the entries, not from an editable list.
+
+The stretches are checked on :class:`tests.test_verifier_verdicts.InProcess`, in the test
+process (where mutmut sees them), and, in the tests marked ``slow``, also on the worker
+processes production uses."""
 
 from __future__ import annotations
 
@@ -19,8 +23,16 @@ from ledger.settings import Settings
 from ledger.store import ledger_id, open_store
 from ledger.store.base import ENTRY_TOPIC, STORED_LEVELS_FROM
 from ledger.transparency.tree import Frontier, root_of
-from ledger.verifier import Signed, verify, verify_ledger, verify_ledger_parallel
+from ledger.verifier import (
+    Pool,
+    Signed,
+    verify,
+    verify_ledger,
+    verify_ledger_parallel,
+    worker_processes,
+)
 from tests.test_tamper import (
+    BAD,
     LEDGER,
     Tamperer,
     break_link,
@@ -33,42 +45,48 @@ from tests.test_tamper import (
     tampering,
 )
 from tests.test_transparency_checkpoints import raw
+from tests.test_verifier_verdicts import InProcess, Pools
 
 LINK_MISMATCH = "prev_hash does not match the hash of the entry before"
+# in the test process, and (slow) on the worker processes :func:`verify` starts by default
+POOLS = [pytest.param(InProcess, id="in_process"),
+         pytest.param(worker_processes, id="processes", marks=pytest.mark.slow)]
 
 
-def _both(settings: Settings, monkeypatch: pytest.MonkeyPatch) -> tuple[Verdict, Verdict]:
+def _both(settings: Settings, monkeypatch: pytest.MonkeyPatch,
+          pool: Pool) -> tuple[Verdict, Verdict]:
     monkeypatch.setattr(verifier, "STRETCH", 7)
     monkeypatch.setattr(verifier, "PARALLEL_FROM", 1)
     store = open_store(settings.database_url)
     try:
         walk = verify_ledger(store, LEDGER)
-        parallel = verify(store, settings.database_url, LEDGER)
+        parallel = verify(store, settings.database_url, LEDGER, pool=pool)
     finally:
         store.close()
     return walk, parallel
 
 
+@pytest.mark.parametrize("pool", POOLS)
 def test_parallel_verdict_equals_a_single_walk_when_intact(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, pool: Pool
 ) -> None:
-    fill(settings)
-    walk, parallel = _both(settings, monkeypatch)
-    assert walk == parallel
-    assert parallel.ok and parallel.verified_through == 30
+    receipts = fill(settings)
+    walk, parallel = _both(settings, monkeypatch, pool)
+    assert walk == parallel == Verdict(VerdictKind.INTACT, 30, None, None, receipts[-1].hash)
 
 
+@pytest.mark.parametrize("pool", POOLS)
 @pytest.mark.parametrize("damage", [edit_field, delete_entry, swap_entries, break_link])
 def test_parallel_verdict_equals_a_single_walk_when_broken(
-    settings: Settings, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Tamperer], None]
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, damage: Callable[[Tamperer], None],
+    pool: Pool,
 ) -> None:
     fill(settings)
     with tampering(settings.database_url) as t:
         damage(t)
-    walk, parallel = _both(settings, monkeypatch)
-    assert not parallel.ok
-    assert (walk.first_bad_seq, walk.verified_through, walk.reason) == (
-        parallel.first_bad_seq, parallel.verified_through, parallel.reason)
+    walk, parallel = _both(settings, monkeypatch, pool)
+    assert parallel == walk
+    assert (parallel.kind, parallel.first_bad_seq) == (VerdictKind.BROKEN, BAD)
 
 
 @pytest.mark.parametrize(("deleted", "reason", "progress"), [
@@ -85,28 +103,29 @@ def test_a_stretch_boundary_break_is_found(
 ) -> None:
     """A missing entry on either side of a stretch boundary (stretches of 8: seq 8 ends
     the first, seq 9 starts the second), found by the worker of its own stretch, with the
-    hash of the last good entry as the verdict's head."""
+    hash of the last good entry as the verdict's head. The stretches after it are
+    cancelled: not one is checked."""
     monkeypatch.setattr(verifier, "STRETCH", 8)
     fill(settings)
     with tampering(settings.database_url) as t:
         last_good = t.entry(deleted - 1)["hash"]
         t.delete(deleted)
     done: list[int] = []
+    pools = Pools()
     verdict = verify_ledger_parallel(settings.database_url, LEDGER, 30, workers=2,
-                                     progress=done.append)
-    assert (verdict.kind, verdict.first_bad_seq, verdict.verified_through) == (
-        VerdictKind.BROKEN, deleted, deleted - 1)
-    assert verdict.reason == reason
-    assert verdict.head_hash == last_good
+                                     progress=done.append, pool=pools)
+    assert verdict == Verdict(VerdictKind.BROKEN, deleted - 1, deleted, reason, last_good)
     assert done == progress
+    assert [p.stretches() for p in pools] == [[(0, 8), (8, 16)][:1 + len(progress)]]
 
 
-def _check(settings: Settings, signed: Signed | None = None) -> tuple[Verdict, Verdict]:
+def _check(settings: Settings, signed: Signed | None = None,
+           pool: Pool = InProcess) -> tuple[Verdict, Verdict]:
     """The single walk's verdict and :func:`verify`'s (in stretches when patched so)."""
     store = open_store(settings.database_url)
     try:
         return (verify_ledger(store, LEDGER, checkpoints=signed),
-                verify(store, settings.database_url, LEDGER, checkpoints=signed))
+                verify(store, settings.database_url, LEDGER, checkpoints=signed, pool=pool))
     finally:
         store.close()
 
@@ -116,20 +135,22 @@ def test_a_suffix_rechained_from_a_stretch_boundary_is_found(
 ) -> None:
     """Entries 9..30 rewritten and re-chained among themselves from a forged prev_hash at
     seq 9, the first of a stretch: every stretch is intact on its own, only linking the
-    stretches finds the break (the stored tree would flag it too, but as no seq)."""
+    stretches finds the break (the stored tree would flag it too, but as no seq). The
+    stretches after it are cancelled: not one is checked."""
     monkeypatch.setattr(verifier, "STRETCH", 8)
     monkeypatch.setattr(verifier, "PARALLEL_FROM", 1)
     fill(settings)
     with tampering(settings.database_url) as t:
+        last_good = t.entry(8)["hash"]
         prev = secrets.token_hex(32)
         for seq in range(9, 31):
             entry = seal({**t.entry(seq), "prev_hash": prev})
             t.put(seq, entry)
             prev = entry["hash"]
-    for verdict in _check(settings):
-        assert (verdict.kind, verdict.first_bad_seq, verdict.verified_through) == (
-            VerdictKind.BROKEN, 9, 8)
-        assert verdict.reason == LINK_MISMATCH
+    pools = Pools()
+    for verdict in _check(settings, pool=pools):
+        assert verdict == Verdict(VerdictKind.BROKEN, 8, 9, LINK_MISMATCH, last_good)
+    assert [p.stretches() for p in pools] == [[(0, 8), (8, 16)]]
 
 
 def test_losing_exactly_the_last_signed_entry_is_a_truncation(settings: Settings) -> None:

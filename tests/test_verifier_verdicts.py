@@ -1,15 +1,22 @@
 """The verifier's verdicts, each by its kind, seq and reason: signed roots that the entries
 do not reproduce, truncation, the stored tree, a stretch as its worker reports it, and
 entries appended while a long check runs. The ledgers are written straight through the
-store (no ingest service), so most of these run in a fraction of a second; those that go
-through worker processes are marked as such in their names."""
+store (no ingest service), so most of these run in a fraction of a second. The tests
+named ``in_stretches`` check a chain in stretches on :class:`InProcess`, an executor in
+the test process (mutmut sees no call made in a worker process); the one that spawns the
+worker processes production uses is marked ``slow`` (CI runs it, scripts/mutation
+does not)."""
 
 from __future__ import annotations
 
 import json
+import os
 import secrets
-from collections.abc import Iterator
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import Executor, Future
 from pathlib import Path
+from typing import Any, ParamSpec, TypeVar
 
 import pytest
 
@@ -34,6 +41,70 @@ from tests.test_tamper import edit_field, seal, tampering
 from tests.test_transparency_checkpoints import append, raw, sign
 
 LEDGER = "default"
+P = ParamSpec("P")
+T = TypeVar("T")
+
+
+class InProcess(Executor):
+    """A pool of one worker in the test process, which runs each call when its result is
+    asked for, or at shutdown if it is still pending then (a cancelled call never runs):
+    so ``calls`` shows which stretches were checked, and a verdict's cancelling of the
+    rest counts. Like a worker process it opens ``verifier.worker_store`` on its first
+    stretch; it closes it at shutdown, so no other test finds it open."""
+
+    def __init__(self, workers: int) -> None:
+        assert verifier.worker_store is None, "a worker store left open"
+        self.workers = workers
+        self.calls: list[tuple[object, ...]] = []  # the arguments of each call run
+        self.pending: deque[Deferred[Any]] = deque()
+
+    def submit(self, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> Future[T]:
+        future = Deferred(self, lambda: fn(*args, **kwargs), args)
+        self.pending.append(future)
+        return future
+
+    def run_until(self, wanted: Future[Any] | None = None) -> None:
+        """Run the pending calls in order, up to ``wanted`` (all of them without)."""
+        while self.pending and not (wanted is not None and wanted.done()):
+            future = self.pending.popleft()
+            if future.set_running_or_notify_cancel():
+                self.calls.append(future.args)
+                try:
+                    future.set_result(future.call())
+                except BaseException as error:
+                    future.set_exception(error)
+
+    def shutdown(self, wait: bool = True, *, cancel_futures: bool = False) -> None:
+        try:
+            self.run_until()
+        finally:
+            if verifier.worker_store is not None:
+                verifier.worker_store.close()
+                verifier.worker_store = None
+
+    def stretches(self) -> list[tuple[int, int]]:
+        """The ``(after, upto)`` of each stretch checked, in order."""
+        return [(int(str(args[2])), int(str(args[3]))) for args in self.calls]
+
+
+class Deferred(Future[T]):
+    """A call of :class:`InProcess`, run when its result is first asked for."""
+
+    def __init__(self, pool: InProcess, call: Callable[[], T], args: tuple[object, ...]):
+        super().__init__()
+        self.pool, self.call, self.args = pool, call, args
+
+    def result(self, timeout: float | None = None) -> T:
+        self.pool.run_until(self)
+        return super().result(timeout)
+
+
+class Pools(list[InProcess]):
+    """A ``Pool`` that keeps each executor it makes, to be asked what it was given."""
+
+    def __call__(self, workers: int) -> InProcess:
+        self.append(InProcess(workers))
+        return self[-1]
 
 
 def _ledger(settings: Settings, n: int) -> list[dict[str, object]]:
@@ -68,13 +139,14 @@ def _walk(url: str, signed: Signed | None = None, **options: bool) -> Verdict:
 
 
 def _in_stretches(url: str, monkeypatch: pytest.MonkeyPatch, signed: Signed | None = None,
-                  progress: verifier.Progress | None = None) -> Verdict:
-    """:func:`verify` in worker processes, stretches of 8 entries from the first."""
+                  progress: verifier.Progress | None = None,
+                  pool: verifier.Pool = InProcess) -> Verdict:
+    """:func:`verify` in stretches of 8 entries from the first, on ``pool``."""
     monkeypatch.setattr(verifier, "STRETCH", 8)
     monkeypatch.setattr(verifier, "PARALLEL_FROM", 1)
     store = open_store(url)
     try:
-        return verify(store, url, LEDGER, progress, checkpoints=signed)
+        return verify(store, url, LEDGER, progress, checkpoints=signed, pool=pool)
     finally:
         store.close()
 
@@ -312,9 +384,9 @@ def test_signed_roots_judged_in_order_stop_at_the_first_mismatch() -> None:
 def test_in_stretches_signed_roots_across_stretches_and_the_tree(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. Signed sizes inside the second and third stretches (8-16, 16-24)
-    are judged against the roots of the whole prefix, and the stored tree, interior
-    nodes above a stretch included, is what the stretches rebuild."""
+    """Signed sizes inside the second and third stretches (8-16, 16-24) are judged against
+    the roots of the whole prefix, and the stored tree, interior nodes above a stretch
+    included, is what the stretches rebuild."""
     entries = _ledger(settings, 40)
     head = str(entries[-1]["hash"])
     held = _held(entries, [4, 12, 16], {21: "witness G", 35: "witness H"})
@@ -325,11 +397,13 @@ def test_in_stretches_signed_roots_across_stretches_and_the_tree(
     # rounded down to stretches of 16: (4, 0) and (4, 1) are each a whole stretch's
     # subtree, (5, 0) joins two
     monkeypatch.setattr(verifier, "STRETCH", 31)
-    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 38, workers=2,
+    pools = Pools()
+    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 38, workers=3,
                                      progress=done.append, checkpoints=held, roots=roots,
-                                     tree=tree, nodes=nodes)
+                                     tree=tree, nodes=nodes, pool=pools)
     leaves = _leaves(entries)
     assert verdict == Verdict(VerdictKind.INTACT, 38, None, None, str(entries[37]["hash"]))
+    assert [(p.workers, p.stretches()) for p in pools] == [(3, [(0, 16), (16, 32), (32, 38)])]
     assert done == [16, 32, 38]
     assert (roots.matched, roots.mismatch) == (16, verifier.Mismatch(21, "witness G"))
     assert tree == [Frontier().append(leaves[:38])[0]]
@@ -340,7 +414,7 @@ def test_in_stretches_signed_roots_across_stretches_and_the_tree(
 def test_in_stretches_entries_appended_meanwhile_are_checked_in_one_walk(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. 40 entries are checked in stretches while more are appended:
+    """40 entries are checked in stretches while more are appended:
     those are walked after, from the stretches' head and tree edge, with their stored
     subtrees (the one over seqs 33-48 is completed by them) and the checkpoints signed
     meanwhile."""
@@ -387,7 +461,7 @@ def test_in_stretches_entries_appended_meanwhile_are_checked_in_one_walk(
 def test_in_stretches_a_bad_entry_appended_meanwhile_is_found(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. An entry appended during the check is walked from the stretches'
+    """An entry appended during the check is walked from the stretches'
     head, linked to it: a broken one is found at its seq, as a single walk finds it."""
     _ledger(settings, 16)
     url = settings.database_url
@@ -407,8 +481,8 @@ def test_in_stretches_a_bad_entry_appended_meanwhile_is_found(
 def test_in_stretches_a_whole_stretch_missing_is_named_at_its_first_seq(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. Seqs 9..16 all deleted: the stretch that held them has no first
-    link to compare, and reports the gap from the previous stretch's head."""
+    """Seqs 9..16 all deleted: the stretch that held them has no first link to compare,
+    and reports the gap from the previous stretch's head."""
     entries = _ledger(settings, 24)
     with tampering(settings.database_url) as t:
         for seq in range(9, 17):
@@ -421,8 +495,8 @@ def test_in_stretches_a_whole_stretch_missing_is_named_at_its_first_seq(
 def test_in_stretches_the_first_entry_must_follow_the_genesis_hash(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. Seq 1 re-sealed with another prev_hash: the first stretch's
-    first link is checked against the genesis hash, as a single walk checks it."""
+    """Seq 1 re-sealed with another prev_hash: the first stretch's first link is checked
+    against the genesis hash, as a single walk checks it."""
     _ledger(settings, 12)
     with tampering(settings.database_url) as t:
         t.put(1, seal({**t.entry(1), "prev_hash": "1" * 64}))
@@ -433,15 +507,17 @@ def test_in_stretches_the_first_entry_must_follow_the_genesis_hash(
     assert _walk(settings.database_url).first_bad_seq == 1
 
 
+@pytest.mark.slow
 def test_workers_open_their_own_store_whatever_the_caller_holds(
     settings: Settings, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    """Worker processes. The workers start fresh (spawned): a caller's open connections
-    and module state are not theirs. Here the calling process holds a worker store on
-    another, empty database; a forked worker would inherit it and find no entries. The
-    chain is exactly ``PARALLEL_FROM`` long, so it is checked in stretches (of one entry:
-    ``STRETCH`` 1 is a power of two already)."""
-    _ledger(settings, 6)
+    """Worker processes, as :func:`verify` starts them by default (``slow``: the mutation
+    run leaves it out, mutmut sees nothing a worker process runs). The workers start
+    fresh (spawned): a caller's open connections and module state are not theirs. Here
+    the calling process holds a worker store on another, empty database; a forked worker
+    would inherit it and find no entries. The chain is exactly ``PARALLEL_FROM`` long, so
+    it is checked in stretches (of one entry: ``STRETCH`` 1 is a power of two already)."""
+    entries = _ledger(settings, 6)
     decoy = f"sqlite:///{tmp_path}/decoy.db"
     migrate(decoy)
     monkeypatch.setattr(verifier, "worker_store", open_store(decoy))
@@ -455,19 +531,56 @@ def test_workers_open_their_own_store_whatever_the_caller_holds(
         store.close()
         assert verifier.worker_store is not None
         verifier.worker_store.close()
-    assert (verdict.kind, verdict.verified_through) == (VerdictKind.INTACT, 6)
+    assert verdict == Verdict(VerdictKind.INTACT, 6, None, None, str(entries[5]["hash"]))
     assert done == [1, 2, 3, 4, 5, 6]
 
 
 def test_in_stretches_without_roots_to_fill_the_chain_alone_is_judged(
     settings: Settings, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Worker processes. A caller that passes checkpoints but no ``roots`` gets the chain's
-    verdict: the roots are judged for a caller that asks for them (as :func:`verify`
-    does), not turned into a verdict here."""
+    """A caller that passes checkpoints but no ``roots`` gets the chain's verdict: the
+    roots are judged for a caller that asks for them (as :func:`verify` does), not turned
+    into a verdict here."""
     entries = _ledger(settings, 20)
     monkeypatch.setattr(verifier, "STRETCH", 8)
     held = _held(entries, [4], {12: "witness L"})
     verdict = verify_ledger_parallel(settings.database_url, LEDGER, 20, workers=2,
-                                     checkpoints=held)
+                                     checkpoints=held, pool=InProcess)
     assert verdict == Verdict(VerdictKind.INTACT, 20, None, None, str(entries[19]["hash"]))
+
+
+@pytest.mark.parametrize(("cores", "workers"), [(5, 5), (1, 2), (None, 2)])
+def test_the_pool_has_a_worker_a_core_and_at_least_two(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch, cores: int | None, workers: int
+) -> None:
+    """Unless the caller names a number, one worker a core (two if the machine has one
+    core or does not say), and the pool is asked for exactly that many."""
+    entries = _ledger(settings, 3)
+    monkeypatch.setattr(os, "cpu_count", lambda: cores)
+    pools = Pools()
+    verdict = verify_ledger_parallel(settings.database_url, LEDGER, 3, pool=pools)
+    assert verdict == Verdict(VerdictKind.INTACT, 3, None, None, str(entries[2]["hash"]))
+    assert [(p.workers, p.stretches()) for p in pools] == [(workers, [(0, 3)])]
+
+
+def test_a_chain_parallel_from_long_is_checked_in_stretches(
+    settings: Settings, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The boundary between :func:`verify`'s two ways: a chain exactly ``PARALLEL_FROM``
+    long is checked in stretches (of one entry here: ``STRETCH`` 1 is a power of two
+    already), one entry shorter in one walk; the verdict is the same."""
+    entries = _ledger(settings, 6)
+    url = settings.database_url
+    intact = Verdict(VerdictKind.INTACT, 6, None, None, str(entries[5]["hash"]))
+    monkeypatch.setattr(verifier, "STRETCH", 1)
+    pools = Pools()
+    store = open_store(url)
+    try:
+        for parallel_from, progress in ((6, [1, 2, 3, 4, 5, 6]), (7, [6])):
+            monkeypatch.setattr(verifier, "PARALLEL_FROM", parallel_from)
+            done: list[int] = []
+            assert verify(store, url, LEDGER, done.append, pool=pools) == intact
+            assert done == progress
+    finally:
+        store.close()
+    assert [p.stretches() for p in pools] == [[(s, s + 1) for s in range(6)]]
