@@ -46,6 +46,9 @@ PATIENT_FAMILIES: Final = ("Reyes", "Nguyen", "Smith", "Patel", "Kim", "Garcia",
 STATES: Final = ("NY", "NJ", "CT", "PA", "MA")
 SHIFTS: Final = {"day": (7, 15), "evening": (15, 23), "night": (23, 7)}
 INJECTION_RATE: Final = 0.035  # share of episodes that carry a violation
+# Trained staff take the HIPAA course again each year, before the last one lapses (the
+# `untrained` rule looks 365 days back): a long run is years of the service's time.
+RETRAIN_EVERY: Final = timedelta(days=330)
 PHI: Final = frozenset({"read", "create", "update", "delete", "disclose", "export",
                         "print", "query"})
 
@@ -217,8 +220,16 @@ class MonitoredService:
                    "relatives": relatives, "floaters": floaters, "removable": removable,
                    "lapsed": lapsed}
         turn = 0
+        trained = {p.staff_id: (p, setup + timedelta(days=1))
+                   for p in [*staff, *floaters, *removable] if p.trained}
         while True:
             self._t += timedelta(minutes=rng.uniform(4, 8))
+            for staff_id, (person, last) in list(trained.items()):
+                if not person.removed and self._t - last >= RETRAIN_EVERY:
+                    trained[staff_id] = (person, self._t)
+                    yield self._emit(self._event("training_completed", hr, self._t, data={
+                        "staff_id": staff_id, "course": "HIPAA Privacy and Security"},
+                        resource={"type": "staff", "id": staff_id}))
             on = [p for p in staff if self._on_shift(p, self._t) and not p.removed
                   and p.trained]
             if not on:
