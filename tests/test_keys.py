@@ -29,6 +29,7 @@ from ledger.chain import Head
 from ledger.crypto.keyring import FileKeyProvider, KeyRing, encode_ring
 from ledger.crypto.log_keys import LogKeys, encode_log_keys
 from ledger.data_keys import DataKeys
+from ledger.protect import subject_of
 from ledger.protection import EnvelopeProtection, load_key_ring
 from ledger.settings import Settings
 from ledger.store import open_store
@@ -441,7 +442,11 @@ def test_keys_from_the_environment_work_and_cannot_be_rotated(key_settings: Sett
     assert not key_settings.key_file.parent.exists(), "a key file was created"
     events = list(MonitoredService(seed=3).events(200))  # what the demo posted
     patients = {e["patient"]["id"] for e in events if e.get("patient")}
-    assert status_lines(env) == [f"{ring.active_kek_id} (active): wraps {len(patients)} data keys"]
+    # and one key per staff member whose personal data a workforce entry sealed
+    staff = {who for e in events if (who := subject_of(e)) is not None}
+    assert len(staff) >= 20
+    assert status_lines(env) == [
+        f"{ring.active_kek_id} (active): wraps {len(patients) + len(staff)} data keys"]
     assert reveal_all(settings) == events
 
     secrets = key_strings(text) + key_strings(log_text)
