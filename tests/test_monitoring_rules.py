@@ -23,7 +23,7 @@ from projections.monitoring.rules import (
     ruleset_digest,
     spike_threshold,
 )
-from projections.monitoring.state import Written, care_explains, facts_for, observe
+from projections.monitoring.state import Written, care_explains, facts_for, observe, pair
 
 T = datetime.fromisoformat("2026-11-02T12:00:00-05:00")
 READ = Entry("default", 10, "read", "success", "agent-1", "user", T, patient="ref-1")
@@ -164,3 +164,27 @@ def test_rules_work_at_the_first_and_last_instants_validation_accepts() -> None:
     care = replace(READ, seq=8, action="create", resource_type="patient", at=last)
     rules, explained = _fold([replace(READ, seq=7, at=last, purpose="ETREAT"), care])
     assert rules == ["break_glass"] and explained == [(7, "break_glass", 8)]
+
+
+def test_a_pairs_care_list_keeps_ten_days_behind_its_newest() -> None:
+    """Only care in the 72 hours before an entry explains it; the state keeps a week more
+    for entries posted late and drops the rest, which every batch would parse again."""
+    care = replace(READ, action="create", resource_type="patient")
+    state: dict[tuple[str, str], dict[str, object]] = {}
+    for seq, day in enumerate([0, 1, 2, 5, 9, 10, 11, 12], start=1):
+        observe(replace(care, seq=seq, at=T + timedelta(days=day)), Written(), [], state)
+    kept = state[("care", pair("agent-1", "ref-1"))]["at"]
+    assert isinstance(kept, list)
+    # the newest is day 12: day 2 lies exactly ten days behind, and stays
+    assert [seq for _, seq in kept] == [3, 4, 5, 6, 7, 8]
+    # a read posted late, on day 6, is explained by day 5's care, which was kept
+    assert care_explains(state, replace(READ, seq=20, at=T + timedelta(days=6))) == 4
+    # one more than a week late, on day 1 at noon, it finds day 1's care gone
+    assert care_explains(state, replace(READ, seq=21, at=T + timedelta(days=1, hours=1))) is None
+
+    first = datetime.fromisoformat("0001-01-02T00:00:00+00:00")
+    early: dict[tuple[str, str], dict[str, object]] = {}
+    for seq in (1, 2):
+        observe(replace(care, seq=seq, at=first + timedelta(hours=seq)), Written(), [], early)
+    listed = early[("care", pair("agent-1", "ref-1"))]["at"]
+    assert isinstance(listed, list) and [s for _, s in listed] == [1, 2]

@@ -11,7 +11,8 @@ Kinds: ``roster`` (whether any ``staff_added`` was seen), ``staff`` (by staff id
 and patient: care relationships, and alerts a later one may explain), ``day`` (distinct
 patients per local day), ``export`` (the last hour of exports), ``failed`` (failed logins).
 Lists are capped: the rules look back at most 14 days, and a user's last few dozen
-events in each list say all the windows need.
+events in each list say all the windows need. Care lists also drop what lies more than
+ten days behind their newest (:data:`CARE_KEPT`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,11 @@ BAA_EVENTS: Final = frozenset({"baa_signed", "baa_ended"})
 RECORD_TYPES: Final = (None, "patient")
 CARE_TYPES: Final = ("call", "message")
 CAP_CARE: Final = 32
+# Care relationships kept behind a pair's newest: the 72 hours that can explain, and a week
+# more for entries posted late (an entry's care window ends at its own time, which a late
+# entry has before the newest care). Only the last hours are ever read in order; a pair
+# whose list held a few dozen entries of years back cost every batch their parsing.
+CARE_KEPT: Final = CARE_BEFORE + timedelta(days=7)
 CAP_PENDING: Final = 32
 CAP_FAILED: Final = 20
 CAP_TRAININGS: Final = 8
@@ -197,6 +203,16 @@ def _capped(items: list[Any], cap: int) -> list[Any]:
     return sorted(items)[-cap:]
 
 
+def _recent(items: list[list[Any]], kept: timedelta) -> list[list[Any]]:
+    """``items`` (sorted ``[utc text, ...]`` lists) less those more than ``kept`` before
+    the newest; all of them where that bound falls before year 1."""
+    try:
+        floor = (_time(items[-1][0]) - kept).isoformat(timespec="microseconds")
+    except OverflowError:
+        return items
+    return [item for item in items if item[0] >= floor]
+
+
 def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | None]],
             state: State) -> list[tuple[int, str, int]]:
     """Fold ``entry`` (and the alerts ``raised`` on it, each with the seq that explained
@@ -223,7 +239,8 @@ def observe(entry: Entry, written: Written, raised: list[tuple[Finding, int | No
         if is_care(entry):
             changed = True
             care = state.setdefault(("care", key), {})
-            care["at"] = _capped([*care.get("at", []), [utc, entry.seq]], CAP_CARE)
+            care["at"] = _recent(_capped([*care.get("at", []), [utc, entry.seq]], CAP_CARE),
+                                 CARE_KEPT)
             still = []
             for alert_seq, rule, alert_at in pending:
                 when = _time(alert_at)
