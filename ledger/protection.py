@@ -70,21 +70,18 @@ class EnvelopeProtection:
         self._subject_refs: dict[tuple[str, str], str] = {}
 
     def patient_ref(self, ledger: str, patient_id: str) -> str:
-        ref = self._refs.get((ledger, patient_id))
-        if ref is None:
-            if len(self._refs) >= PATIENT_REFS:
-                self._refs.clear()
-            ref = self._refs[(ledger, patient_id)] = blind_index(
-                self.ring.index_key, ledger, PATIENT_KIND, patient_id)
-        return ref
+        return self._blind(self._refs, ledger, PATIENT_KIND, patient_id)
 
     def subject_ref(self, ledger: str, subject_id: str) -> str:
-        ref = self._subject_refs.get((ledger, subject_id))
+        return self._blind(self._subject_refs, ledger, SUBJECT_KIND, subject_id)
+
+    def _blind(self, cache: dict[tuple[str, str], str], ledger: str, kind: str,
+               value: str) -> str:
+        ref = cache.get((ledger, value))
         if ref is None:
-            if len(self._subject_refs) >= PATIENT_REFS:
-                self._subject_refs.clear()
-            ref = self._subject_refs[(ledger, subject_id)] = blind_index(
-                self.ring.index_key, ledger, SUBJECT_KIND, subject_id)
+            if len(cache) >= PATIENT_REFS:
+                cache.clear()
+            ref = cache[(ledger, value)] = blind_index(self.ring.index_key, ledger, kind, value)
         return ref
 
     def fingerprint(self, ledger: str, event: dict[str, Any], encoded: bytes | None = None) -> str:
