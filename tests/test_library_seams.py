@@ -197,3 +197,26 @@ def test_uvicorn_serves_given_sockets_after_configuring_its_logging() -> None:
     assert "sockets" in inspect.signature(uvicorn.Server.run).parameters, (
         f"{UVICORN}: Server.run no longer takes sockets=; api/serving.py hands each worker"
         " its own listening socket")
+
+
+def test_a_fhir_resources_field_takes_a_model_of_its_class_as_it_is() -> None:
+    """api/formats/fhir_validation.py hands an element the library already validated to
+    its parent as that model, and finds each field's element class through
+    ``FhirBase.get_model_klass``."""
+    from fhir.resources.R4B.auditevent import AuditEvent
+    from fhir.resources.R4B.coding import Coding
+    from fhir_core.types import FhirBase
+
+    library = f"fhir.resources {version('fhir.resources')}, fhir_core {version('fhir_core')}"
+    coding = Coding.model_validate({"system": "urn:x", "code": "rest"})
+    event = AuditEvent.model_validate({
+        "type": coding, "recorded": "2026-11-26T14:03:22Z",
+        "agent": [{"requestor": True, "who": {"display": "x"}}],
+        "source": {"observer": {"display": "y"}}})
+    assert event.type is coding, (
+        f"{library}: a field no longer keeps a model of its class as given")
+    annotation = AuditEvent.model_fields["type"].annotation
+    assert isinstance(annotation, type) and issubclass(annotation, FhirBase), (
+        f"{library}: AuditEvent.type is no longer typed with a FhirBase element type")
+    assert annotation.get_model_klass() is Coding, (
+        f"{library}: FhirBase.get_model_klass no longer names the element's model")

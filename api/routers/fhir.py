@@ -24,7 +24,7 @@ from api.error_docs import fhir_errors
 from api.errors import ApiError, domain_error_response
 from api.formats.codes import OUTCOME_CODES, derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected, to_audit_event, to_event
-from api.formats.fhir_validation import audit_event_problems, rendered_is_valid
+from api.formats.fhir_validation import AuditEventValidator, rendered_is_valid
 from api.routers.common import attestation_of, caller_ledger, request_caller
 from api.services import Services
 from ledger.admission import Accepted, Conflicted
@@ -108,12 +108,12 @@ def _settings_purpose(svc: Services) -> str | None:
     return getattr(svc.settings, "fhir_default_purpose", None)
 
 
-def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: str
-         ) -> dict[str, Any]:
+def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: str,
+         validator: AuditEventValidator) -> dict[str, Any]:
     """One posted AuditEvent -> its contract event; raises FormatRejected."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
         raise FormatRejected([(path, "must be an AuditEvent resource")])
-    problems = audit_event_problems(resource, path)
+    problems = validator.problems(resource, path)
     # In a Bundle (``raw`` None) an entry without an id is known by its canonical JSON.
     key = resource.get("id") if isinstance(resource.get("id"), str) else sha256_hex(
         raw if raw is not None else canonical(resource))
@@ -158,7 +158,7 @@ async def post_audit_event(request: Request) -> Response:
     try:
         ledger = caller_ledger(request.scope)
         event = await asyncio.to_thread(_map, svc, _caller_id(request), _parse(raw), raw,
-                                        "AuditEvent")
+                                        "AuditEvent", AuditEventValidator())
         accepted = await svc.ingest.record(
             ledger, [event], by=attestation_of(request_caller(request.scope)),
             received=[Received(FHIR_FORMAT, sha256_hex(raw))])
@@ -213,6 +213,7 @@ async def post_bundle(request: Request) -> Response:
 
     def map_all() -> list[dict[str, Any] | list[tuple[str, str]]]:
         out: list[dict[str, Any] | list[tuple[str, str]]] = []
+        validator = AuditEventValidator()  # the Bundle's equal elements validated once
         for i, entry in enumerate(entries):
             path = f"Bundle.entry[{i}].resource"
             if not isinstance(entry, dict):
@@ -225,7 +226,7 @@ async def post_bundle(request: Request) -> Response:
                 continue
             resource = entry.get("resource")
             try:
-                out.append(_map(svc, caller_id, resource, None, path))
+                out.append(_map(svc, caller_id, resource, None, path, validator))
             except FormatRejected as rejected:
                 out.append(rejected.problems)
             except TypeError:
