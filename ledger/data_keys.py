@@ -22,7 +22,7 @@ from ledger.crypto.envelope import DataKey, dek_aad, unwrap_key, wrap_key
 from ledger.crypto.keyring import KeyRing
 from ledger.entry import format_recorded_at
 from ledger.store import LedgerStore
-from ledger.store.base import select_keyed
+from ledger.store.base import select_keyed, send_probe_each
 
 # Unwrapped keys are kept this long. A shred elsewhere does not wait for it: every append
 # settles, under the ledger's write lock, the keys it sealed with against the table (see
@@ -144,15 +144,29 @@ class DataKeys:
         made = {ref: self._new_key(ledger, ref, created_at) for ref in missing}
         loaded = {ref: key for ref, (key, _) in made.items()}
         stray: set[str] = set()
-        with self.store.transaction() as tx:
-            self._relax_commit(tx)
-            lost = self._insert(tx, [(ledger, ref, *row) for ref, (_, row) in made.items()])
+        rows = [(ledger, ref, *row) for ref, (_, row) in made.items()]
+        if self.store.dialect == "postgresql":
+            # BEGIN, the relaxed commit, the insert and COMMIT in one round trip (four
+            # one at a time). The insert that loses has waited for the winner's commit,
+            # so the winners are read, committed, after it.
+            with self.store.pipelined_transaction() as tx:
+                self._relax_commit(tx)
+                inserted = self.store.cursor_beside(tx)
+                self._send_insert(inserted, rows)
+            lost = self._lost(inserted, rows)
             if lost:
-                winners = self._load(tx, ledger, lost)
-                loaded.update(winners)
-                # A winner already shredded again: ours is not stored, so it stays
-                # doubtful and settling replaces it.
-                stray = set(lost) - set(winners)
+                with self.store.reading() as tx:
+                    winners = self._load(tx, ledger, lost)
+        else:
+            with self.store.transaction() as tx:
+                self._relax_commit(tx)
+                lost = self._insert(tx, rows)
+                winners = self._load(tx, ledger, lost) if lost else {}
+        if lost:
+            loaded.update(winners)
+            # A winner already shredded again: ours is not stored, so it stays
+            # doubtful and settling replaces it.
+            stray = set(lost) - set(winners)
         # Remembered at the shred count read before the keys were: a shred since then
         # shows at settling as a newer count, never as an older one beside a key that
         # is already gone.
@@ -184,12 +198,38 @@ class DataKeys:
         # Reads only, each statement seeing what is committed: no transaction of its own
         # (which cost two more round trips on every page of an access history).
         with self.store.reading() as tx:
-            # The count first: a shred after this read shows at settling as a newer
-            # count, never as an older one beside a key that is already gone.
-            epoch = self._epoch(tx, ledger)
-            keys, rest = self._cached(ledger, wanted, epoch)
-            if rest:
-                loaded = self._load(tx, ledger, rest)
+            if self.store.dialect != "postgresql":
+                # The count first: a shred after this read shows at settling as a newer
+                # count, never as an older one beside a key that is already gone.
+                epoch = self._epoch(tx, ledger)
+                keys, rest = self._cached(ledger, wanted, epoch)
+                loaded = self._load(tx, ledger, rest) if rest else {}
+            else:
+                # The same, in one round trip rather than two: the keys not cached at all
+                # (read whatever the count) go in one pipeline behind the count, which
+                # the server runs first. Keys cached at another count, if any, take a
+                # second trip once the count is known.
+                with self.store.pipeline(tx):
+                    counted = self.store.cursor_beside(tx)
+                    self._send_epoch(counted, ledger)
+                    guessed = self._cached(ledger, wanted)[1]
+                    probed = self.store.cursor_beside(tx)
+                    if guessed:
+                        send_probe_each(probed, "SELECT patient_ref, key_id, kek_id, wrapped"
+                                        " FROM patient_keys WHERE ledger = %s",
+                                        "patient_ref", guessed, (ledger,))
+                    epoch = self._epoch_of(counted)
+                    keys, rest = self._cached(ledger, wanted, epoch)
+                    wanting = set(rest)
+                    loaded = {} if not guessed else {
+                        ref: self._unwrap(ledger, ref, key_id, kek_id, wrapped)
+                        for ref, key_id, kek_id, wrapped in probed.fetchall()
+                        if ref in wanting}
+                    asked = set(guessed)
+                    later = [ref for ref in rest if ref not in asked]
+                    if later:
+                        loaded.update(self._load(tx, ledger, later))
+            if loaded:
                 self._remember(ledger, loaded, epoch)
                 keys.update(loaded)
         return epoch, keys
@@ -264,7 +304,14 @@ class DataKeys:
 
     def _epoch(self, tx: Any, ledger: str) -> int:
         """How many keys of ``ledger`` have been shredded (see migration 0006)."""
+        self._send_epoch(tx, ledger)
+        return self._epoch_of(tx)
+
+    def _send_epoch(self, tx: Any, ledger: str) -> None:
         tx.execute(self.store.sql("SELECT shreds FROM key_shreds WHERE ledger = %s"), (ledger,))
+
+    @staticmethod
+    def _epoch_of(tx: Any) -> int:
         row = tx.fetchone()
         return 0 if row is None else int(row[0])
 
@@ -283,17 +330,8 @@ class DataKeys:
         # PostgreSQL breaks by failing one of the appends).
         rows = sorted(rows, key=lambda row: (row[0], row[1]))
         if self.store.dialect == "postgresql":
-            # One statement with (binary) array parameters rather than a statement per row.
-            tx.execute(
-                "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
-                " created_at) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
-                " %b::text[], %b::bytea[], %b::text[]) ON CONFLICT DO NOTHING"
-                " RETURNING patient_ref",
-                [list(column) for column in zip(*rows, strict=True)],
-                prepare=True,
-            )
-            inserted = {row[0] for row in tx.fetchall()}
-            return [row[1] for row in rows if row[1] not in inserted]
+            self._send_insert(tx, rows)
+            return self._lost(tx, rows)
         statement = self.store.sql(
             "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
             " created_at) VALUES (%s, %s, %s, %s, %s, %s) ON CONFLICT DO NOTHING"
@@ -304,6 +342,27 @@ class DataKeys:
             if tx.rowcount != 1:
                 lost.append(row[1])
         return lost
+
+    @staticmethod
+    def _send_insert(tx: Any, rows: list[Any]) -> None:
+        """On PostgreSQL: one statement with (binary) array parameters rather than a
+        statement per row; the refs it inserted are left on ``tx`` (see :meth:`_lost`)."""
+        # In one order everywhere (see _insert).
+        rows = sorted(rows, key=lambda row: (row[0], row[1]))
+        tx.execute(
+            "INSERT INTO patient_keys (ledger, patient_ref, key_id, kek_id, wrapped,"
+            " created_at) SELECT * FROM unnest(%b::text[], %b::text[], %b::text[],"
+            " %b::text[], %b::bytea[], %b::text[]) ON CONFLICT DO NOTHING"
+            " RETURNING patient_ref",
+            [list(column) for column in zip(*rows, strict=True)],
+            prepare=True,
+        )
+
+    @staticmethod
+    def _lost(tx: Any, rows: list[Any]) -> list[str]:
+        """The refs of ``rows`` that :meth:`_send_insert` did not insert."""
+        inserted = {row[0] for row in tx.fetchall()}
+        return [row[1] for row in rows if row[1] not in inserted]
 
     # -- shredding and rotation ------------------------------------------------------------
 

@@ -7,7 +7,7 @@ import time
 import uuid
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import AbstractContextManager, contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from datetime import datetime
 from typing import Any, NamedTuple
 
@@ -286,6 +286,25 @@ class LedgerStore(ABC):
         """A plain transaction (no ledger lock) for the store's other tables, committed
         on a clean exit. Queries use ``%s`` placeholders (see :meth:`sql`)."""
 
+    def pipelined_transaction(self) -> AbstractContextManager[Any]:
+        """:meth:`transaction`, on PostgreSQL sent with its BEGIN and COMMIT as one
+        pipeline: one round trip, at the block's end, where :meth:`transaction` takes one
+        per statement. So a statement's result is read *after* the block, from a cursor
+        of its own (:meth:`cursor_beside`). Elsewhere: :meth:`transaction` (there, read
+        results inside the block)."""
+        return self.transaction()
+
+    def pipeline(self, tx: Any) -> AbstractContextManager[Any]:
+        """A block whose statements on ``tx``'s connection go to the database together
+        where it pipelines (PostgreSQL: one round trip, at the first fetch); elsewhere
+        each runs as it is issued. Each statement whose result is read needs a cursor of
+        its own (:meth:`cursor_beside`): a result is read from the cursor that ran it."""
+        return nullcontext()
+
+    @abstractmethod
+    def cursor_beside(self, tx: Any) -> Any:
+        """Another cursor on ``tx``'s connection, giving rows as tuples."""
+
     @abstractmethod
     def sql(self, statement: str) -> str:
         """``statement`` in this database's placeholder style."""
@@ -486,12 +505,19 @@ def probe_each(tx: Any, select: str, key: str, keys: Sequence[str],
     of every row against the whole list. The keys go as one binary array (text arrays are
     quoted through a regular expression per element): one prepared plan whatever their
     number."""
+    send_probe_each(tx, select, key, keys, params)
+    return list(tx.fetchall())
+
+
+def send_probe_each(tx: Any, select: str, key: str, keys: Sequence[str],
+                    params: Sequence[Any]) -> None:
+    """:func:`probe_each`'s statement, its rows left on ``tx`` to fetch (in a pipeline:
+    sent with the statements around it)."""
     tx.execute(
         "SELECT found.* FROM unnest(%b::text[]) AS wanted(key) CROSS JOIN LATERAL ("
         f"{select} AND {key} = wanted.key LIMIT 1) AS found",
         (list(keys), *params), prepare=True,
     )
-    return list(tx.fetchall())
 
 
 def select_keyed(

@@ -406,6 +406,28 @@ class PostgresLedgerStore(LedgerStore):
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
 
+    @contextmanager
+    def pipelined_transaction(self) -> Iterator[Any]:
+        try:
+            with self.datastore.get_connection() as conn:
+                try:
+                    with conn.pipeline(), _pipelined_transaction(conn) as commit:
+                        yield conn.cursor(row_factory=tuple_row)
+                    # An aborted block answers COMMIT with ROLLBACK, and no error.
+                    if commit.statusmessage != "COMMIT":
+                        raise StoreUnavailable("the transaction did not commit")
+                except BaseException:
+                    _roll_back(conn)
+                    raise
+        except (PersistenceError, psycopg.Error) as error:
+            raise StoreUnavailable(_describe(error)) from None
+
+    def pipeline(self, tx: Any) -> AbstractContextManager[Any]:
+        return tx.connection.pipeline()  # type: ignore[no-any-return]
+
+    def cursor_beside(self, tx: Any) -> Any:
+        return tx.connection.cursor(row_factory=tuple_row)
+
     def sql(self, statement: str) -> str:
         return statement
 

@@ -220,6 +220,11 @@ class SQLiteLedgerStore(LedgerStore):
         with self._write_transaction() as curs:
             yield curs
 
+    def cursor_beside(self, tx: Any) -> Any:
+        curs = tx.connection.cursor()
+        curs.row_factory = None  # plain tuples, as psycopg gives on PostgreSQL
+        return curs
+
     def sql(self, statement: str) -> str:
         return statement.replace("%s", "?")
 
