@@ -112,7 +112,7 @@ def atna(url: str, pki: Pki, port: int, n: int) -> float:
         t.start()
     target = start_seq + per_sender * SENDERS
     # One store kept open for the polling: opening one (a pool, its threads, type
-    # lookups) every 20 ms took a third of a core from the server on the same 2 cores.
+    # lookups) every 20 ms took about a third of a core from the server on the same 2 cores.
     store = open_store(url)
     try:
         while store.head("default").seq < target:
