@@ -423,7 +423,7 @@ class PostgresLedgerStore(LedgerStore):
             raise StoreUnavailable(_describe(error)) from None
 
     def pipeline(self, tx: Any) -> AbstractContextManager[Any]:
-        return tx.connection.pipeline()  # type: ignore[no-any-return]
+        return cast(AbstractContextManager[Any], tx.connection.pipeline())
 
     def cursor_beside(self, tx: Any) -> Any:
         return tx.connection.cursor(row_factory=tuple_row)
