@@ -6,6 +6,9 @@
 One `phi-ledger serve [--workers N]` (projections off, the ATNA TLS listener on) on a
 fresh database:
 
+Each ingest figure comes with the CPU an event the server's processes and PostgreSQL
+spent (from /proc, see benchmarks.cpu).
+
 - native: `POST /v1/events/batch`, 1,000 events a request;
 - FHIR: `POST /fhir` batch Bundles of 1,000 AuditEvents (the same events, rendered as
   BALP AuditEvents), target >= 10,000 events/s;
@@ -31,6 +34,7 @@ import orjson
 from api.formats.fhir_audit import to_audit_event
 from api.formats.syslog import frame, syslog_message
 from benchmarks.certs import Pki
+from benchmarks.cpu import cpu_by_part, per_request
 from benchmarks.host import describe as describe_host
 from benchmarks.httpload import post_request, run_load
 from benchmarks.support import (
@@ -83,11 +87,18 @@ def head(url: str) -> int:
 
 
 def timed_posts(server: ServerProcess, path: str, bodies: list[bytes], clients: int,
-                key: str, count: int) -> float:
+                key: str, count: int) -> tuple[float, str]:
+    """Events a second, and the CPU an event of the server's processes and PostgreSQL's
+    (read from /proc around the run: on two shared cores the rate alone hides whether
+    the server or the database is what costs)."""
     posts = [post_request(path, b, key=key) for b in bodies]
+    assert server.proc is not None, "a started server has a process"
+    parts = {"server": [server.proc.pid]}
+    before = cpu_by_part(parts)
     result = run_load("127.0.0.1", server.port, [posts[i::clients] for i in range(clients)])
+    cpu = per_request(before, cpu_by_part(parts), count, unit="us")
     assert set(result.statuses) <= {200, 201}, result.statuses
-    return count / result.seconds
+    return count / result.seconds, cpu
 
 
 def atna(url: str, pki: Pki, port: int, n: int) -> float:
@@ -171,20 +182,22 @@ def main() -> None:
                    "LEDGER_SYSLOG_KEY": str(pki.server[1]), "LEDGER_SYSLOG_CA": str(pki.ca)}
             with ServerProcess(env, api_key=key,
                                args=("--workers", str(args.workers))) as server:
-                native = timed_posts(server, "/v1/events/batch", [
+                native, native_cpu = timed_posts(server, "/v1/events/batch", [
                     orjson.dumps({"events": sample[i:i + 1000]})
                     for i in range(0, len(sample), 1000)], args.clients, key, len(sample))
                 line("native batch (1,000 a request)", f"{native:,.0f} ev/s")
+                print(f"  CPU an event: {native_cpu}", flush=True)
                 bundles = [orjson.dumps({"resourceType": "Bundle", "type": "batch", "entry": [
                     {"resource": {**to_audit_event(e, resource_id=e["event_id"]),
                                   "id": e["event_id"]},
                      "request": {"method": "POST", "url": "AuditEvent"}}
                     for e in fhir_events[i:i + 1000]]})
                     for i in range(0, len(fhir_events), 1000)]
-                fhir = timed_posts(server, "/fhir", bundles, args.clients, key,
-                                   len(fhir_events))
+                fhir, fhir_cpu = timed_posts(server, "/fhir", bundles, args.clients, key,
+                                             len(fhir_events))
                 line("FHIR batch Bundle (1,000 AuditEvents)", f"{fhir:,.0f} ev/s",
                      ">= 10,000", fhir >= 10_000)
+                print(f"  CPU an event: {fhir_cpu}", flush=True)
                 line("  FHIR / native", f"{fhir / native:.0%}")
                 line("  fhir.resources validation alone, 1 core",
                      f"{validation_ceiling(fhir_events[:1000], False):,.0f} ev/s")
