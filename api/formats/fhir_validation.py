@@ -9,13 +9,61 @@ roles and extensions). :class:`AuditEventValidator` has ``fhir.resources`` valid
 distinct element of a Bundle once: an element's validity depends on its JSON and its
 FHIR type alone, and a field of a ``fhir.resources`` model takes a model of its own class
 that the library made as it is, so a resource whose elements are the library's models of
-its elements is valid exactly when the resource as posted is. Every element of every
-AuditEvent is still validated by the library, from its exact JSON; a refusal's problems
-always come from validating the resource as posted.
+its elements is valid exactly when the resource as posted is. A refusal's problems always
+come from validating the resource as posted.
+
+**Shapes.** Most AuditEvents a sender posts differ from ones already accepted only in
+primitive values (ids, instants, identifiers). The validator remembers, process-wide,
+the *shape* of every AuditEvent the library accepted, and accepts an AuditEvent of a
+known shape without building its models, after checking each of its primitive values
+with the very validator the library runs for that field. A shape is the JSON skeleton
+walked along the models: for each object, its keys in order; under each key that is a
+field of the model, the element's own shape (an object, or a list of them), or, for a
+primitive field, the JSON type of the value once the field's validator has accepted it;
+anything else (an unknown key, a value of a type the walk does not expect, ``null``, a
+field the walk cannot prove plain) stands in the shape as the SHA-256 of its exact JSON,
+so only an identical value matches it. Why two AuditEvents of one shape are both valid
+or both not (read from ``fhir_core`` 1.1 and ``fhir.resources`` 8, pydantic 2):
+
+- A model validates a dict by its ``__init__`` (``FHIRAbstractModel.__init__``: pops
+  ``resourceType``/``resource_type``, not fields, and compares them: in the shape
+  exactly), a before-validator ``reject_null_complex_elements`` (which keys hold lists
+  with ``null`` items: in the shape), its fields (unknown keys are refused:
+  ``extra="forbid"``; keys are in the shape), then the after-validator
+  ``validate_after_model_construction``: required primitives present and not ``None``
+  (or their ``_x`` extension holds extensions), at most one ``value[x]`` of a choice:
+  which fields are set, which the shape says (a field's validated value is never
+  ``None`` when its JSON is not ``null``: checked with each primitive). R4B's
+  ``FHIRPrimitiveExtension`` adds a before-validator on which of ``id``, ``extension``,
+  ``fhir_comments`` are present and not ``null``: the shape again. A model with any
+  other validator, or whose schema is not this chain, is not walked: its whole JSON is
+  in the shape exactly.
+- An element field's validator (``FhirBase``'s wrap validator around ``any``) gives a
+  dict to ``model_validate`` of the element's class and takes the model: valid exactly
+  when the element is, by induction on its shape. A string there is parsed as JSON by
+  the library, so a non-object is in the shape exactly. Contained resources
+  (``FhirElementOrResourceBase``, whose class depends on the JSON) are exact too.
+- A primitive field's validator is a pydantic core schema (``str`` with a pattern,
+  ``int`` with bounds, or the FHIR date, instant, decimal, url, time validators of
+  ``fhir_core.types``, each a function of the value alone). The walk runs that same
+  schema, built with the model's config, on the value (its answer cached per request),
+  so a value it accepts is one the library accepts in that field; a value it refuses
+  sends the AuditEvent to the library whole.
+
+A shape holds field names, JSON types and digests, never a value. An AuditEvent whose
+shape is not known is validated as before and its shape learnt when the library accepts
+it; one it refuses is never learnt. ``tests/test_fhir_skeleton.py`` checks, over
+generated mutations of valid BALP messages, that the validator accepts exactly what
+``fhir.resources`` accepts.
 """
 
 from __future__ import annotations
 
+import hashlib
+import inspect
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import cache
 from typing import Any, get_args
 
@@ -25,6 +73,7 @@ from fhir.resources.STU3.auditevent import AuditEvent as STU3AuditEvent
 from fhir_core.fhirabstractmodel import FHIRAbstractModel
 from fhir_core.types import FhirBase, FhirElementOrResourceBase
 from pydantic import ValidationError
+from pydantic_core import SchemaValidator
 
 # Names of STU3 AuditEvent that R4 renamed (agent.userId -> who.identifier, ...).
 STU3_AGENT = frozenset({"userId", "reference", "altId", "name"})
@@ -50,7 +99,8 @@ def _problem(prefix: str, error: Any) -> tuple[str, str]:
 def _uses_stu3(resource: dict[str, Any]) -> bool:
     def names(key: str) -> set[str]:
         found: set[str] = set()
-        for item in resource.get(key) or []:
+        items = resource.get(key)
+        for item in items if isinstance(items, list) else [items]:
             if isinstance(item, dict):
                 found.update(item)
         return found
@@ -62,7 +112,10 @@ def _problems(model: Any, resource: dict[str, Any], prefix: str) -> list[tuple[s
         model.model_validate(resource)
     except ValidationError as error:
         return [_problem(prefix, e) for e in error.errors(include_input=False, include_url=False)]
-    except (TypeError, ValueError):
+    except Exception:
+        # The library fails on some JSON instead of refusing it (an ``_action`` that is a
+        # number as a string reaches a validator that calls ``.get`` on the number, an
+        # AttributeError): that JSON is not an AuditEvent it takes.
         return [(prefix, "is not a valid AuditEvent")]
     return []
 
@@ -105,14 +158,362 @@ def _elements(model: type[FHIRAbstractModel]) -> dict[str, type[FHIRAbstractMode
     return out
 
 
-class AuditEventValidator:
-    """Validates the AuditEvents of one request, each distinct element once.
+# -- shapes ----------------------------------------------------------------------------
 
-    Holds the library's models of the elements it has validated (they may carry PHI):
-    made for one request and dropped with it."""
+# What a field holds, as the walk of a shape treats it.
+_ELEMENT = 0  # one element: its own shape
+_ELEMENTS = 1  # a list of elements
+_PRIMITIVE = 2  # one primitive value: checked by the field's validator, then its JSON type
+_PRIMITIVES = 3  # a list of primitive values
+
+# Markers of a shape; no JSON value (nor a field name, a type or a digest) equals them.
+_OPEN = object()
+_CLOSE = object()
+_LIST = object()
+_END = object()
+
+_JSON_SCALARS = (str, int, float, bool)
+# The functions a primitive field's schema may run: fhir_core's FHIR primitive
+# validators and pydantic's base64 decoding, each a function of the value alone.
+_PRIMITIVE_FUNCTIONS = frozenset({
+    ("fhir_core.types", "Date._validate"),
+    ("fhir_core.types", "DateTime._validate"),
+    ("fhir_core.types", "Instant._validate"),
+    ("fhir_core.types", "Decimal.__get_pydantic_core_schema__.<locals>._validate"),
+    ("fhir_core.types", "Url.__get_pydantic_core_schema__.<locals>._validate"),
+    ("fhir_core.types", "Time.__get_pydantic_core_schema__.<locals>._validate"),
+    ("pydantic.types", "EncodedBytes.decode"),
+})
+_PRIMITIVE_SCHEMAS = frozenset({"str", "bool", "int", "float", "decimal", "date", "datetime",
+                                "time", "uuid", "bytes", "url", "nullable", "default",
+                                "union", "list", "function-wrap", "function-after"})
+# The model validators of the chain the module docstring reasons about.
+_MODEL_VALIDATORS = frozenset({
+    ("fhir_core.fhirabstractmodel", "FHIRAbstractModel.validate_after_model_construction"),
+    ("fhir_core.fhirabstractmodel", "FHIRAbstractModel.reject_null_complex_elements"),
+    ("fhir.resources.R4B.fhirprimitiveextension",
+     "FHIRPrimitiveExtension.validate_extension_or_fhir_comment_required"),
+})
+_ELEMENT_VALIDATOR = ("fhir_core.types", "FhirBase.__get_pydantic_core_schema__.<locals>._validate")
+_MODEL_CONFIG = frozenset({"extra_fields_behavior", "validate_by_alias", "validate_by_name",
+                           "title"})
+
+
+def _function_name(schema: dict[str, Any]) -> tuple[str, str] | None:
+    function = schema.get("function", {}).get("function")
+    function = getattr(function, "__func__", function)  # a classmethod, bound
+    if function is None:
+        return None
+    return function.__module__, function.__qualname__
+
+
+def _bare(schema: dict[str, Any]) -> dict[str, Any] | None:
+    """``schema`` without its ``default`` and ``nullable`` wrappers (which act only on a
+    missing or null value, never part of a shape but exactly), or None when a wrapper
+    does more (``on_error``, ``validate_default``, ...)."""
+    while schema["type"] in ("default", "nullable"):
+        if set(schema) - {"type", "schema", "default", "metadata"}:
+            return None
+        schema = schema["schema"]
+    return schema
+
+
+def _element_model(schema: dict[str, Any]) -> type[FHIRAbstractModel] | None:
+    """The model class whose ``model_validate`` alone decides ``schema`` for a dict:
+    ``FhirBase``'s wrap validator around ``any`` (not ``FhirElementOrResourceBase``'s,
+    whose class depends on the JSON), or None."""
+    if (schema["type"] != "function-wrap" or _function_name(schema) != _ELEMENT_VALIDATOR
+            or schema["schema"] != {"type": "any"}):
+        return None
+    function = schema["function"]["function"]
+    found = inspect.getclosurevars(function).nonlocals
+    kind = found.get("cls")
+    if found.get("source_type") is not kind or not isinstance(kind, type):
+        return None
+    if not (issubclass(kind, FhirBase) and not issubclass(kind, FhirElementOrResourceBase)
+            and getattr(kind.fhir_model_validator, "__func__", None)
+            is getattr(FhirBase.fhir_model_validator, "__func__", False)):
+        return None
+    model: type[FHIRAbstractModel] = kind.get_model_klass()
+    return model
+
+
+def _plain_primitive(schema: Any) -> bool:
+    """Whether ``schema`` holds only primitive checks (no model, no reference, no
+    function but the known primitive validators)."""
+    if isinstance(schema, list):
+        return all(_plain_primitive(s) for s in schema)
+    if not isinstance(schema, dict):
+        return True
+    kind = schema.get("type")
+    if kind is not None and kind not in _PRIMITIVE_SCHEMAS:
+        return False
+    if kind in ("function-wrap", "function-after") \
+            and _function_name(schema) not in _PRIMITIVE_FUNCTIONS:
+        return False
+    return all(_plain_primitive(v) for k, v in schema.items()
+               if k not in ("metadata", "serialization", "function"))
+
+
+@dataclass(frozen=True, slots=True)
+class _Check:
+    """A primitive field's own validator, built from its schema in its model."""
+
+    index: int  # keys the per-request cache of answers
+    validate: Callable[[Any], Any]
+
+
+def _model_fields(model: type[FHIRAbstractModel]) -> dict[str, Any] | None:
+    """The fields of ``model``'s core schema when its chain is the one the module
+    docstring reasons about (``function-after`` / ``model`` / ``function-before`` ... /
+    ``model-fields``, with the known validators and ``__init__``), else None."""
+    schema: dict[str, Any] = dict(model.__pydantic_core_schema__)
+    config: dict[str, Any] = {}
+    while schema["type"] != "model-fields":
+        kind = schema["type"]
+        if kind in ("function-after", "function-before"):
+            if _function_name(schema) not in _MODEL_VALIDATORS \
+                    or set(schema) - {"type", "function", "schema", "ref", "metadata"}:
+                return None
+        elif kind == "model":
+            config = schema.get("config", {})
+            # (no post_init, frozen, strict, revalidation: nothing the reasoning omits)
+            if (set(schema) - {"type", "cls", "schema", "custom_init", "root_model",
+                               "config", "ref", "metadata", "serialization"}
+                    or schema["cls"] is not model or schema.get("root_model")
+                    or set(config) - _MODEL_CONFIG
+                    or config.get("extra_fields_behavior") != "forbid"
+                    or (schema.get("custom_init")
+                        and model.__init__ is not FHIRAbstractModel.__init__)):
+                return None
+        else:
+            return None
+        schema = schema["schema"]
+    same = (model.validate_after_model_construction
+            is FHIRAbstractModel.validate_after_model_construction
+            and model._validate_required_primitive_elements
+            is FHIRAbstractModel._validate_required_primitive_elements
+            and model._validate_one_of_many is FHIRAbstractModel._validate_one_of_many)
+    if not same or set(schema) - {"type", "fields", "model_name", "computed_fields"} \
+            or schema.get("computed_fields"):
+        return None
+    return {"fields": schema["fields"], "config": config}
+
+
+class _Plans:
+    """How the walk treats each key of each model (built once, from the schemas)."""
 
     def __init__(self) -> None:
+        self._plans: dict[type[FHIRAbstractModel], dict[str, tuple[int, Any]] | None] = {}
+        self._checks = 0
+
+    def of(self, model: type[FHIRAbstractModel]) -> dict[str, tuple[int, Any]] | None:
+        """JSON key -> (kind, the element's plan or the primitive's check) of each field
+        the walk may abstract; None when the model itself is not walked."""
+        if model in self._plans:
+            return self._plans[model]
+        found = _model_fields(model)
+        if found is None:
+            self._plans[model] = None
+            return None
+        plan: dict[str, tuple[int, Any]] = {}
+        self._plans[model] = plan  # first: an element may hold its own kind (Extension)
+        keys: dict[str, list[tuple[int, Any] | None]] = {}
+        for name, field in found["fields"].items():
+            alias = field.get("validation_alias", name)
+            entry = self._field(field, found["config"]) if isinstance(alias, str) and set(
+                field) <= {"type", "schema", "metadata", "serialization_alias",
+                           "validation_alias", "serialization_exclude"} else None
+            for key in {name, alias} if isinstance(alias, str) else {name}:
+                keys.setdefault(key, []).append(entry)
+        for key, entries in keys.items():
+            # A key that is one field's alias and another's name is left exact.
+            if len(entries) == 1 and entries[0] is not None:
+                plan[key] = entries[0]
+        return plan
+
+    def _field(self, field: dict[str, Any], config: dict[str, Any]
+               ) -> tuple[int, Any] | None:
+        bare = _bare(field["schema"])
+        if bare is None:
+            return None
+        if (model := _element_model(bare)) is not None:
+            return _ELEMENT, model
+        if bare["type"] == "list" and set(bare) <= {"type", "items_schema", "metadata"}:
+            items = _bare(bare["items_schema"])
+            if items is not None and (model := _element_model(items)) is not None:
+                return _ELEMENTS, model
+            if _plain_primitive(bare["items_schema"]):
+                return _PRIMITIVES, self._check(bare["items_schema"], config)
+            return None
+        if _plain_primitive(field["schema"]):
+            return _PRIMITIVE, self._check(field["schema"], config)
+        return None
+
+    def _check(self, schema: dict[str, Any], config: dict[str, Any]) -> _Check:
+        self._checks += 1
+        core_config: Any = config  # the model's own CoreConfig, as its schema holds it
+        return _Check(self._checks, SchemaValidator(schema, core_config).validate_python)
+
+
+class Shapes:
+    """The shapes of the AuditEvents ``fhir.resources`` accepted (field names, JSON
+    types and digests: no value). Bounded: a sender that makes up shapes costs
+    memory up to ``limit`` shapes, then the set starts again."""
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._known: set[tuple[Any, ...]] = set()
+        self._limit = limit
+        self._lock = threading.Lock()
+        self._plans: _Plans | None = None
+        self._root: dict[str, tuple[int, Any]] | None = None
+
+    def root(self) -> dict[str, tuple[int, Any]] | None:
+        """The walk's plan of an R4 AuditEvent (built on first use: it builds a
+        validator per primitive field of 47 models)."""
+        if self._plans is None:
+            with self._lock:
+                if self._plans is None:
+                    plans = _Plans()
+                    self._root = plans.of(R4AuditEvent)
+                    self._resolve(plans, self._root, set())
+                    self._plans = plans
+        return self._root
+
+    def _resolve(self, plans: _Plans, plan: dict[str, tuple[int, Any]] | None,
+                 seen: set[int]) -> None:
+        """Replace each element's model by its plan, every model reachable built now
+        (the walk then only looks plans up)."""
+        if plan is None or id(plan) in seen:
+            return
+        seen.add(id(plan))
+        for key, (kind, arg) in list(plan.items()):
+            if kind in (_ELEMENT, _ELEMENTS):
+                sub = plans.of(arg)
+                if sub is None:
+                    del plan[key]  # a model not walked: its JSON is exact
+                    continue
+                plan[key] = (kind, sub)
+                self._resolve(plans, sub, seen)
+
+    def knows(self, shape: tuple[Any, ...]) -> bool:
+        return shape in self._known
+
+    def learn(self, shape: tuple[Any, ...]) -> None:
+        if len(self._known) >= self._limit:
+            self._known.clear()
+        self._known.add(shape)
+
+    def __len__(self) -> int:
+        return len(self._known)
+
+
+SHAPES = Shapes()  # the process's: a worker learns its senders' shapes once
+
+
+def _is_json(value: Any) -> bool:
+    kind = type(value)
+    if kind is dict:
+        return all(type(k) is str and _is_json(v) for k, v in value.items())
+    if kind is list:
+        return all(_is_json(v) for v in value)
+    return value is None or kind in _JSON_SCALARS
+
+
+class _Unwalkable(Exception):
+    """A value the walk cannot put in a shape (not JSON, or refused by its field)."""
+
+
+def _exact(value: Any) -> bytes:
+    """A value in a shape as itself: the digest of its exact JSON (so the shape holds
+    no value, and only the identical JSON matches)."""
+    if not _is_json(value):
+        raise _Unwalkable
+    return hashlib.sha256(orjson.dumps(value)).digest()
+
+
+class AuditEventValidator:
+    """Validates the AuditEvents of one request: one of a shape ``fhir.resources``
+    already accepted by its primitive values alone, any other with each distinct
+    element validated once.
+
+    Holds the library's models of the elements it has validated and the answers for
+    the primitive values it has checked (they may carry PHI): made for one request and
+    dropped with it. The shapes it learns go to ``shapes`` (by default the process's),
+    which hold no value."""
+
+    def __init__(self, shapes: Shapes | None = None) -> None:
         self._done: dict[tuple[type[FHIRAbstractModel], bytes], FHIRAbstractModel] = {}
+        self._shapes = SHAPES if shapes is None else shapes
+        self._checked: dict[tuple[int, type, Any], bool] = {}
+
+    def shape(self, resource: Any) -> tuple[Any, ...] | None:
+        """The shape of ``resource`` (see the module docstring), or None when a
+        primitive value is refused by its field's validator or the JSON cannot be
+        walked (the library then decides)."""
+        plan = self._shapes.root()
+        if plan is None or type(resource) is not dict:
+            return None
+        out: list[Any] = []
+        try:
+            self._walk(plan, resource, out)
+        except (_Unwalkable, RecursionError):
+            return None
+        return tuple(out)
+
+    def _walk(self, plan: dict[str, tuple[int, Any]], data: dict[str, Any],
+              out: list[Any]) -> None:
+        append = out.append
+        append(_OPEN)
+        for key, value in data.items():
+            field = plan.get(key)
+            if field is None:
+                append(_exact([key, value]))
+                continue
+            append(key)
+            kind, arg = field
+            of = type(value)
+            if kind == _ELEMENT:
+                if of is dict:
+                    self._walk(arg, value, out)
+                else:
+                    append(_exact(value))
+            elif kind == _PRIMITIVE:
+                append(self._primitive(arg, value, of) if of in _JSON_SCALARS
+                       else _exact(value))
+            elif of is not list:
+                append(_exact(value))
+            else:
+                append(_LIST)
+                for item in value:
+                    of = type(item)
+                    if kind == _ELEMENTS:
+                        if of is dict:
+                            self._walk(arg, item, out)
+                        else:
+                            append(_exact(item))
+                    else:
+                        append(self._primitive(arg, item, of) if of in _JSON_SCALARS
+                               else _exact(item))
+                append(_END)
+        append(_CLOSE)
+
+    def _primitive(self, check: _Check, value: Any, of: type) -> type:
+        """``of`` when the field's validator accepts ``value``, else _Unwalkable."""
+        key = (check.index, of, value)
+        # Floats are not cached: 0.0 and -0.0 are equal keys.
+        ok = self._checked.get(key) if of is not float else None
+        if ok is None:
+            try:
+                # A value the field turns into None would not count as set there.
+                ok = check.validate(value) is not None
+            except Exception:  # any refusal: the library decides, validating it whole
+                ok = False
+            if of is not float:
+                self._checked[key] = ok
+        if not ok:
+            raise _Unwalkable
+        return of
 
     def _prepared(self, model: type[FHIRAbstractModel], data: dict[str, Any]
                   ) -> dict[str, Any]:
@@ -141,12 +542,17 @@ class AuditEventValidator:
     def problems(self, resource: dict[str, Any], prefix: str = "AuditEvent"
                  ) -> list[tuple[str, str]]:
         """As :func:`audit_event_problems`."""
+        shape = self.shape(resource)
+        if shape is not None and self._shapes.knows(shape):
+            return []
         try:
             R4AuditEvent.model_validate(self._prepared(R4AuditEvent, resource))
-        except (ValidationError, TypeError, ValueError, RecursionError):
-            # Not valid (or not JSON we can key): the resource as posted, validated
-            # whole, says what is wrong and where.
+        except Exception:
+            # Not valid (or not JSON we can key, or JSON the library fails on): the
+            # resource as posted, validated whole, says what is wrong and where.
             return audit_event_problems(resource, prefix)
+        if shape is not None:
+            self._shapes.learn(shape)
         return []
 
 
