@@ -168,6 +168,41 @@ def test_no_patient_and_unknown_type_are_refused(client: TestClient) -> None:
     assert _entries(client) == []
 
 
+@pytest.mark.parametrize("element, value", [
+    ("agent", 5), ("agent", True), ("entity", 1.5), ("purposeOfEvent", "TREAT"),
+    ("subtype", {"code": "read"}),
+])
+def test_a_list_element_that_is_not_a_list_is_refused_by_its_fhirpath(
+        client: TestClient, element: str, value: Any) -> None:
+    message = m.read()
+    message[element] = value
+    r = _post(client, message)
+    assert r.status_code == 422, r.text
+    assert r.json()["resourceType"] == "OperationOutcome"
+    assert [f"AuditEvent.{element}"] in [i.get("expression") for i in r.json()["issue"]]
+    b = client.post("/fhir", content=orjson.dumps(_bundle("batch", [message])), headers=FHIR)
+    assert b.status_code == 200, b.text
+    response = b.json()["entry"][0]["response"]
+    assert response["status"] == "422 Unprocessable Entity"
+    assert [f"Bundle.entry[0].resource.{element}"] in [
+        i.get("expression") for i in response["outcome"]["issue"]]
+    assert _entries(client) == []
+
+
+def test_json_the_library_fails_on_is_refused_not_an_internal_error(
+        client: TestClient) -> None:
+    # fhir.resources parses a string where an element belongs as JSON; a number there
+    # reaches a validator that calls .get on it (AttributeError inside the library).
+    message = m.read()
+    message["_action"] = "5"
+    r = _post(client, message)
+    assert r.status_code == 422, r.text
+    assert r.json()["issue"][0]["expression"] == ["AuditEvent"]
+    b = client.post("/fhir", content=orjson.dumps(_bundle("batch", [message])), headers=FHIR)
+    assert b.json()["entry"][0]["response"]["status"] == "422 Unprocessable Entity"
+    assert _entries(client) == []
+
+
 def _bundle(kind: str, resources: list[dict[str, Any]]) -> dict[str, Any]:
     return {"resourceType": "Bundle", "type": kind, "entry": [
         {"resource": r, "request": {"method": "POST", "url": "AuditEvent"}} for r in resources]}
