@@ -6,6 +6,7 @@ same application the CLI serves.
 
 from __future__ import annotations
 
+import gc
 import sys
 import threading
 from collections.abc import AsyncIterator, Callable
@@ -26,6 +27,7 @@ from api.error_docs import document_errors
 from api.errors import install_error_handlers
 from api.event_schema import event_schemas
 from api.fastpath import IngestFastPath
+from api.formats import fhir_validation
 from api.metrics import Metrics
 from api.middleware import RequestContext, body_limits
 from api.monitoring import Watch, Webhook
@@ -157,12 +159,20 @@ def _lifespan(
         background = _start_background(svc, settings, clock)
         # ATNA syslog listeners on this event loop, when configured (api.syslog).
         syslog = await start_listeners(svc)
+        # The FHIR validators' plan (every element model imported, a validator per
+        # primitive field) made now, not in a first request, and so frozen below.
+        fhir_validation.SHAPES.root()
+        # What start-up made (routes, models, schemas, the key ring, the stores) lives as
+        # long as the service: frozen, the cyclic collector stops scanning it at every
+        # full collection, which a Bundle's thousands of parsed objects bring about.
+        gc.freeze()
         log.info("service.started", dialect=svc.store.dialect,
                  projections=background.follower is not None,
                  checkpoints=background.signer is not None)
         try:
             yield
         finally:
+            gc.unfreeze()  # what the service held becomes collectable again
             if syslog is not None:
                 await syslog.close()
             _stop_background(svc, background)
