@@ -12,6 +12,7 @@ docs/standard-formats.md.
 from __future__ import annotations
 
 import socket
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
@@ -104,14 +105,20 @@ def codings(value: Any) -> list[Coded]:
     return out
 
 
-def _ext(element: Any, name: str) -> Any:
+def _exts(element: Any) -> dict[str, Any]:
+    """Our extensions of ``element`` by name (``EXT`` + name): of each name, the value of
+    the first that has a ``value[x]``. One pass over the extensions, however many of
+    them are read."""
+    out: dict[str, Any] = {}
     for ext in _list(_obj(element).get("extension")):
-        ext = _obj(ext)
-        if ext.get("url") == EXT + name:
-            for key, value in ext.items():
-                if key.startswith("value"):
-                    return value
-    return None
+        url = _obj(ext).get("url")
+        if not isinstance(url, str) or not url.startswith(EXT) or url[len(EXT):] in out:
+            continue
+        for key, value in ext.items():
+            if key.startswith("value"):
+                out[url[len(EXT):]] = value
+                break
+    return out
 
 
 def _ref_id(reference: Any, resource_type: str) -> str | None:
@@ -152,35 +159,76 @@ def _is_ip(value: str) -> bool:
 # -- AuditEvent -> event ---------------------------------------------------------------
 
 
-def _entities(resource: dict[str, Any]) -> list[tuple[int, dict[str, Any]]]:
-    return [(i, _obj(e)) for i, e in enumerate(_list(resource.get("entity")))]
+@dataclass(slots=True)
+class _Entity:
+    """One ``entity`` of an AuditEvent with its codes read once (several steps ask)."""
+
+    index: int
+    json: dict[str, Any]
+    types: list[Coded]
+    roles: list[Coded]
+
+
+def _entities(resource: dict[str, Any]) -> list[_Entity]:
+    out = []
+    for i, e in enumerate(_list(resource.get("entity"))):
+        entity = _obj(e)
+        out.append(_Entity(i, entity, codings(entity.get("type")), codings(entity.get("role"))))
+    return out
+
+
+@dataclass(slots=True)
+class _Agent:
+    """One ``agent`` with its codes (type, then role) and our extensions read once."""
+
+    index: int
+    json: dict[str, Any]
+    roles: list[Coded]
+    codes: list[Coded]
+    exts: dict[str, Any]
+
+    @property
+    def recipient(self) -> bool:
+        return has(self.codes, DESTINATION_ROLE, RECIPIENT)
+
+    @property
+    def source(self) -> bool:
+        return has(self.codes, SOURCE_ROLE)
+
+
+def _agents(resource: dict[str, Any]) -> list[_Agent]:
+    out = []
+    for i, a in enumerate(_list(resource.get("agent"))):
+        agent = _obj(a)
+        roles = codings(agent.get("role"))
+        out.append(_Agent(i, agent, roles, codings(agent.get("type")) + roles, _exts(agent)))
+    return out
 
 
 def _what(entity: dict[str, Any]) -> dict[str, Any]:
     return _obj(entity.get("what")) or _obj(entity.get("reference"))  # STU3: reference
 
 
-def _patient_entities(resource: dict[str, Any]) -> list[tuple[int, str | None]]:
+def _patient_entities(entities: list[_Entity]) -> list[tuple[int, str | None]]:
     found = []
-    for i, entity in _entities(resource):
-        what = _what(entity)
+    for entity in entities:
+        what = _what(entity.json)
         pid = _ref_id(what, "Patient")
-        is_patient = pid is not None or (has(codings(entity.get("role")), PATIENT_ROLE) and (
-            not codings(entity.get("type")) or has(codings(entity.get("type")), PERSON_TYPE)))
+        is_patient = pid is not None or (has(entity.roles, PATIENT_ROLE) and (
+            not entity.types or has(entity.types, PERSON_TYPE)))
         if is_patient:
-            found.append((i, _text(_obj(what.get("identifier")).get("value")) or pid))
+            found.append((entity.index, _text(_obj(what.get("identifier")).get("value")) or pid))
     return found
 
 
-def _requestor(resource: dict[str, Any], path: str,
-               problems: list[tuple[str, str]]) -> tuple[int, dict[str, Any]] | None:
-    agents = [(i, _obj(a)) for i, a in enumerate(_list(resource.get("agent")))]
-    requestors = [(i, a) for i, a in agents if a.get("requestor") is True]
+def _requestor(agents: list[_Agent], path: str,
+               problems: list[tuple[str, str]]) -> _Agent | None:
+    requestors = [a for a in agents if a.json.get("requestor") is True]
     if len(requestors) == 1:
         return requestors[0]
     if not requestors:
         # Liberal: one agent that is not the recipient or the source is the actor.
-        others = [(i, a) for i, a in agents if not _is_recipient(a) and not _is_source(a)]
+        others = [a for a in agents if not a.recipient and not a.source]
         if len(others) == 1:
             return others[0]
         problems.append((f"{path}.agent", "must name exactly one requestor agent (the user "
@@ -190,37 +238,28 @@ def _requestor(resource: dict[str, Any], path: str,
     return None
 
 
-def _is_recipient(agent: dict[str, Any]) -> bool:
-    return has(codings(agent.get("type")) + codings(agent.get("role")),
-               DESTINATION_ROLE, RECIPIENT)
-
-
-def _is_source(agent: dict[str, Any]) -> bool:
-    return has(codings(agent.get("type")) + codings(agent.get("role")), SOURCE_ROLE)
-
-
-def _actor(agent: dict[str, Any], at: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
-    actor_id = _who_id(agent)
+def _actor(agent: _Agent, at: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
+    json = agent.json
+    actor_id = _who_id(json)
     if actor_id is None:
         problems.append((f"{at}.who", "must identify the agent (who.identifier.value, "
                                       "who.reference or who.display)"))
         actor_id = "-"
-    kind = _ext(agent, "actor-kind")
+    kind = agent.exts.get("actor-kind")
     if kind not in ACTOR_KINDS:
-        types = codings(agent.get("type")) + codings(agent.get("role"))
-        who_ref = _text(_obj(agent.get("who")).get("reference")) or ""
-        if has(types, APPLICATION, APPLICATION_LAUNCHER) or who_ref.startswith("Device/"):
+        who_ref = _text(_obj(json.get("who")).get("reference")) or ""
+        if has(agent.codes, APPLICATION, APPLICATION_LAUNCHER) or who_ref.startswith("Device/"):
             kind = "application"
         elif who_ref.startswith("Patient/"):
             kind = "patient"
         else:
             kind = "user"
     actor: dict[str, Any] = {"id": actor_id, "kind": kind}
-    role = next((c.code for c in codings(agent.get("role"))), None) or next(
-        (t for r in _list(agent.get("role")) if (t := _text(_obj(r).get("text")))), None)
+    role = agent.roles[0].code if agent.roles else next(
+        (t for r in _list(json.get("role")) if (t := _text(_obj(r).get("text")))), None)
     if role:
         actor["role"] = role
-    network = _obj(agent.get("network"))
+    network = _obj(json.get("network"))
     address = _text(network.get("address"))
     if address:
         if network.get("type") == "2" or (network.get("type") != "1" and _is_ip(address)):
@@ -233,9 +272,9 @@ def _actor(agent: dict[str, Any], at: str, problems: list[tuple[str, str]]) -> d
             actor["device_id"] = address
     for name, key in (("device-id", "device_id"), ("session-id", "session_id"),
                       ("organization", "organization")):
-        if (value := _text(_ext(agent, name))) is not None:
+        if (value := _text(agent.exts.get(name))) is not None:
             actor[key] = value
-    if isinstance(mfa := _ext(agent, "mfa"), bool):
+    if isinstance(mfa := agent.exts.get("mfa"), bool):
         actor["mfa"] = mfa
     return actor
 
@@ -252,15 +291,15 @@ def _typed_reference(ref: str | None) -> tuple[str, str] | None:
     return parts[-2], parts[-1]
 
 
-def _resource(resource: dict[str, Any], patient_at: set[int]) -> dict[str, Any] | None:
-    for i, entity in _entities(resource):
-        if i in patient_at or has(codings(entity.get("role")), QUERY_ROLE):
+def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] | None:
+    for entity in entities:
+        if entity.index in patient_at or has(entity.roles, QUERY_ROLE):
             continue
-        types = codings(entity.get("type"))
+        types = entity.types
         if has(types, "data") and any(c.system == DATA_SYSTEM for c in types):
             continue
         ours = next((c.code for c in types if c.system == RESOURCE_SYSTEM), None)
-        what = _what(entity)
+        what = _what(entity.json)
         out: dict[str, Any]
         if ours is not None:
             out = {"type": ours}
@@ -271,7 +310,7 @@ def _resource(resource: dict[str, Any], patient_at: set[int]) -> dict[str, Any] 
             if found is None:
                 continue
             out = {"type": found[0], "id": found[1]}
-        phi = _text(_ext(entity, "phi"))
+        phi = _text(_exts(entity.json).get("phi"))
         if phi is not None:
             try:
                 categories = orjson.loads(phi)
@@ -283,13 +322,13 @@ def _resource(resource: dict[str, Any], patient_at: set[int]) -> dict[str, Any] 
     return None
 
 
-def _data(resource: dict[str, Any], path: str,
+def _data(entities: list[_Entity], path: str,
           problems: list[tuple[str, str]]) -> dict[str, Any] | None:
-    for i, entity in _entities(resource):
-        if not any(c.system == DATA_SYSTEM for c in codings(entity.get("type"))):
+    for entity in entities:
+        if not any(c.system == DATA_SYSTEM for c in entity.types):
             continue
         data: dict[str, Any] = {}
-        for j, detail in enumerate(_list(entity.get("detail"))):
+        for j, detail in enumerate(_list(entity.json.get("detail"))):
             detail = _obj(detail)
             name = _text(detail.get("type"))
             try:
@@ -297,7 +336,7 @@ def _data(resource: dict[str, Any], path: str,
             except (orjson.JSONDecodeError, TypeError):
                 name = None
             if name is None:
-                problems.append((f"{path}.entity[{i}].detail[{j}]",
+                problems.append((f"{path}.entity[{entity.index}].detail[{j}]",
                                  "must be a field name and its JSON value"))
                 continue
             data[name] = value
@@ -305,32 +344,33 @@ def _data(resource: dict[str, Any], path: str,
     return None
 
 
-def _disclosure(resource: dict[str, Any], path: str,
+def _disclosure(agents: list[_Agent], entities: list[_Entity], path: str,
                 problems: list[tuple[str, str]]) -> dict[str, Any] | None:
-    for i, agent in enumerate(_list(resource.get("agent"))):
-        agent = _obj(agent)
-        if not _is_recipient(agent):
+    for agent in agents:
+        if not agent.recipient:
             continue
-        who = _obj(agent.get("who")) or _obj(agent.get("reference"))
-        name = _text(who.get("display")) or _text(agent.get("name")) or _who_id(agent)
+        json, exts = agent.json, agent.exts
+        who = _obj(json.get("who")) or _obj(json.get("reference"))
+        who_id = _who_id(json)
+        name = _text(who.get("display")) or _text(json.get("name")) or who_id
         if name is None:
-            problems.append((f"{path}.agent[{i}].who", "must name the recipient"))
+            problems.append((f"{path}.agent[{agent.index}].who", "must name the recipient"))
             return None
-        kind = _ext(agent, "recipient-kind")
+        kind = exts.get("recipient-kind")
         recipient: dict[str, Any] = {"name": name,
                                      "kind": kind if kind in RECIPIENT_KINDS else "other"}
-        address = _text(_ext(agent, "recipient-address")) or _text(
-            _obj(agent.get("network")).get("address")) or (
-            _text(_obj(who.get("identifier")).get("value")) if name != _who_id(agent) else None)
+        address = _text(exts.get("recipient-address")) or _text(
+            _obj(json.get("network")).get("address")) or (
+            _text(_obj(who.get("identifier")).get("value")) if name != who_id else None)
         if address:
             recipient["address"] = address
-        description = _text(_ext(agent, "disclosure-description")) or next(
-            (d for _, e in _entities(resource) if (d := _text(e.get("description")))),
+        description = _text(exts.get("disclosure-description")) or next(
+            (d for e in entities if (d := _text(e.json.get("description")))),
             None) or "disclosure recorded by a FHIR AuditEvent"
         disclosure: dict[str, Any] = {"recipient": recipient, "description": description}
-        if isinstance(encrypted := _ext(agent, "encrypted"), bool):
+        if isinstance(encrypted := exts.get("encrypted"), bool):
             disclosure["encrypted"] = encrypted
-        if (authorization := _text(_ext(agent, "authorization-id"))) is not None:
+        if (authorization := _text(exts.get("authorization-id"))) is not None:
             disclosure["authorization_id"] = authorization
         return disclosure
     problems.append((f"{path}.agent", "a disclosure must name its recipient agent (type "
@@ -340,7 +380,7 @@ def _disclosure(resource: dict[str, Any], path: str,
 
 def _source(resource: dict[str, Any]) -> dict[str, Any] | None:
     source = _obj(resource.get("source"))
-    if _ext(source, "no-source") is True:
+    if _exts(source).get("no-source") is True:
         return None
     observer = _obj(source.get("observer"))
     system = (_text(_obj(observer.get("identifier")).get("value"))
@@ -368,8 +408,10 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
         outcome = "failure"
     types = codings(resource.get("type"))
     subtypes = codings(resource.get("subtype"))
+    entities = _entities(resource)
+    agents = _agents(resource)
     # STU3's entity.lifecycle (RFC 3881 11, Disclosure; or the ISO 21089 code) says it too.
-    if any(has(codings(e.get("lifecycle")), "11", "disclose") for _, e in _entities(resource)):
+    if any(has(codings(e.json.get("lifecycle")), "11", "disclose") for e in entities):
         subtypes = [*subtypes, Coded("disclose")]
     ours = next((c.code for c in types + subtypes if c.system == ACTION_SYSTEM), None)
     if ours in MAPPABLE_ACTIONS:
@@ -384,12 +426,12 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
         problems.append((f"{path}.recorded", "is required (an instant with a time zone)"))
     event: dict[str, Any] = {"event_id": event_id, "occurred_at": recorded or "",
                              "action": action or "read", "outcome": outcome}
-    found = _requestor(resource, path, problems)
+    found = _requestor(agents, path, problems)
     if found is not None:
-        event["actor"] = _actor(found[1], f"{path}.agent[{found[0]}]", problems)
+        event["actor"] = _actor(found, f"{path}.agent[{found.index}]", problems)
     else:
         event["actor"] = {"id": "-", "kind": "user"}
-    patients = _patient_entities(resource)
+    patients = _patient_entities(entities)
     distinct = {pid for _, pid in patients}
     if len(distinct) > 1:
         problems.append((f"{path}.entity", "names more than one patient: post one "
@@ -404,12 +446,12 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     elif action in PHI_ACCESS_ACTIONS:
         problems.append((f"{path}.entity", "must name the patient (role 1, or a what "
                                            "referring to a Patient)"))
-    resource_ = _resource(resource, {i for i, _ in patients})
+    resource_ = _resource(entities, {i for i, _ in patients})
     if resource_ is not None:
         event["resource"] = resource_
     purpose = purpose_of(codings(resource.get("purposeOfEvent")))
     if purpose is None and found is not None:
-        purpose = purpose_of(codings(found[1].get("purposeOfUse")))
+        purpose = purpose_of(codings(found.json.get("purposeOfUse")))
     if purpose is None and action in PHI_ACCESS_ACTIONS:
         purpose = default_purpose
     if purpose is not None:
@@ -417,14 +459,14 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     elif action in PHI_ACCESS_ACTIONS:
         problems.append((f"{path}.purposeOfEvent", "must hold an HL7 PurposeOfUse code "
                                                    "(or agent.purposeOfUse)"))
-    channel = _text(_ext(resource, "channel"))
+    channel = _text(_exts(resource).get("channel"))
     if action in PHI_ACCESS_ACTIONS or channel:
         event["channel"] = channel or DEFAULT_CHANNEL
     if action == "disclose":
-        disclosure = _disclosure(resource, path, problems)
+        disclosure = _disclosure(agents, entities, path, problems)
         if disclosure is not None:
             event["disclosure"] = disclosure
-    data = _data(resource, path, problems)
+    data = _data(entities, path, problems)
     if data is not None:
         event["data"] = data
     if (source := _source(resource)) is not None:

@@ -255,12 +255,19 @@ def _plain_primitive(schema: Any) -> bool:
                if k not in ("metadata", "serialization", "function"))
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(frozen=True, slots=True, eq=False)  # hashed by identity: a cache key per value
 class _Check:
     """A primitive field's own validator, built from its schema in its model."""
 
-    index: int  # keys the per-request cache of answers
     validate: Callable[[Any], Any]
+
+
+def _accepts(check: _Check, value: Any) -> bool:
+    try:
+        # A value the field turns into None would not count as set there.
+        return check.validate(value) is not None
+    except Exception:  # any refusal: the library decides, validating the resource whole
+        return False
 
 
 def _model_fields(model: type[FHIRAbstractModel]) -> dict[str, Any] | None:
@@ -305,7 +312,6 @@ class _Plans:
 
     def __init__(self) -> None:
         self._plans: dict[type[FHIRAbstractModel], dict[str, tuple[int, Any]] | None] = {}
-        self._checks = 0
 
     def of(self, model: type[FHIRAbstractModel]) -> dict[str, tuple[int, Any]] | None:
         """JSON key -> (kind, the element's plan or the primitive's check) of each field
@@ -351,9 +357,8 @@ class _Plans:
         return None
 
     def _check(self, schema: dict[str, Any], config: dict[str, Any]) -> _Check:
-        self._checks += 1
         core_config: Any = config  # the model's own CoreConfig, as its schema holds it
-        return _Check(self._checks, SchemaValidator(schema, core_config).validate_python)
+        return _Check(SchemaValidator(schema, core_config).validate_python)
 
 
 class Shapes:
@@ -445,7 +450,8 @@ class AuditEventValidator:
     def __init__(self, shapes: Shapes | None = None) -> None:
         self._done: dict[tuple[type[FHIRAbstractModel], bytes], FHIRAbstractModel] = {}
         self._shapes = SHAPES if shapes is None else shapes
-        self._checked: dict[tuple[int, type, Any], bool] = {}
+        self._checked: dict[tuple[Any, ...], bool] = {}
+        self._exacts: dict[tuple[str, str], bytes] = {}
 
     def shape(self, resource: Any) -> tuple[Any, ...] | None:
         """The shape of ``resource`` (see the module docstring), or None when a
@@ -463,57 +469,80 @@ class AuditEventValidator:
 
     def _walk(self, plan: dict[str, tuple[int, Any]], data: dict[str, Any],
               out: list[Any]) -> None:
+        # The hot loop of a Bundle (a few dozen keys an AuditEvent): primitives first,
+        # answers for strings looked up inline.
         append = out.append
+        checked = self._checked
         append(_OPEN)
         for key, value in data.items():
             field = plan.get(key)
             if field is None:
-                append(_exact([key, value]))
+                append(self._exact_entry(key, value))
                 continue
             append(key)
             kind, arg = field
             of = type(value)
-            if kind == _ELEMENT:
+            if kind == _PRIMITIVE:
+                if of is str:
+                    ok = checked.get((arg, value))
+                    if ok is None:
+                        ok = checked[(arg, value)] = _accepts(arg, value)
+                elif of is bool or of is int or of is float:
+                    ok = self._scalar(arg, value, of)
+                else:
+                    append(_exact(value))
+                    continue
+                if not ok:
+                    raise _Unwalkable
+                append(of)
+            elif kind == _ELEMENT:
                 if of is dict:
                     self._walk(arg, value, out)
                 else:
                     append(_exact(value))
-            elif kind == _PRIMITIVE:
-                append(self._primitive(arg, value, of) if of in _JSON_SCALARS
-                       else _exact(value))
             elif of is not list:
                 append(_exact(value))
+            elif kind == _ELEMENTS:
+                append(_LIST)
+                for item in value:
+                    if type(item) is dict:
+                        self._walk(arg, item, out)
+                    else:
+                        append(_exact(item))
+                append(_END)
             else:
                 append(_LIST)
                 for item in value:
                     of = type(item)
-                    if kind == _ELEMENTS:
-                        if of is dict:
-                            self._walk(arg, item, out)
-                        else:
-                            append(_exact(item))
+                    if of is str or of is bool or of is int or of is float:
+                        if not self._scalar(arg, item, of):
+                            raise _Unwalkable
+                        append(of)
                     else:
-                        append(self._primitive(arg, item, of) if of in _JSON_SCALARS
-                               else _exact(item))
+                        append(_exact(item))
                 append(_END)
         append(_CLOSE)
 
-    def _primitive(self, check: _Check, value: Any, of: type) -> type:
-        """``of`` when the field's validator accepts ``value``, else _Unwalkable."""
-        key = (check.index, of, value)
-        # Floats are not cached: 0.0 and -0.0 are equal keys.
-        ok = self._checked.get(key) if of is not float else None
+    def _scalar(self, check: _Check, value: Any, of: type) -> bool:
+        """Whether ``check`` accepts ``value`` (of JSON type ``of``), remembered for the
+        request (but floats: 0.0 and -0.0 are equal keys)."""
+        if of is float:
+            return _accepts(check, value)
+        key = (check, of, value)  # True and 1 are equal keys: the type tells them apart
+        ok = self._checked.get(key)
         if ok is None:
-            try:
-                # A value the field turns into None would not count as set there.
-                ok = check.validate(value) is not None
-            except Exception:  # any refusal: the library decides, validating it whole
-                ok = False
-            if of is not float:
-                self._checked[key] = ok
-        if not ok:
-            raise _Unwalkable
-        return of
+            ok = self._checked[key] = _accepts(check, value)
+        return ok
+
+    def _exact_entry(self, key: str, value: Any) -> bytes:
+        """A key that is no field, with its value, exactly (``resourceType`` in every
+        AuditEvent: its digest remembered for the request)."""
+        if type(value) is not str:
+            return _exact([key, value])
+        digest = self._exacts.get((key, value))
+        if digest is None:
+            digest = self._exacts[(key, value)] = _exact([key, value])
+        return digest
 
     def _prepared(self, model: type[FHIRAbstractModel], data: dict[str, Any]
                   ) -> dict[str, Any]:
