@@ -220,3 +220,22 @@ def test_a_fhir_resources_field_takes_a_model_of_its_class_as_it_is() -> None:
         f"{library}: AuditEvent.type is no longer typed with a FhirBase element type")
     assert annotation.get_model_klass() is Coding, (
         f"{library}: FhirBase.get_model_klass no longer names the element's model")
+
+
+def test_the_fhir_shape_walk_recognises_the_library_schemas() -> None:
+    """api/formats/fhir_validation.py walks an AuditEvent only along models whose core
+    schemas have the validator chain its module docstring reasons about; an upgrade that
+    changes that chain turns the walk off (every AuditEvent validated by the library,
+    slower), and fails here first."""
+    from api.formats.fhir_validation import Shapes
+
+    library = f"fhir.resources {version('fhir.resources')}, fhir_core {version('fhir_core')}"
+    plan = Shapes().root()
+    assert plan is not None, f"{library}: AuditEvent's schema is not the chain walked"
+    wanted = {"agent", "entity", "recorded", "type", "extension"}
+    assert wanted <= set(plan), (
+        f"{library}: AuditEvent fields no longer walked: {sorted(wanted - set(plan))}")
+    assert {"who", "requestor", "network", "role"} <= set(plan["agent"][1]), (
+        f"{library}: AuditEvent.agent's fields are no longer walked")
+    # Contained resources take their class from their JSON: never walked, always exact.
+    assert "contained" not in plan

@@ -194,6 +194,10 @@ _MODEL_VALIDATORS = frozenset({
     ("fhir.resources.R4B.fhirprimitiveextension",
      "FHIRPrimitiveExtension.validate_extension_or_fhir_comment_required"),
 })
+# FHIRAbstractModel's validators and the steps they take, by name: a model that
+# redefines one is not walked.
+_MODEL_STEPS = ("__init__", "validate_after_model_construction", "reject_null_complex_elements",
+                "_validate_required_primitive_elements", "_validate_one_of_many")
 _ELEMENT_VALIDATOR = ("fhir_core.types", "FhirBase.__get_pydantic_core_schema__.<locals>._validate")
 _MODEL_CONFIG = frozenset({"extra_fields_behavior", "validate_by_alias", "validate_by_name",
                            "title"})
@@ -274,6 +278,8 @@ def _model_fields(model: type[FHIRAbstractModel]) -> dict[str, Any] | None:
     """The fields of ``model``'s core schema when its chain is the one the module
     docstring reasons about (``function-after`` / ``model`` / ``function-before`` ... /
     ``model-fields``, with the known validators and ``__init__``), else None."""
+    if not issubclass(model, FHIRAbstractModel):
+        return None
     schema: dict[str, Any] = dict(model.__pydantic_core_schema__)
     config: dict[str, Any] = {}
     while schema["type"] != "model-fields":
@@ -289,19 +295,14 @@ def _model_fields(model: type[FHIRAbstractModel]) -> dict[str, Any] | None:
                                "config", "ref", "metadata", "serialization"}
                     or schema["cls"] is not model or schema.get("root_model")
                     or set(config) - _MODEL_CONFIG
-                    or config.get("extra_fields_behavior") != "forbid"
-                    or (schema.get("custom_init")
-                        and model.__init__ is not FHIRAbstractModel.__init__)):
+                    or config.get("extra_fields_behavior") != "forbid"):
                 return None
         else:
             return None
         schema = schema["schema"]
-    same = (model.validate_after_model_construction
-            is FHIRAbstractModel.validate_after_model_construction
-            and model._validate_required_primitive_elements
-            is FHIRAbstractModel._validate_required_primitive_elements
-            and model._validate_one_of_many is FHIRAbstractModel._validate_one_of_many)
-    if not same or set(schema) - {"type", "fields", "model_name", "computed_fields"} \
+    below = model.__mro__[:model.__mro__.index(FHIRAbstractModel)]
+    if any(name in vars(c) for c in below for name in _MODEL_STEPS) \
+            or set(schema) - {"type", "fields", "model_name", "computed_fields"} \
             or schema.get("computed_fields"):
         return None
     return {"fields": schema["fields"], "config": config}
