@@ -50,6 +50,12 @@ or both not (read from ``fhir_core`` 1.1 and ``fhir.resources`` 8, pydantic 2):
   so a value it accepts is one the library accepts in that field; a value it refuses
   sends the AuditEvent to the library whole.
 
+Within a request, an element of the AuditEvent itself (its type, source, an agent, an
+entity) equal, as JSON, to one already walked takes that one's part of the shape: the
+walk depends on the element's JSON, its field and the request's answers alone. The
+validator takes JSON as ``orjson.loads`` gives it (elements are compared by their
+``orjson`` encoding, as its cache of the library's element models always has).
+
 A shape holds field names, JSON types and digests, never a value. An AuditEvent whose
 shape is not known is validated as before and its shape learnt when the library accepts
 it; one it refuses is never learnt. ``tests/test_fhir_skeleton.py`` checks, over
@@ -426,6 +432,18 @@ def _is_json(value: Any) -> bool:
     return value is None or kind in _JSON_SCALARS
 
 
+# What orjson would encode as something else (a str subclass as a str, a datetime as a
+# string) goes to _not_json instead, so equal encodings are equal JSON. (A tuple still
+# encodes as a list: the validator takes JSON as orjson.loads gives it, as its cache of
+# element models always has.)
+_EXACT_JSON = (orjson.OPT_PASSTHROUGH_SUBCLASS | orjson.OPT_PASSTHROUGH_DATACLASS
+               | orjson.OPT_PASSTHROUGH_DATETIME)
+
+
+def _not_json(value: Any) -> Any:
+    raise TypeError
+
+
 class _Unwalkable(Exception):
     """A value the walk cannot put in a shape (not JSON, or refused by its field)."""
 
@@ -443,16 +461,17 @@ class AuditEventValidator:
     already accepted by its primitive values alone, any other with each distinct
     element validated once.
 
-    Holds the library's models of the elements it has validated and the answers for
-    the primitive values it has checked (they may carry PHI): made for one request and
-    dropped with it. The shapes it learns go to ``shapes`` (by default the process's),
-    which hold no value."""
+    Holds the library's models of the elements it has validated, the answers for the
+    primitive values it has checked and the elements it has walked (they may carry
+    PHI): made for one request and dropped with it. The shapes it learns go to
+    ``shapes`` (by default the process's), which hold no value."""
 
     def __init__(self, shapes: Shapes | None = None) -> None:
         self._done: dict[tuple[type[FHIRAbstractModel], bytes], FHIRAbstractModel] = {}
         self._shapes = SHAPES if shapes is None else shapes
         self._checked: dict[tuple[Any, ...], bool] = {}
         self._exacts: dict[tuple[str, str], bytes] = {}
+        self._elements: dict[tuple[int, bytes], list[Any]] = {}
 
     def shape(self, resource: Any) -> tuple[Any, ...] | None:
         """The shape of ``resource`` (see the module docstring), or None when a
@@ -463,15 +482,17 @@ class AuditEventValidator:
             return None
         out: list[Any] = []
         try:
-            self._walk(plan, resource, out)
+            self._walk(plan, resource, out, True)
         except (_Unwalkable, RecursionError):
             return None
         return tuple(out)
 
     def _walk(self, plan: dict[str, tuple[int, Any]], data: dict[str, Any],
-              out: list[Any]) -> None:
+              out: list[Any], top: bool = False) -> None:
         # The hot loop of a Bundle (a few dozen keys an AuditEvent): primitives first,
-        # answers for strings looked up inline.
+        # answers for strings looked up inline. ``top``: the resource itself, whose
+        # elements repeat from one AuditEvent to the next (see _element).
+        walk = self._element if top else self._walk
         append = out.append
         checked = self._checked
         append(_OPEN)
@@ -498,7 +519,7 @@ class AuditEventValidator:
                 append(of)
             elif kind == _ELEMENT:
                 if of is dict:
-                    self._walk(arg, value, out)
+                    walk(arg, value, out)
                 else:
                     append(_exact(value))
             elif of is not list:
@@ -507,7 +528,7 @@ class AuditEventValidator:
                 append(_LIST)
                 for item in value:
                     if type(item) is dict:
-                        self._walk(arg, item, out)
+                        walk(arg, item, out)
                     else:
                         append(_exact(item))
                 append(_END)
@@ -523,6 +544,24 @@ class AuditEventValidator:
                         append(_exact(item))
                 append(_END)
         append(_CLOSE)
+
+    def _element(self, plan: dict[str, tuple[int, Any]], data: dict[str, Any],
+                 out: list[Any]) -> None:
+        """An element of the resource itself: its tokens again when this request has
+        walked an element of the same plan with the same JSON (its codings, source,
+        agents and entities recur across a Bundle's AuditEvents; the walk is a function
+        of the plan, the JSON and the request's answers, so the tokens are the same)."""
+        try:
+            key = (id(plan), orjson.dumps(data, default=_not_json, option=_EXACT_JSON))
+        except TypeError:
+            raise _Unwalkable from None
+        tokens = self._elements.get(key)
+        if tokens is None:
+            start = len(out)
+            self._walk(plan, data, out)
+            self._elements[key] = out[start:]
+        else:
+            out.extend(tokens)
 
     def _scalar(self, check: _Check, value: Any, of: type) -> bool:
         """Whether ``check`` accepts ``value`` (of JSON type ``of``), remembered for the
