@@ -211,6 +211,14 @@ def test_text_no_backend_can_store_is_named_by_its_field() -> None:
     assert check_event(make_event(
         resource={"type": "message", "phi": ["name", "pho\x00ne"]})) == [
         ("resource.phi[1]", UNSTORABLE_TEXT)]
+    # A lone surrogate, which JSON encoders refuse rather than escape, is named the same
+    # way (beside pydantic's own word on it), as is NUL beside text that reads like its
+    # escape.
+    assert ("actor.role", UNSTORABLE_TEXT) in check_event(
+        make_event(actor=_actor(role="call\udc80agent")))
+    assert check_event(make_event(actor=_actor(role="\\u0000 call\x00agent"))) == [
+        ("actor.role", UNSTORABLE_TEXT)]
+    assert check_event(make_event(actor=_actor(role="\\u0000 call agent"))) == []
 
 
 def test_unstorable_text_under_a_refused_name_is_named_by_position() -> None:
