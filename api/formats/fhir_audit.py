@@ -105,6 +105,14 @@ def codings(value: Any) -> list[Coded]:
     return out
 
 
+def _in_system(codes: list[Coded], system: str) -> str | None:
+    """The first code of ``system`` (a loop: asked several times an AuditEvent)."""
+    for c in codes:
+        if c.system == system:
+            return c.code
+    return None
+
+
 def _exts(element: Any) -> dict[str, Any]:
     """Our extensions of ``element`` by name (``EXT`` + name): of each name, the value of
     the first that has a ``value[x]``. One pass over the extensions, however many of
@@ -159,6 +167,30 @@ def _is_ip(value: str) -> bool:
 # -- AuditEvent -> event ---------------------------------------------------------------
 
 
+class MappingMemo:
+    """What mapping the AuditEvents of one request reads again and again: each distinct
+    entity's and agent's codes and extensions, each distinct requestor's actor (a Bundle
+    from one sender repeats its agents and entities). Keyed by the element's JSON as
+    ``orjson`` encodes it, for resources as ``orjson.loads`` gives them; what it holds
+    may be PHI: made for one request and dropped with it."""
+
+    __slots__ = ("actors", "agents", "entities")
+
+    def __init__(self) -> None:
+        self.entities: dict[bytes, tuple[list[Coded], list[Coded]]] = {}
+        self.agents: dict[bytes, tuple[list[Coded], list[Coded], dict[str, Any]]] = {}
+        self.actors: dict[bytes, dict[str, Any]] = {}
+
+
+def _key(element: dict[str, Any], memo: MappingMemo | None) -> bytes | None:
+    if memo is None:
+        return None
+    try:
+        return orjson.dumps(element)
+    except TypeError:  # not JSON: read it each time
+        return None
+
+
 @dataclass(slots=True)
 class _Entity:
     """One ``entity`` of an AuditEvent with its codes read once (several steps ask)."""
@@ -169,11 +201,17 @@ class _Entity:
     roles: list[Coded]
 
 
-def _entities(resource: dict[str, Any]) -> list[_Entity]:
+def _entities(resource: dict[str, Any], memo: MappingMemo | None) -> list[_Entity]:
     out = []
     for i, e in enumerate(_list(resource.get("entity"))):
         entity = _obj(e)
-        out.append(_Entity(i, entity, codings(entity.get("type")), codings(entity.get("role"))))
+        key = _key(entity, memo)
+        read = memo.entities.get(key) if memo is not None and key is not None else None
+        if read is None:
+            read = codings(entity.get("type")), codings(entity.get("role"))
+            if memo is not None and key is not None:
+                memo.entities[key] = read
+        out.append(_Entity(i, entity, *read))
     return out
 
 
@@ -186,6 +224,7 @@ class _Agent:
     roles: list[Coded]
     codes: list[Coded]
     exts: dict[str, Any]
+    key: bytes | None  # its JSON, when a memo keeps what is read of it
 
     @property
     def recipient(self) -> bool:
@@ -196,12 +235,18 @@ class _Agent:
         return has(self.codes, SOURCE_ROLE)
 
 
-def _agents(resource: dict[str, Any]) -> list[_Agent]:
+def _agents(resource: dict[str, Any], memo: MappingMemo | None) -> list[_Agent]:
     out = []
     for i, a in enumerate(_list(resource.get("agent"))):
         agent = _obj(a)
-        roles = codings(agent.get("role"))
-        out.append(_Agent(i, agent, roles, codings(agent.get("type")) + roles, _exts(agent)))
+        key = _key(agent, memo)
+        read = memo.agents.get(key) if memo is not None and key is not None else None
+        if read is None:
+            roles = codings(agent.get("role"))
+            read = roles, codings(agent.get("type")) + roles, _exts(agent)
+            if memo is not None and key is not None:
+                memo.agents[key] = read
+        out.append(_Agent(i, agent, *read, key))
     return out
 
 
@@ -238,7 +283,20 @@ def _requestor(agents: list[_Agent], path: str,
     return None
 
 
-def _actor(agent: _Agent, at: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
+def _actor(agent: _Agent, at: str, problems: list[tuple[str, str]],
+           memo: MappingMemo | None) -> dict[str, Any]:
+    """The contract actor of the requestor ``agent`` (a copy of the one a memo holds for
+    an equal agent that mapped without problems)."""
+    if memo is not None and agent.key is not None and agent.key in memo.actors:
+        return dict(memo.actors[agent.key])  # its values are strings and booleans
+    before = len(problems)
+    actor = _read_actor(agent, at, problems)
+    if memo is not None and agent.key is not None and len(problems) == before:
+        memo.actors[agent.key] = dict(actor)
+    return actor
+
+
+def _read_actor(agent: _Agent, at: str, problems: list[tuple[str, str]]) -> dict[str, Any]:
     json = agent.json
     actor_id = _who_id(json)
     if actor_id is None:
@@ -296,9 +354,9 @@ def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] |
         if entity.index in patient_at or has(entity.roles, QUERY_ROLE):
             continue
         types = entity.types
-        if has(types, "data") and any(c.system == DATA_SYSTEM for c in types):
+        if has(types, "data") and _in_system(types, DATA_SYSTEM) is not None:
             continue
-        ours = next((c.code for c in types if c.system == RESOURCE_SYSTEM), None)
+        ours = _in_system(types, RESOURCE_SYSTEM)
         what = _what(entity.json)
         out: dict[str, Any]
         if ours is not None:
@@ -325,7 +383,7 @@ def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] |
 def _data(entities: list[_Entity], path: str,
           problems: list[tuple[str, str]]) -> dict[str, Any] | None:
     for entity in entities:
-        if not any(c.system == DATA_SYSTEM for c in entity.types):
+        if _in_system(entity.types, DATA_SYSTEM) is None:
             continue
         data: dict[str, Any] = {}
         for j, detail in enumerate(_list(entity.json.get("detail"))):
@@ -395,9 +453,10 @@ def _source(resource: dict[str, Any]) -> dict[str, Any] | None:
 
 
 def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None,
-             path: str = "AuditEvent") -> dict[str, Any]:
+             path: str = "AuditEvent", memo: MappingMemo | None = None) -> dict[str, Any]:
     """The contract event an AuditEvent records. ``path`` prefixes the FHIRPaths of the
-    problems (``Bundle.entry[3].resource`` in a bundle)."""
+    problems (``Bundle.entry[3].resource`` in a bundle). ``memo``: one request's
+    (:class:`MappingMemo`), so that what its AuditEvents share is read once."""
     problems: list[tuple[str, str]] = []
     if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
         raise FormatRejected([(path, "must be an AuditEvent resource")])
@@ -408,12 +467,13 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
         outcome = "failure"
     types = codings(resource.get("type"))
     subtypes = codings(resource.get("subtype"))
-    entities = _entities(resource)
-    agents = _agents(resource)
+    entities = _entities(resource, memo)
+    agents = _agents(resource, memo)
     # STU3's entity.lifecycle (RFC 3881 11, Disclosure; or the ISO 21089 code) says it too.
-    if any(has(codings(e.json.get("lifecycle")), "11", "disclose") for e in entities):
+    if any(has(codings(e.json["lifecycle"]), "11", "disclose")
+           for e in entities if "lifecycle" in e.json):
         subtypes = [*subtypes, Coded("disclose")]
-    ours = next((c.code for c in types + subtypes if c.system == ACTION_SYSTEM), None)
+    ours = _in_system(types, ACTION_SYSTEM) or _in_system(subtypes, ACTION_SYSTEM)
     if ours in MAPPABLE_ACTIONS:
         action: str | None = ours
     else:
@@ -428,7 +488,7 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
                              "action": action or "read", "outcome": outcome}
     found = _requestor(agents, path, problems)
     if found is not None:
-        event["actor"] = _actor(found, f"{path}.agent[{found.index}]", problems)
+        event["actor"] = _actor(found, f"{path}.agent[{found.index}]", problems, memo)
     else:
         event["actor"] = {"id": "-", "kind": "user"}
     patients = _patient_entities(entities)
@@ -637,5 +697,5 @@ def to_audit_event(event: dict[str, Any], *, resource_id: str,
     return out
 
 
-__all__ = ["EXT", "NETWORK_TYPE", "FormatRejected", "balp_profile", "codings", "to_audit_event",
-           "to_event"]
+__all__ = ["EXT", "NETWORK_TYPE", "FormatRejected", "MappingMemo", "balp_profile", "codings",
+           "to_audit_event", "to_event"]

@@ -23,7 +23,7 @@ from api.access_reports import AccessReports, Reader
 from api.error_docs import fhir_errors
 from api.errors import ApiError, domain_error_response
 from api.formats.codes import OUTCOME_CODES, derived_event_id, sha256_hex
-from api.formats.fhir_audit import FormatRejected, to_audit_event, to_event
+from api.formats.fhir_audit import FormatRejected, MappingMemo, to_audit_event, to_event
 from api.formats.fhir_validation import AuditEventValidator, rendered_is_valid
 from api.routers.common import attestation_of, caller_ledger, request_caller
 from api.services import Services
@@ -109,7 +109,7 @@ def _settings_purpose(svc: Services) -> str | None:
 
 
 def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: str,
-         validator: AuditEventValidator) -> dict[str, Any]:
+         validator: AuditEventValidator, memo: MappingMemo | None = None) -> dict[str, Any]:
     """One posted AuditEvent -> its contract event; raises FormatRejected."""
     if not isinstance(resource, dict) or resource.get("resourceType") != "AuditEvent":
         raise FormatRejected([(path, "must be an AuditEvent resource")])
@@ -119,7 +119,7 @@ def _map(svc: Services, caller_id: str, resource: Any, raw: bytes | None, path: 
         raw if raw is not None else canonical(resource))
     try:
         event = to_event(resource, event_id=derived_event_id(caller_id, f"fhir:{key}"),
-                         default_purpose=_settings_purpose(svc), path=path)
+                         default_purpose=_settings_purpose(svc), path=path, memo=memo)
     except FormatRejected as rejected:
         raise FormatRejected(problems + rejected.problems) from None
     if problems:
@@ -214,6 +214,7 @@ async def post_bundle(request: Request) -> Response:
     def map_all() -> list[dict[str, Any] | list[tuple[str, str]]]:
         out: list[dict[str, Any] | list[tuple[str, str]]] = []
         validator = AuditEventValidator()  # the Bundle's equal elements validated once
+        memo = MappingMemo()  # and read once
         for i, entry in enumerate(entries):
             path = f"Bundle.entry[{i}].resource"
             if not isinstance(entry, dict):
@@ -226,7 +227,7 @@ async def post_bundle(request: Request) -> Response:
                 continue
             resource = entry.get("resource")
             try:
-                out.append(_map(svc, caller_id, resource, None, path, validator))
+                out.append(_map(svc, caller_id, resource, None, path, validator, memo))
             except FormatRejected as rejected:
                 out.append(rejected.problems)
             except TypeError:
