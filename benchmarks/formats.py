@@ -152,7 +152,7 @@ def stages(sample: list[dict]) -> str:
     the contract checks every ingested event gets (the native batch's too). The
     collector tuned as the server's (ledger.runtime.tune_gc)."""
     from api.formats.codes import derived_event_id
-    from api.formats.fhir_audit import to_event
+    from api.formats.fhir_audit import MappingMemo, to_event
     from api.formats.fhir_validation import AuditEventValidator
     from ledger.event import validate_batch
     from ledger.runtime import tune_gc
@@ -171,7 +171,9 @@ def stages(sample: list[dict]) -> str:
         for resource in resources:
             assert not validator.problems(resource)
         validated = time.perf_counter()
-        mapped = [to_event(r, event_id=r["id"], default_purpose="HOPERAT") for r in resources]
+        memo = MappingMemo()
+        mapped = [to_event(r, event_id=r["id"], default_purpose="HOPERAT", memo=memo)
+                  for r in resources]
         mapping = time.perf_counter()
         ids = [derived_event_id("bench", f"fhir:{r['id']}") for r in resources]
         derived = time.perf_counter()
