@@ -36,8 +36,8 @@ or both not (read from ``fhir_core`` 1.1 and ``fhir.resources`` 8, pydantic 2):
   ``None`` when its JSON is not ``null``: checked with each primitive). R4B's
   ``FHIRPrimitiveExtension`` adds a before-validator on which of ``id``, ``extension``,
   ``fhir_comments`` are present and not ``null``: the shape again. A model with any
-  other validator, or whose schema is not this chain, is not walked: its whole JSON is
-  in the shape exactly.
+  other validator, whose schema is not this chain, or that redefines one of these
+  steps, is not walked: its whole JSON is in the shape exactly.
 - An element field's validator (``FhirBase``'s wrap validator around ``any``) gives a
   dict to ``model_validate`` of the element's class and takes the model: valid exactly
   when the element is, by induction on its shape. A string there is parsed as JSON by
