@@ -26,6 +26,7 @@ import psycopg
 from api.app import build_services
 from api.workload.monitoring import MonitoredService
 from benchmarks.host import describe
+from ledger.runtime import tune_gc
 from ledger.settings import Settings
 from projections.runner import Projector, all_views
 
@@ -57,6 +58,9 @@ def main() -> None:
         settings = Settings(database_url=url, key_file=Path(tmp) / "keys.json",
                             project_inline=False)
         svc = build_services(settings)
+        # As `phi-ledger serve`, `rebuild` and `project` do: without it the cyclic
+        # collector rescans every module's objects a few times a second.
+        tune_gc()
         try:
             service = MonitoredService(seed=3)
             source = service.events(args.events + args.rate * args.lag_seconds)

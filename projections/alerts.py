@@ -176,7 +176,7 @@ def entry_of(change: Change) -> Entry:
         datetime.fromisoformat(event["occurred_at"]),
         system, actor.get("mfa"), get("purpose"), get("channel"),
         patient_of(event)[0] if patient else None, resource.get("type"), encrypted,
-        partner if isinstance(partner, str) else None)
+        partner if isinstance(partner, str) else None, change.occurred_utc)
 
 
 _EMPTY: Final[dict[str, Any]] = {}  # read only: stands for an absent object

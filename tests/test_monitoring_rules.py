@@ -10,6 +10,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from projections.alerts import entry_of
+from projections.instants import format_utc, utc_of
 from projections.monitoring.rules import (
     EXPLAINABLE,
     RULES,
@@ -24,6 +26,8 @@ from projections.monitoring.rules import (
     spike_threshold,
 )
 from projections.monitoring.state import Written, care_explains, facts_for, observe, pair
+from projections.view import Change
+from tests.test_instants import rfc3339
 
 T = datetime.fromisoformat("2026-11-02T12:00:00-05:00")
 READ = Entry("default", 10, "read", "success", "agent-1", "user", T, patient="ref-1")
@@ -188,3 +192,18 @@ def test_a_pairs_care_list_keeps_ten_days_behind_its_newest() -> None:
         observe(replace(care, seq=seq, at=first + timedelta(hours=seq)), Written(), [], early)
     listed = early[("care", pair("agent-1", "ref-1"))]["at"]
     assert isinstance(listed, list) and [s for _, s in listed] == [1, 2]
+
+
+@given(rfc3339())
+def test_an_entry_made_from_a_change_has_the_utc_its_time_gives(moment: str) -> None:
+    # entry_of hands the view's converted time to Entry instead of converting again:
+    # the two must agree, or the state's windows would compare unlike texts.
+    event = {"action": "read", "outcome": "success", "occurred_at": moment,
+             "actor": {"id": "agent-1", "kind": "user"}, "event_id": "e-1"}
+    entry = entry_of(Change(1, "default", 1, "2026-11-26T07:00:00Z", event, utc_of(moment)))
+    made_here = Entry("default", 1, "read", "success", "agent-1", "user", entry.at)
+    assert entry.utc == format_utc(entry.at) == made_here.utc
+    # replace() with another time derives the text anew, not the old one carried over.
+    later = replace(entry, at=entry.at + timedelta(hours=1, microseconds=1))
+    assert later.utc == format_utc(entry.at + timedelta(hours=1, microseconds=1))
+

@@ -16,9 +16,11 @@ from __future__ import annotations
 import hashlib
 import statistics
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
-from datetime import UTC, date, datetime, timedelta
+from dataclasses import InitVar, dataclass, field
+from datetime import date, datetime, timedelta
 from typing import Any, Final
+
+from projections.instants import format_utc
 
 PHI_ACTIONS: Final = frozenset(
     {"read", "create", "update", "delete", "disclose", "export", "print", "query"})
@@ -58,7 +60,10 @@ SEVERITY: Final = {
 }
 
 
-@dataclass(frozen=True, slots=True)
+# Not frozen, though nothing changes an entry once made: a frozen dataclass sets each of
+# its eighteen fields through object.__setattr__, and making entries was a tenth of the
+# alerts view's catch-up.
+@dataclass(slots=True)
 class Entry:
     """One ledger entry as the rules read it: no PHI in the clear (names are keyed
     digests, patients blind indexes)."""
@@ -78,18 +83,21 @@ class Entry:
     resource_type: str | None = None
     encrypted: bool | None = None  # disclosure.encrypted
     partner: str | None = None  # disclosure.recipient.partner
+    # ``utc`` when the caller has it already (a view's Change.occurred_utc): converting
+    # ``at`` again cost more than the rest of the entry. Not a field, so ``replace`` with
+    # another ``at`` derives it anew.
+    known_utc: InitVar[str | None] = None
     # Derived from the above once, when the entry is made (and again by ``replace``):
     # most rules and the state read them for every entry.
     phi: bool = field(init=False)  # a user's successful access to PHI
     day: str = field(init=False)  # the local day of ``at``, YYYY-MM-DD
-    utc: str = field(init=False)  # ``at`` as fixed-width UTC text: text order is time order
+    utc: str = field(init=False)  # ``at`` as fixed-width UTC text (projections.instants)
 
-    def __post_init__(self) -> None:
-        set_ = object.__setattr__  # frozen: the dataclass's own way to set a field
-        set_(self, "phi", self.actor_kind == "user" and self.action in PHI_ACTIONS
-             and self.outcome == "success")
-        set_(self, "day", self.at.date().isoformat())
-        set_(self, "utc", self.at.astimezone(UTC).isoformat(timespec="microseconds"))
+    def __post_init__(self, known_utc: str | None) -> None:
+        self.phi = (self.actor_kind == "user" and self.action in PHI_ACTIONS
+                    and self.outcome == "success")
+        self.day = self.at.date().isoformat()
+        self.utc = known_utc if known_utc is not None else format_utc(self.at)
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,7 +114,7 @@ class Staff:
     patient: str | None = None  # blind index of their own patient id
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Entry
 class Record:
     """What a patient's record said: digests only, and whether it is ``vip``."""
 
@@ -116,7 +124,7 @@ class Record:
     vip: bool = False
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen, as Entry: one is made for every entry
 class Facts:
     """What the ledger said before the entry, as far as its rules need."""
 
@@ -140,11 +148,14 @@ class Finding:
     details: dict[str, Any]
 
 
+_ZERO: Final = timedelta(0)
+
+
 def within(at: datetime, t: datetime, window: timedelta) -> bool:
     """Whether ``t`` lies in ``[at - window, at]``. Compared as a difference, never as a
     shifted instant: ``at - window`` overflows for an ``at`` early in year 1, and one
     such event would stop the view."""
-    return timedelta(0) <= at - t <= window
+    return _ZERO <= at - t <= window
 
 
 def is_user_phi(entry: Entry) -> bool:

@@ -207,7 +207,8 @@ def _recent(items: list[list[Any]], kept: timedelta) -> list[list[Any]]:
     """``items`` (sorted ``[utc text, ...]`` lists) less those more than ``kept`` before
     the newest; all of them where that bound falls before year 1."""
     try:
-        floor = (_time(items[-1][0]) - kept).isoformat(timespec="microseconds")
+        # In the form of utc text (projections.instants.format_utc): the newest is UTC.
+        floor = (_time(items[-1][0]) - kept).isoformat(timespec="microseconds")[:-6] + "Z"
     except OverflowError:
         return items
     return [item for item in items if item[0] >= floor]
