@@ -12,8 +12,9 @@ docs/standard-formats.md.
 from __future__ import annotations
 
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -48,6 +49,8 @@ from api.formats.codes import (
     purpose_of,
 )
 from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS, SECURITY_ACTIONS
+
+_T = TypeVar("_T")
 
 # Our own extensions and code systems (what the contract holds and AuditEvent does not).
 EXT = "urn:phi-ledger:fhir:extension:"
@@ -191,6 +194,18 @@ def _key(element: dict[str, Any], memo: MappingMemo | None) -> bytes | None:
         return None
 
 
+def _read_once(table: dict[bytes, _T] | None, key: bytes | None,
+               read: Callable[[dict[str, Any]], _T], element: dict[str, Any]) -> _T:
+    """``read(element)``, kept in ``table`` under ``key`` (the element's JSON) when there
+    is one."""
+    if table is None or key is None:
+        return read(element)
+    found = table.get(key)
+    if found is None:
+        found = table[key] = read(element)
+    return found
+
+
 @dataclass(slots=True)
 class _Entity:
     """One ``entity`` of an AuditEvent with its codes read once (several steps ask)."""
@@ -205,12 +220,8 @@ def _entities(resource: dict[str, Any], memo: MappingMemo | None) -> list[_Entit
     out = []
     for i, e in enumerate(_list(resource.get("entity"))):
         entity = _obj(e)
-        key = _key(entity, memo)
-        read = memo.entities.get(key) if memo is not None and key is not None else None
-        if read is None:
-            read = codings(entity.get("type")), codings(entity.get("role"))
-            if memo is not None and key is not None:
-                memo.entities[key] = read
+        read = _read_once(memo.entities if memo else None, _key(entity, memo), _entity_codes,
+                          entity)
         out.append(_Entity(i, entity, *read))
     return out
 
@@ -240,14 +251,18 @@ def _agents(resource: dict[str, Any], memo: MappingMemo | None) -> list[_Agent]:
     for i, a in enumerate(_list(resource.get("agent"))):
         agent = _obj(a)
         key = _key(agent, memo)
-        read = memo.agents.get(key) if memo is not None and key is not None else None
-        if read is None:
-            roles = codings(agent.get("role"))
-            read = roles, codings(agent.get("type")) + roles, _exts(agent)
-            if memo is not None and key is not None:
-                memo.agents[key] = read
+        read = _read_once(memo.agents if memo else None, key, _agent_codes, agent)
         out.append(_Agent(i, agent, *read, key))
     return out
+
+
+def _entity_codes(entity: dict[str, Any]) -> tuple[list[Coded], list[Coded]]:
+    return codings(entity.get("type")), codings(entity.get("role"))
+
+
+def _agent_codes(agent: dict[str, Any]) -> tuple[list[Coded], list[Coded], dict[str, Any]]:
+    roles = codings(agent.get("role"))
+    return roles, codings(agent.get("type")) + roles, _exts(agent)
 
 
 def _what(entity: dict[str, Any]) -> dict[str, Any]:
