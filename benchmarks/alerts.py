@@ -53,7 +53,20 @@ def main() -> None:
     parser.add_argument("--lag-seconds", type=int, default=10)
     args = parser.parse_args()
     print(describe())
-    url = fresh_database(args.database or "postgresql://postgres@127.0.0.1:5432/postgres")
+    admin = args.database or "postgresql://postgres@127.0.0.1:5432/postgres"
+    url = fresh_database(admin)
+    try:
+        run(args, url)
+    finally:
+        drop_database(admin, url)  # a million events leave over 2 GB behind
+
+
+def drop_database(admin: str, url: str) -> None:
+    with psycopg.connect(admin, autocommit=True) as conn:
+        conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
+
+
+def run(args: argparse.Namespace, url: str) -> None:
     with TemporaryDirectory() as tmp:
         settings = Settings(database_url=url, key_file=Path(tmp) / "keys.json",
                             project_inline=False)
