@@ -360,15 +360,15 @@ def _unstorable(value: Any, path: str, out: list[tuple[str, str]]) -> None:
             _unstorable(item, f"{path}[{i}]", out)
 
 
-def _plainly_storable(value: Any) -> bool:
+def _plainly_storable(value: Any, encoded: bytes | None = None) -> bool:
     """True when no text in ``value`` can hold NUL or a lone surrogate, read off its JSON
-    encoding (a few microseconds an event, where :func:`_unstorable` visits every string
-    and key with its path: about 14): ``orjson`` refuses a lone surrogate and writes NUL
-    as ``\\u0000``, and it encodes every string and key the walk visits. False is not
-    proof of anything (a backslash followed by ``u0000``, a value orjson cannot encode):
-    the walk then decides."""
+    encoding (``encoded``, when the caller made it already; a few microseconds an event,
+    where :func:`_unstorable` visits every string and key with its path: about 14):
+    ``orjson`` refuses a lone surrogate and writes NUL as ``\\u0000``, and it encodes
+    every string and key the walk visits. False is not proof of anything (a backslash
+    followed by ``u0000``, a value orjson cannot encode): the walk then decides."""
     try:
-        return b"\\u0000" not in orjson.dumps(value)
+        return b"\\u0000" not in (encoded if encoded is not None else orjson.dumps(value))
     except TypeError:  # orjson's refusals (JSONEncodeError) are TypeErrors
         return False
 
@@ -381,11 +381,16 @@ def _join(prefix: str, path: str) -> str:
     return f"{prefix}.{path}"
 
 
-def encoded_size(event: Any) -> int | None:
+def _encoded(event: Any) -> bytes | None:
     try:
-        return len(canonical(event))
+        return canonical(event)
     except TypeError:
         return None
+
+
+def encoded_size(event: Any) -> int | None:
+    encoded = _encoded(event)
+    return None if encoded is None else len(encoded)
 
 
 def check_event(
@@ -396,8 +401,11 @@ def check_event(
     ``size`` is the length of the event's canonical encoding when the caller has it."""
     if not isinstance(event, dict):
         return [(prefix or "(event)", "must be a JSON object")]
+    encoded = None
     if size is None:
-        size = encoded_size(event)
+        # One encoding for the size and the storable-text test below.
+        encoded = _encoded(event)
+        size = None if encoded is None else len(encoded)
     problems: list[tuple[str, str]] = []
     if size is not None and size > MAX_EVENT_BYTES:
         problems.append((prefix or "(event)", f"is larger than {MAX_EVENT_BYTES} bytes"))
@@ -407,7 +415,7 @@ def check_event(
         problems.extend(_problems(error, prefix, event))
     else:
         problems.extend((_join(prefix, f), m) for f, m in _rules_between_fields(event))
-    if not _plainly_storable(event):
+    if not _plainly_storable(event, encoded):
         _unstorable(event, prefix, problems)
     if size is None and not problems:
         # A value canonical JSON cannot encode (an integer beyond what it holds) that no
