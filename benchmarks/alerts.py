@@ -43,24 +43,6 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] if ordered else 0.0
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--events", type=int, default=100_000)
-    parser.add_argument("--database", default=None,
-                        help="PostgreSQL server URL to create a fresh database on"
-                             " (default postgresql://postgres@127.0.0.1:5432/postgres)")
-    parser.add_argument("--rate", type=int, default=2000)
-    parser.add_argument("--lag-seconds", type=int, default=10)
-    args = parser.parse_args()
-    print(describe())
-    admin = args.database or "postgresql://postgres@127.0.0.1:5432/postgres"
-    url = fresh_database(admin)
-    try:
-        run(args, url)
-    finally:
-        drop_database(admin, url)  # a million events leave over 2 GB behind
-
-
 def drop_database(admin: str, url: str) -> None:
     with psycopg.connect(admin, autocommit=True) as conn:
         conn.execute(f"DROP DATABASE IF EXISTS {url.rsplit('/', 1)[1]} WITH (FORCE)")
@@ -135,6 +117,24 @@ def run(args: argparse.Namespace, url: str) -> None:
         finally:
             svc.writer.stop()
             svc.store.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--events", type=int, default=100_000)
+    parser.add_argument("--database", default=None,
+                        help="PostgreSQL server URL to create a fresh database on"
+                             " (default postgresql://postgres@127.0.0.1:5432/postgres)")
+    parser.add_argument("--rate", type=int, default=2000)
+    parser.add_argument("--lag-seconds", type=int, default=10)
+    args = parser.parse_args()
+    print(describe())
+    admin = args.database or "postgresql://postgres@127.0.0.1:5432/postgres"
+    url = fresh_database(admin)
+    try:
+        run(args, url)
+    finally:
+        drop_database(admin, url)  # a million events leave over 2 GB behind
 
 
 if __name__ == "__main__":
