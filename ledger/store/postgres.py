@@ -129,6 +129,14 @@ def _pipelined_transaction(conn: Any) -> Iterator[Any]:
     commit.execute("COMMIT")
 
 
+def _committed(commit: Any) -> None:
+    """Raise unless the pipelined block's COMMIT (run through ``commit``) committed: an
+    aborted block answers COMMIT with ROLLBACK, and no error, and nothing may be
+    acknowledged unless it says COMMIT."""
+    if commit.statusmessage != "COMMIT":
+        raise StoreUnavailable("the transaction did not commit")
+
+
 def _roll_back(conn: Any) -> None:
     """End whatever transaction block an append left open (an error in a pipeline leaves
     it aborted until ROLLBACK), so that the pooled connection goes back idle."""
@@ -230,22 +238,27 @@ class PostgresLedgerStore(LedgerStore):
         # rides with the reads, and its INSERTs with the COMMIT, which the pipeline's
         # last sync waits for. A larger one leaves it after the reads, for its COPYs.
         events = sum(len(ids) for _, ids in wanted.values())
+        with self._connection() as conn:
+            commit = None
+            with ExitStack() as stack:
+                pipelined = 0 < events <= PIPELINED_EVENTS
+                if pipelined:
+                    stack.enter_context(conn.pipeline())
+                    commit = stack.enter_context(_pipelined_transaction(conn))
+                else:
+                    stack.enter_context(conn.transaction())
+                yield self._snapshots(conn, stack, wanted, before, pipelined)
+            if commit is not None:
+                _committed(commit)
+
+    @contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A pooled connection whose block, left by an exception, is rolled back before
+        the connection goes back to the pool; driver errors become StoreUnavailable."""
         try:
             with self.datastore.get_connection() as conn:
                 try:
-                    commit = None
-                    with ExitStack() as stack:
-                        pipelined = 0 < events <= PIPELINED_EVENTS
-                        if pipelined:
-                            stack.enter_context(conn.pipeline())
-                            commit = stack.enter_context(_pipelined_transaction(conn))
-                        else:
-                            stack.enter_context(conn.transaction())
-                        yield self._snapshots(conn, stack, wanted, before, pipelined)
-                    # An aborted block answers COMMIT with ROLLBACK, and no error:
-                    # nothing may be acknowledged unless it says COMMIT.
-                    if commit is not None and commit.statusmessage != "COMMIT":
-                        raise StoreUnavailable("the append's transaction did not commit")
+                    yield conn
                 except BaseException:
                     _roll_back(conn)
                     raise
@@ -408,19 +421,10 @@ class PostgresLedgerStore(LedgerStore):
 
     @contextmanager
     def pipelined_transaction(self) -> Iterator[Any]:
-        try:
-            with self.datastore.get_connection() as conn:
-                try:
-                    with conn.pipeline(), _pipelined_transaction(conn) as commit:
-                        yield conn.cursor(row_factory=tuple_row)
-                    # An aborted block answers COMMIT with ROLLBACK, and no error.
-                    if commit.statusmessage != "COMMIT":
-                        raise StoreUnavailable("the transaction did not commit")
-                except BaseException:
-                    _roll_back(conn)
-                    raise
-        except (PersistenceError, psycopg.Error) as error:
-            raise StoreUnavailable(_describe(error)) from None
+        with self._connection() as conn:
+            with conn.pipeline(), _pipelined_transaction(conn) as commit:
+                yield conn.cursor(row_factory=tuple_row)
+            _committed(commit)
 
     def pipeline(self, tx: Any) -> AbstractContextManager[Any]:
         return cast(AbstractContextManager[Any], tx.connection.pipeline())
