@@ -1,0 +1,155 @@
+"""The ATNA intake's own path, in one process and without TLS: where a message's time goes.
+
+    .venv/bin/python -m benchmarks.atna_intake [--messages 4000] [--senders 4]
+
+Each sender (an asyncio task) hands the intake (``AtnaIntake.take``, what the TLS listener
+calls for each frame) one RFC 5424 message at a time, the next only once the last is
+durable, as the listener does for a connection. Two runs on fresh PostgreSQL databases
+(fsync on), the service's runtime settings (GIL switch interval, tuned collector):
+messages that each name a patient not seen before (each needs a data key), and messages
+naming 20 patients (their keys cached). Each prints the rate, the latency of a message,
+the process's CPU per message (all its threads: the event loop, the sealer, the
+committer), and the writer's mean group and time per transaction (sealing; appending,
+commit included). The TLS figure of ``benchmarks.formats`` adds the handshake-free cost of
+TLS records and the socket reads to this path.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import threading
+import time
+from dataclasses import replace
+from pathlib import Path
+from tempfile import TemporaryDirectory
+
+import uvloop
+
+from api.app import GIL_SWITCH_INTERVAL, build_services
+from api.formats.syslog import syslog_message
+from api.syslog.intake import Sender
+from api.syslog.service import intake_of
+from benchmarks.formats import audit_message
+from benchmarks.host import describe as describe_host
+from benchmarks.support import create_pg_database, drop_pg_database
+from ledger.runtime import tune_gc
+from ledger.settings import Settings
+from ledger.writer import WriterStats
+
+KNOWN_PATIENTS = 20
+WARM_UP = 50  # messages of the first sender taken alone first: connections, caches
+
+
+def thread_cpu() -> dict[str, float]:
+    """CPU seconds so far of each of this process's threads, by name (Linux's /proc; empty
+    elsewhere). Threads of one name (a pool's) are summed."""
+    names = {t.native_id: t.name for t in threading.enumerate()}
+    out: dict[str, float] = {}
+    try:
+        tids = os.listdir("/proc/self/task")
+    except OSError:
+        return out
+    for tid in tids:
+        try:
+            raw = open(f"/proc/self/task/{tid}/stat").read()  # noqa: SIM115
+        except OSError:
+            continue
+        fields = raw[raw.rindex(")") + 2:].split()
+        name = names.get(int(tid), "other")
+        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+    return out
+
+
+TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def percentile(values: list[float], p: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+
+
+def run(messages: int, senders: int, patients: int | None) -> str:
+    """One run on a fresh database; its line of figures. ``patients``: how many distinct
+    patients the messages name (None: a new one each)."""
+    per_sender = messages // senders
+    streams = [[syslog_message(audit_message(
+        s * per_sender + i,
+        f"PAT-{s * per_sender + i if patients is None else (s * 31 + i) % patients}"))
+        for i in range(per_sender)] for s in range(senders)]
+    url = create_pg_database()
+    try:
+        with TemporaryDirectory() as tmp:
+            settings = Settings(database_url=url, key_file=Path(tmp) / "keys.json",
+                                project_inline=False)
+            svc = build_services(settings)
+            tune_gc()
+            try:
+                intake = intake_of(svc)
+                sender = Sender("atna-sender", "default")
+                latencies: list[float] = []
+
+                async def send(frames: list[bytes], timed: bool) -> None:
+                    for frame in frames:
+                        began = time.perf_counter()
+                        assert await intake.take(sender, frame) == "accepted"
+                        if timed:
+                            latencies.append(time.perf_counter() - began)
+
+                stats = svc.writer.stats
+
+                async def main() -> tuple[float, float, dict[str, float], WriterStats]:
+                    """Seconds of the timed part, and the process's CPU, its threads'
+                    and the writer's figures as it began (after the warm-up)."""
+                    await send(streams[0][:WARM_UP], False)
+                    cpu, threads, earlier = time.process_time(), thread_cpu(), replace(stats)
+                    began = time.perf_counter()
+                    await asyncio.gather(*(send(frames[WARM_UP:] if s == 0 else frames, True)
+                                           for s, frames in enumerate(streams)))
+                    return time.perf_counter() - began, cpu, threads, earlier
+
+                seconds, cpu_before, threads_before, earlier = uvloop.run(main())
+                cpu = time.process_time() - cpu_before
+                threads = thread_cpu()
+                timed = len(latencies)
+                transactions = stats.transactions - earlier.transactions
+                events = stats.events - earlier.events
+                sealing = stats.seal_seconds - earlier.seal_seconds
+                appending = stats.commit_seconds - earlier.commit_seconds
+                by_thread = ", ".join(
+                    f"{name} {(spent - threads_before.get(name, 0.0)) / timed * 1e6:.0f}"
+                    for name, spent in sorted(threads.items(), key=lambda kv: -kv[1])
+                    if spent - threads_before.get(name, 0.0) > 0)
+                return (f"{timed / seconds:>7,.0f} msg/s; latency p50 "
+                        f"{percentile(latencies, 50) * 1e3:.2f} ms, p99 "
+                        f"{percentile(latencies, 99) * 1e3:.2f} ms; process CPU "
+                        f"{cpu / timed * 1e6:.0f} us/msg ({cpu / seconds:.2f} of a "
+                        f"core); "
+                        f"{events / transactions:.1f} messages a transaction, sealing "
+                        f"{sealing / transactions * 1e3:.2f} ms and appending "
+                        f"{appending / transactions * 1e3:.2f} ms each\n"
+                        f"  CPU a message by thread (us): {by_thread}")
+            finally:
+                svc.writer.stop()
+                svc.store.close()
+    finally:
+        drop_pg_database(url)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=4000)
+    parser.add_argument("--senders", type=int, default=4)
+    args = parser.parse_args()
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as `phi-ledger serve` runs
+    print(describe_host(), flush=True)
+    print(f"{args.senders} senders, {args.messages:,} messages, PostgreSQL, no TLS", flush=True)
+    print(f"new patients:      {run(args.messages, args.senders, None)}", flush=True)
+    print(f"{KNOWN_PATIENTS} patients:       "
+          f"{run(args.messages, args.senders, KNOWN_PATIENTS)}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
