@@ -18,16 +18,12 @@ import argparse
 import threading
 import time
 import uuid
-from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import psycopg
 
-from api.app import build_services
 from api.workload.monitoring import MonitoredService
 from benchmarks.host import describe
-from ledger.runtime import tune_gc
-from ledger.settings import Settings
+from benchmarks.support import services_on
 from projections.runner import Projector, all_views
 
 
@@ -49,74 +45,64 @@ def drop_database(admin: str, url: str) -> None:
 
 
 def run(args: argparse.Namespace, url: str) -> None:
-    with TemporaryDirectory() as tmp:
-        settings = Settings(database_url=url, key_file=Path(tmp) / "keys.json",
-                            project_inline=False)
-        svc = build_services(settings)
-        # As `phi-ledger serve`, `rebuild` and `project` do: without it the cyclic
-        # collector rescans every module's objects a few times a second.
-        tune_gc()
-        try:
-            service = MonitoredService(seed=3)
-            source = service.events(args.events + args.rate * args.lag_seconds)
-            started = time.perf_counter()
-            chunk = []
-            for _ in range(args.events):
-                chunk.append(next(source))
-                if len(chunk) == 1000:
-                    svc.ingest.record_sync("default", chunk, batch=True)
-                    chunk = []
-            if chunk:
+    with services_on(url) as svc:
+        service = MonitoredService(seed=3)
+        source = service.events(args.events + args.rate * args.lag_seconds)
+        started = time.perf_counter()
+        chunk = []
+        for _ in range(args.events):
+            chunk.append(next(source))
+            if len(chunk) == 1000:
                 svc.ingest.record_sync("default", chunk, batch=True)
-            print(f"load: {args.events:,} events in {time.perf_counter() - started:.1f} s")
-            views = {v.name: v for v in all_views(svc.protection)}
+                chunk = []
+        if chunk:
+            svc.ingest.record_sync("default", chunk, batch=True)
+        print(f"load: {args.events:,} events in {time.perf_counter() - started:.1f} s")
+        views = {v.name: v for v in all_views(svc.protection)}
 
-            def timed(names: list[str], rebuild: bool) -> float:
-                projector = Projector(svc.store, [views[n] for n in names], processes=1)
-                begun = time.perf_counter()
-                if rebuild:
-                    projector.rebuild(names)
-                else:
-                    projector.catch_up()
-                return time.perf_counter() - begun
+        def timed(names: list[str], rebuild: bool) -> float:
+            projector = Projector(svc.store, [views[n] for n in names], processes=1)
+            begun = time.perf_counter()
+            if rebuild:
+                projector.rebuild(names)
+            else:
+                projector.catch_up()
+            return time.perf_counter() - begun
 
-            alone = timed(["alerts"], False)
-            print(f"catch-up, alerts view alone: {args.events / alone:,.0f} entries/s"
-                  " (target >= 20,000 over 1,000,000 on PostgreSQL)")
-            others = [n for n in views if n != "alerts"]
-            without = timed(others, False)
-            print(f"catch-up, the other views: {args.events / without:,.0f} entries/s")
-            with_alerts = timed([*others, "alerts"], True)
-            print(f"catch-up, every view with alerts: {args.events / with_alerts:,.0f}"
-                  f" entries/s (cost to the others: {with_alerts / without - 1:+.0%})")
-            follower_stop = threading.Event()
-            projector = Projector(svc.store, list(views.values()))
-            follower = threading.Thread(target=projector.follow, args=(follower_stop,),
-                                        daemon=True)
-            follower.start()
-            lags: list[float] = []
-            batch = max(1, args.rate // 10)
-            deadline = time.perf_counter() + args.lag_seconds
-            while time.perf_counter() < deadline:
-                tick = time.perf_counter()
-                events = [next(source) for _ in range(batch)]
-                receipt = svc.ingest.record_sync("default", events, batch=True).receipts[-1]
-                position = svc.store.notification_of("default", receipt.seq)
-                assert position is not None, "an entry just appended has a notification"
-                posted = time.perf_counter()
-                alerts_only = Projector(svc.store, [views["alerts"]])
-                while alerts_only.positions()["alerts"] < position:
-                    time.sleep(0.002)
-                lags.append(time.perf_counter() - posted)
-                time.sleep(max(0.0, 0.1 - (time.perf_counter() - tick)))
-            follower_stop.set()
-            follower.join(timeout=10)
-            print(f"alert lag at {args.rate:,} events/s (batches of {batch}):"
-                  f" p50 {percentile(lags, 50) * 1000:.0f} ms,"
-                  f" p99 {percentile(lags, 99) * 1000:.0f} ms (target p99 <= 1,000 ms)")
-        finally:
-            svc.writer.stop()
-            svc.store.close()
+        alone = timed(["alerts"], False)
+        print(f"catch-up, alerts view alone: {args.events / alone:,.0f} entries/s"
+              " (target >= 20,000 over 1,000,000 on PostgreSQL)")
+        others = [n for n in views if n != "alerts"]
+        without = timed(others, False)
+        print(f"catch-up, the other views: {args.events / without:,.0f} entries/s")
+        with_alerts = timed([*others, "alerts"], True)
+        print(f"catch-up, every view with alerts: {args.events / with_alerts:,.0f}"
+              f" entries/s (cost to the others: {with_alerts / without - 1:+.0%})")
+        follower_stop = threading.Event()
+        projector = Projector(svc.store, list(views.values()))
+        follower = threading.Thread(target=projector.follow, args=(follower_stop,),
+                                    daemon=True)
+        follower.start()
+        lags: list[float] = []
+        batch = max(1, args.rate // 10)
+        deadline = time.perf_counter() + args.lag_seconds
+        while time.perf_counter() < deadline:
+            tick = time.perf_counter()
+            events = [next(source) for _ in range(batch)]
+            receipt = svc.ingest.record_sync("default", events, batch=True).receipts[-1]
+            position = svc.store.notification_of("default", receipt.seq)
+            assert position is not None, "an entry just appended has a notification"
+            posted = time.perf_counter()
+            alerts_only = Projector(svc.store, [views["alerts"]])
+            while alerts_only.positions()["alerts"] < position:
+                time.sleep(0.002)
+            lags.append(time.perf_counter() - posted)
+            time.sleep(max(0.0, 0.1 - (time.perf_counter() - tick)))
+        follower_stop.set()
+        follower.join(timeout=10)
+        print(f"alert lag at {args.rate:,} events/s (batches of {batch}):"
+              f" p50 {percentile(lags, 50) * 1000:.0f} ms,"
+              f" p99 {percentile(lags, 99) * 1000:.0f} ms (target p99 <= 1,000 ms)")
 
 
 def main() -> None:

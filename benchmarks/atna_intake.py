@@ -24,19 +24,16 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
-from tempfile import TemporaryDirectory
 
 import uvloop
 
-from api.app import GIL_SWITCH_INTERVAL, build_services
+from api.app import GIL_SWITCH_INTERVAL
 from api.formats.syslog import syslog_message
 from api.syslog.intake import Sender
 from api.syslog.service import intake_of
 from benchmarks.formats import audit_message
 from benchmarks.host import describe as describe_host
-from benchmarks.support import create_pg_database, drop_pg_database
-from ledger.runtime import tune_gc
-from ledger.settings import Settings
+from benchmarks.support import create_pg_database, drop_pg_database, services_on
 from ledger.writer import WriterStats
 
 KNOWN_PATIENTS = 20
@@ -54,7 +51,7 @@ def thread_cpu() -> dict[str, float]:
         return out
     for tid in tids:
         try:
-            raw = open(f"/proc/self/task/{tid}/stat").read()  # noqa: SIM115
+            raw = Path(f"/proc/self/task/{tid}/stat").read_text()
         except OSError:
             continue
         fields = raw[raw.rindex(")") + 2:].split()
@@ -81,59 +78,51 @@ def run(messages: int, senders: int, patients: int | None) -> str:
         for i in range(per_sender)] for s in range(senders)]
     url = create_pg_database()
     try:
-        with TemporaryDirectory() as tmp:
-            settings = Settings(database_url=url, key_file=Path(tmp) / "keys.json",
-                                project_inline=False)
-            svc = build_services(settings)
-            tune_gc()
-            try:
-                intake = intake_of(svc)
-                sender = Sender("atna-sender", "default")
-                latencies: list[float] = []
+        with services_on(url) as svc:
+            intake = intake_of(svc)
+            sender = Sender("atna-sender", "default")
+            latencies: list[float] = []
 
-                async def send(frames: list[bytes], timed: bool) -> None:
-                    for frame in frames:
-                        began = time.perf_counter()
-                        assert await intake.take(sender, frame) == "accepted"
-                        if timed:
-                            latencies.append(time.perf_counter() - began)
-
-                stats = svc.writer.stats
-
-                async def main() -> tuple[float, float, dict[str, float], WriterStats]:
-                    """Seconds of the timed part, and the process's CPU, its threads'
-                    and the writer's figures as it began (after the warm-up)."""
-                    await send(streams[0][:WARM_UP], False)
-                    cpu, threads, earlier = time.process_time(), thread_cpu(), replace(stats)
+            async def send(frames: list[bytes], timed: bool) -> None:
+                for frame in frames:
                     began = time.perf_counter()
-                    await asyncio.gather(*(send(frames[WARM_UP:] if s == 0 else frames, True)
-                                           for s, frames in enumerate(streams)))
-                    return time.perf_counter() - began, cpu, threads, earlier
+                    assert await intake.take(sender, frame) == "accepted"
+                    if timed:
+                        latencies.append(time.perf_counter() - began)
 
-                seconds, cpu_before, threads_before, earlier = uvloop.run(main())
-                cpu = time.process_time() - cpu_before
-                threads = thread_cpu()
-                timed = len(latencies)
-                transactions = stats.transactions - earlier.transactions
-                events = stats.events - earlier.events
-                sealing = stats.seal_seconds - earlier.seal_seconds
-                appending = stats.commit_seconds - earlier.commit_seconds
-                by_thread = ", ".join(
-                    f"{name} {(spent - threads_before.get(name, 0.0)) / timed * 1e6:.0f}"
-                    for name, spent in sorted(threads.items(), key=lambda kv: -kv[1])
-                    if spent - threads_before.get(name, 0.0) > 0)
-                return (f"{timed / seconds:>7,.0f} msg/s; latency p50 "
-                        f"{percentile(latencies, 50) * 1e3:.2f} ms, p99 "
-                        f"{percentile(latencies, 99) * 1e3:.2f} ms; process CPU "
-                        f"{cpu / timed * 1e6:.0f} us/msg ({cpu / seconds:.2f} of a "
-                        f"core); "
-                        f"{events / transactions:.1f} messages a transaction, sealing "
-                        f"{sealing / transactions * 1e3:.2f} ms and appending "
-                        f"{appending / transactions * 1e3:.2f} ms each\n"
-                        f"  CPU a message by thread (us): {by_thread}")
-            finally:
-                svc.writer.stop()
-                svc.store.close()
+            stats = svc.writer.stats
+
+            async def main() -> tuple[float, float, dict[str, float], WriterStats]:
+                """Seconds of the timed part, and the process's CPU, its threads'
+                and the writer's figures as it began (after the warm-up)."""
+                await send(streams[0][:WARM_UP], False)
+                cpu, threads, earlier = time.process_time(), thread_cpu(), replace(stats)
+                began = time.perf_counter()
+                await asyncio.gather(*(send(frames[WARM_UP:] if s == 0 else frames, True)
+                                       for s, frames in enumerate(streams)))
+                return time.perf_counter() - began, cpu, threads, earlier
+
+            seconds, cpu_before, threads_before, earlier = uvloop.run(main())
+            cpu = time.process_time() - cpu_before
+            threads = thread_cpu()
+            timed = len(latencies)
+            transactions = stats.transactions - earlier.transactions
+            events = stats.events - earlier.events
+            sealing = stats.seal_seconds - earlier.seal_seconds
+            appending = stats.commit_seconds - earlier.commit_seconds
+            by_thread = ", ".join(
+                f"{name} {(spent - threads_before.get(name, 0.0)) / timed * 1e6:.0f}"
+                for name, spent in sorted(threads.items(), key=lambda kv: -kv[1])
+                if spent - threads_before.get(name, 0.0) > 0)
+            return (f"{timed / seconds:>7,.0f} msg/s; latency p50 "
+                    f"{percentile(latencies, 50) * 1e3:.2f} ms, p99 "
+                    f"{percentile(latencies, 99) * 1e3:.2f} ms; process CPU "
+                    f"{cpu / timed * 1e6:.0f} us/msg ({cpu / seconds:.2f} of a "
+                    f"core); "
+                    f"{events / transactions:.1f} messages a transaction, sealing "
+                    f"{sealing / transactions * 1e3:.2f} ms and appending "
+                    f"{appending / transactions * 1e3:.2f} ms each\n"
+                    f"  CPU a message by thread (us): {by_thread}")
     finally:
         drop_pg_database(url)
 

@@ -13,11 +13,17 @@ import subprocess
 import sys
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from tempfile import TemporaryDirectory
+from typing import TYPE_CHECKING, Any
 
 import httpx
 import psycopg
+
+if TYPE_CHECKING:
+    from api.services import Services
 
 PG_ADMIN_URL = os.environ.get("LEDGER_TEST_PG_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ROOT = Path(__file__).resolve().parents[1]
@@ -30,6 +36,27 @@ def create_pg_database() -> str:
         conn.execute(f'CREATE DATABASE "{name}"')
     base = PG_ADMIN_URL.rsplit("/", 1)[0]
     return f"{base}/{name}"
+
+
+@contextmanager
+def services_on(url: str) -> Iterator[Services]:
+    """The service's parts over the database at ``url``, in this process, as
+    ``phi-ledger serve`` holds them (a throw-away key ring; no projection inline), the
+    collector tuned as serve tunes it (``ledger.runtime.tune_gc``: without it the cyclic
+    collector rescans every module's objects a few times a second); stopped on leaving."""
+    from api.app import build_services
+    from ledger.runtime import tune_gc
+    from ledger.settings import Settings
+
+    with TemporaryDirectory() as tmp:
+        svc = build_services(Settings(database_url=url, key_file=Path(tmp) / "keys.json",
+                                      project_inline=False))
+        tune_gc()
+        try:
+            yield svc
+        finally:
+            svc.writer.stop()
+            svc.store.close()
 
 
 def drop_pg_database(url: str) -> None:
