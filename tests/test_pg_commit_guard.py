@@ -18,14 +18,14 @@ def test_a_block_answered_rollback_is_refused(postgres_url: str) -> None:
     migrate(postgres_url)
     store = open_store(postgres_url)
     try:
-        with pytest.raises(StoreUnavailable, match="did not commit"):
-            with store.pipelined_transaction() as tx:
-                tx.execute("CREATE TABLE guard_probe (n int)")
-                try:
-                    with tx.connection.pipeline():  # syncs: the error arrives here
-                        tx.execute("SELECT 1 / 0")
-                except psycopg.errors.DivisionByZero:
-                    pass  # caught by a step: the block is now aborted
+        with (pytest.raises(StoreUnavailable, match="did not commit"),
+              store.pipelined_transaction() as tx):
+            tx.execute("CREATE TABLE guard_probe (n int)")
+            try:
+                with tx.connection.pipeline():  # syncs: the error arrives here
+                    tx.execute("SELECT 1 / 0")
+            except psycopg.errors.DivisionByZero:
+                pass  # caught by a step: the block is now aborted
         with store.pipelined_transaction() as tx:
             tx.execute("SELECT to_regclass('guard_probe') IS NULL")
             with tx.connection.pipeline():
