@@ -371,7 +371,10 @@ def test_rotation_over_a_corrupted_data_key_fails_cleanly(key_settings: Settings
     # The row check_ring does not sample (it unwraps the lowest patient_ref per KEK).
     ledger, ref, _, _, wrapped = key_rows(key_settings.database_url)[-1]
     execute(key_settings.database_url, "UPDATE patient_keys SET wrapped = ?"
-            " WHERE ledger = ? AND patient_ref = ?", bytes(wrapped[:-1]) + b"\x00", ledger, ref)
+            " WHERE ledger = ? AND patient_ref = ?",
+            # Its last byte flipped, never set: a byte set to 0 that was already 0 (one run
+            # in 256) corrupted nothing and the rotation rightly succeeded.
+            bytes(wrapped[:-1]) + bytes([wrapped[-1] ^ 0x01]), ledger, ref)
     result = run(cli_env(key_settings), "keys", "rotate")
     assert_refused(result, "keys rotate", names=[str(key_settings.key_file), kek],
                    secrets=key_strings(key_settings.key_file.read_bytes()))
