@@ -85,6 +85,11 @@ class Metrics:
             "(phi-ledger dead-letters list / replay)",
             ["ledger", "format"], registry=self.registry,
         )
+        self.syslog_inbox = Gauge(
+            "phi_ledger_syslog_inbox",
+            "ATNA messages received and durable, not yet settled as entries or dead letters",
+            registry=self.registry,
+        )
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

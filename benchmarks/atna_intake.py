@@ -86,23 +86,34 @@ def run(messages: int, senders: int, patients: int | None) -> str:
             async def send(frames: list[bytes], timed: bool) -> None:
                 for frame in frames:
                     began = time.perf_counter()
-                    assert await intake.take(sender, frame) == "accepted"
+                    await intake.take(sender, frame)
                     if timed:
                         latencies.append(time.perf_counter() - began)
 
+            async def settled(count: int) -> None:
+                while intake.stats.accepted < count:
+                    await asyncio.sleep(0.001)
+
             stats = svc.writer.stats
 
-            async def main() -> tuple[float, float, dict[str, float], WriterStats]:
-                """Seconds of the timed part, and the process's CPU, its threads'
-                and the writer's figures as it began (after the warm-up)."""
+            async def main() -> tuple[float, float, float, dict[str, float], WriterStats]:
+                """Seconds until every timed message was held, and until every one was
+                settled; the process's CPU, its threads' and the writer's figures as
+                the timed part began (after the warm-up)."""
+                settler = asyncio.get_running_loop().create_task(intake.run_settler())
                 await send(streams[0][:WARM_UP], False)
+                await settled(WARM_UP)
                 cpu, threads, earlier = time.process_time(), thread_cpu(), replace(stats)
                 began = time.perf_counter()
                 await asyncio.gather(*(send(frames[WARM_UP:] if s == 0 else frames, True)
                                        for s, frames in enumerate(streams)))
-                return time.perf_counter() - began, cpu, threads, earlier
+                held = time.perf_counter() - began
+                await settled(per_sender * senders)
+                seconds = time.perf_counter() - began
+                settler.cancel()
+                return held, seconds, cpu, threads, earlier
 
-            seconds, cpu_before, threads_before, earlier = uvloop.run(main())
+            held, seconds, cpu_before, threads_before, earlier = uvloop.run(main())
             cpu = time.process_time() - cpu_before
             threads = thread_cpu()
             timed = len(latencies)
@@ -114,7 +125,8 @@ def run(messages: int, senders: int, patients: int | None) -> str:
                 f"{name} {(spent - threads_before.get(name, 0.0)) / timed * 1e6:.0f}"
                 for name, spent in sorted(threads.items(), key=lambda kv: -kv[1])
                 if spent - threads_before.get(name, 0.0) > 0)
-            return (f"{timed / seconds:>7,.0f} msg/s; latency p50 "
+            return (f"held {timed / held:>7,.0f} msg/s, settled {timed / seconds:>7,.0f}"
+                    f" msg/s; latency to held p50 "
                     f"{percentile(latencies, 50) * 1e3:.2f} ms, p99 "
                     f"{percentile(latencies, 99) * 1e3:.2f} ms; process CPU "
                     f"{cpu / timed * 1e6:.0f} us/msg ({cpu / seconds:.2f} of a "

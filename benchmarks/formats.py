@@ -28,6 +28,7 @@ import time
 import uuid
 from pathlib import Path
 from tempfile import TemporaryDirectory
+from typing import Any
 
 import orjson
 
@@ -101,7 +102,9 @@ def timed_posts(server: ServerProcess, path: str, bodies: list[bytes], clients: 
     return count / result.seconds, cpu
 
 
-def atna(url: str, pki: Pki, port: int, n: int) -> float:
+def atna(url: str, pki: Pki, port: int, n: int) -> tuple[float, float]:
+    """Messages a second held (durable in the inbox: what lets a connection's next
+    frame be read) and in the ledger (settled), from the first frame sent."""
     start_seq = head(url)
     per_sender = n // SENDERS
     streams = [b"".join(frame(syslog_message(audit_message(s * per_sender + i,
@@ -121,13 +124,17 @@ def atna(url: str, pki: Pki, port: int, n: int) -> float:
                                                                             strict=True)]
     for t in threads:
         t.start()
-    target = start_seq + per_sender * SENDERS
+    n_sent = per_sender * SENDERS
+    target = start_seq + n_sent
     # One store kept open for the polling: opening one (a pool, its threads, type
     # lookups) every 20 ms took about a third of a core from the server on the same 2 cores.
     store = open_store(url)
+    held_seconds = None
     try:
         while store.head("default").seq < target:
-            time.sleep(0.02)
+            if held_seconds is None and _held_so_far(store) >= n_sent:
+                held_seconds = time.perf_counter() - started
+            time.sleep(0.005)
     finally:
         store.close()
     seconds = time.perf_counter() - started
@@ -135,7 +142,13 @@ def atna(url: str, pki: Pki, port: int, n: int) -> float:
         t.join()
     for c in connections:
         c.close()
-    return per_sender * SENDERS / seconds
+    return n_sent / (held_seconds or seconds), n_sent / seconds
+
+
+def _held_so_far(store: Any) -> int:
+    """Messages ever held in the inbox of this (fresh) database: its id sequence."""
+    with store.transaction() as tx:
+        return int(store.execute(tx, "SELECT last_value FROM syslog_inbox_id_seq").fetchone()[0])
 
 
 def bundle(sample: list[dict]) -> bytes:
@@ -259,9 +272,10 @@ def main() -> None:
                       f"{stages(fhir_events[:1000])}", flush=True)
                 print(f"  one AuditEvent of Bundles not seen before, one core (us): "
                       f"{stages(fhir_events[:6000], fresh=True)}", flush=True)
-                rate = atna(url, pki, port, args.atna)
-                line(f"ATNA over TLS, {SENDERS} senders", f"{rate:,.0f} msg/s", ">= 5,000",
-                     rate >= 5_000)
+                held, rate = atna(url, pki, port, args.atna)
+                line(f"ATNA over TLS, {SENDERS} senders, in the ledger", f"{rate:,.0f} msg/s",
+                     ">= 5,000", rate >= 5_000)
+                line("  held (durable, the next frame read)", f"{held:,.0f} msg/s")
                 line("  ATNA / native", f"{rate / native:.0%}")
     finally:
         drop_pg_database(url)

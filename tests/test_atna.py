@@ -36,7 +36,7 @@ from api.formats.syslog import (
 )
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
-from api.syslog.intake import Sender, map_message
+from api.syslog.intake import AtnaIntake, Sender, map_message
 from api.syslog.listener import SenderCheck, resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
@@ -157,6 +157,14 @@ def _identity(svc: Services, name: str, roles: tuple[str, ...] = ("ingest",)) ->
                                            actor=Actor("test"), record=False).key_id
 
 
+def _taken(intake: AtnaIntake, sender: Sender, frame: bytes) -> str:
+    """Hold ``frame`` as the listener does, then settle it; its outcome."""
+    held = asyncio.run(intake.take(sender, frame))
+    message = intake.inbox.held(held - 1, 1)
+    assert [m.id for m in message] == [held]
+    return intake.settle(message)[0]
+
+
 async def _until(check: Callable[[], bool], timeout: float = 60.0) -> None:
     """Wait for ``check``; the deadline only catches a hang."""
     async def loop() -> None:
@@ -257,8 +265,8 @@ def test_syslog_entries_name_their_sender_and_never_claim_the_service(svc: Servi
     sender, intake = Sender(found.id, found.ledger), intake_of(svc)
     forged = msgs.login().replace(b'AuditSourceID="ehr"', b'AuditSourceID="phi-ledger"')
     assert forged != msgs.login()
-    assert asyncio.run(intake.take(sender, syslog_message(msgs.login()))) == "accepted"
-    assert asyncio.run(intake.take(sender, syslog_message(forged))) == "dead"
+    assert _taken(intake, sender, syslog_message(msgs.login())) == "accepted"
+    assert _taken(intake, sender, syslog_message(forged)) == "dead"
     entries = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10_000)]
     assert [e.members["submitted_by"] for e in entries] == [
         {"identity": found.id, "credential": "syslog"}]
@@ -411,7 +419,7 @@ def test_break_the_glass_over_atna_raises_the_break_glass_alert(svc: Services) -
     assert found is not None
     intake = intake_of(svc)
     sender = Sender(found.id, found.ledger)
-    assert asyncio.run(intake.take(sender, syslog_message(msgs.emergency_override()))) \
+    assert _taken(intake, sender, syslog_message(msgs.emergency_override())) \
         == "accepted"
     (event,) = _events(svc)
     assert (event["action"], event["purpose"], event["actor"]["kind"]) == (

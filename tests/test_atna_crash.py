@@ -1,8 +1,9 @@
 """The ATNA listener killed mid-stream (SIGKILL, in its own process) loses nothing it
-read: every message it took is in the ledger exactly once or in the dead-letter table,
-the messages it took are a gap-free prefix of what was sent (one frame at a time, each
-durable before the next is read), and a sender that sends everything again after the
-restart ends with each message recorded once. On SQLite and PostgreSQL."""
+read: every message it took is in the ledger exactly once, in the dead-letter table or
+still held in the inbox, the messages it took are a gap-free prefix of what was sent (one
+frame at a time, each durable before the next is read); the restarted listener settles
+what was held, and a sender that sends everything again ends with each message recorded
+once. On SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from pathlib import Path
 
 from api.formats.codes import sha256_hex
 from api.formats.syslog import frame, syslog_message
+from api.syslog.inbox import Inbox
 from ledger.entry import Entry
 from ledger.protection import protection_from_settings
 from ledger.settings import Settings
@@ -71,8 +73,9 @@ def _send(pki: Pki, port: int, frames: list[bytes]) -> threading.Thread:
     return thread
 
 
-def _state(settings: Settings) -> tuple[list[int], list[int]]:
-    """(indexes in the ledger, in order; indexes dead-lettered)."""
+def _state(settings: Settings) -> tuple[list[int], list[int], list[int]]:
+    """(indexes in the ledger, in order; indexes dead-lettered; indexes held in the
+    inbox, not yet settled)."""
     store = open_store(settings.database_url)
     try:
         protection = protection_from_settings(settings, store)
@@ -81,11 +84,13 @@ def _state(settings: Settings) -> tuple[list[int], list[int]]:
         with store.transaction() as tx:
             digests = [r[0] for r in store.execute(
                 tx, "SELECT sha256 FROM dead_letters ORDER BY id").fetchall()]
+        held = Inbox(store, getattr(protection, "ring", None)).held(0, 100_000)
     finally:
         store.close()
     by_digest = {sha256_hex(_message(i)): i for i in range(TOTAL)}
     return ([int(e["actor"]["id"].split("-")[1]) for e in events],
-            [by_digest[d] for d in digests])
+            [by_digest[d] for d in digests],
+            [by_digest[sha256_hex(h.frame)] for h in held])
 
 
 def _read(log: Path) -> list[int]:
@@ -125,9 +130,9 @@ def test_killed_listener_keeps_every_message_it_read(database_url: str, tmp_path
     finally:
         if proc.poll() is None:
             proc.kill()
-    recorded, dead = _state(settings)
-    taken = sorted(recorded + dead)
+    recorded, dead, held = _state(settings)
     assert len(set(recorded)) == len(recorded)  # exactly once
+    taken = sorted(set(recorded + dead + held))  # settled and not yet released: both
     assert taken == list(range(len(taken)))  # a prefix: nothing read was lost
     assert all(i % BAD_EVERY == 0 for i in dead)
     assert len(taken) < TOTAL, "the kill came after the stream ended: nothing was tested"
@@ -136,14 +141,19 @@ def test_killed_listener_keeps_every_message_it_read(database_url: str, tmp_path
     # is not read until the last is durable).
     assert read[:len(taken)] == taken and len(read) - len(taken) <= 1
 
-    # the sender reconnects and sends everything again: each message ends up once
+    # Restarted, the listener settles what was held, before anything new is sent.
     proc = _listener(env, port, log)
     try:
+        _wait(lambda: not _state(settings)[2])
+        recorded, dead, _ = _state(settings)
+        assert sorted(recorded + dead) == taken and len(set(recorded)) == len(recorded)
+        # the sender reconnects and sends everything again: each message ends up once
         _send(pki, port, frames)
-        _wait(lambda: len(_state(settings)[0]) == TOTAL - TOTAL // BAD_EVERY)
+        _wait(lambda: len(_state(settings)[0]) == TOTAL - TOTAL // BAD_EVERY
+              and not _state(settings)[2])
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(30)
-    recorded, dead = _state(settings)
+    recorded, dead, held = _state(settings)
     assert sorted(recorded) == [i for i in range(TOTAL) if i % BAD_EVERY]
-    assert sorted(dead) == list(range(0, TOTAL, BAD_EVERY))
+    assert sorted(dead) == list(range(0, TOTAL, BAD_EVERY)) and held == []

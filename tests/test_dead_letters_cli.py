@@ -12,7 +12,6 @@ from pathlib import Path
 
 from api.app import build_services
 from api.formats.syslog import syslog_message
-from api.syslog.intake import Sender
 from api.syslog.service import intake_of
 from ledger.settings import Settings
 from tests import atna_messages as msgs
@@ -29,8 +28,7 @@ def test_list_and_replay(database_url: str, tmp_path: Path) -> None:
     svc = build_services(settings)
     try:
         intake = intake_of(svc)
-        letter = intake.bury(Sender("ident-1", "default"),
-                             syslog_message(msgs.dcm4che_patient_read()),
+        letter = intake.bury("default", "ident-1", syslog_message(msgs.dcm4che_patient_read()),
                              "AuditMessage/EventIdentification/PurposeOfUse: missing")
     finally:
         svc.writer.stop()

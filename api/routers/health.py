@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import Any
 
 from fastapi import APIRouter, Depends
@@ -12,6 +13,7 @@ from api.error_docs import errors
 from api.routers.common import json_response
 from api.services import Services, services
 from api.syslog.dead_letters import DeadLetters
+from api.syslog.inbox import Inbox
 from ledger.store import StoreUnavailable
 from projections import quarantine
 from projections.alert_queries import alert_counts
@@ -154,4 +156,6 @@ async def metrics(svc: Services = Depends(services)) -> Response:
         letters = {}
     for (ledger, fmt), count in letters.items():
         svc.metrics.dead_letters.labels(ledger=ledger, format=fmt).set(count)
+    with contextlib.suppress(StoreUnavailable):
+        svc.metrics.syslog_inbox.set(await asyncio.to_thread(Inbox(svc.store, None).depth))
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

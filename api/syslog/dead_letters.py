@@ -1,10 +1,10 @@
 """Dead letters: messages the intake could not map, kept as received with the reason.
 
 A dead letter is never PHI-free (an AuditMessage names patients), so when the service
-encrypts PHI at rest its bytes are sealed: a fresh data key per letter, wrapped under the
-key ring's active KEK (AES-256-GCM; the ledger and letter's digest bind it as associated
-data). ``reason`` names elements and rules, never values. Crypto-shredding a patient does
-not reach dead letters: replay or purge them (docs/standard-formats.md).
+encrypts PHI at rest its bytes are sealed (:mod:`api.syslog.kept`; the ledger and the
+letter's digest bind it as associated data). ``reason`` names elements and rules, never
+values. Crypto-shredding a patient does not reach dead letters: replay or purge them
+(docs/standard-formats.md).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ledger.crypto.envelope import DataKey, open_token, seal, unwrap_key, wrap_key
+from api.syslog.kept import Kept, keep, opened
 from ledger.crypto.keyring import KeyRing
 from ledger.store import LedgerStore
 
@@ -50,29 +50,23 @@ class DeadLetters:
 
     def add(self, ledger: str, fmt: str, sender: str, raw: bytes, sha256: str, reason: str,
             received_at: str) -> int:
-        kek_id: str | None = None
-        wrapped: bytes | None = None
-        message = raw
-        if self.ring is not None:
-            kek_id, kek = self.ring.active_kek()
-            dek = DataKey.generate()
-            aad = _aad(ledger, sha256)
-            wrapped = wrap_key(kek, dek, aad)
-            message = seal(dek, raw, aad).encode("ascii")
+        kept = keep(self.ring, raw, _aad(ledger, sha256))
         with self.store.transaction() as tx:
-            # The same message received again while its letter is open is one letter.
-            same = self.store.execute(
-                tx, "SELECT id FROM dead_letters WHERE ledger = %s AND sha256 = %s AND"
-                " replayed_seq IS NULL", (ledger, sha256)).fetchone()
-            if same is not None:
-                return int(same[0])
+            # The same message received again while its letter is open is one letter
+            # (the unique index on open letters: two settlers may bury it at once).
             cursor = self.store.execute(
                 tx, "INSERT INTO dead_letters (ledger, received_at, format, sender, sha256,"
                 " reason, kek_id, wrapped_key, message) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s) RETURNING id",
-                (ledger, received_at, fmt, sender, sha256, reason[:2000], kek_id, wrapped,
-                 message))
-            return int(cursor.fetchone()[0])
+                " %s, %s) ON CONFLICT (ledger, sha256) WHERE replayed_seq IS NULL"
+                " DO NOTHING RETURNING id",
+                (ledger, received_at, fmt, sender, sha256, reason[:2000], kept.kek_id,
+                 kept.wrapped_key, kept.message))
+            row = cursor.fetchone()
+            if row is None:
+                row = self.store.execute(
+                    tx, "SELECT id FROM dead_letters WHERE ledger = %s AND sha256 = %s AND"
+                    " replayed_seq IS NULL", (ledger, sha256)).fetchone()
+            return int(row[0])
 
     def letters(self, ledger: str | None = None, *, include_replayed: bool = False
                 ) -> list[DeadLetter]:
@@ -98,13 +92,7 @@ class DeadLetters:
         if row is None:
             raise KeyError(letter_id)
         ledger, sha256, kek_id, wrapped, message = row
-        if kek_id is None:
-            return bytes(message)
-        if self.ring is None:
-            raise ValueError("this dead letter is sealed; the key ring is needed to open it")
-        aad = _aad(ledger, sha256)
-        dek = unwrap_key(self.ring.kek(kek_id), wrapped, aad)
-        return open_token(dek, bytes(message).decode("ascii"), aad)
+        return opened(self.ring, Kept(kek_id, wrapped, message), _aad(ledger, sha256))
 
     def replayed(self, letter_id: int, seq: int, at: str) -> None:
         with self.store.transaction() as tx:

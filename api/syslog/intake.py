@@ -1,15 +1,22 @@
 """From one received syslog message to a ledger entry or a dead letter, durably.
 
-:meth:`AtnaIntake.take` returns only once the message is committed: as an entry (or a
-replay of one: the event id is derived from the sender's identity and the SHA-256 of
-the message, so a message sent twice is recorded once) or as a dead letter naming why it
-could not be mapped. A store failure propagates: the listener then stops reading that
-connection, so nothing after an unrecorded message is read.
+:meth:`AtnaIntake.take` returns once the message is held in the inbox (committed: one
+small insert of its bytes), which is what lets the listener read the connection's next
+frame. The intake's settler then settles held messages in groups -- as an entry (or a
+replay of one: the event id is derived from the sender's identity and the SHA-256 of the
+message, so a message sent twice is recorded once) or as a dead letter naming why it
+could not be mapped -- and releases them from the inbox. A store failure while holding
+propagates: the listener then stops reading that connection, so nothing after an
+unheld message is read. A process that dies leaves its unsettled messages held; the
+next to start settles them (:meth:`AtnaIntake.recover`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,15 +27,27 @@ from api.formats.codes import derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected
 from api.formats.syslog import parse_message
 from api.syslog.dead_letters import DeadLetters
+from api.syslog.inbox import Held, Inbox
+from ledger.admission import Conflicted
 from ledger.attestation import Attestation, Received, Submitter
 from ledger.clock import Clock
 from ledger.entry import format_recorded_at
 from ledger.event import EventRejected
 from ledger.ingest import EventConflict, Ingest
+from ledger.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
 ATNA_FORMAT = "atna-syslog"
+# At most this many held messages are settled together (one writer group, one release).
+SETTLE_AT_MOST = 1000
+# How long the settler waits after a store failure before it tries the held messages again.
+RETRY_SECONDS = 1.0
+# How often an idle settler looks for messages another process held and did not settle.
+RECOVER_SECONDS = 60.0
+# The lock (LedgerStore.sole) under which one process at a time settles what others left.
+RECOVERY_LOCK = "phi-ledger syslog inbox recovery"
+CONFLICT = "conflict: this message's event id is recorded with another body"
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,44 +109,149 @@ def map_message(frame: bytes, sender_identity: str, default_purpose: str | None)
         return Mapped(None, "; ".join(f"{p}: {m}" for p, m in rejected.problems))
 
 
+def _contract(rejected: EventRejected) -> str:
+    return "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
+
+
 @dataclass
 class AtnaIntake:
     """Takes messages for the ledger; shared by every listener of a process."""
 
     ingest: Ingest
     dead_letters: DeadLetters
+    inbox: Inbox
     clock: Clock
     default_purpose: str | None = None
     stats: IntakeStats = field(default_factory=IntakeStats)
+    # Held by this process and not yet settled, oldest first; None while no settler runs
+    # (then held messages wait for recover()).
+    _waiting: deque[Held] | None = field(default=None, init=False, repr=False)
+    _wake: asyncio.Event | None = field(default=None, init=False, repr=False)
+    # The ids of _waiting and of the batch being settled, which recovery leaves alone;
+    # read by recovery's thread, hence the lock.
+    _mine: set[int] = field(default_factory=set, init=False, repr=False)
+    _mine_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
+                                       repr=False)
 
-    async def take(self, sender: Sender, frame: bytes) -> str:
-        """``accepted``, ``replayed`` or ``dead``; durable when it returns."""
-        mapped = map_message(frame, sender.identity, self.default_purpose)
-        reason = mapped.reason
-        if mapped.event is not None:
-            try:
-                accepted = await self.ingest.record(sender.ledger, [mapped.event],
-                                                    by=sender.attestation,
-                                                    received=[received_of(frame)])
-            except EventRejected as rejected:
-                reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
-            except EventConflict:
-                reason = "conflict: this message's event id is recorded with another body"
+    async def take(self, sender: Sender, frame: bytes) -> int:
+        """Hold ``frame`` for ``sender`` (durable when it returns); its inbox id."""
+        at = format_recorded_at(self.clock())
+        held = await asyncio.to_thread(self.inbox.hold, sender.ledger, sender.identity,
+                                       frame, at)
+        if self._waiting is not None and self._wake is not None:
+            with self._mine_lock:
+                self._mine.add(held)
+            self._waiting.append(Held(held, sender.ledger, sender.identity, at, frame))
+            self._wake.set()
+        return held
+
+    def settle(self, held: Sequence[Held]) -> list[str]:
+        """Settle ``held`` messages -- each ``accepted``, ``replayed`` or ``dead`` -- then
+        release them from the inbox. Blocking (a worker thread, or the CLI). A store
+        failure propagates with the messages still held."""
+        outcomes = [""] * len(held)
+        reasons: dict[int, str] = {}
+        events = []
+        for i, message in enumerate(held):
+            mapped = map_message(message.frame, message.sender, self.default_purpose)
+            if mapped.event is None:
+                reasons[i] = mapped.reason or "unmapped"
             else:
-                if accepted.created:
-                    self.stats.accepted += 1
-                    return "accepted"
-                self.stats.replayed += 1
-                return "replayed"
-        await asyncio.to_thread(self.bury, sender, frame, reason or "unmapped")
-        return "dead"
+                events.append((i, mapped.event))
+        # Submitted only once all are mapped: the writer takes what is queued when it
+        # wakes, so submissions spread over the mapping would make many small groups.
+        waiting = []
+        for i, event in events:
+            message = held[i]
+            try:
+                waiting.append((i, self.ingest.submit(
+                    message.ledger, [event], by=syslog_attestation(message.sender),
+                    received=[received_of(message.frame)])))
+            except EventRejected as rejected:
+                reasons[i] = _contract(rejected)
+        for i, future in waiting:
+            outcome = future.result()
+            if isinstance(outcome, Conflicted):
+                reasons[i] = CONFLICT
+            else:
+                outcomes[i] = "accepted" if outcome.created else "replayed"
+        for i, reason in reasons.items():
+            message = held[i]
+            self.bury(message.ledger, message.sender, message.frame, reason,
+                      message.received_at)
+            outcomes[i] = "dead"
+        ids = [message.id for message in held]
+        self.inbox.release(ids)
+        with self._mine_lock:
+            self._mine.difference_update(ids)
+        self.stats.accepted += outcomes.count("accepted")
+        self.stats.replayed += outcomes.count("replayed")
+        return outcomes
 
-    def bury(self, sender: Sender, frame: bytes, reason: str) -> int:
+    def recover(self) -> int:
+        """Settle every message held before this call that no settler took (a process
+        died holding them), unless another process is doing so; how many. Blocking.
+        Messages this process's settler has in hand are left to it; another process's
+        may be settled twice, to the same outcome."""
+        done = 0
+        with self.inbox.store.sole(RECOVERY_LOCK) as alone:
+            if not alone:
+                return 0
+            last = self.inbox.last()
+            after = 0
+            while found := self.inbox.held(after, SETTLE_AT_MOST):
+                after = found[-1].id
+                with self._mine_lock:
+                    mine = set(self._mine)
+                batch = [h for h in found if h.id <= last and h.id not in mine]
+                if batch:
+                    self.settle(batch)
+                    done += len(batch)
+                if after >= last:
+                    break
+        if done:
+            log.info("syslog.recovered", messages=done)
+        return done
+
+    async def run_settler(self) -> None:
+        """Settle what this process holds as it comes, and what others left (at start,
+        then whenever idle for RECOVER_SECONDS). Runs until cancelled."""
+        self._waiting, self._wake = deque(), asyncio.Event()
+        waiting, wake = self._waiting, self._wake
+        await self._recover()
+        while True:
+            try:
+                # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
+                # cancellation that lands as the wait ends, and close() would hang.
+                async with asyncio.timeout(RECOVER_SECONDS):
+                    await wake.wait()
+            except TimeoutError:
+                await self._recover()
+                continue
+            wake.clear()
+            while waiting:
+                batch = [waiting.popleft() for _ in range(min(len(waiting), SETTLE_AT_MOST))]
+                try:
+                    await asyncio.to_thread(self.settle, batch)
+                except StoreUnavailable:
+                    # Still held: tried again after a pause, in the same order.
+                    waiting.extendleft(reversed(batch))
+                    log.warning("syslog.settle_failed", held=len(waiting))
+                    await asyncio.sleep(RETRY_SECONDS)
+
+    async def _recover(self) -> None:
+        try:
+            await asyncio.to_thread(self.recover)
+        except StoreUnavailable:
+            log.warning("syslog.recovery_failed")
+
+    def bury(self, ledger: str, sender: str, frame: bytes, reason: str,
+             received_at: str | None = None) -> int:
         letter = self.dead_letters.add(
-            sender.ledger, ATNA_FORMAT, sender.identity, frame, sha256_hex(frame), reason,
-            format_recorded_at(self.clock()))
+            ledger, ATNA_FORMAT, sender, frame, sha256_hex(frame), reason,
+            received_at or format_recorded_at(self.clock()))
         self.stats.dead += 1
-        log.info("syslog.dead_letter", letter=letter, ledger=sender.ledger)
+        log.info("syslog.dead_letter", letter=letter, ledger=ledger)
         return letter
 
     def replay(self, letter_id: int) -> int | None:
@@ -148,9 +272,9 @@ class AtnaIntake:
                                                    by=syslog_attestation(letter.sender),
                                                    received=[received_of(frame)])
             except EventRejected as rejected:
-                reason = "contract: " + "; ".join(f"{f} {m}" for f, m in rejected.problems)
+                reason = _contract(rejected)
             except EventConflict:
-                reason = "conflict: this message's event id is recorded with another body"
+                reason = CONFLICT
             else:
                 seq = accepted.receipts[0].seq
                 self.dead_letters.replayed(letter_id, seq, format_recorded_at(self.clock()))

@@ -2,7 +2,8 @@
 sender) and RFC 5426 (UDP, from a configured list of sender addresses only).
 
 On a TLS connection one frame is taken at a time: the next frame is not cut from the
-stream until the last one is durable (an entry or a dead letter). A connection whose
+stream until the last one is durable (held in the inbox, to be settled as an entry or a
+dead letter by the intake's settler, which runs beside the listeners). A connection whose
 stream is not octet-counted syslog, or whose certificate names no identity with the
 ingest role, is closed.
 """
@@ -10,6 +11,7 @@ ingest role, is closed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ssl
 import time
 from collections.abc import Callable
@@ -102,8 +104,11 @@ class SyslogListeners:
     intake: AtnaIntake
     resolve: Resolve
     servers: list[Any]
+    settler: asyncio.Task[None] | None = None
 
     async def close(self) -> None:
+        """Stop listening, then settling (what is held and unsettled stays held: the next
+        process to start settles it)."""
         for server in self.servers:
             if isinstance(server, tuple):  # UDP: (transport, protocol)
                 server[0].close()
@@ -111,6 +116,10 @@ class SyslogListeners:
             else:
                 server.close()
                 await server.wait_closed()
+        if self.settler is not None:
+            self.settler.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.settler
 
 
 async def _connection(intake: AtnaIntake, resolve: Resolve, recheck: float,
@@ -210,7 +219,8 @@ async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
         transport, protocol = await asyncio.get_running_loop().create_datagram_endpoint(
             lambda: _Datagrams(intake, senders), local_addr=(host, port))
         servers.append((transport, protocol))
-    return SyslogListeners(intake, resolve, servers)
+    settler = asyncio.get_running_loop().create_task(intake.run_settler())
+    return SyslogListeners(intake, resolve, servers, settler)
 
 
 def udp_senders_of(entries: tuple[str, ...]) -> dict[str, str]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from api.syslog.dead_letters import DeadLetters
+from api.syslog.inbox import Inbox
 from api.syslog.intake import AtnaIntake
 from api.syslog.listener import (
     SyslogListeners,
@@ -18,11 +19,12 @@ from ledger.settings import Settings
 
 
 def intake_of(svc: Any) -> AtnaIntake:
-    """The ATNA intake over ``svc``: its ingest, its store's dead letters (sealed under
-    the key ring when PHI is encrypted), its clock and the configured default purpose."""
+    """The ATNA intake over ``svc``: its ingest, its store's inbox and dead letters
+    (sealed under the key ring when PHI is encrypted), its clock and the configured
+    default purpose."""
     ring = getattr(svc.protection, "ring", None)
-    return AtnaIntake(svc.ingest, DeadLetters(svc.store, ring), svc.clock,
-                      svc.settings.fhir_default_purpose)
+    return AtnaIntake(svc.ingest, DeadLetters(svc.store, ring), Inbox(svc.store, ring),
+                      svc.clock, svc.settings.fhir_default_purpose)
 
 
 async def start_listeners(svc: Any) -> SyslogListeners | None:

@@ -286,6 +286,22 @@ class LedgerStore(ABC):
         """A plain transaction (no ledger lock) for the store's other tables, committed
         on a clean exit. Queries use ``%s`` placeholders (see :meth:`sql`)."""
 
+    def commit_one(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        """Run one statement (``%s`` placeholders) as a transaction of its own, committed
+        when this returns; its first row, if any. PostgreSQL: one round trip."""
+        with self.transaction() as tx:
+            row = self.execute(tx, statement, params).fetchone()
+        return None if row is None else tuple(row)
+
+    def sole(self, name: str) -> AbstractContextManager[bool]:
+        """Whether this process alone runs the block named ``name`` among the processes
+        sharing the database (True: it holds the lock until the block ends; False: another
+        does, and this one should leave the work to it). PostgreSQL: a session advisory
+        lock, released when its holder ends the block or dies. Elsewhere always True: a
+        SQLite file is served by the processes of one host, and the work guarded this way
+        must be safe to do twice."""
+        return nullcontext(True)
+
     def pipelined_transaction(self) -> AbstractContextManager[Any]:
         """:meth:`transaction`, on PostgreSQL sent with its BEGIN and COMMIT as one
         pipeline: one round trip, at the block's end, where :meth:`transaction` takes one

@@ -15,6 +15,7 @@ class, so serialising on the advisory lock gives the same ordering guarantee.
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, ExitStack, contextmanager, nullcontext
@@ -418,6 +419,32 @@ class PostgresLedgerStore(LedgerStore):
                 yield curs
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
+
+    def commit_one(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+        # Autocommit: the statement alone, no BEGIN and COMMIT of their own (three round
+        # trips become one, and the CPU each costs the client).
+        with self._connection() as conn:
+            conn.autocommit = True
+            try:
+                with conn.cursor(row_factory=tuple_row) as curs:
+                    curs.execute(statement, tuple(params), prepare=True)
+                    row = curs.fetchone() if curs.description else None
+            finally:
+                conn.autocommit = False
+        return row
+
+    @contextmanager
+    def sole(self, name: str) -> Iterator[bool]:
+        key = int.from_bytes(hashlib.sha256(name.encode()).digest()[:8], "big", signed=True)
+        with self._connection() as conn, conn.cursor(row_factory=tuple_row) as curs:
+            got = bool(curs.execute("SELECT pg_try_advisory_lock(%s)", (key,)).fetchone()[0])
+            conn.commit()  # the lock is the session's: no transaction left open beside it
+            try:
+                yield got
+            finally:
+                if got:
+                    curs.execute("SELECT pg_advisory_unlock(%s)", (key,))
+                    conn.commit()
 
     @contextmanager
     def pipelined_transaction(self) -> Iterator[Any]:

@@ -1,0 +1,88 @@
+"""The syslog inbox: where an ATNA message is made durable before its connection's next
+frame is read, and kept until it is settled (a ledger entry, or a dead letter).
+
+Keeping a message is one small insert, and the inserts of several connections commit
+side by side, so a sender waits for one commit of its own bytes rather than for the
+ledger's append; the intake settles held messages in groups behind it
+(:class:`api.syslog.intake.AtnaIntake`). Settling is idempotent -- a message's event id is
+derived from its sender and bytes, an open dead letter is found by its digest -- so a
+message settled but not yet released when the process died is settled again, to the same
+outcome, and released then.
+
+Held messages are sealed under the key ring when PHI is encrypted at rest
+(:mod:`api.syslog.kept`), bound to their ledger and sender.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from api.syslog.kept import Kept, keep, opened
+from ledger.crypto.keyring import KeyRing
+from ledger.store import LedgerStore
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """A message in the inbox, opened."""
+
+    id: int
+    ledger: str
+    sender: str
+    received_at: str
+    frame: bytes
+
+
+def _aad(ledger: str, sender: str) -> bytes:
+    return f"phi-ledger syslog inbox\x00{ledger}\x00{sender}".encode()
+
+
+class Inbox:
+    """The inbox table of one store. Every write commits before it returns."""
+
+    def __init__(self, store: LedgerStore, ring: KeyRing | None) -> None:
+        self.store = store
+        self.ring = ring
+
+    def hold(self, ledger: str, sender: str, frame: bytes, received_at: str) -> int:
+        """Keep ``frame`` (durable on return); its id in the inbox."""
+        kept = keep(self.ring, frame, _aad(ledger, sender))
+        row = self.store.commit_one(
+            "INSERT INTO syslog_inbox (ledger, sender, received_at, kek_id, wrapped_key,"
+            " message) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
+            (ledger, sender, received_at, kept.kek_id, kept.wrapped_key, kept.message))
+        assert row is not None  # RETURNING
+        return int(row[0])
+
+    def held(self, after: int = 0, limit: int = 1000) -> list[Held]:
+        """Up to ``limit`` held messages after id ``after``, oldest first."""
+        with self.store.transaction() as tx:
+            rows = self.store.execute(
+                tx, "SELECT id, ledger, sender, received_at, kek_id, wrapped_key, message"
+                " FROM syslog_inbox WHERE id > %s ORDER BY id LIMIT %s",
+                (after, limit)).fetchall()
+        return [Held(int(i), ledger, sender, at,
+                     opened(self.ring, Kept(kek_id, wrapped, message), _aad(ledger, sender)))
+                for i, ledger, sender, at, kek_id, wrapped, message in rows]
+
+    def last(self) -> int:
+        """The newest held message's id (0 when none is held)."""
+        with self.store.transaction() as tx:
+            return int(self.store.execute(tx, "SELECT COALESCE(MAX(id), 0) FROM syslog_inbox")
+                       .fetchone()[0])
+
+    def release(self, ids: Sequence[int]) -> None:
+        """Forget settled messages."""
+        if not ids:
+            return
+        with self.store.transaction() as tx:
+            marks = ", ".join(["%s"] * len(ids))
+            self.store.execute(tx, f"DELETE FROM syslog_inbox WHERE id IN ({marks})",
+                               list(ids))
+
+    def depth(self) -> int:
+        """Messages held, not yet settled: what /metrics shows."""
+        with self.store.transaction() as tx:
+            return int(self.store.execute(tx, "SELECT COUNT(*) FROM syslog_inbox")
+                       .fetchone()[0])

@@ -1,0 +1,205 @@
+"""The syslog inbox and the intake's settling, on SQLite and PostgreSQL: a held message is
+durable and sealed at rest; settling makes each an entry or a dead letter exactly once,
+however often it is settled again (a process that died between settling and releasing);
+recovery settles what no settler has in hand, and leaves this process's own alone."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.auth.identities import Actor
+from api.formats.syslog import syslog_message
+from api.services import Services
+from api.syslog.inbox import Inbox
+from api.syslog.intake import RECOVERY_LOCK, AtnaIntake, Sender
+from api.syslog.service import intake_of
+from ledger.entry import Entry
+from ledger.store import open_store
+from tests import atna_messages as msgs
+from tests.support import fastapi_app
+
+
+def _sender(svc: Services) -> Sender:
+    key = svc.access.identities.issue_key("default", ["ingest"], name="atna-sender",
+                                          actor=Actor("test"), record=False)
+    found = svc.access.identities.by_name("atna-sender")
+    assert found is not None and key.key_id
+    return Sender(found.id, found.ledger)
+
+
+def _hold(intake: AtnaIntake, sender: Sender, *messages: bytes) -> list[int]:
+    async def take() -> list[int]:
+        return [await intake.take(sender, syslog_message(m)) for m in messages]
+    return asyncio.run(take())
+
+
+def _entries(svc: Services) -> list[dict[str, Any]]:
+    entries = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10_000)]
+    return svc.protection.reveal_many("default", [e.event for e in entries])
+
+
+def _raw_rows(svc: Services) -> list[bytes]:
+    with svc.store.transaction() as tx:
+        return [bytes(r[0]) for r in svc.store.execute(
+            tx, "SELECT message FROM syslog_inbox ORDER BY id").fetchall()]
+
+
+def test_a_held_message_is_durable_sealed_and_opens_only_in_its_row(svc: Services) -> None:
+    intake, sender = intake_of(svc), _sender(svc)
+    ids = _hold(intake, sender, msgs.dcm4che_patient_read(), msgs.login())
+    assert ids[0] < ids[1] and intake.inbox.depth() == 2 and intake.inbox.last() == ids[1]
+    # Committed: another connection to the database sees both.
+    other = open_store(svc.settings.database_url)
+    try:
+        held = Inbox(other, intake.inbox.ring).held()
+    finally:
+        other.close()
+    assert [h.id for h in held] == ids
+    assert [h.frame for h in held] == [syslog_message(msgs.dcm4che_patient_read()),
+                                       syslog_message(msgs.login())]
+    assert {(h.ledger, h.sender) for h in held} == {("default", sender.identity)}
+    # Sealed at rest: no PHI in the stored bytes.
+    assert intake.inbox.ring is not None
+    assert all(msgs.PATIENT.encode() not in raw for raw in _raw_rows(svc))
+    # Bound to its ledger and sender: moved to another sender's row, it does not open.
+    with svc.store.transaction() as tx:
+        svc.store.execute(tx, "UPDATE syslog_inbox SET sender = %s WHERE id = %s",
+                          ("someone-else", ids[0]))
+    with pytest.raises(Exception):  # noqa: B017 -- the AEAD's own InvalidTag
+        intake.inbox.held()
+    intake.inbox.release(ids)
+    assert intake.inbox.depth() == 0 and intake.inbox.held() == []
+
+
+def test_held_pages_by_id(svc: Services) -> None:
+    intake, sender = intake_of(svc), _sender(svc)
+    ids = _hold(intake, sender, *(msgs.login() for _ in range(5)))
+    assert [h.id for h in intake.inbox.held(ids[1], 2)] == ids[2:4]
+    intake.inbox.release(ids[:2])
+    assert [h.id for h in intake.inbox.held()] == ids[2:]
+
+
+def test_settling_again_changes_nothing(svc: Services) -> None:
+    """A process that died after settling and before releasing: its messages are settled
+    again at restart, to an entry recorded once and one dead letter."""
+    intake, sender = intake_of(svc), _sender(svc)
+    intake.default_purpose = None  # the dcm4che read names no purpose: a dead letter
+    good, bad = msgs.login(), msgs.dcm4che_patient_read()
+    _hold(intake, sender, good, bad)
+    assert intake.settle(intake.inbox.held()) == ["accepted", "dead"]
+    assert intake.inbox.depth() == 0
+    _hold(intake, sender, good, bad)  # as if never released
+    assert intake.settle(intake.inbox.held()) == ["replayed", "dead"]
+    assert len(_entries(svc)) == 1
+    assert len(intake.dead_letters.letters()) == 1
+    assert (intake.stats.accepted, intake.stats.replayed, intake.stats.dead) == (1, 1, 2)
+
+
+def test_one_settling_holds_each_outcome_apart(svc: Services) -> None:
+    """One group of many: a message sent twice is one entry; one that cannot be mapped,
+    one the contract refuses and one whose event id is taken by another body do not stop
+    the others."""
+    intake, sender = intake_of(svc), _sender(svc)
+    login, override = msgs.login(), msgs.emergency_override()
+    forged = login.replace(b'AuditSourceID="ehr"', b'AuditSourceID="phi-ledger"')
+    assert forged != login
+    _hold(intake, sender, login, b"<AuditMessage/>", login, forged, override)
+    outcomes = intake.settle(intake.inbox.held())
+    assert outcomes == ["accepted", "dead", "replayed", "dead", "accepted"]
+    assert [e["action"] for e in _entries(svc)] == ["login", "read"]
+    reasons = sorted(letter.reason for letter in intake.dead_letters.letters())
+    assert reasons[0].startswith("AuditMessage") and reasons[1].startswith("contract:")
+
+
+def test_recovery_settles_what_no_settler_has_in_hand(svc: Services) -> None:
+    intake, sender = intake_of(svc), _sender(svc)
+    left = _hold(intake, sender, msgs.login(), msgs.logout())  # a dead process's
+
+    async def scenario() -> list[int]:
+        settler = asyncio.get_running_loop().create_task(intake.run_settler())
+        try:
+            while intake.inbox.depth():  # recovery at the settler's start
+                await asyncio.sleep(0.01)
+            # Held by this process while its settler runs: settled from memory.
+            mine = await intake.take(sender, syslog_message(msgs.emergency_override()))
+            while intake.stats.accepted < 3:
+                await asyncio.sleep(0.01)
+            return [mine]
+        finally:
+            settler.cancel()
+
+    asyncio.run(scenario())
+    assert intake.inbox.depth() == 0
+    assert sorted(e["action"] for e in _entries(svc)) == ["login", "logout", "read"]
+    assert intake.stats.accepted == 3 and intake.stats.replayed == 0 and left
+
+
+def test_recovery_leaves_this_processs_own_and_yields_to_another(svc: Services) -> None:
+    intake, sender = intake_of(svc), _sender(svc)
+    first, second = _hold(intake, sender, msgs.login(), msgs.logout())
+    intake._mine.add(second)  # in this process's settler's hands
+    assert intake.recover() == 1
+    assert [h.id for h in intake.inbox.held()] == [second]
+    intake._mine.clear()
+    if svc.store.dialect == "postgresql":
+        # Another process is recovering: this one leaves it alone.
+        other = open_store(svc.settings.database_url)
+        try:
+            with other.sole(RECOVERY_LOCK) as alone:
+                assert alone
+                assert intake.recover() == 0
+        finally:
+            other.close()
+    assert intake.recover() == 1 and intake.inbox.depth() == 0
+    assert intake.stats.accepted == 2 and first < second
+
+
+def test_sole_is_one_process_at_a_time_on_postgres(postgres_url: str) -> None:
+    """About PostgreSQL's advisory lock (on SQLite every process is told it is alone)."""
+    from ledger.migrate import migrate
+
+    migrate(postgres_url)
+    one, two = open_store(postgres_url), open_store(postgres_url)
+    try:
+        with one.sole("x") as first:
+            with two.sole("x") as second, two.sole("y") as other_name:
+                assert (first, second, other_name) == (True, False, True)
+            with one.sole("x") as again:  # a session lock: another session of one store
+                assert not again
+        with two.sole("x") as after:
+            assert after
+    finally:
+        one.close()
+        two.close()
+
+
+def test_commit_one_commits_and_answers_its_row(database_url: str) -> None:
+    from ledger.migrate import migrate
+
+    migrate(database_url)
+    store, other = open_store(database_url), open_store(database_url)
+    try:
+        row = store.commit_one(
+            "INSERT INTO syslog_inbox (ledger, sender, received_at, message) VALUES"
+            " (%s, %s, %s, %s) RETURNING id, ledger", ("l", "s", "t", b"m"))
+        assert row is not None and row[1] == "l"
+        assert Inbox(other, None).last() == row[0]
+        assert store.commit_one("DELETE FROM syslog_inbox WHERE id = %s", (row[0],)) is None
+        assert Inbox(other, None).depth() == 0
+    finally:
+        store.close()
+        other.close()
+
+
+def test_metrics_show_the_messages_held(client: TestClient) -> None:
+    svc = fastapi_app(client.app).state.services
+    intake, sender = intake_of(svc), _sender(svc)
+    _hold(intake, sender, msgs.login(), msgs.logout())
+    body = client.get("/metrics").text
+    assert "phi_ledger_syslog_inbox 2.0" in body
+    intake.settle(intake.inbox.held())
+    assert "phi_ledger_syslog_inbox 0.0" in client.get("/metrics").text
