@@ -131,6 +131,33 @@ class Ingest:
                 validate_event(event, size)
         return self._queue(ledger, events, encoded, by, received)
 
+    def submit_each(
+        self, items: Sequence[tuple[str, dict[str, Any], Attestation, Received | None]]
+    ) -> list[Future[Outcome] | EventRejected]:
+        """One submission per ``(ledger, event, by, received)``, each answered alone (a
+        refused or conflicting event does not refuse the others): the future of its
+        outcome, or why it was refused. Every event is checked and fingerprinted before
+        any is queued, so that the writer finds them queued together: queued as they
+        were checked, the writer's thread would wake in between and take a few at a time
+        (a transaction each)."""
+        checked: list[tuple[str, Pending] | EventRejected] = []
+        for ledger, event, by, received in items:
+            try:
+                if not by.by_service and (reserved := reserved_source([event], batch=False)):
+                    raise ReservedSource([(f, "reserved for the service's own records")
+                                          for f in reserved])
+                raw = _encoded(event)
+                validate_event(event, None if raw is None else len(raw))
+            except EventRejected as rejected:
+                checked.append(rejected)
+                continue
+            members = by.members() if received is None else by.members(received)
+            checked.append((ledger, Pending(
+                event["event_id"], self.protection.fingerprint(ledger, event, raw), event,
+                members)))
+        return [c if isinstance(c, EventRejected) else self.writer.submit(c[0], [c[1]])
+                for c in checked]
+
     def submit_alike(
         self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
     ) -> Future[Outcome]:

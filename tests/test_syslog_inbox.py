@@ -14,11 +14,12 @@ from fastapi.testclient import TestClient
 from api.auth.identities import Actor
 from api.formats.syslog import syslog_message
 from api.services import Services
-from api.syslog.inbox import Inbox
+from api.syslog.holding import Holding
+from api.syslog.inbox import Arrival, Inbox
 from api.syslog.intake import RECOVERY_LOCK, AtnaIntake, Sender
 from api.syslog.service import intake_of
 from ledger.entry import Entry
-from ledger.store import open_store
+from ledger.store import StoreUnavailable, open_store
 from tests import atna_messages as msgs
 from tests.support import fastapi_app
 
@@ -73,6 +74,16 @@ def test_a_held_message_is_durable_sealed_and_opens_only_in_its_row(svc: Service
         intake.inbox.held()
     intake.inbox.release(ids)
     assert intake.inbox.depth() == 0 and intake.inbox.held() == []
+
+
+def test_many_held_at_once_keep_their_order(svc: Services) -> None:
+    intake = intake_of(svc)
+    frames = [syslog_message(m) for m in (msgs.login(), msgs.logout(), msgs.login_failed())]
+    ids = intake.inbox.hold_many([Arrival("default", f"s{i}", f, "t")
+                                  for i, f in enumerate(frames)])
+    held = intake.inbox.held()
+    assert [h.id for h in held] == ids and ids == sorted(ids)
+    assert [(h.sender, h.frame) for h in held] == [(f"s{i}", f) for i, f in enumerate(frames)]
 
 
 def test_held_pages_by_id(svc: Services) -> None:
@@ -177,19 +188,21 @@ def test_sole_is_one_process_at_a_time_on_postgres(postgres_url: str) -> None:
         two.close()
 
 
-def test_commit_one_commits_and_answers_its_row(database_url: str) -> None:
+def test_commit_statement_commits_and_answers_its_rows(database_url: str) -> None:
     from ledger.migrate import migrate
 
     migrate(database_url)
     store, other = open_store(database_url), open_store(database_url)
     try:
-        row = store.commit_one(
+        rows = store.commit_statement(
             "INSERT INTO syslog_inbox (ledger, sender, received_at, message) VALUES"
-            " (%s, %s, %s, %s) RETURNING id, ledger", ("l", "s", "t", b"m"))
-        assert row is not None and row[1] == "l"
-        assert Inbox(other, None).last() == row[0]
-        assert store.commit_one("DELETE FROM syslog_inbox WHERE id = %s", (row[0],)) is None
-        assert Inbox(other, None).depth() == 0
+            " (%s, %s, %s, %s), (%s, %s, %s, %s) RETURNING id, ledger",
+            ("l", "s", "t", b"m", "k", "s", "t", b"n"))
+        assert sorted(r[1] for r in rows) == ["k", "l"]
+        assert Inbox(other, None).last() == max(r[0] for r in rows)
+        assert store.commit_statement("DELETE FROM syslog_inbox WHERE ledger = %s",
+                                      ("l",)) == []
+        assert Inbox(other, None).depth() == 1
     finally:
         store.close()
         other.close()
@@ -203,3 +216,30 @@ def test_metrics_show_the_messages_held(client: TestClient) -> None:
     assert "phi_ledger_syslog_inbox 2.0" in body
     intake.settle(intake.inbox.held())
     assert "phi_ledger_syslog_inbox 0.0" in client.get("/metrics").text
+
+
+def test_holding_holds_concurrent_arrivals_and_passes_on_a_store_failure(
+        svc: Services) -> None:
+    holding = Holding(Inbox(svc.store, None))
+    arrivals = [Arrival("default", f"s{i}", syslog_message(msgs.login()), "t")
+                for i in range(6)]
+
+    async def hold_all(on: Holding) -> list[int]:
+        return list(await asyncio.gather(*(on.hold(a) for a in arrivals)))
+
+    try:
+        ids = asyncio.run(hold_all(holding))
+    finally:
+        holding.close()
+    held = Inbox(svc.store, None).held()
+    assert sorted(ids) == [h.id for h in held] and len(set(ids)) == 6
+    assert {h.id: h.sender for h in held} == {i: a.sender for i, a in zip(ids, arrivals,
+                                                                          strict=True)}
+    closed = open_store(svc.settings.database_url)
+    closed.close()
+    failing = Holding(Inbox(closed, None))
+    try:
+        with pytest.raises(StoreUnavailable):
+            asyncio.run(hold_all(failing))
+    finally:
+        failing.close()

@@ -24,6 +24,16 @@ from ledger.store import LedgerStore
 
 
 @dataclass(frozen=True, slots=True)
+class Arrival:
+    """A message to hold: as received, from whom, for which ledger, when."""
+
+    ledger: str
+    sender: str
+    frame: bytes
+    received_at: str
+
+
+@dataclass(frozen=True, slots=True)
 class Held:
     """A message in the inbox, opened."""
 
@@ -47,13 +57,22 @@ class Inbox:
 
     def hold(self, ledger: str, sender: str, frame: bytes, received_at: str) -> int:
         """Keep ``frame`` (durable on return); its id in the inbox."""
-        kept = keep(self.ring, frame, _aad(ledger, sender))
-        row = self.store.commit_one(
+        return self.hold_many([Arrival(ledger, sender, frame, received_at)])[0]
+
+    def hold_many(self, arrivals: Sequence[Arrival]) -> list[int]:
+        """Keep every arrival in one statement (durable on return); their ids, in order."""
+        params: list[object] = []
+        for a in arrivals:
+            kept = keep(self.ring, a.frame, _aad(a.ledger, a.sender))
+            params += [a.ledger, a.sender, a.received_at, kept.kek_id, kept.wrapped_key,
+                       kept.message]
+        rows = self.store.commit_statement(
             "INSERT INTO syslog_inbox (ledger, sender, received_at, kek_id, wrapped_key,"
-            " message) VALUES (%s, %s, %s, %s, %s, %s) RETURNING id",
-            (ledger, sender, received_at, kept.kek_id, kept.wrapped_key, kept.message))
-        assert row is not None  # RETURNING
-        return int(row[0])
+            " message) VALUES " + ", ".join(["(%s, %s, %s, %s, %s, %s)"] * len(arrivals))
+            + " RETURNING id", params)
+        # Ids are drawn in the order the rows are inserted, the order of VALUES; RETURNING
+        # promises no order of its own.
+        return sorted(int(row[0]) for row in rows)
 
     def held(self, after: int = 0, limit: int = 1000) -> list[Held]:
         """Up to ``limit`` held messages after id ``after``, oldest first."""

@@ -27,7 +27,8 @@ from api.formats.codes import derived_event_id, sha256_hex
 from api.formats.fhir_audit import FormatRejected
 from api.formats.syslog import parse_message
 from api.syslog.dead_letters import DeadLetters
-from api.syslog.inbox import Held, Inbox
+from api.syslog.holding import Holding
+from api.syslog.inbox import Arrival, Held, Inbox
 from ledger.admission import Conflicted
 from ledger.attestation import Attestation, Received, Submitter
 from ledger.clock import Clock
@@ -133,11 +134,13 @@ class AtnaIntake:
     _mine_lock: threading.Lock = field(default_factory=threading.Lock, init=False,
                                        repr=False)
 
+    def __post_init__(self) -> None:
+        self.holding = Holding(self.inbox)
+
     async def take(self, sender: Sender, frame: bytes) -> int:
         """Hold ``frame`` for ``sender`` (durable when it returns); its inbox id."""
         at = format_recorded_at(self.clock())
-        held = await asyncio.to_thread(self.inbox.hold, sender.ledger, sender.identity,
-                                       frame, at)
+        held = await self.holding.hold(Arrival(sender.ledger, sender.identity, frame, at))
         if self._waiting is not None and self._wake is not None:
             with self._mine_lock:
                 self._mine.add(held)
@@ -158,17 +161,15 @@ class AtnaIntake:
                 reasons[i] = mapped.reason or "unmapped"
             else:
                 events.append((i, mapped.event))
-        # Submitted only once all are mapped: the writer takes what is queued when it
-        # wakes, so submissions spread over the mapping would make many small groups.
+        submitted = self.ingest.submit_each([
+            (held[i].ledger, event, syslog_attestation(held[i].sender),
+             received_of(held[i].frame)) for i, event in events])
         waiting = []
-        for i, event in events:
-            message = held[i]
-            try:
-                waiting.append((i, self.ingest.submit(
-                    message.ledger, [event], by=syslog_attestation(message.sender),
-                    received=[received_of(message.frame)])))
-            except EventRejected as rejected:
-                reasons[i] = _contract(rejected)
+        for (i, _), future in zip(events, submitted, strict=True):
+            if isinstance(future, EventRejected):
+                reasons[i] = _contract(future)
+            else:
+                waiting.append((i, future))
         for i, future in waiting:
             outcome = future.result()
             if isinstance(outcome, Conflicted):

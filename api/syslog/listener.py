@@ -120,6 +120,7 @@ class SyslogListeners:
             self.settler.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.settler
+        await asyncio.to_thread(self.intake.holding.close)
 
 
 async def _connection(intake: AtnaIntake, resolve: Resolve, recheck: float,

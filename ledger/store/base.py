@@ -286,12 +286,14 @@ class LedgerStore(ABC):
         """A plain transaction (no ledger lock) for the store's other tables, committed
         on a clean exit. Queries use ``%s`` placeholders (see :meth:`sql`)."""
 
-    def commit_one(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    def commit_statement(self, statement: str, params: Sequence[Any] = ()
+                         ) -> list[tuple[Any, ...]]:
         """Run one statement (``%s`` placeholders) as a transaction of its own, committed
-        when this returns; its first row, if any. PostgreSQL: one round trip."""
+        when this returns; the rows it returns (``RETURNING``), if any. PostgreSQL: one
+        round trip."""
         with self.transaction() as tx:
-            row = self.execute(tx, statement, params).fetchone()
-        return None if row is None else tuple(row)
+            cursor = self.execute(tx, statement, params)
+            return [tuple(row) for row in cursor.fetchall()] if cursor.description else []
 
     def sole(self, name: str) -> AbstractContextManager[bool]:
         """Whether this process alone runs the block named ``name`` among the processes

@@ -420,7 +420,8 @@ class PostgresLedgerStore(LedgerStore):
         except (PersistenceError, psycopg.Error) as error:
             raise StoreUnavailable(_describe(error)) from None
 
-    def commit_one(self, statement: str, params: Sequence[Any] = ()) -> tuple[Any, ...] | None:
+    def commit_statement(self, statement: str, params: Sequence[Any] = ()
+                         ) -> list[tuple[Any, ...]]:
         # Autocommit: the statement alone, no BEGIN and COMMIT of their own (three round
         # trips become one, and the CPU each costs the client).
         with self._connection() as conn:
@@ -428,10 +429,9 @@ class PostgresLedgerStore(LedgerStore):
             try:
                 with conn.cursor(row_factory=tuple_row) as curs:
                     curs.execute(statement, tuple(params), prepare=True)
-                    row = curs.fetchone() if curs.description else None
+                    return list(curs.fetchall()) if curs.description else []
             finally:
                 conn.autocommit = False
-        return row
 
     @contextmanager
     def sole(self, name: str) -> Iterator[bool]:
