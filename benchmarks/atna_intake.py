@@ -24,6 +24,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
@@ -68,6 +69,42 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
+def floor(messages: int, senders: int) -> str:
+    """What the database allows: each sender commits its messages' bytes one at a time,
+    a bare insert on a connection of its own (psycopg's async connections, no threads),
+    nothing else. Each message must be durable before its sender's next is sent, so this
+    is about ``senders`` / (one commit's latency): the ceiling of any intake that keeps
+    that promise, on this host's disk."""
+    import psycopg
+
+    per_sender = messages // senders
+    frame = syslog_message(audit_message(0, "PAT-0"))
+    url = create_pg_database()
+    try:
+        async def main() -> float:
+            conns = [await psycopg.AsyncConnection.connect(url, autocommit=True)
+                     for _ in range(senders)]
+            await conns[0].execute("CREATE TABLE arrivals (id bigserial PRIMARY KEY,"
+                                   " message bytea NOT NULL)")
+
+            async def send(conn: psycopg.AsyncConnection[Any]) -> None:
+                for _ in range(per_sender):
+                    await conn.execute("INSERT INTO arrivals (message) VALUES (%s)",
+                                       (frame,), prepare=True)
+
+            began = time.perf_counter()
+            await asyncio.gather(*(send(c) for c in conns))
+            seconds = time.perf_counter() - began
+            for conn in conns:
+                await conn.close()
+            return seconds
+
+        seconds = uvloop.run(main())
+        return f"{per_sender * senders / seconds:>7,.0f} msg/s"
+    finally:
+        drop_pg_database(url)
+
+
 def run(messages: int, senders: int, patients: int | None) -> str:
     """One run on a fresh database; its line of figures. ``patients``: how many distinct
     patients the messages name (None: a new one each)."""
@@ -96,10 +133,12 @@ def run(messages: int, senders: int, patients: int | None) -> str:
 
             stats = svc.writer.stats
 
-            async def main() -> tuple[float, float, float, dict[str, float], WriterStats]:
+            async def main() -> tuple[float, float, float,
+                                      tuple[dict[str, float], dict[str, float]], WriterStats]:
                 """Seconds until every timed message was held, and until every one was
-                settled; the process's CPU, its threads' and the writer's figures as
-                the timed part began (after the warm-up)."""
+                settled; the process's CPU over that time, its threads' CPU as it began
+                and as it ended, and the writer's figures as it began (after the
+                warm-up)."""
                 settler = asyncio.get_running_loop().create_task(intake.run_settler())
                 await send(streams[0][:WARM_UP], False)
                 await settled(WARM_UP)
@@ -110,12 +149,11 @@ def run(messages: int, senders: int, patients: int | None) -> str:
                 held = time.perf_counter() - began
                 await settled(per_sender * senders)
                 seconds = time.perf_counter() - began
-                settler.cancel()
-                return held, seconds, cpu, threads, earlier
+                spent, threads_after = time.process_time() - cpu, thread_cpu()
+                settler.cancel()  # its thread ends with it: its CPU read first
+                return held, seconds, spent, (threads, threads_after), earlier
 
-            held, seconds, cpu_before, threads_before, earlier = uvloop.run(main())
-            cpu = time.process_time() - cpu_before
-            threads = thread_cpu()
+            held, seconds, cpu, (threads_before, threads), earlier = uvloop.run(main())
             timed = len(latencies)
             transactions = stats.transactions - earlier.transactions
             events = stats.events - earlier.events
@@ -147,6 +185,7 @@ def main() -> None:
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)  # as `phi-ledger serve` runs
     print(describe_host(), flush=True)
     print(f"{args.senders} senders, {args.messages:,} messages, PostgreSQL, no TLS", flush=True)
+    print(f"floor (bare commits): {floor(args.messages, args.senders)}", flush=True)
     print(f"new patients:      {run(args.messages, args.senders, None)}", flush=True)
     print(f"{KNOWN_PATIENTS} patients:       "
           f"{run(args.messages, args.senders, KNOWN_PATIENTS)}", flush=True)

@@ -243,3 +243,26 @@ def test_holding_holds_concurrent_arrivals_and_passes_on_a_store_failure(
             asyncio.run(hold_all(failing))
     finally:
         failing.close()
+
+
+def test_a_message_the_mapping_chokes_on_is_a_dead_letter_not_a_stop(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An input that makes the mapping raise what it never should (a bug) becomes a dead
+    letter naming the error's type; the messages beside it are settled."""
+    import api.syslog.intake as intake_module
+
+    mapping = intake_module.map_message
+    poison = syslog_message(msgs.logout())
+
+    def choking(frame: bytes, sender: str, purpose: str | None) -> Any:
+        if frame == poison:
+            raise RecursionError("deep")
+        return mapping(frame, sender, purpose)
+
+    monkeypatch.setattr(intake_module, "map_message", choking)
+    intake, sender = intake_of(svc), _sender(svc)
+    _hold(intake, sender, msgs.login(), msgs.logout(), msgs.emergency_override())
+    assert intake.settle(intake.inbox.held()) == ["accepted", "dead", "accepted"]
+    (letter,) = intake.dead_letters.letters()
+    assert letter.reason == "internal: RecursionError while mapping"
+    assert intake.inbox.depth() == 0

@@ -17,6 +17,7 @@ import asyncio
 import threading
 from collections import deque
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -35,7 +36,6 @@ from ledger.clock import Clock
 from ledger.entry import format_recorded_at
 from ledger.event import EventRejected
 from ledger.ingest import EventConflict, Ingest
-from ledger.store import StoreUnavailable
 
 log = structlog.get_logger(__name__)
 
@@ -136,6 +136,7 @@ class AtnaIntake:
 
     def __post_init__(self) -> None:
         self.holding = Holding(self.inbox)
+        self._settling: ThreadPoolExecutor | None = None
 
     async def take(self, sender: Sender, frame: bytes) -> int:
         """Hold ``frame`` for ``sender`` (durable when it returns); its inbox id."""
@@ -156,7 +157,11 @@ class AtnaIntake:
         reasons: dict[int, str] = {}
         events = []
         for i, message in enumerate(held):
-            mapped = map_message(message.frame, message.sender, self.default_purpose)
+            try:
+                mapped = map_message(message.frame, message.sender, self.default_purpose)
+            except Exception as error:  # no message may stop the settler
+                log.error("syslog.unmappable", error=type(error).__name__)
+                mapped = Mapped(None, f"internal: {type(error).__name__} while mapping")
             if mapped.event is None:
                 reasons[i] = mapped.reason or "unmapped"
             else:
@@ -219,6 +224,15 @@ class AtnaIntake:
         then whenever idle for RECOVER_SECONDS). Runs until cancelled."""
         self._waiting, self._wake = deque(), asyncio.Event()
         waiting, wake = self._waiting, self._wake
+        # A thread of its own, by name: the settler is most of an intake's CPU.
+        self._settling = ThreadPoolExecutor(1, thread_name_prefix="syslog-settler")
+        try:
+            await self._settle_loop(waiting, wake)
+        finally:
+            self._settling.shutdown(wait=False)
+
+    async def _settle_loop(self, waiting: deque[Held], wake: asyncio.Event) -> None:
+        loop = asyncio.get_running_loop()
         await self._recover()
         while True:
             try:
@@ -233,18 +247,19 @@ class AtnaIntake:
             while waiting:
                 batch = [waiting.popleft() for _ in range(min(len(waiting), SETTLE_AT_MOST))]
                 try:
-                    await asyncio.to_thread(self.settle, batch)
-                except StoreUnavailable:
+                    await loop.run_in_executor(self._settling, self.settle, batch)
+                except Exception as error:  # the settler must go on
                     # Still held: tried again after a pause, in the same order.
                     waiting.extendleft(reversed(batch))
-                    log.warning("syslog.settle_failed", held=len(waiting))
+                    log.warning("syslog.settle_failed", held=len(waiting),
+                                error=type(error).__name__)
                     await asyncio.sleep(RETRY_SECONDS)
 
     async def _recover(self) -> None:
         try:
-            await asyncio.to_thread(self.recover)
-        except StoreUnavailable:
-            log.warning("syslog.recovery_failed")
+            await asyncio.get_running_loop().run_in_executor(self._settling, self.recover)
+        except Exception as error:  # tried again when next idle
+            log.warning("syslog.recovery_failed", error=type(error).__name__)
 
     def bury(self, ledger: str, sender: str, frame: bytes, reason: str,
              received_at: str | None = None) -> int:
