@@ -2,16 +2,19 @@
 
     .venv/bin/python -m benchmarks.atna_intake [--messages 4000] [--senders 4]
 
-Each sender (an asyncio task) hands the intake (``AtnaIntake.take``, what the TLS listener
-calls for each frame) one RFC 5424 message at a time, the next only once the last is
-durable, as the listener does for a connection. Two runs on fresh PostgreSQL databases
-(fsync on), the service's runtime settings (GIL switch interval, tuned collector):
-messages that each name a patient not seen before (each needs a data key), and messages
-naming 20 patients (their keys cached). Each prints the rate, the latency of a message,
-the process's CPU per message (all its threads: the event loop, the sealer, the
-committer), and the writer's mean group and time per transaction (sealing; appending,
-commit included). The TLS figure of ``benchmarks.formats`` adds the handshake-free cost of
-TLS records and the socket reads to this path.
+First the floor: each sender commits its messages' bytes one at a time, bare inserts on a
+connection of its own, nothing else -- the most any intake can take while each message
+is durable before its sender's next. Then the intake: each sender (an asyncio task) hands
+``AtnaIntake.take`` (what the TLS listener calls for each frame) one RFC 5424 message at
+a time, the next only once the last is held, while the intake's settler settles them
+into the ledger. Two runs on fresh PostgreSQL databases (fsync on), the service's
+runtime settings (GIL switch interval, tuned collector): messages that each name a
+patient not seen before (each needs a data key), and messages naming 20 patients (their
+keys cached). Each prints the rates held and settled, the latency to held, the process's
+CPU per message and each thread's (the event loop, the holding threads, the settler, the
+writer's sealer and committer), and the writer's mean group and time per transaction
+(sealing; appending, commit included). The TLS figure of ``benchmarks.formats`` adds the
+cost of TLS records and the socket reads to this path.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from api.app import GIL_SWITCH_INTERVAL
 from api.formats.syslog import syslog_message
 from api.syslog.intake import Sender
 from api.syslog.service import intake_of
+from benchmarks.cpu import parse_stat
 from benchmarks.formats import audit_message
 from benchmarks.host import describe as describe_host
 from benchmarks.support import create_pg_database, drop_pg_database, services_on
@@ -55,13 +59,9 @@ def thread_cpu() -> dict[str, float]:
             raw = Path(f"/proc/self/task/{tid}/stat").read_text()
         except OSError:
             continue
-        fields = raw[raw.rindex(")") + 2:].split()
         name = names.get(int(tid), "other")
-        out[name] = out.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / TICKS
+        out[name] = out.get(name, 0.0) + parse_stat(raw)[2]
     return out
-
-
-TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
 def percentile(values: list[float], p: float) -> float:

@@ -17,16 +17,21 @@ PROC = Path("/proc")
 _TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
 
-def _stat(pid: int) -> tuple[str, int, float] | None:
-    """(command name, parent pid, CPU seconds) of a live process, or None."""
-    try:
-        raw = (PROC / str(pid) / "stat").read_text()
-    except OSError:
-        return None
+def parse_stat(raw: str) -> tuple[str, int, float]:
+    """(command name, parent pid, CPU seconds) from the text of a ``/proc/<pid>/stat`` or
+    ``/proc/<pid>/task/<tid>/stat`` file."""
     name = raw[raw.index("(") + 1 : raw.rindex(")")]
     fields = raw[raw.rindex(")") + 2 :].split()
     # After the name: state, ppid, ..., utime and stime are the 12th and 13th.
     return name, int(fields[1]), (int(fields[11]) + int(fields[12])) / _TICKS
+
+
+def _stat(pid: int) -> tuple[str, int, float] | None:
+    """(command name, parent pid, CPU seconds) of a live process, or None."""
+    try:
+        return parse_stat((PROC / str(pid) / "stat").read_text())
+    except OSError:
+        return None
 
 
 Sample = dict[int, tuple[str, float]]  # pid -> (part, CPU seconds so far)
