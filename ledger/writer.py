@@ -23,6 +23,7 @@ import structlog
 from ledger.admission import Outcome, Pending
 from ledger.clock import Clock, utc_now
 from ledger.data_keys import DataKeyUnusable
+from ledger.grouping import waiting_after
 from ledger.store import LedgerStore, StoreUnavailable
 
 log = structlog.get_logger(__name__)
@@ -170,17 +171,8 @@ class GroupCommitWriter:
             job = self._queue.get()
             if job is None:
                 break
-            jobs, size = [job], len(job.pending)
-            while size < self.max_group_events:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stopping = True
-                    break
-                jobs.append(more)
-                size += len(more.pending)
+            jobs, size, stopping = waiting_after(job, self._queue, limit=self.max_group_events,
+                                                 weight=lambda j: len(j.pending))
             started = time.perf_counter()
             try:
                 sealed = self._seal_jobs(jobs)
@@ -214,18 +206,8 @@ class GroupCommitWriter:
             first = self._sealed.get()
             if first is None:
                 return
-            batch, done = [first], False
-            size = first.size
-            while size < self.max_group_events:
-                try:
-                    more = self._sealed.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    done = True
-                    break
-                batch.append(more)
-                size += more.size
+            batch, size, done = waiting_after(first, self._sealed, limit=self.max_group_events,
+                                              weight=lambda g: g.size)
             self._commit(batch, size)
             if done:
                 return

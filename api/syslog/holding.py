@@ -16,6 +16,7 @@ import threading
 from concurrent.futures import Future
 
 from api.syslog.inbox import Arrival, Inbox
+from ledger.grouping import waiting_after
 
 # Two: one group commits while the next is sent; more only wait on the same WAL flush.
 THREADS = 2
@@ -60,17 +61,7 @@ class Holding:
             first = self._queue.get()
             if first is None:
                 return
-            group = [first]
-            stop = False
-            while True:
-                try:
-                    more = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    stop = True
-                    break
-                group.append(more)
+            group, _, stop = waiting_after(first, self._queue)
             try:
                 ids = self.inbox.hold_many([arrival for arrival, _ in group])
             except Exception as error:  # each waiting connection gets it, and stops
