@@ -229,12 +229,14 @@ def test_holding_holds_concurrent_arrivals_and_passes_on_a_store_failure(
 
     try:
         ids = asyncio.run(hold_all(holding))
+        holding.close()
+        ids += asyncio.run(hold_all(holding))  # closed, it starts again when asked
     finally:
         holding.close()
     held = Inbox(svc.store, None).held()
-    assert sorted(ids) == [h.id for h in held] and len(set(ids)) == 6
-    assert {h.id: h.sender for h in held} == {i: a.sender for i, a in zip(ids, arrivals,
-                                                                          strict=True)}
+    assert sorted(ids) == [h.id for h in held] and len(set(ids)) == 12
+    assert {h.id: h.sender for h in held} == {i: a.sender for i, a in zip(
+        ids, arrivals + arrivals, strict=True)}
     closed = open_store(svc.settings.database_url)
     closed.close()
     failing = Holding(Inbox(closed, None))
@@ -266,3 +268,44 @@ def test_a_message_the_mapping_chokes_on_is_a_dead_letter_not_a_stop(
     (letter,) = intake.dead_letters.letters()
     assert letter.reason == "internal: RecursionError while mapping"
     assert intake.inbox.depth() == 0
+
+
+def test_the_settler_keeps_a_group_it_could_not_settle_and_tries_again(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.syslog.intake as intake_module
+
+    monkeypatch.setattr(intake_module, "RETRY_SECONDS", 0.01)
+    intake, sender = intake_of(svc), _sender(svc)
+    settle, failures = intake.settle, []
+
+    def failing_once(held: Any) -> list[str]:
+        if not failures:
+            failures.append(len(held))
+            raise StoreUnavailable("database unavailable (OperationalError)")
+        return settle(held)
+
+    monkeypatch.setattr(intake, "settle", failing_once)
+
+    async def scenario() -> None:
+        settler = asyncio.get_running_loop().create_task(intake.run_settler())
+        try:
+            await intake.take(sender, syslog_message(msgs.login()))
+            while intake.stats.accepted < 1:
+                await asyncio.sleep(0.01)
+        finally:
+            settler.cancel()
+
+    asyncio.run(asyncio.wait_for(scenario(), 60))  # the deadline only catches a hang
+    assert failures == [1] and intake.inbox.depth() == 0
+    assert [e["action"] for e in _entries(svc)] == ["login"]
+
+
+def test_recovery_settles_only_what_was_held_when_it_began(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A message held after recovery began is another settler's (a live process's, or
+    this one's): recovery leaves it."""
+    intake, sender = intake_of(svc), _sender(svc)
+    first, later = _hold(intake, sender, msgs.login(), msgs.logout())
+    monkeypatch.setattr(intake.inbox, "last", lambda: first)  # `later` came after
+    assert intake.recover() == 1
+    assert [h.id for h in intake.inbox.held()] == [later]

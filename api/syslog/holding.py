@@ -29,31 +29,31 @@ class Holding:
         self.inbox = inbox
         self._queue: queue.SimpleQueue[tuple[Arrival, Future[int]] | None] = \
             queue.SimpleQueue()
-        self._threads = [threading.Thread(target=self._run, name=f"syslog-holding-{i}",
-                                          daemon=True) for i in range(threads)]
+        self._count = threads
+        self._threads: list[threading.Thread] = []
         self._lock = threading.Lock()
-        self._started = False
 
     async def hold(self, arrival: Arrival) -> int:
         """Hold ``arrival``; its inbox id once it is committed. Raises what holding its
         group raised (StoreUnavailable: the database is down)."""
         with self._lock:
-            if not self._started:
+            if not self._threads:
+                self._threads = [threading.Thread(target=self._run, daemon=True,
+                                                  name=f"syslog-holding-{i}")
+                                 for i in range(self._count)]
                 for thread in self._threads:
                     thread.start()
-                self._started = True
         future: Future[int] = Future()
         self._queue.put((arrival, future))
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
-        """Stop the threads once what is waiting is held."""
+        """Stop the threads once what is waiting is held (a later hold starts others)."""
         with self._lock:
-            if not self._started:
-                return
-            for _ in self._threads:
+            threads, self._threads = self._threads, []
+            for _ in threads:
                 self._queue.put(None)
-        for thread in self._threads:
+        for thread in threads:
             thread.join()
 
     def _run(self) -> None:
