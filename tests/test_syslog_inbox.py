@@ -276,7 +276,8 @@ def test_the_settler_keeps_a_group_it_could_not_settle_and_tries_again(
 
     monkeypatch.setattr(intake_module, "RETRY_SECONDS", 0.01)
     intake, sender = intake_of(svc), _sender(svc)
-    settle, failures = intake.settle, []
+    settle = intake.settle
+    failures: list[int] = []
 
     def failing_once(held: Any) -> list[str]:
         if not failures:
