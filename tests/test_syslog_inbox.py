@@ -310,3 +310,22 @@ def test_recovery_settles_only_what_was_held_when_it_began(
     monkeypatch.setattr(intake.inbox, "last", lambda: first)  # `later` came after
     assert intake.recover() == 1
     assert [h.id for h in intake.inbox.held()] == [later]
+
+
+def test_holding_skips_a_message_whose_connection_gave_up_and_goes_on(
+        svc: Services) -> None:
+    """A connection cancelled while its message waited (it went away, or the listener
+    closed): that message is not held, and the holding threads live on for the rest."""
+    from concurrent.futures import Future
+
+    holding = Holding(Inbox(svc.store, None))
+    gone: Future[int] = Future()
+    gone.cancel()
+    holding._queue.put((Arrival("default", "gone", b"x", "t"), gone))
+    try:
+        held = asyncio.run(holding.hold(Arrival("default", "here", b"y", "t")))
+        again = asyncio.run(holding.hold(Arrival("default", "here", b"z", "t")))
+    finally:
+        holding.close()
+    assert [(h.id, h.sender, h.frame) for h in Inbox(svc.store, None).held()] == [
+        (held, "here", b"y"), (again, "here", b"z")]

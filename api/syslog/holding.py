@@ -61,7 +61,14 @@ class Holding:
             first = self._queue.get()
             if first is None:
                 return
-            group, _, stop = waiting_after(first, self._queue)
+            taken, _, stop = waiting_after(first, self._queue)
+            # A connection that went away first cancelled its wait: its message is not
+            # held (and a running future can no longer be cancelled under us).
+            group = [(a, f) for a, f in taken if f.set_running_or_notify_cancel()]
+            if not group:
+                if stop:
+                    return
+                continue
             try:
                 ids = self.inbox.hold_many([arrival for arrival, _ in group])
             except Exception as error:  # each waiting connection gets it, and stops
