@@ -54,6 +54,11 @@ def _nothing_to_settle(
 
 @dataclass(slots=True)
 class _Job:
+    """One submission. Its future is answered only if its caller still waits: a caller
+    that gave up (an asyncio wait cancelled: a client gone, a server stopping) cancels
+    it, and setting a cancelled future raises, which would end the writer's thread. Its
+    events are committed, or not, all the same; a retry is answered as a replay."""
+
     ledger: str
     pending: Sequence[Pending]
     future: Future[Outcome] = field(default_factory=Future)
@@ -256,7 +261,8 @@ class GroupCommitWriter:
         for job in jobs:
             i = position[job.ledger]
             position[job.ledger] = i + 1
-            job.future.set_result(results[job.ledger][i])
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_result(results[job.ledger][i])
 
     def _split(self, jobs: list[_Job], submissions: list[Sequence[Pending]]) -> None:
         # Halves in order, the first committed before the second is tried: submissions
@@ -322,4 +328,5 @@ class GroupCommitWriter:
             log.error("ledger.append_crashed", error_type=type(error).__name__, events=size)
             error = StoreUnavailable("append failed")
         for job in jobs:
-            job.future.set_exception(error)
+            if job.future.set_running_or_notify_cancel():
+                job.future.set_exception(error)

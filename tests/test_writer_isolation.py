@@ -94,3 +94,24 @@ def test_a_group_without_fault_is_one_transaction(store: LedgerStore) -> None:
     finally:
         writer.stop()
     assert writer.stats.splits == 0 and writer.stats.transactions == 1
+
+
+def test_a_submission_whose_caller_gave_up_is_committed_and_the_writer_goes_on(
+    store: LedgerStore,
+) -> None:
+    """Its future cancelled before the writer answers it (an asyncio wait on it was
+    cancelled): setting a cancelled future raises, and used to end the committer
+    thread, so that every later submission waited for ever."""
+    writer = GroupCommitWriter(store)
+    given_up = writer.submit("default", _valid("default"))
+    assert given_up.cancel()  # not started yet: the writer has not taken it
+    writer.start()
+    try:
+        later = writer.submit("default", _valid("default")).result(timeout=60)
+        refused = writer.submit("default", _poison())
+        assert given_up.cancelled() and accepted(later).created
+        with pytest.raises(Exception):  # noqa: B017 -- answered, not left waiting
+            refused.result(timeout=60)
+    finally:
+        writer.stop()
+    assert store.head("default").seq == 2  # the given-up submission is in the ledger too
