@@ -6,6 +6,7 @@ recovery settles what no settler has in hand, and leaves this process's own alon
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -16,7 +17,7 @@ from api.formats.syslog import syslog_message
 from api.services import Services
 from api.syslog.holding import Holding
 from api.syslog.inbox import Arrival, Inbox
-from api.syslog.intake import RECOVERY_LOCK, AtnaIntake, Sender
+from api.syslog.intake import RECOVER_AFTER, RECOVERY_LOCK, AtnaIntake, Sender
 from api.syslog.service import intake_of
 from ledger.entry import Entry
 from ledger.store import StoreUnavailable, open_store
@@ -36,6 +37,16 @@ def _hold(intake: AtnaIntake, sender: Sender, *messages: bytes) -> list[int]:
     async def take() -> list[int]:
         return [await intake.take(sender, syslog_message(m)) for m in messages]
     return asyncio.run(take())
+
+
+def _hold_earlier(intake: AtnaIntake, sender: Sender, *messages: bytes) -> list[int]:
+    """Held a minute ago (by a process that then died): old enough for recovery."""
+    clock = intake.clock
+    intake.clock = lambda: clock() - timedelta(minutes=1)
+    try:
+        return _hold(intake, sender, *messages)
+    finally:
+        intake.clock = clock
 
 
 def _entries(svc: Services) -> list[dict[str, Any]]:
@@ -70,8 +81,8 @@ def test_a_held_message_is_durable_sealed_and_opens_only_in_its_row(svc: Service
     with svc.store.transaction() as tx:
         svc.store.execute(tx, "UPDATE syslog_inbox SET sender = %s WHERE id = %s",
                           ("someone-else", ids[0]))
-    with pytest.raises(Exception):  # noqa: B017 -- the AEAD's own InvalidTag
-        intake.inbox.held()
+    assert [h.id for h in intake.inbox.held()] == [ids[1]]  # left out, not a stop
+    assert intake.inbox.depth() == 2  # still there, for an operator
     intake.inbox.release(ids)
     assert intake.inbox.depth() == 0 and intake.inbox.held() == []
 
@@ -128,7 +139,7 @@ def test_one_settling_holds_each_outcome_apart(svc: Services) -> None:
 
 def test_recovery_settles_what_no_settler_has_in_hand(svc: Services) -> None:
     intake, sender = intake_of(svc), _sender(svc)
-    left = _hold(intake, sender, msgs.login(), msgs.logout())  # a dead process's
+    left = _hold_earlier(intake, sender, msgs.login(), msgs.logout())  # a dead process's
 
     async def scenario() -> list[int]:
         settler = asyncio.get_running_loop().create_task(intake.run_settler())
@@ -151,7 +162,7 @@ def test_recovery_settles_what_no_settler_has_in_hand(svc: Services) -> None:
 
 def test_recovery_leaves_this_processs_own_and_yields_to_another(svc: Services) -> None:
     intake, sender = intake_of(svc), _sender(svc)
-    first, second = _hold(intake, sender, msgs.login(), msgs.logout())
+    first, second = _hold_earlier(intake, sender, msgs.login(), msgs.logout())
     intake._mine.add(second)  # in this process's settler's hands
     assert intake.recover() == 1
     assert [h.id for h in intake.inbox.held()] == [second]
@@ -286,6 +297,7 @@ def test_the_settler_keeps_a_group_it_could_not_settle_and_tries_again(
         return settle(held)
 
     monkeypatch.setattr(intake, "settle", failing_once)
+    monkeypatch.setattr(intake, "_answers", lambda: False)  # the database is down
 
     async def scenario() -> None:
         settler = asyncio.get_running_loop().create_task(intake.run_settler())
@@ -301,15 +313,46 @@ def test_the_settler_keeps_a_group_it_could_not_settle_and_tries_again(
     assert [e["action"] for e in _entries(svc)] == ["login"]
 
 
-def test_recovery_settles_only_what_was_held_when_it_began(
-        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
-    """A message held after recovery began is another settler's (a live process's, or
-    this one's): recovery leaves it."""
+def test_recovery_leaves_what_was_held_moments_ago(svc: Services) -> None:
+    """A message held moments ago is a live settler's, about to be taken (this process's
+    own before its id is in hand, or a peer's): recovery leaves it, so it cannot be
+    settled ahead of its connection's earlier messages."""
     intake, sender = intake_of(svc), _sender(svc)
-    first, later = _hold(intake, sender, msgs.login(), msgs.logout())
-    monkeypatch.setattr(intake.inbox, "last", lambda: first)  # `later` came after
+    (old,) = _hold_earlier(intake, sender, msgs.login())
+    (new,) = _hold(intake, sender, msgs.logout())
     assert intake.recover() == 1
-    assert [h.id for h in intake.inbox.held()] == [later]
+    assert [h.id for h in intake.inbox.held()] == [new] and old < new
+    later = intake.clock
+    intake.clock = lambda: later() + timedelta(seconds=RECOVER_AFTER + 1)
+    assert intake.recover() == 1 and intake.inbox.depth() == 0
+
+
+def test_a_message_that_fails_alone_is_buried_and_the_rest_settle(
+        svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    """One message whose append keeps failing while the database answers (a row it
+    refuses, a data key that no longer opens) becomes a dead letter; the messages of
+    its group settle. While the database does not answer, nothing is buried."""
+    intake, sender = intake_of(svc), _sender(svc)
+    _hold(intake, sender, msgs.login(), msgs.logout(), msgs.emergency_override())
+    held = intake.inbox.held()
+    settle = intake.settle
+
+    def refusing_the_logout(messages: Any) -> list[str]:
+        if any(m.id == held[1].id for m in messages):
+            raise StoreUnavailable("append failed")
+        return settle(messages)
+
+    monkeypatch.setattr(intake, "settle", refusing_the_logout)
+    monkeypatch.setattr(intake, "_answers", lambda: False)
+    with pytest.raises(StoreUnavailable):
+        intake.settle_apart(held)
+    assert intake.dead_letters.letters() == [] and intake.inbox.depth() == 3
+    monkeypatch.setattr(intake, "_answers", lambda: True)
+    intake.settle_apart(held)
+    assert sorted(e["action"] for e in _entries(svc)) == ["login", "read"]
+    (letter,) = intake.dead_letters.letters()
+    assert letter.reason == "internal: StoreUnavailable while appending"
+    assert intake.inbox.depth() == 0
 
 
 def test_holding_skips_a_message_whose_connection_gave_up_and_goes_on(
@@ -321,11 +364,39 @@ def test_holding_skips_a_message_whose_connection_gave_up_and_goes_on(
     holding = Holding(Inbox(svc.store, None))
     gone: Future[int] = Future()
     gone.cancel()
-    holding._queue.put((Arrival("default", "gone", b"x", "t"), gone))
     try:
+        first = asyncio.run(holding.hold(Arrival("default", "here", b"w", "t")))
+        assert holding._running is not None
+        holding._running[0].put((Arrival("default", "gone", b"x", "t"), gone))
         held = asyncio.run(holding.hold(Arrival("default", "here", b"y", "t")))
         again = asyncio.run(holding.hold(Arrival("default", "here", b"z", "t")))
     finally:
         holding.close()
     assert [(h.id, h.sender, h.frame) for h in Inbox(svc.store, None).held()] == [
-        (held, "here", b"y"), (again, "here", b"z")]
+        (first, "here", b"w"), (held, "here", b"y"), (again, "here", b"z")]
+
+
+def test_the_migration_keeps_one_open_letter_of_a_message_buried_twice(
+        database_url: str) -> None:
+    """Before revision 0016 two listeners could each bury the same message; the unique
+    index of open letters needs one: the first stays."""
+    from alembic import command
+    from ledger.migrate import alembic_config, migrate
+
+    command.upgrade(alembic_config(database_url), "0015")
+    store = open_store(database_url)
+    try:
+        with store.transaction() as tx:
+            for sha, replayed in (("a", None), ("a", None), ("a", 7), ("b", None)):
+                store.execute(
+                    tx, "INSERT INTO dead_letters (ledger, received_at, format, sender,"
+                    " sha256, reason, message, replayed_seq) VALUES ('default', 't',"
+                    " 'atna-syslog', 's', %s, 'r', %s, %s)", (sha, b"m", replayed))
+        migrate(database_url)
+        with store.transaction() as tx:
+            rows = store.execute(tx, "SELECT id, sha256, replayed_seq FROM dead_letters"
+                                 " ORDER BY id").fetchall()
+    finally:
+        store.close()
+    assert [(r[1], r[2]) for r in rows] == [("a", None), ("a", 7), ("b", None)]
+    assert rows[0][0] == 1  # the first letter of the two

@@ -30,6 +30,11 @@ def upgrade() -> None:
         message {blob} NOT NULL
     )""")
     # One open dead letter a message: settlers of two processes may bury it at once.
+    # Listeners before this revision could, rarely, each add the same message (the same
+    # bytes: its digest); the first letter stays.
+    op.execute("DELETE FROM dead_letters WHERE replayed_seq IS NULL AND id NOT IN"
+               " (SELECT MIN(id) FROM dead_letters WHERE replayed_seq IS NULL"
+               " GROUP BY ledger, sha256)")
     op.execute("CREATE UNIQUE INDEX dead_letters_open ON dead_letters (ledger, sha256)"
                " WHERE replayed_seq IS NULL")
 

@@ -22,46 +22,59 @@ from ledger.grouping import waiting_after
 THREADS = 2
 
 
+# At most this many messages in one insert (six parameters each: SQLite allows 32,766).
+GROUP_AT_MOST = 500
+
+_Wait = tuple[Arrival, Future[int]]
+
+
 class Holding:
     """Holds arrivals in ``inbox`` for an event loop's connections."""
 
     def __init__(self, inbox: Inbox, threads: int = THREADS) -> None:
         self.inbox = inbox
-        self._queue: queue.SimpleQueue[tuple[Arrival, Future[int]] | None] = \
-            queue.SimpleQueue()
         self._count = threads
-        self._threads: list[threading.Thread] = []
+        # The running threads and the queue they take from; a new pair after close(),
+        # so that a thread started after close() cannot take an old thread's stop mark.
+        self._running: tuple[queue.SimpleQueue[_Wait | None], list[threading.Thread]] | None \
+            = None
         self._lock = threading.Lock()
 
     async def hold(self, arrival: Arrival) -> int:
         """Hold ``arrival``; its inbox id once it is committed. Raises what holding its
         group raised (StoreUnavailable: the database is down)."""
         with self._lock:
-            if not self._threads:
-                self._threads = [threading.Thread(target=self._run, daemon=True,
-                                                  name=f"syslog-holding-{i}")
-                                 for i in range(self._count)]
-                for thread in self._threads:
+            if self._running is None:
+                waits: queue.SimpleQueue[_Wait | None] = queue.SimpleQueue()
+                threads = [threading.Thread(target=self._run, args=(waits,), daemon=True,
+                                            name=f"syslog-holding-{i}")
+                           for i in range(self._count)]
+                for thread in threads:
                     thread.start()
+                self._running = (waits, threads)
+            waits = self._running[0]
         future: Future[int] = Future()
-        self._queue.put((arrival, future))
+        waits.put((arrival, future))
         return await asyncio.wrap_future(future)
 
     def close(self) -> None:
         """Stop the threads once what is waiting is held (a later hold starts others)."""
         with self._lock:
-            threads, self._threads = self._threads, []
-            for _ in threads:
-                self._queue.put(None)
+            running, self._running = self._running, None
+        if running is None:
+            return
+        waits, threads = running
+        for _ in threads:
+            waits.put(None)
         for thread in threads:
             thread.join()
 
-    def _run(self) -> None:
+    def _run(self, waits: queue.SimpleQueue[_Wait | None]) -> None:
         while True:
-            first = self._queue.get()
+            first = waits.get()
             if first is None:
                 return
-            taken, _, stop = waiting_after(first, self._queue)
+            taken, _, stop = waiting_after(first, waits, limit=GROUP_AT_MOST)
             # A connection that went away first cancelled its wait: its message is not
             # held (and a running future can no longer be cancelled under us).
             group = [(a, f) for a, f in taken if f.set_running_or_notify_cancel()]

@@ -18,9 +18,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import structlog
+
 from api.syslog.kept import Kept, keep, opened
 from ledger.crypto.keyring import KeyRing
 from ledger.store import LedgerStore
+
+log = structlog.get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,16 +78,32 @@ class Inbox:
         # promises no order of its own.
         return sorted(int(row[0]) for row in rows)
 
-    def held(self, after: int = 0, limit: int = 1000) -> list[Held]:
-        """Up to ``limit`` held messages after id ``after``, oldest first."""
+    def held(self, after: int = 0, limit: int = 1000, *, held_before: str | None = None
+             ) -> list[Held]:
+        """Up to ``limit`` held messages after id ``after``, oldest first; only those held
+        before ``held_before`` (a ``received_at``), if given. A message that does not
+        open (its KEK gone from the ring, its row tampered with) is left out, and logged
+        by id: the others are not held up behind it, and it stays in the inbox (and in
+        ``depth``) for an operator."""
+        clause = ""
+        params: list[object] = [after]
+        if held_before is not None:
+            clause = " AND received_at < %s"
+            params.append(held_before)
         with self.store.transaction() as tx:
             rows = self.store.execute(
                 tx, "SELECT id, ledger, sender, received_at, kek_id, wrapped_key, message"
-                " FROM syslog_inbox WHERE id > %s ORDER BY id LIMIT %s",
-                (after, limit)).fetchall()
-        return [Held(int(i), ledger, sender, at,
-                     opened(self.ring, Kept(kek_id, wrapped, message), _aad(ledger, sender)))
-                for i, ledger, sender, at, kek_id, wrapped, message in rows]
+                f" FROM syslog_inbox WHERE id > %s{clause} ORDER BY id LIMIT %s",
+                [*params, limit]).fetchall()
+        out = []
+        for i, ledger, sender, at, kek_id, wrapped, message in rows:
+            try:
+                frame = opened(self.ring, Kept(kek_id, wrapped, message), _aad(ledger, sender))
+            except Exception as error:
+                log.error("syslog.inbox_unopenable", id=int(i), error=type(error).__name__)
+                continue
+            out.append(Held(int(i), ledger, sender, at, frame))
+        return out
 
     def last(self) -> int:
         """The newest held message's id (0 when none is held)."""

@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 import structlog
@@ -36,6 +37,7 @@ from ledger.clock import Clock
 from ledger.entry import format_recorded_at
 from ledger.event import EventRejected
 from ledger.ingest import EventConflict, Ingest
+from ledger.writer import WriterStopped
 
 log = structlog.get_logger(__name__)
 
@@ -44,8 +46,10 @@ ATNA_FORMAT = "atna-syslog"
 SETTLE_AT_MOST = 1000
 # How long the settler waits after a store failure before it tries the held messages again.
 RETRY_SECONDS = 1.0
-# How often an idle settler looks for messages another process held and did not settle.
-RECOVER_SECONDS = 60.0
+# How often a settler looks for messages a process held and did not settle (it died),
+# and how long a message must have been held for it to take it (see AtnaIntake.recover).
+RECOVER_SECONDS = 5.0
+RECOVER_AFTER = 5.0
 # The lock (LedgerStore.sole) under which one process at a time settles what others left.
 RECOVERY_LOCK = "phi-ledger syslog inbox recovery"
 CONFLICT = "conflict: this message's event id is recorded with another body"
@@ -194,71 +198,115 @@ class AtnaIntake:
         self.stats.replayed += outcomes.count("replayed")
         return outcomes
 
+    def settle_apart(self, held: Sequence[Held]) -> None:
+        """:meth:`settle`, and if that fails while the database answers, each message
+        alone: one whose own settling still fails (a row the database refuses, a data
+        key that no longer opens) becomes a dead letter, ``internal: <type> while
+        appending``, so that it does not hold up every message behind it. Raises -- what
+        is not yet settled still held -- only while the database does not answer (or
+        the writer is stopping)."""
+        try:
+            self.settle(held)
+            return
+        except Exception as error:
+            if isinstance(error, WriterStopped) or not self._answers():
+                raise
+        for message in held:
+            try:
+                self.settle([message])
+            except Exception as error:
+                if isinstance(error, WriterStopped) or not self._answers():
+                    raise
+                log.error("syslog.unsettleable", error=type(error).__name__)
+                self.bury(message.ledger, message.sender, message.frame,
+                          f"internal: {type(error).__name__} while appending",
+                          message.received_at)
+                self.inbox.release([message.id])
+                with self._mine_lock:
+                    self._mine.discard(message.id)
+
+    def _answers(self) -> bool:
+        try:
+            self.inbox.store.ping()
+        except Exception:
+            return False
+        return True
+
     def recover(self) -> int:
-        """Settle every message held before this call that no settler took (a process
-        died holding them), unless another process is doing so; how many. Blocking.
-        Messages this process's settler has in hand are left to it; another process's
-        may be settled twice, to the same outcome."""
+        """Settle every message held for longer than RECOVER_AFTER seconds that this
+        process's settler does not have in hand (a process died holding it), unless
+        another process is recovering; how many. Blocking.
+
+        The age keeps recovery off what a live settler is about to take (a message is
+        settled within moments of being held): taking a message there, ahead of its
+        connection's earlier ones still waiting, would break that connection's order.
+        A live peer's backlog older than that may be settled twice, to the same
+        outcome."""
         done = 0
+        cutoff = format_recorded_at(self.clock() - timedelta(seconds=RECOVER_AFTER))
         with self.inbox.store.sole(RECOVERY_LOCK) as alone:
             if not alone:
                 return 0
-            last = self.inbox.last()
             after = 0
-            while found := self.inbox.held(after, SETTLE_AT_MOST):
+            while found := self.inbox.held(after, SETTLE_AT_MOST, held_before=cutoff):
                 after = found[-1].id
                 with self._mine_lock:
                     mine = set(self._mine)
-                batch = [h for h in found if h.id <= last and h.id not in mine]
+                batch = [h for h in found if h.id not in mine]
                 if batch:
-                    self.settle(batch)
+                    self.settle_apart(batch)
                     done += len(batch)
-                if after >= last:
-                    break
         if done:
             log.info("syslog.recovered", messages=done)
         return done
 
     async def run_settler(self) -> None:
-        """Settle what this process holds as it comes, and what others left (at start,
-        then whenever idle for RECOVER_SECONDS). Runs until cancelled."""
+        """Settle what this process holds as it comes, and every RECOVER_SECONDS what
+        others left (:meth:`recover`). Runs until cancelled."""
         self._waiting, self._wake = deque(), asyncio.Event()
-        waiting, wake = self._waiting, self._wake
         # A thread of its own, by name: the settler is most of an intake's CPU.
         self._settling = ThreadPoolExecutor(1, thread_name_prefix="syslog-settler")
         try:
-            await self._settle_loop(waiting, wake)
+            await self._settle_loop(self._waiting, self._wake)
         finally:
             self._settling.shutdown(wait=False)
+            # What it had in hand is still held: recovery's, from now on.
+            self._waiting = self._wake = None
+            with self._mine_lock:
+                self._mine.clear()
 
     async def _settle_loop(self, waiting: deque[Held], wake: asyncio.Event) -> None:
         loop = asyncio.get_running_loop()
-        await self._recover()
+        recovery_due = loop.time()
         while True:
+            if loop.time() >= recovery_due:
+                await self._recover()
+                recovery_due = loop.time() + RECOVER_SECONDS
             try:
                 # asyncio.timeout, not wait_for: 3.11's wait_for can swallow a
                 # cancellation that lands as the wait ends, and close() would hang.
-                async with asyncio.timeout(RECOVER_SECONDS):
+                async with asyncio.timeout(max(0.0, recovery_due - loop.time())):
                     await wake.wait()
             except TimeoutError:
-                await self._recover()
                 continue
             wake.clear()
-            while waiting:
+            while waiting and loop.time() < recovery_due:
                 batch = [waiting.popleft() for _ in range(min(len(waiting), SETTLE_AT_MOST))]
                 try:
-                    await loop.run_in_executor(self._settling, self.settle, batch)
-                except Exception as error:  # the settler must go on
+                    await loop.run_in_executor(self._settling, self.settle_apart, batch)
+                except Exception as error:  # the database is down: the settler goes on
                     # Still held: tried again after a pause, in the same order.
                     waiting.extendleft(reversed(batch))
                     log.warning("syslog.settle_failed", held=len(waiting),
                                 error=type(error).__name__)
                     await asyncio.sleep(RETRY_SECONDS)
+            if waiting:
+                wake.set()  # recovery was due first; the rest after it
 
     async def _recover(self) -> None:
         try:
             await asyncio.get_running_loop().run_in_executor(self._settling, self.recover)
-        except Exception as error:  # tried again when next idle
+        except Exception as error:  # tried again at the next turn
             log.warning("syslog.recovery_failed", error=type(error).__name__)
 
     def bury(self, ledger: str, sender: str, frame: bytes, reason: str,
