@@ -114,6 +114,35 @@ class Ingest:
         problems are then named ``events[i].field``). Raises EventRejected.
         ``received``: per event, what the service received when it made the event from
         a standard-format message (written into its entry, beside ``submitted_by``)."""
+        encoded = self._checked(events, batch, by)
+        return self.writer.submit(ledger, self._pending(ledger, events, encoded, by, received))
+
+    def submit_each(
+        self, items: Sequence[tuple[str, dict[str, Any], Attestation, Received | None]]
+    ) -> list[Future[Outcome] | EventRejected]:
+        """One submission per ``(ledger, event, by, received)``, each answered alone (a
+        refused or conflicting event does not refuse the others): the future of its
+        outcome, or why it was refused. Every event is checked and fingerprinted before
+        any is queued, so that the writer finds them queued together: queued as they
+        were checked, the writer's thread would wake in between and take a few at a time
+        (a transaction each)."""
+        checked: list[tuple[str, list[Pending]] | EventRejected] = []
+        for ledger, event, by, received in items:
+            try:
+                encoded = self._checked([event], False, by)
+            except EventRejected as rejected:
+                checked.append(rejected)
+                continue
+            checked.append((ledger, self._pending(ledger, [event], encoded, by, [received])))
+        return [c if isinstance(c, EventRejected) else self.writer.submit(*c)
+                for c in checked]
+
+    @staticmethod
+    def _checked(events: Sequence[dict[str, Any]], batch: bool, by: Attestation
+                 ) -> list[bytes | None]:
+        """Each event's canonical encoding, once the events pass the contract's checks
+        (and, from a client, claim none of the service's own records). Raises
+        EventRejected."""
         if batch and not isinstance(events, list):
             validate_batch(events)  # raises: the batch is not a list
         if not by.by_service:
@@ -129,34 +158,7 @@ class Ingest:
         else:
             for event, size in zip(events, sizes, strict=True):
                 validate_event(event, size)
-        return self._queue(ledger, events, encoded, by, received)
-
-    def submit_each(
-        self, items: Sequence[tuple[str, dict[str, Any], Attestation, Received | None]]
-    ) -> list[Future[Outcome] | EventRejected]:
-        """One submission per ``(ledger, event, by, received)``, each answered alone (a
-        refused or conflicting event does not refuse the others): the future of its
-        outcome, or why it was refused. Every event is checked and fingerprinted before
-        any is queued, so that the writer finds them queued together: queued as they
-        were checked, the writer's thread would wake in between and take a few at a time
-        (a transaction each)."""
-        checked: list[tuple[str, Pending] | EventRejected] = []
-        for ledger, event, by, received in items:
-            try:
-                if not by.by_service and (reserved := reserved_source([event], batch=False)):
-                    raise ReservedSource([(f, "reserved for the service's own records")
-                                          for f in reserved])
-                raw = _encoded(event)
-                validate_event(event, None if raw is None else len(raw))
-            except EventRejected as rejected:
-                checked.append(rejected)
-                continue
-            members = by.members() if received is None else by.members(received)
-            checked.append((ledger, Pending(
-                event["event_id"], self.protection.fingerprint(ledger, event, raw), event,
-                members)))
-        return [c if isinstance(c, EventRejected) else self.writer.submit(c[0], [c[1]])
-                for c in checked]
+        return encoded
 
     def submit_alike(
         self, ledger: str, template: dict[str, Any], patient_ids: Sequence[str]
@@ -168,23 +170,22 @@ class Ingest:
                   for patient_id in patient_ids]
         encoded = [canonical(e) for e in events]
         validate_alike(events, [len(raw) for raw in encoded])
-        return self._queue(ledger, events, encoded, BY_SERVICE)
+        return self.writer.submit(ledger, self._pending(ledger, events, encoded, BY_SERVICE))
 
-    def _queue(
+    def _pending(
         self, ledger: str, events: Sequence[dict[str, Any]], encoded: Sequence[bytes | None],
         by: Attestation, received: Sequence[Received | None] | None = None,
-    ) -> Future[Outcome]:
+    ) -> list[Pending]:
         # Sealing happens in the writer thread, a whole group at a time (one data-key
         # lookup for all of it); here only the fingerprint, while the encoding is at hand.
         fingerprint = self.protection.fingerprint
         members = by.members()
         each = [members] * len(events) if received is None else [
             members if r is None else by.members(r) for r in received]
-        pending = [
+        return [
             Pending(e["event_id"], fingerprint(ledger, e, raw), e, m)
             for e, raw, m in zip(events, encoded, each, strict=True)
         ]
-        return self.writer.submit(ledger, pending)
 
     @staticmethod
     def _accepted(outcome: Outcome) -> Accepted:

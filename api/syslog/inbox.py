@@ -59,10 +59,6 @@ class Inbox:
         self.store = store
         self.ring = ring
 
-    def hold(self, ledger: str, sender: str, frame: bytes, received_at: str) -> int:
-        """Keep ``frame`` (durable on return); its id in the inbox."""
-        return self.hold_many([Arrival(ledger, sender, frame, received_at)])[0]
-
     def hold_many(self, arrivals: Sequence[Arrival]) -> list[int]:
         """Keep every arrival in one statement (durable on return); their ids, in order."""
         params: list[object] = []
@@ -104,12 +100,6 @@ class Inbox:
                 continue
             out.append(Held(int(i), ledger, sender, at, frame))
         return out
-
-    def last(self) -> int:
-        """The newest held message's id (0 when none is held)."""
-        with self.store.transaction() as tx:
-            return int(self.store.execute(tx, "SELECT COALESCE(MAX(id), 0) FROM syslog_inbox")
-                       .fetchone()[0])
 
     def release(self, ids: Sequence[int]) -> None:
         """Forget settled messages."""

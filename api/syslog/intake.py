@@ -63,14 +63,10 @@ class Sender:
     identity: str
     ledger: str
 
-    @property
-    def attestation(self) -> Attestation:
-        """Its entries' ``submitted_by``: the sender's identity, never the service's (so
-        its messages may not claim the service's own ``source.system`` either)."""
-        return syslog_attestation(self.identity)
-
 
 def syslog_attestation(identity: str) -> Attestation:
+    """The ``submitted_by`` of a sender's entries: its identity, never the service's (so
+    its messages may not claim the service's own ``source.system`` either)."""
     return Attestation(Submitter(identity, SYSLOG_CREDENTIAL))
 
 
@@ -155,8 +151,8 @@ class AtnaIntake:
 
     def settle(self, held: Sequence[Held]) -> list[str]:
         """Settle ``held`` messages -- each ``accepted``, ``replayed`` or ``dead`` -- then
-        release them from the inbox. Blocking (a worker thread, or the CLI). A store
-        failure propagates with the messages still held."""
+        release them from the inbox. Blocking (the settler's thread). A store failure
+        propagates with the messages still held."""
         outcomes = [""] * len(held)
         reasons: dict[int, str] = {}
         events = []
