@@ -103,9 +103,12 @@ def timed_posts(server: ServerProcess, path: str, bodies: list[bytes], clients: 
     return count / result.seconds, cpu
 
 
-def atna(url: str, pki: Pki, port: int, n: int) -> tuple[float, float]:
+def atna(url: str, pki: Pki, server: ServerProcess, port: int, n: int
+         ) -> tuple[float, float, str]:
     """Messages a second held (durable in the inbox: what lets a connection's next
-    frame be read) and in the ledger (settled), from the first frame sent."""
+    frame be read) and in the ledger (settled), from the first frame sent; and the CPU
+    a message of the server's processes, PostgreSQL's and this process's (the senders'
+    TLS, and the polling for the ledger's head)."""
     start_seq = head(url)
     per_sender = n // SENDERS
     streams = [b"".join(frame(syslog_message(audit_message(s * per_sender + i,
@@ -120,6 +123,8 @@ def atna(url: str, pki: Pki, port: int, n: int) -> tuple[float, float]:
     def send(tls: socket.socket, data: bytes) -> None:
         tls.sendall(data)
 
+    assert server.proc is not None, "a started server has a process"
+    before = cpu_by_part({"server": [server.proc.pid], "senders": [os.getpid()]})
     started = time.perf_counter()
     threads = [threading.Thread(target=send, args=(c, d)) for c, d in zip(connections, streams,
                                                                             strict=True)]
@@ -139,11 +144,21 @@ def atna(url: str, pki: Pki, port: int, n: int) -> tuple[float, float]:
     finally:
         store.close()
     seconds = time.perf_counter() - started
+    cpu = per_request(before, cpu_by_part({"server": [server.proc.pid],
+                                           "senders": [os.getpid()]}), n_sent, unit="us")
     for t in threads:
         t.join()
     for c in connections:
         c.close()
-    return n_sent / (held_seconds or seconds), n_sent / seconds
+    return n_sent / (held_seconds or seconds), n_sent / seconds, cpu
+
+
+def budget(target: int, unit: str) -> str:
+    """What a target rate leaves of this host's CPU (every core, whole) for each item:
+    the ceiling on the sum of the CPU lines above it, senders included."""
+    cores = os.cpu_count() or 1
+    return (f"the target leaves {cores * 1e6 / target:.0f} us of CPU {unit} on "
+            f"{cores} cores, everything included")
 
 
 def _held_so_far(store: Any) -> int:
@@ -264,6 +279,7 @@ def main() -> None:
                 line("FHIR batch Bundle (1,000 AuditEvents)", f"{fhir:,.0f} ev/s",
                      ">= 10,000", fhir >= 10_000)
                 print(f"  CPU an event: {fhir_cpu}", flush=True)
+                print(f"  {budget(10_000, 'an event')}", flush=True)
                 line("  FHIR / native", f"{fhir / native:.0%}")
                 line("  fhir.resources validation alone, 1 core",
                      f"{validation_ceiling(fhir_events[:1000], False):,.0f} ev/s")
@@ -273,9 +289,11 @@ def main() -> None:
                       f"{stages(fhir_events[:1000])}", flush=True)
                 print(f"  one AuditEvent of Bundles not seen before, one core (us): "
                       f"{stages(fhir_events[:6000], fresh=True)}", flush=True)
-                held, rate = atna(url, pki, port, args.atna)
+                held, rate, atna_cpu = atna(url, pki, server, port, args.atna)
                 line(f"ATNA over TLS, {SENDERS} senders, in the ledger", f"{rate:,.0f} msg/s",
                      ">= 5,000", rate >= 5_000)
+                print(f"  CPU a message: {atna_cpu}", flush=True)
+                print(f"  {budget(5_000, 'a message')}", flush=True)
                 line("  held (durable, the next frame read)", f"{held:,.0f} msg/s")
                 line("  ATNA / native", f"{rate / native:.0%}")
     finally:

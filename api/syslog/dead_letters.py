@@ -42,7 +42,8 @@ def _aad(ledger: str, sha256: str) -> bytes:
 
 
 class DeadLetters:
-    """The dead-letter table of one store. Every write commits before it returns."""
+    """The dead-letter table of one store. Every write commits before it returns; reads
+    take no write lock (as the inbox's)."""
 
     def __init__(self, store: LedgerStore, ring: KeyRing | None) -> None:
         self.store = store
@@ -77,17 +78,17 @@ class DeadLetters:
         if not include_replayed:
             clauses.append("replayed_seq IS NULL")
         where = f" WHERE {' AND '.join(clauses)}" if clauses else ""
-        with self.store.transaction() as tx:
+        with self.store.reading() as curs:
             rows = self.store.execute(
-                tx, f"SELECT {_COLUMNS} FROM dead_letters{where} ORDER BY id", params
+                curs, f"SELECT {_COLUMNS} FROM dead_letters{where} ORDER BY id", params
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
 
     def message(self, letter_id: int) -> bytes:
         """The letter's bytes as received (opened)."""
-        with self.store.transaction() as tx:
+        with self.store.reading() as curs:
             row = self.store.execute(
-                tx, "SELECT ledger, sha256, kek_id, wrapped_key, message FROM dead_letters"
+                curs, "SELECT ledger, sha256, kek_id, wrapped_key, message FROM dead_letters"
                 " WHERE id = %s", (letter_id,)).fetchone()
         if row is None:
             raise KeyError(letter_id)
@@ -106,8 +107,8 @@ class DeadLetters:
 
     def open_counts(self) -> dict[tuple[str, str], int]:
         """Letters not yet replayed, by (ledger, format): what /metrics shows."""
-        with self.store.transaction() as tx:
+        with self.store.reading() as curs:
             rows = self.store.execute(
-                tx, "SELECT ledger, format, COUNT(*) FROM dead_letters WHERE replayed_seq IS"
+                curs, "SELECT ledger, format, COUNT(*) FROM dead_letters WHERE replayed_seq IS"
                 " NULL GROUP BY ledger, format").fetchall()
         return {(r[0], r[1]): int(r[2]) for r in rows}

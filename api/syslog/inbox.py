@@ -53,7 +53,9 @@ def _aad(ledger: str, sender: str) -> bytes:
 
 
 class Inbox:
-    """The inbox table of one store. Every write commits before it returns."""
+    """The inbox table of one store. Every write commits before it returns; reads take
+    no write lock (on SQLite a /metrics scrape neither waits for the ledger's writer nor
+    holds it up)."""
 
     def __init__(self, store: LedgerStore, ring: KeyRing | None) -> None:
         self.store = store
@@ -86,9 +88,9 @@ class Inbox:
         if held_before is not None:
             clause = " AND received_at < %s"
             params.append(held_before)
-        with self.store.transaction() as tx:
+        with self.store.reading() as curs:
             rows = self.store.execute(
-                tx, "SELECT id, ledger, sender, received_at, kek_id, wrapped_key, message"
+                curs, "SELECT id, ledger, sender, received_at, kek_id, wrapped_key, message"
                 f" FROM syslog_inbox WHERE id > %s{clause} ORDER BY id LIMIT %s",
                 [*params, limit]).fetchall()
         out = []
@@ -112,6 +114,6 @@ class Inbox:
 
     def depth(self) -> int:
         """Messages held, not yet settled: what /metrics shows."""
-        with self.store.transaction() as tx:
-            return int(self.store.execute(tx, "SELECT COUNT(*) FROM syslog_inbox")
+        with self.store.reading() as curs:
+            return int(self.store.execute(curs, "SELECT COUNT(*) FROM syslog_inbox")
                        .fetchone()[0])
