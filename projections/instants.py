@@ -8,7 +8,8 @@ on SQLite and PostgreSQL alike, and an index on them serves time-ordered pages.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+import re
+from datetime import UTC, datetime, timedelta
 from functools import lru_cache
 
 from ledger.instant import parse_instant, utc_text
@@ -80,3 +81,29 @@ def parse_bound(value: str) -> str:
     rule, not the value) unless it is an instant of :func:`ledger.instant.parse_instant`
     or a bare date ``YYYY-MM-DD``, read as midnight UTC."""
     return utc_text(parse_instant(value, date_only=True))
+
+
+
+_FRACTION = re.compile(r"\.(\d+)", re.ASCII)
+# Above every fixed-width UTC text (the last is 9999-12-31T23:59:59.999999Z): the end of
+# a span that would end after the year 9999.
+AFTER_ALL = "9999-12-32"
+
+
+def bound_range(value: str) -> tuple[str, str]:
+    """The moments a search value names, ``[low, high)`` in fixed-width UTC, by its
+    precision (FHIR's reading of a date parameter): a bare date is its whole day, an
+    instant the span of its last digit (``10:00:00Z`` is that second, ``10:00:00.5Z``
+    that tenth), at least one microsecond (what views hold). Raises ValueError (naming
+    the rule, not the value) as :func:`parse_bound`."""
+    moment = parse_instant(value, date_only=True)
+    if "T" not in value:
+        step = timedelta(days=1)
+    else:
+        fraction = _FRACTION.search(value)
+        digits = len(fraction.group(1)) if fraction else 0
+        step = timedelta(microseconds=10 ** (6 - digits) if digits <= 6 else 1)
+    try:
+        return utc_text(moment), utc_text(moment + step)
+    except OverflowError:
+        return utc_text(moment), AFTER_ALL

@@ -258,6 +258,10 @@ def test_round_trip_keeps_every_element_the_contract_holds() -> None:
         make_event(action="security_alert", purpose="ETREAT", channel=None, resource=None),
         make_event(action="staff_added", patient=None, purpose=None, channel=None,
                    resource=None, data={"staff_id": "u1", "role": "nurse"}),
+        make_event(action="disclose", resource=None, disclosure={
+            "recipient": {"name": "Acme Billing", "kind": "business_associate",
+                          "partner": "ba-acme"},  # monitoring's no_baa reads it
+            "description": "claims", "authorization_id": "auth-1", "encrypted": False}),
     ]
     for event in samples:
         rendered = to_audit_event(event, resource_id="7")
@@ -301,10 +305,12 @@ def test_search_is_iti81_with_next_links_and_records_reads(client: TestClient) -
     denied = client.get("/fhir/AuditEvent", params={"outcome": "8", "purpose": "HOPERAT"})
     assert [e["resource"]["id"] for e in denied.json()["entry"]] == ["6"]
     bad = client.get("/fhir/AuditEvent", params={"date": "xx", "purpose": "NOPE",
-                                                 "unknown": "1"})
+                                                 "Ana Reyes 1980": "1"})
     assert bad.status_code == 400
-    assert {e for i in bad.json()["issue"] for e in i["expression"]} >= {
-        "date", "purpose", "unknown"}
+    # An unknown parameter is refused without its name (the client's text, maybe PHI).
+    assert {e for i in bad.json()["issue"] for e in i["expression"]} == {
+        "date", "purpose", "search"}
+    assert "Ana" not in bad.text
 
 
 def test_reading_needs_purpose_and_the_auditor_role(client: TestClient) -> None:
@@ -368,3 +374,103 @@ def test_roles_ingest_posts_and_auditors_read(client: TestClient) -> None:
                       headers=ingest).status_code == 403
     assert client.get("/fhir/AuditEvent/1", params={"purpose": "HOPERAT"},
                       headers=auditor).status_code == 200
+
+
+def test_what_the_library_says_of_a_value_is_never_passed_on(client: TestClient) -> None:
+    """fhir.resources' own messages can quote the value (``expects resource type X, but
+    got <the value>``): refusals say what is wrong in our words, at the element's
+    FHIRPath as FHIR JSON spells it (``resourceType``, not the library's Python name)."""
+    message = m.read()
+    message["agent"][1]["resourceType"] = "Jane-Doe-MRN-12345"
+    message["meta"]["resourceType"] = "Ana-Reyes"
+    r = _post(client, message)
+    assert r.status_code == 422, r.text
+    paths = {e for issue in r.json()["issue"] for e in issue.get("expression", [])}
+    assert paths == {"AuditEvent.agent[1].resourceType", "AuditEvent.meta.resourceType"}
+    assert "Jane" not in r.text and "Ana" not in r.text
+    primitive = m.read()
+    primitive["_recorded"] = {"extension": [{"url": 5}]}
+    r = _post(client, primitive)
+    assert r.status_code == 422
+    # pydantic's own steps (a RootModel's `root`, a union's `str`) are no element.
+    assert [i["expression"] for i in r.json()["issue"]] == [
+        ["AuditEvent._recorded.extension[0].url"]]
+    assert _entries(client) == []
+
+
+def test_json_nested_deeper_than_the_encoder_goes_is_refused_not_an_error(
+        client: TestClient) -> None:
+    # orjson reads JSON 1,024 deep and writes it only 254 deep: such a resource must be
+    # judged by the library, not break the walk that keys shapes (single and in a Bundle).
+    deep = orjson.dumps(m.read())[:-1] + b',"x":' + b"[" * 300 + b"]" * 300 + b"}"
+    r = client.post("/fhir/AuditEvent", content=deep, headers=FHIR)
+    assert r.status_code == 422, r.text
+    # The library's answer: the element that is no element of an AuditEvent.
+    assert [(i["expression"], i["diagnostics"]) for i in r.json()["issue"]] == [
+        (["AuditEvent"], "AuditEvent: unknown element")]
+    bundle = b'{"resourceType":"Bundle","type":"batch","entry":[{"resource":' + deep + b"}]}"
+    b = client.post("/fhir", content=bundle, headers=FHIR)
+    assert b.status_code == 200, b.text
+    assert b.json()["entry"][0]["response"]["status"] == "422 Unprocessable Entity"
+    assert _entries(client) == []
+
+
+@pytest.mark.parametrize("resource_id", ["%C2%B2", "%EF%BC%91", "%D9%A1", "01", "1.0"])
+def test_a_resource_id_is_ascii_digits_only(client: TestClient, resource_id: str) -> None:
+    # str.isdigit takes '²' (which int() then refuses: an internal error) and other
+    # scripts' digits (which int() reads: a fullwidth one read entry 1).
+    assert _post(client, m.read()).status_code == 201
+    r = client.get(f"/fhir/AuditEvent/{resource_id}", params={"purpose": "HOPERAT"})
+    assert r.status_code == 400, r.text
+    assert r.json()["issue"][0]["expression"] == ["id"]
+
+
+def test_a_contract_refusal_names_the_element_it_was_mapped_from(client: TestClient) -> None:
+    message = m.read()
+    message["agent"][1]["who"]["identifier"]["value"] = "a" * 129
+    r = _post(client, message)
+    assert r.status_code == 422, r.text
+    assert [i["expression"] for i in r.json()["issue"]] == [
+        ["AuditEvent.agent.where(requestor = true).who"]]
+    assert "actor.id" in r.json()["issue"][0]["diagnostics"]
+    nul = m.read()
+    nul["id"] = "another"
+    nul["entity"][0]["what"] = {"identifier": {"value": "MRN\u0000-1"}}
+    t = client.post("/fhir", content=orjson.dumps(_bundle("transaction", [m.read(), nul])),
+                    headers=FHIR)
+    assert t.status_code == 422, t.text
+    assert [i["expression"] for i in t.json()["issue"]] == [
+        ["Bundle.entry[1].resource.entity.what"]]
+    b = client.post("/fhir", content=orjson.dumps(_bundle("batch", [message])), headers=FHIR)
+    issues = b.json()["entry"][0]["response"]["outcome"]["issue"]
+    assert [i["expression"] for i in issues] == [
+        ["Bundle.entry[0].resource.agent.where(requestor = true).who"]]
+    assert _entries(client) == []
+
+
+@pytest.mark.parametrize("reference, actor", [
+    ("Practitioner/dr-rivera", {"id": "dr-rivera", "kind": "user"}),
+    ("https://ehr.example/fhir/Practitioner/dr-rivera/_history/2",
+     {"id": "dr-rivera", "kind": "user"}),
+    ("Device/infusion-7", {"id": "infusion-7", "kind": "application"}),
+])
+def test_a_requestor_known_only_by_its_reference_is_the_referenced_id(
+        client: TestClient, reference: str, actor: dict[str, str]) -> None:
+    """The usual way a FHIR server names its user: an actor id is one URL path segment,
+    so a reference gives its id, and its type the actor's kind."""
+    message = m.read()
+    del message["agent"][1]["type"]
+    message["agent"][1]["who"] = {"reference": reference}
+    r = _post(client, message)
+    assert r.status_code == 201, r.text
+    stored = _stored_event(client, 1)["actor"]
+    assert {k: stored[k] for k in ("id", "kind")} == actor
+
+
+def test_the_stu3_entity_identifier_names_the_patient(client: TestClient) -> None:
+    message = m.stu3_read()
+    message["entity"] = [{"identifier": {"value": m.PATIENT}, "type": {"code": "1"},
+                          "role": {"code": "1"}}]
+    r = _post(client, message)
+    assert r.status_code == 201, r.text
+    assert _stored_event(client, 1)["patient"] == {"id": m.PATIENT}

@@ -11,9 +11,11 @@ docs/standard-formats.md.
 
 from __future__ import annotations
 
+import re
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import orjson
@@ -49,6 +51,7 @@ from api.formats.codes import (
     purpose_of,
 )
 from ledger.event import AUTH_ACTIONS, PHI_ACCESS_ACTIONS, SECURITY_ACTIONS
+from ledger.instant import check_instant
 
 _T = TypeVar("_T")
 
@@ -134,15 +137,8 @@ def _exts(element: Any) -> dict[str, Any]:
 
 def _ref_id(reference: Any, resource_type: str) -> str | None:
     """``Patient/123`` (or a full URL, or ``.../_history/2``) -> ``123``."""
-    ref = _text(_obj(reference).get("reference"))
-    if ref is None:
-        return None
-    parts = ref.split("/")
-    if "_history" in parts:
-        parts = parts[: parts.index("_history")]
-    if len(parts) >= 2 and parts[-2] == resource_type:
-        return parts[-1] or None
-    return None
+    found = _typed_reference(_text(_obj(reference).get("reference")))
+    return found[1] if found is not None and found[0] == resource_type else None
 
 
 def _who_id(agent: dict[str, Any]) -> str | None:
@@ -150,11 +146,19 @@ def _who_id(agent: dict[str, Any]) -> str | None:
     return (
         _text(_obj(who.get("identifier")).get("value"))
         or _text(_obj(agent.get("userId")).get("value"))  # STU3
-        or _text(who.get("reference"))
+        or _reference_id(_text(who.get("reference")))
         or _text(agent.get("altId"))
         or _text(who.get("display"))
         or _text(agent.get("name"))
     )
+
+
+def _reference_id(ref: str | None) -> str | None:
+    """An agent's ``who.reference`` as its actor id: a typed reference's id
+    (``Practitioner/dr-rivera`` -> ``dr-rivera``: an actor id is one URL path segment;
+    the type tells the kind), anything else as written."""
+    found = _typed_reference(ref)
+    return found[1] if found is not None else ref
 
 
 def _is_ip(value: str) -> bool:
@@ -277,7 +281,10 @@ def _patient_entities(entities: list[_Entity]) -> list[tuple[int, str | None]]:
         is_patient = pid is not None or (has(entity.roles, PATIENT_ROLE) and (
             not entity.types or has(entity.types, PERSON_TYPE)))
         if is_patient:
-            found.append((entity.index, _text(_obj(what.get("identifier")).get("value")) or pid))
+            found.append((entity.index,
+                          _text(_obj(what.get("identifier")).get("value"))
+                          or _text(_obj(entity.json.get("identifier")).get("value"))  # STU3
+                          or pid))
     return found
 
 
@@ -352,14 +359,18 @@ def _read_actor(agent: _Agent, at: str, problems: list[tuple[str, str]]) -> dict
     return actor
 
 
+# A resource type in a reference (FHIR's are [A-Z][A-Za-z]+; any name is taken).
+_TYPE_NAME = re.compile(r"[A-Za-z][A-Za-z0-9]*", re.ASCII)
+
+
 def _typed_reference(ref: str | None) -> tuple[str, str] | None:
     """``Observation/7`` (or a full URL, or ``.../_history/2``) -> (type, id)."""
     if ref is None:
         return None
-    parts = ref.split("/")
+    parts = ref.strip().split("/")
     if "_history" in parts:
         parts = parts[: parts.index("_history")]
-    if len(parts) < 2 or not parts[-2] or not parts[-1]:
+    if len(parts) < 2 or not _TYPE_NAME.fullmatch(parts[-2]) or not parts[-1]:
         return None
     return parts[-2], parts[-1]
 
@@ -375,7 +386,8 @@ def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] |
         what = _what(entity.json)
         out: dict[str, Any]
         if ours is not None:
-            out = {"type": ours}
+            exact = _exts(entity.json).get("resource-type")  # as posted: blank is a type too
+            out = {"type": exact if isinstance(exact, str) and exact else ours}
             if (rid := _text(_obj(what.get("identifier")).get("value"))) is not None:
                 out["id"] = rid
         else:
@@ -445,6 +457,8 @@ def _disclosure(agents: list[_Agent], entities: list[_Entity], path: str,
             disclosure["encrypted"] = encrypted
         if (authorization := _text(exts.get("authorization-id"))) is not None:
             disclosure["authorization_id"] = authorization
+        if (partner := _text(exts.get("recipient-partner"))) is not None:
+            recipient["partner"] = partner
         return disclosure
     problems.append((f"{path}.agent", "a disclosure must name its recipient agent (type "
                                       "DCM 110152 Destination Role ID, or IRCP)"))
@@ -499,6 +513,13 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     recorded = _text(resource.get("recorded"))
     if recorded is None:
         problems.append((f"{path}.recorded", "is required (an instant with a time zone)"))
+    else:
+        # An entry rendered back keeps its time as posted in `occurred-at` when FHIR
+        # could not hold it (an offset beyond 14 hours): taken when it is that moment.
+        exact = _text(_exts(resource).get("occurred-at"))
+        if (exact is not None and exact != recorded and check_instant(exact) is None
+                and fhir_instant(exact) == recorded):
+            recorded = exact
     event: dict[str, Any] = {"event_id": event_id, "occurred_at": recorded or "",
                              "action": action or "read", "outcome": outcome}
     found = _requestor(agents, path, problems)
@@ -598,6 +619,13 @@ _SHAPES: dict[str, tuple[dict[str, Any], list[dict[str, Any]], str, str | None]]
 }
 
 
+def action_code(action: str) -> str:
+    """The AuditEvent.action code (C, R, U, D or E) an entry of ``action`` renders with
+    (actions with no BALP pattern, workforce and system records among them: E)."""
+    shape = _SHAPES.get(action)
+    return shape[2] if shape else "E"
+
+
 def balp_profile(action: str) -> str | None:
     shape = _SHAPES.get(action)
     return BALP + shape[3] if shape and shape[3] else None
@@ -639,9 +667,33 @@ def _recipient_of(disclosure: dict[str, Any]) -> dict[str, Any]:
         extensions.append(_extension("encrypted", disclosure["encrypted"]))
     if disclosure.get("authorization_id"):
         extensions.append(_extension("authorization-id", disclosure["authorization_id"]))
+    if recipient.get("partner"):
+        extensions.append(_extension("recipient-partner", recipient["partner"]))
     return {"type": {"coding": [_coding(DCM, DESTINATION_ROLE, "Destination Role ID")]},
             "who": {"display": recipient["name"]}, "requestor": False,
             "extension": extensions}
+
+
+# FHIR's instant: an offset of at most 14 hours (RFC 3339, and so the contract, allows 23:59).
+_FHIR_OFFSET = re.compile(r"Z|[+-](?:(?:0[0-9]|1[0-3]):[0-5][0-9]|14:00)", re.ASCII)
+
+
+def fhir_instant(moment: str) -> str:
+    """A contract instant (:func:`ledger.instant.check_instant` accepts it) as a FHIR
+    ``instant``: itself, unless its offset is beyond FHIR's 14 hours; then the same
+    moment in UTC, its fraction's digits kept."""
+    offset_at = len(moment) - (1 if moment.endswith("Z") else 6)
+    if _FHIR_OFFSET.fullmatch(moment[offset_at:]):
+        return moment
+    local = datetime.fromisoformat(moment[:19] + moment[offset_at:])
+    fraction = moment[19:offset_at]
+    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+
+
+def fhir_code(text: str) -> str:
+    """``text`` as a FHIR ``code`` (no leading, trailing or repeated whitespace); an
+    entry keeps the exact text in an extension where they differ."""
+    return " ".join(text.split()) or "-"
 
 
 def to_audit_event(event: dict[str, Any], *, resource_id: str,
@@ -650,14 +702,15 @@ def to_audit_event(event: dict[str, Any], *, resource_id: str,
     action = event["action"]
     shape = _SHAPES.get(action)
     if shape is None:  # workforce events: no BALP pattern, our own code says what it was
-        shape = (_coding(ACTION_SYSTEM, action), [], "E", None)
+        shape = (_coding(ACTION_SYSTEM, action), [], action_code(action), None)
     type_, subtypes, code, profile = shape
     if action in AUTH_ACTIONS | SECURITY_ACTIONS or action == "print":
         subtypes = [*subtypes, _coding(ACTION_SYSTEM, action)]
     out: dict[str, Any] = {"resourceType": "AuditEvent", "id": resource_id}
     if profile:
         out["meta"] = {"profile": [BALP + profile]}
-    out.update({"type": type_, "action": code, "recorded": event["occurred_at"],
+    recorded = fhir_instant(event["occurred_at"])
+    out.update({"type": type_, "action": code, "recorded": recorded,
                 "outcome": OUTCOME_CODES[event["outcome"]]})
     if subtypes:
         out["subtype"] = subtypes
@@ -685,11 +738,16 @@ def to_audit_event(event: dict[str, Any], *, resource_id: str,
         })
     resource = event.get("resource")
     if resource:
-        entity: dict[str, Any] = {"type": _coding(RESOURCE_SYSTEM, resource["type"])}
+        type_code = fhir_code(resource["type"])
+        entity: dict[str, Any] = {"type": _coding(RESOURCE_SYSTEM, type_code)}
+        exact = [] if type_code == resource["type"] else [
+            _extension("resource-type", resource["type"])]
         if resource.get("id"):
             entity["what"] = {"identifier": {"value": resource["id"]}}
         if resource.get("phi") is not None:
-            entity["extension"] = [_extension("phi", orjson.dumps(resource["phi"]).decode())]
+            exact.append(_extension("phi", orjson.dumps(resource["phi"]).decode()))
+        if exact:
+            entity["extension"] = exact
         entities.append(entity)
     if event.get("data") is not None:
         entities.append({
@@ -703,14 +761,34 @@ def to_audit_event(event: dict[str, Any], *, resource_id: str,
     if event.get("channel"):
         extensions.append(_extension("channel", event["channel"]))
     extensions.append(_extension("event-id", event["event_id"]))
+    if recorded != event["occurred_at"]:
+        extensions.append(_extension("occurred-at", event["occurred_at"]))
     if received:
         extensions.append(_extension("received-format", received["format"]))
         extensions.append(_extension("received-sha256", received["sha256"]))
         if received.get("entry") is not None:  # the resource's index in the posted Bundle
             extensions.append(_extension("received-entry", received["entry"]))
     out["extension"] = extensions
-    return out
+    return _fhir_strings(out)
 
 
-__all__ = ["EXT", "NETWORK_TYPE", "FormatRejected", "MappingMemo", "balp_profile", "codings",
+# Whitespace a FHIR string cannot hold ([ \r\n\t\S]+: no vertical tab, no NBSP, no
+# line separator...), which contract text may: rendered as a space (the entry keeps it).
+_NOT_FHIR_STRING = re.compile(r"[^\S \t\n\r]")
+
+
+def _fhir_strings(value: Any) -> Any:
+    """``value`` with every string FHIR-safe (new containers: the codings the renderer
+    shares between resources stay as they are)."""
+    if isinstance(value, str):
+        return _NOT_FHIR_STRING.sub(" ", value)
+    if isinstance(value, dict):
+        return {key: _fhir_strings(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_fhir_strings(item) for item in value]
+    return value
+
+
+__all__ = ["EXT", "NETWORK_TYPE", "FormatRejected", "MappingMemo", "action_code",
+           "balp_profile", "codings",
            "to_audit_event", "to_event"]

@@ -1,8 +1,9 @@
 """Structural validation of FHIR resources with ``fhir.resources`` (R4B models, which
 are R4's for AuditEvent; STU3's where a resource uses the STU3 names).
 
-Problems come back as ``(FHIRPath, message)``; messages are the library's, without the
-input (a value may be PHI).
+Problems come back as ``(FHIRPath, message)``: the path of the element, the message ours,
+by the kind of error the library found; never the library's own text, which may quote the
+value (a value, and an unknown element's name, may be PHI).
 
 A Bundle's AuditEvents repeat most of their elements (the same codings, sources, agents'
 roles and extensions). :class:`AuditEventValidator` has ``fhir.resources`` validate each
@@ -67,6 +68,7 @@ from __future__ import annotations
 
 import hashlib
 import inspect
+import re
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -86,11 +88,52 @@ STU3_AGENT = frozenset({"userId", "reference", "altId", "name"})
 STU3_ENTITY = frozenset({"reference", "identifier", "lifecycle"})
 
 
+# An element's name as FHIR JSON spells it (``_recorded``: a primitive's extensions).
+_ELEMENT_NAME = re.compile(r"_?[a-z][A-Za-z0-9]*", re.ASCII)
+# fhir.resources names a few fields in Python: what their JSON keys are.
+_JSON_NAMES = {"resource_type": "resourceType", "fhir_comments": "fhir_comments"}
+# A union's member in a location (``fhir_comments`` is ``str | list[str]``): no element.
+_PYTHON_TYPES = frozenset({"str", "int", "float", "bool", "dict", "list", "none"})
+
+
 def _fhirpath(prefix: str, loc: tuple[Any, ...]) -> str:
+    """``loc`` (pydantic's) as a FHIRPath under ``prefix``. Only element names and
+    indexes are kept: pydantic's own steps (``root``, ``list[str]``, a union's member or
+    tag) are left out, for they are no element, and a tag may be the client's text."""
     out = prefix
     for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else f".{part}"
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        name = _JSON_NAMES.get(part)
+        if name is None:
+            name = str(part).removesuffix("_fhir")
+            if part == "root" or name in _PYTHON_TYPES or not _ELEMENT_NAME.fullmatch(name):
+                continue
+        out += f".{name}"
     return out
+
+
+# Pydantic's error types, said in our words. The library's own messages may quote the
+# value (``expects resource type X, but got <the value>``): never passed on.
+_MESSAGES = {
+    "missing": "is required",
+    "extra_forbidden": "unknown element",
+    "string_type": "must be a JSON string",
+    "string_pattern_mismatch": "does not match the format of its FHIR type",
+    "string_too_short": "is too short", "too_short": "has too few items",
+    "string_too_long": "is too long", "too_long": "has too many items",
+    "bool_type": "must be true or false", "bool_parsing": "must be true or false",
+    "int_type": "must be an integer", "int_parsing": "must be an integer",
+    "int_from_float": "must be an integer",
+    "float_type": "must be a number", "decimal_type": "must be a number",
+    "list_type": "must be a JSON array", "dict_type": "must be a JSON object",
+    "model_type": "must be a JSON object", "model_attributes_type": "must be a JSON object",
+    "literal_error": "is not one of the codes allowed here",
+    "enum": "is not one of the codes allowed here",
+    "greater_than_equal": "is below the smallest value allowed",
+    "less_than_equal": "is above the largest value allowed",
+}
 
 
 def _problem(prefix: str, error: Any) -> tuple[str, str]:
@@ -98,8 +141,9 @@ def _problem(prefix: str, error: Any) -> tuple[str, str]:
     if error["type"] == "extra_forbidden":
         # An unknown element is named by where it is, never by its name: the name is
         # the client's text and may be PHI.
-        return _fhirpath(prefix, loc[:-1]), "unknown element"
-    return _fhirpath(prefix, loc), error["msg"].removeprefix("Value error, ")
+        return _fhirpath(prefix, loc[:-1]), _MESSAGES["extra_forbidden"]
+    return _fhirpath(prefix, loc), _MESSAGES.get(error["type"],
+                                                  "is not a valid value of its FHIR type")
 
 
 def _uses_stu3(resource: dict[str, Any]) -> bool:
@@ -483,7 +527,9 @@ class AuditEventValidator:
         out: list[Any] = []
         try:
             self._walk(plan, resource, out, True)
-        except (_Unwalkable, RecursionError):
+        except (_Unwalkable, RecursionError, TypeError):
+            # TypeError: orjson refuses to encode JSON nested deeper than 254 (it reads
+            # up to 1,024): the library decides on such a resource, whole.
             return None
         return tuple(out)
 

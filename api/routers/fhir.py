@@ -10,7 +10,8 @@ validated with ``fhir.resources``. Each AuditEvent becomes a contract event thro
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import re
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, get_args
 from urllib.parse import urlencode
@@ -23,7 +24,13 @@ from api.access_reports import AccessReports, Reader
 from api.error_docs import fhir_errors
 from api.errors import ApiError, domain_error_response
 from api.formats.codes import OUTCOME_CODES, derived_event_id, sha256_hex
-from api.formats.fhir_audit import FormatRejected, MappingMemo, to_audit_event, to_event
+from api.formats.fhir_audit import (
+    FormatRejected,
+    MappingMemo,
+    action_code,
+    to_audit_event,
+    to_event,
+)
 from api.formats.fhir_validation import AuditEventValidator, rendered_is_valid
 from api.routers.common import attestation_of, caller_ledger, request_caller
 from api.services import Services
@@ -31,10 +38,10 @@ from ledger.admission import Accepted, Conflicted
 from ledger.attestation import Attestation, Received
 from ledger.canonical import canonical
 from ledger.entry import Entry
-from ledger.event import MAX_BATCH_EVENTS, EventRejected, PurposeOfUse
+from ledger.event import MAX_BATCH_EVENTS, Action, EventRejected, PurposeOfUse
 from ledger.ingest import EventConflict
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
-from projections.instants import parse_bound
+from projections.instants import bound_range
 from projections.queries import AccessFilter
 
 router = APIRouter(prefix="/fhir", tags=["fhir"])
@@ -55,14 +62,20 @@ FHIR_JSON = "application/fhir+json"
 FHIR_FORMAT = "fhir-r4-json"
 AUDIT_EVENT_READ = "audit_event"  # what a `query` event says was looked at
 MAX_COUNT = 100
+# A seq as a resource id: ASCII digits only (str.isdigit also takes '²' and other scripts'
+# digits, which int() then refuses or reads as another number).
+_SEQ = re.compile(r"[1-9][0-9]{0,15}", re.ASCII)
+_COUNT = re.compile(r"[0-9]{1,3}", re.ASCII)
+# ITI-81's parameters, and ours beside them. Each but `date` (a span: ge and lt) is taken
+# once: FHIR reads a repeat as AND, which for these could only contradict, or be half read.
+_SEARCH_PARAMETERS = frozenset({
+    "patient", "patient.identifier", "date", "agent", "entity-type", "action", "outcome",
+    "_count", "_cursor", "purpose", "ledger", "_format"})
 PURPOSE_HEADER = "x-purpose-of-use"
-# ITI-81 `action` is the AuditEvent.action code; ours are finer.
-ACTION_CODES = {
-    "C": ("create",), "R": ("read", "disclose", "export", "print"), "U": ("update",),
-    "D": ("delete",),
-    "E": ("query", "login", "logout", "login_failed", "security_alert",
-          "application_activity"),
-}
+# ITI-81 `action` is the AuditEvent.action code; ours are finer: each code finds the
+# entries that render with it.
+ACTION_CODES = {code: tuple(a for a in get_args(Action) if action_code(a) == code)
+                for code in "CRUDE"}
 OUTCOME_OF_CODE = {"0": "success", "4": "failure", "8": "denied", "12": "failure"}
 
 
@@ -145,8 +158,47 @@ def _location(seq: int) -> str:
     return f"/fhir/AuditEvent/{seq}"
 
 
+# Where in an AuditEvent each contract field comes from (api.formats.fhir_audit.to_event),
+# by the field's longest listed prefix: a contract refusal names that element.
+_ELEMENT_OF_FIELD = {
+    "event_id": "id", "occurred_at": "recorded", "action": "type", "outcome": "outcome",
+    "actor": "agent.where(requestor = true)",
+    "actor.id": "agent.where(requestor = true).who",
+    "actor.role": "agent.where(requestor = true).role",
+    "actor.ip": "agent.where(requestor = true).network.address",
+    "actor.device_id": "agent.where(requestor = true).network.address",
+    "actor.kind": "agent.where(requestor = true).type",
+    "actor.session_id": "agent.where(requestor = true).extension",
+    "actor.organization": "agent.where(requestor = true).extension",
+    "actor.mfa": "agent.where(requestor = true).extension",
+    "patient": "entity.what", "resource": "entity", "resource.id": "entity.what",
+    "purpose": "purposeOfEvent", "channel": "extension",
+    "disclosure": "agent.where(requestor = false)",
+    "disclosure.recipient.name": "agent.where(requestor = false).who",
+    "source": "source", "source.system": "source.observer", "source.site": "source.site",
+    "data": "entity.detail",
+}
+
+
+def _element_path(resource_path: str, field: str) -> str:
+    """The FHIRPath, under ``resource_path``, of the element a contract ``field`` (of an
+    event, or ``events[i].`` of a batch) was mapped from."""
+    field = field.split("].", 1)[1] if field.startswith("events[") and "]." in field else field
+    parts = field.split(".")
+    for n in range(len(parts), 0, -1):
+        element = _ELEMENT_OF_FIELD.get(".".join(parts[:n]))
+        if element is not None:
+            return f"{resource_path}.{element}"
+    return resource_path
+
+
+def _contract_problem(resource_path: str, field: str, message: str) -> tuple[str, str]:
+    return (_element_path(resource_path, field),
+            f"maps to a contract event whose {field.split('].', 1)[-1]} {message}")
+
+
 def _contract_problems(error: EventRejected, path: str) -> list[tuple[str, str]]:
-    return [(path, f"maps to a contract event whose {f} {m}") for f, m in error.problems]
+    return [_contract_problem(path, f, m) for f, m in error.problems]
 
 
 @router.post("/AuditEvent", status_code=201, summary="Record one FHIR AuditEvent (IHE BALP)",
@@ -164,6 +216,8 @@ async def post_audit_event(request: Request) -> Response:
             received=[Received(FHIR_FORMAT, sha256_hex(raw))])
     except FormatRejected as rejected:
         return refusal(422, rejected.problems)
+    except TypeError:  # as a Bundle's entry (map_all): never an internal error
+        return refusal(422, [("AuditEvent", "holds a value JSON cannot carry exactly")])
     except EventRejected as rejected:
         return refusal(422, _contract_problems(rejected, "AuditEvent"))
     except EventConflict:
@@ -266,8 +320,7 @@ async def _transaction(svc: Services, ledger: str,
         accepted = await svc.ingest.record(ledger, events, batch=True, by=by,
                                            received=received.of(range(len(events))))
     except EventRejected as rejected:
-        return refusal(422, [(f"Bundle.entry[{_index(f)}].resource",
-                              f"maps to a contract event whose {f} {m}")
+        return refusal(422, [_contract_problem(f"Bundle.entry[{_index(f)}].resource", f, m)
                              for f, m in rejected.problems])
     except EventConflict:
         return refusal(409, [("Bundle.entry", "an AuditEvent id was already recorded with "
@@ -307,8 +360,9 @@ async def _batch(svc: Services, ledger: str,
                                                  received=received.of([i]))))
         except EventRejected as rejected:
             answers[i] = _entry_response("422 Unprocessable Entity", issues=outcome(
-                [("error", "invalid", f"maps to a contract event whose {f} {msg}",
-                  f"Bundle.entry[{i}].resource") for f, msg in rejected.problems]))
+                [("error", "invalid", text, path) for path, text in (
+                    _contract_problem(f"Bundle.entry[{i}].resource", f, msg)
+                    for f, msg in rejected.problems)]))
     for i, future in futures:
         try:
             result = await asyncio.wrap_future(future)
@@ -358,6 +412,8 @@ def _batch_response(answers: list[dict[str, Any] | None]) -> Response:
 
 
 def _purpose(request: Request, problems: list[tuple[str, str]]) -> str:
+    if len(request.query_params.getlist("purpose")) > 1:
+        problems.append(("purpose", "may be given once"))
     purpose = request.query_params.get("purpose") or request.headers.get(PURPOSE_HEADER)
     if not purpose:
         problems.append(("purpose", "is required (query parameter purpose or header "
@@ -414,7 +470,7 @@ async def read_audit_event(resource_id: str, request: Request) -> Response:
     svc: Services = request.app.state.services
     problems: list[tuple[str, str]] = []
     purpose = _purpose(request, problems)
-    if not resource_id.isdigit() or not 0 < int(resource_id) < 2**53:
+    if not _SEQ.fullmatch(resource_id) or not int(resource_id) < 2**53:
         problems.append(("id", "must be the seq of a ledger entry"))
     if problems:
         return refusal(400, problems)
@@ -433,21 +489,40 @@ async def read_audit_event(resource_id: str, request: Request) -> Response:
 
 
 def _dates(values: list[str], problems: list[tuple[str, str]]) -> tuple[str | None, str | None]:
+    """The ``[since, until)`` of every ``date`` value together (FHIR ANDs repeats), each
+    read by its precision: ``le2026-11-22`` is up to the end of that day, ``gt`` a
+    second is after that second."""
     since = until = None
     for value in values:
-        prefix, instant = (value[:2], value[2:]) if value[:2].isalpha() else ("eq", value)
+        prefix, text = (value[:2], value[2:]) if value[:2].isalpha() else ("eq", value)
         try:
-            bound = parse_bound(instant)
+            low, high = bound_range(text)
         except ValueError:
-            problems.append(("date", "must be [ge|gt|le|lt]<RFC 3339 instant>"))
+            problems.append(("date", "must be [eq|ge|gt|le|lt|sa|eb]<RFC 3339 instant or "
+                                     "YYYY-MM-DD>"))
             continue
-        if prefix in ("ge", "gt", "sa"):
-            since = max(since or bound, bound)
-        elif prefix in ("lt", "le", "eb"):
-            until = min(until or bound, bound)
-        else:
-            problems.append(("date", "takes the prefixes ge, gt, le and lt"))
+        if prefix not in _DATE_PREFIXES:
+            problems.append(("date", "takes the prefixes eq, ge, gt, le, lt, sa and eb"))
+            continue
+        start, end = _DATE_PREFIXES[prefix](low, high)
+        if start is not None:
+            since = max(since or start, start)
+        if end is not None:
+            until = min(until or end, end)
     return since, until
+
+
+# FHIR's date prefixes over a value's span [low, high), as (since, until): an entry's
+# time is a point, so "starts after" is "after" and "ends before" is "before".
+_DATE_PREFIXES: dict[str, Callable[[str, str], tuple[str | None, str | None]]] = {
+    "eq": lambda low, high: (low, high),
+    "ge": lambda low, high: (low, None),
+    "gt": lambda low, high: (high, None),
+    "sa": lambda low, high: (high, None),
+    "lt": lambda low, high: (None, low),
+    "eb": lambda low, high: (None, low),
+    "le": lambda low, high: (None, high),
+}
 
 
 def _scope(params: dict[str, Any]) -> dict[str, Any]:
@@ -461,11 +536,15 @@ async def search_audit_events(request: Request) -> Response:
     q = request.query_params
     problems: list[tuple[str, str]] = []
     purpose = _purpose(request, problems)
-    known = {"patient", "date", "agent", "entity-type", "action", "outcome", "_count",
-             "_cursor", "purpose", "ledger", "patient.identifier", "_format"}
-    for name in q:
-        if name not in known:
-            problems.append((name, "is not a supported search parameter"))
+    if any(name not in _SEARCH_PARAMETERS for name in q):
+        # Not named: a parameter's name is the client's text, and may be PHI.
+        problems.append(("search", "names a parameter that is not supported (supported: "
+                                   + ", ".join(sorted(_SEARCH_PARAMETERS)) + ")"))
+    for name in sorted(_SEARCH_PARAMETERS - {"date", "purpose"}):
+        if len(q.getlist(name)) > 1:
+            problems.append((name, "may be given once"))
+    if "patient" in q and "patient.identifier" in q:
+        problems.append(("patient", "give patient or patient.identifier, not both"))
     since, until = _dates(q.getlist("date"), problems)
     actions: tuple[str, ...] = ()
     if q.get("action"):
@@ -483,12 +562,10 @@ async def search_audit_events(request: Request) -> Response:
     if entity_type is not None and entity_type.rpartition("|")[2] not in ("1", "2"):
         problems.append(("entity-type", "must be 1 (person: the patient) or 2 (system "
                                         "object: the resource)"))
-    try:
-        count = int(q.get("_count", "20"))
-        if not 1 <= count <= MAX_COUNT:
-            raise ValueError
-    except ValueError:
-        problems.append(("_count", f"must be between 1 and {MAX_COUNT}"))
+    count_text = q.get("_count", "20")
+    count = int(count_text) if _COUNT.fullmatch(count_text) else 0
+    if not 1 <= count <= MAX_COUNT:
+        problems.append(("_count", f"must be a whole number from 1 to {MAX_COUNT}"))
         count = 20
     patient = q.get("patient") or q.get("patient.identifier")
     if patient is not None:
@@ -509,25 +586,28 @@ async def search_audit_events(request: Request) -> Response:
                              until_utc=until, actions=actions)
 
         def page() -> tuple[list[dict[str, Any]], Position | None]:
+            """Up to ``count`` matches after ``after``, and where the next page starts:
+            None when no match follows (one match beyond the page is looked for, so the
+            last page has no ``next``)."""
             rows: list[dict[str, Any]] = []
             position = after
-            while len(rows) < count:
+            while True:
                 batch = svc.queries.accesses(ledger, where, after=position, order="asc",
                                              limit=count * 2)
                 for row in batch:
-                    position = Position(row["occurred_utc"], row["seq"])
                     if outcomes is not None and row["outcome"] not in outcomes:
                         continue
                     if entity_type is not None and (
                             (entity_type.endswith("1") and row["patient_ref"] is None)
                             or (entity_type.endswith("2") and row["resource_type"] is None)):
                         continue
-                    rows.append(row)
                     if len(rows) == count:
-                        return rows, position
+                        last = rows[-1]
+                        return rows, Position(last["occurred_utc"], last["seq"])
+                    rows.append(row)
                 if len(batch) < count * 2:
                     return rows, None
-            return rows, position
+                position = Position(batch[-1]["occurred_utc"], batch[-1]["seq"])
 
         rows, more = await asyncio.to_thread(page)
         resources = await asyncio.to_thread(_load, svc, ledger, [r["seq"] for r in rows])
