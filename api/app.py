@@ -53,7 +53,7 @@ from ledger.ingest import Ingest, Protection
 from ledger.logs import configure_logging
 from ledger.migrate import migrate
 from ledger.protection import protection_from_settings
-from ledger.runtime import tune_gc
+from ledger.runtime import allow_open_files, tune_gc
 from ledger.settings import Settings
 from ledger.store import StoreUnavailable, open_store
 from ledger.tlog import TransparencyLog, load_log_identity
@@ -159,6 +159,7 @@ def _lifespan(
         background = _start_background(svc, settings, clock)
         # ATNA syslog listeners on this event loop, when configured (api.syslog).
         syslog = await start_listeners(svc)
+        app.state.syslog = syslog  # /metrics counts its refusals
         # The FHIR validators' plan (every element model imported, a validator per
         # primitive field) made now, not in a first request, and so frozen below.
         fhir_validation.SHAPES.root()
@@ -286,6 +287,7 @@ GIL_SWITCH_INTERVAL = 0.0005
 def app_from_env() -> ASGIApp:
     """The uvicorn factory: settings from the environment."""
     sys.setswitchinterval(GIL_SWITCH_INTERVAL)
+    allow_open_files()
     app = create_app(Settings.from_env())
     tune_gc()
     return app

@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+_Labels = TypeVar("_Labels", bound=tuple[str, ...])
 
 
 class Metrics:
@@ -90,6 +95,26 @@ class Metrics:
             "ATNA messages received and durable, not yet settled as entries or dead letters",
             registry=self.registry,
         )
+        self.syslog_refused_senders = Gauge(
+            "phi_ledger_syslog_refused_senders",
+            "ATNA connections and datagrams this process refused: no client certificate "
+            "of an ingest identity, an unlisted UDP address, a sender revoked",
+            registry=self.registry,
+        )
+        # Label values each labelled count was last given (see set_counts).
+        self._counted: dict[int, set[tuple[str, ...]]] = {}
+
+    def set_counts(self, gauge: Gauge, counts: Mapping[_Labels, float]) -> None:
+        """Set ``gauge`` to ``counts`` by label values; values counted before and absent
+        now read 0 (a query of counts leaves out what it no longer finds: the last open
+        dead letter replayed, the last open alert closed, and a gauge set only from the
+        rows found would keep its old value for ever, and its alert would never clear)."""
+        seen = self._counted.setdefault(id(gauge), set())
+        for labels in seen - set(counts):
+            gauge.labels(*labels).set(0)
+        for labels, count in counts.items():
+            gauge.labels(*labels).set(count)
+        seen.update(counts)
 
     def observe(self, method: str, route: str, status: int, seconds: float) -> None:
         self.requests.labels(method, route, str(status)).inc()

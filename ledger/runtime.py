@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import gc
 
 # Allocations of tracked containers between two runs of the youngest generation. At
@@ -19,3 +20,19 @@ def tune_gc() -> None:
     quarters of its time)."""
     gc.freeze()
     gc.set_threshold(GC_GEN0_THRESHOLD, 20, 100)
+
+
+def allow_open_files() -> None:
+    """Raise this process's limit of open descriptors to the most the system allows it
+    (the soft limit to the hard one, as Go's runtime does): every sender, client and
+    database connection holds one, and a soft limit of 1,024 is soon reached by a host
+    that opens connections and never finishes them. Where the platform has no such
+    limit, nothing."""
+    try:
+        import resource
+    except ImportError:  # not on POSIX
+        return
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or soft < hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))

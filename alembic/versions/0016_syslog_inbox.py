@@ -29,14 +29,15 @@ def upgrade() -> None:
         wrapped_key {blob},
         message {blob} NOT NULL
     )""")
-    # One open dead letter a message: settlers of two processes may bury it at once.
-    # Listeners before this revision could, rarely, each add the same message (the same
-    # bytes: its digest); the first letter stays.
+    # One open dead letter a message of a sender: settlers of two processes may bury it
+    # at once. Listeners before this revision could, rarely, each add the same message
+    # (the same sender, the same bytes: its digest); the first letter stays. (Revision
+    # 0017 makes the index of databases that ran this one before it named the sender.)
     op.execute("DELETE FROM dead_letters WHERE replayed_seq IS NULL AND id NOT IN"
                " (SELECT MIN(id) FROM dead_letters WHERE replayed_seq IS NULL"
-               " GROUP BY ledger, sha256)")
-    op.execute("CREATE UNIQUE INDEX dead_letters_open ON dead_letters (ledger, sha256)"
-               " WHERE replayed_seq IS NULL")
+               " GROUP BY ledger, sender, sha256)")
+    op.execute("CREATE UNIQUE INDEX dead_letters_open ON dead_letters (ledger, sender,"
+               " sha256) WHERE replayed_seq IS NULL")
 
 
 def downgrade() -> None:

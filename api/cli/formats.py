@@ -29,6 +29,7 @@ def register(app: typer.Typer, fail: Any) -> None:
 
         from api.app import build_services
         from api.syslog.service import start_listeners
+        from ledger.runtime import allow_open_files
 
         settings = Settings.from_env()
         settings = replace(settings, syslog_tls=tls or settings.syslog_tls,
@@ -36,6 +37,7 @@ def register(app: typer.Typer, fail: Any) -> None:
         if not settings.syslog_tls and not settings.syslog_udp:
             raise fail("say where to listen: --tls host:port and/or --udp host:port")
         configure_logging(settings.log_format, settings.log_level)
+        allow_open_files()
         svc = build_services(settings)
 
         async def run() -> None:
@@ -97,11 +99,23 @@ def replay(
         intake = intake_of(svc)
         chosen = ids or [d.id for d in intake.dead_letters.letters()]
         done = 0
+        failed = 0
         for letter_id in chosen:
-            seq = intake.replay(letter_id)
+            try:
+                seq = intake.replay(letter_id)
+            except KeyError:
+                failed += 1
+                typer.echo(json.dumps({"id": letter_id, "error": "no such letter"}))
+                continue
+            except Exception as error:  # one letter (its key gone, ...) stops no other
+                failed += 1
+                typer.echo(json.dumps({"id": letter_id, "error": type(error).__name__}))
+                continue
             typer.echo(json.dumps({"id": letter_id, "seq": seq}))
             done += seq is not None
         typer.echo(f"replayed {done} of {len(chosen)}", err=True)
+        if failed:
+            raise typer.Exit(1)
     finally:
         svc.writer.stop()
         svc.store.close()

@@ -69,10 +69,17 @@ def parse_audit_message(data: bytes, limit: int = MAX_FRAME) -> ET.Element:
     """The ``AuditMessage`` root of ``data``; raises FormatRejected."""
     if len(data) > limit:
         raise FormatRejected([("AuditMessage", f"is larger than {limit} bytes")])
+    text: bytes | str = data
     if data.startswith(BOM):
-        data = data[len(BOM):]
+        # RFC 5424: a BOM says the MSG is UTF-8, whatever encoding an XML declaration
+        # names; parsed as text, the declaration's encoding is not applied again.
+        try:
+            text = data[len(BOM):].decode("utf-8")
+        except UnicodeDecodeError:
+            raise FormatRejected([("AuditMessage", "starts with a UTF-8 BOM but is not "
+                                                   "UTF-8")]) from None
     try:
-        root = fromstring(data, forbid_dtd=True, forbid_entities=True,
+        root = fromstring(text, forbid_dtd=True, forbid_entities=True,
                           forbid_external=True)
     except DefusedXmlException:
         raise FormatRejected([("AuditMessage", "uses a DTD or entities, which are refused")
@@ -86,6 +93,26 @@ def parse_audit_message(data: bytes, limit: int = MAX_FRAME) -> ET.Element:
 
 def _is_true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1")
+
+
+def _segment(text: str) -> bool:
+    return "/" not in text and text not in (".", "..")
+
+
+def _actor_id(participant: ET.Element) -> str:
+    """The actor id of a participant: its UserID, unless that cannot be an actor id (one
+    URL path segment) -- a system's UserID is often a URL, the wsa:ReplyTo of its
+    request -- then its AlternativeUserID (a process id) or UserName, and failing those
+    the UserID with ``%`` and ``/`` percent-encoded (still that system, still one
+    segment). Empty when the participant names no one."""
+    user = (participant.get("UserID") or "").strip()
+    if not user or _segment(user):
+        return user or (participant.get("AlternativeUserID") or "").strip()
+    for other in ("AlternativeUserID", "UserName"):
+        text = (participant.get(other) or "").strip()
+        if text and _segment(text):
+            return text
+    return user.replace("%", "%25").replace("/", "%2F")
 
 
 def _actor(participants: list[tuple[int, ET.Element]], problems: list[tuple[str, str]]
@@ -106,7 +133,7 @@ def _actor(participants: list[tuple[int, ET.Element]], problems: list[tuple[str,
         return {"id": "-", "kind": "user"}
     i, p = chosen[0]
     at = f"AuditMessage/ActiveParticipant[{i + 1}]"
-    actor_id = (p.get("UserID") or "").strip() or (p.get("AlternativeUserID") or "").strip()
+    actor_id = _actor_id(p)
     if not actor_id:
         problems.append((f"{at}/@UserID", "is required"))
         actor_id = "-"

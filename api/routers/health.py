@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 from typing import Any
 
-from fastapi import APIRouter, Depends
+from fastapi import APIRouter, Depends, Request
 from fastapi.responses import Response
 
 from api.error_docs import errors
@@ -117,7 +117,7 @@ async def readyz(svc: Services = Depends(services)) -> Response:
 
 @router.get("/metrics", summary="Prometheus metrics", response_class=Response,
             responses=METRICS_RESPONSES)
-async def metrics(svc: Services = Depends(services)) -> Response:
+async def metrics(request: Request, svc: Services = Depends(services)) -> Response:
     stats = svc.writer.stats
     svc.metrics.appended.set(stats.events)
     svc.metrics.transactions.set(stats.transactions)
@@ -138,24 +138,23 @@ async def metrics(svc: Services = Depends(services)) -> Response:
         for view in {*lag, *quarantined}:
             svc.metrics.quarantined.labels(view=view).set(quarantined.get(view, 0))
     svc.metrics.projection_lag_seconds.set(waited)
-    try:  # alerts by rule and status: codes and counts, never who or whom
-        counts = await asyncio.to_thread(alert_counts, svc.store)
-    except StoreUnavailable:
-        counts = {}
-    for (rule, status), count in counts.items():
-        svc.metrics.alerts.labels(rule=rule, status=status).set(count)
+    # Alerts by rule and status: codes and counts, never who or whom. While the database
+    # does not answer, the counts are not known: left as they were, not zeroed.
+    with contextlib.suppress(StoreUnavailable):
+        svc.metrics.set_counts(svc.metrics.alerts,
+                               await asyncio.to_thread(alert_counts, svc.store))
     if svc.checkpointer is not None:
         signing = svc.checkpointer.stats
         svc.metrics.checkpoints_signed.set(signing.signed)
         svc.metrics.checkpoint_refusals.set(signing.refused)
         for ledger, size in list(signing.sizes.items()):
             svc.metrics.checkpoint_size.labels(ledger=ledger).set(size)
-    try:
-        letters = await asyncio.to_thread(DeadLetters(svc.store, None).open_counts)
-    except StoreUnavailable:
-        letters = {}
-    for (ledger, fmt), count in letters.items():
-        svc.metrics.dead_letters.labels(ledger=ledger, format=fmt).set(count)
+    with contextlib.suppress(StoreUnavailable):
+        svc.metrics.set_counts(svc.metrics.dead_letters, await asyncio.to_thread(
+            DeadLetters(svc.store, None).open_counts))
     with contextlib.suppress(StoreUnavailable):
         svc.metrics.syslog_inbox.set(await asyncio.to_thread(Inbox(svc.store, None).depth))
+    syslog = getattr(request.app.state, "syslog", None)
+    if syslog is not None:
+        svc.metrics.syslog_refused_senders.set(syslog.intake.stats.refused_senders)
     return Response(svc.metrics.render(), media_type="text/plain; version=0.0.4")

@@ -53,20 +53,22 @@ class DeadLetters:
             received_at: str) -> int:
         kept = keep(self.ring, raw, _aad(ledger, sha256))
         with self.store.transaction() as tx:
-            # The same message received again while its letter is open is one letter
-            # (the unique index on open letters: two settlers may bury it at once).
+            # The same message received again from its sender while its letter is open
+            # is one letter (the unique index on open letters: two settlers may bury it
+            # at once); from another sender it is another message, another letter.
             cursor = self.store.execute(
                 tx, "INSERT INTO dead_letters (ledger, received_at, format, sender, sha256,"
                 " reason, kek_id, wrapped_key, message) VALUES (%s, %s, %s, %s, %s, %s, %s,"
-                " %s, %s) ON CONFLICT (ledger, sha256) WHERE replayed_seq IS NULL"
+                " %s, %s) ON CONFLICT (ledger, sender, sha256) WHERE replayed_seq IS NULL"
                 " DO NOTHING RETURNING id",
                 (ledger, received_at, fmt, sender, sha256, reason[:2000], kept.kek_id,
                  kept.wrapped_key, kept.message))
             row = cursor.fetchone()
             if row is None:
                 row = self.store.execute(
-                    tx, "SELECT id FROM dead_letters WHERE ledger = %s AND sha256 = %s AND"
-                    " replayed_seq IS NULL", (ledger, sha256)).fetchone()
+                    tx, "SELECT id FROM dead_letters WHERE ledger = %s AND sender = %s AND"
+                    " sha256 = %s AND replayed_seq IS NULL", (ledger, sender, sha256)
+                ).fetchone()
             return int(row[0])
 
     def letters(self, ledger: str | None = None, *, include_replayed: bool = False
@@ -83,6 +85,14 @@ class DeadLetters:
                 curs, f"SELECT {_COLUMNS} FROM dead_letters{where} ORDER BY id", params
             ).fetchall()
         return [DeadLetter(*row) for row in rows]
+
+    def letter(self, letter_id: int) -> DeadLetter | None:
+        """One letter by its id (replayed or not), or None."""
+        with self.store.reading() as curs:
+            row = self.store.execute(
+                curs, f"SELECT {_COLUMNS} FROM dead_letters WHERE id = %s", (letter_id,)
+            ).fetchone()
+        return None if row is None else DeadLetter(*row)
 
     def message(self, letter_id: int) -> bytes:
         """The letter's bytes as received (opened)."""

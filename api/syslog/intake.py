@@ -157,11 +157,7 @@ class AtnaIntake:
         reasons: dict[int, str] = {}
         events = []
         for i, message in enumerate(held):
-            try:
-                mapped = map_message(message.frame, message.sender, self.default_purpose)
-            except Exception as error:  # no message may stop the settler
-                log.error("syslog.unmappable", error=type(error).__name__)
-                mapped = Mapped(None, f"internal: {type(error).__name__} while mapping")
+            mapped = self._mapped(message.frame, message.sender)
             if mapped.event is None:
                 reasons[i] = mapped.reason or "unmapped"
             else:
@@ -193,6 +189,16 @@ class AtnaIntake:
         self.stats.accepted += outcomes.count("accepted")
         self.stats.replayed += outcomes.count("replayed")
         return outcomes
+
+    def _mapped(self, frame: bytes, sender: str) -> Mapped:
+        """:func:`map_message`; what it raises (it never should) is the reason instead,
+        ``internal: <type> while mapping``: no message may stop the settler or a
+        replay of the letters behind it."""
+        try:
+            return map_message(frame, sender, self.default_purpose)
+        except Exception as error:
+            log.error("syslog.unmappable", error=type(error).__name__)
+            return Mapped(None, f"internal: {type(error).__name__} while mapping")
 
     def settle_apart(self, held: Sequence[Held]) -> None:
         """:meth:`settle`, and if that fails while the database answers, each message
@@ -228,18 +234,23 @@ class AtnaIntake:
             return False
         return True
 
-    def recover(self) -> int:
-        """Settle every message held for longer than RECOVER_AFTER seconds that this
-        process's settler does not have in hand (a process died holding it), unless
-        another process is recovering; how many. Blocking.
+    def recover(self, held_before: str | None = None) -> int:
+        """Settle every message held for longer than RECOVER_AFTER seconds (or, given,
+        held before ``held_before``) that this process's settler does not have in hand
+        (a process died holding it), unless another process is recovering; how many.
+        Blocking.
 
         The age keeps recovery off what a live settler is about to take (a message is
         settled within moments of being held): taking a message there, ahead of its
         connection's earlier ones still waiting, would break that connection's order.
         A live peer's backlog older than that may be settled twice, to the same
-        outcome."""
+        outcome, in the order it was held. A settler that starts takes everything held
+        before it started, before anything it holds itself (:meth:`run_settler`): a
+        sender that reconnects at once after a crash finds its earlier messages settled
+        ahead of its new ones."""
         done = 0
-        cutoff = format_recorded_at(self.clock() - timedelta(seconds=RECOVER_AFTER))
+        cutoff = held_before or format_recorded_at(
+            self.clock() - timedelta(seconds=RECOVER_AFTER))
         with self.inbox.store.sole(RECOVERY_LOCK) as alone:
             if not alone:
                 return 0
@@ -257,13 +268,15 @@ class AtnaIntake:
         return done
 
     async def run_settler(self) -> None:
-        """Settle what this process holds as it comes, and every RECOVER_SECONDS what
-        others left (:meth:`recover`). Runs until cancelled."""
+        """First settle what was held before it started (a process died holding it),
+        then what this process holds as it comes, and every RECOVER_SECONDS what others
+        left (:meth:`recover`). Runs until cancelled."""
+        started = format_recorded_at(self.clock())
         self._waiting, self._wake = deque(), asyncio.Event()
         # A thread of its own, by name: the settler is most of an intake's CPU.
         self._settling = ThreadPoolExecutor(1, thread_name_prefix="syslog-settler")
         try:
-            await self._settle_loop(self._waiting, self._wake)
+            await self._settle_loop(self._waiting, self._wake, started)
         finally:
             self._settling.shutdown(wait=False)
             # What it had in hand is still held: recovery's, from now on.
@@ -271,9 +284,15 @@ class AtnaIntake:
             with self._mine_lock:
                 self._mine.clear()
 
-    async def _settle_loop(self, waiting: deque[Held], wake: asyncio.Event) -> None:
+    async def _settle_loop(self, waiting: deque[Held], wake: asyncio.Event,
+                           started: str) -> None:
         loop = asyncio.get_running_loop()
-        recovery_due = loop.time()
+        # What was held before this settler started, first and whatever its age: until
+        # it is settled, nothing held since is (a connection's order holds across a
+        # restart). Retried, like any recovery, until it succeeds.
+        while not await self._recover(started):
+            await asyncio.sleep(RETRY_SECONDS)
+        recovery_due = loop.time() + RECOVER_SECONDS
         while True:
             if loop.time() >= recovery_due:
                 await self._recover()
@@ -299,11 +318,15 @@ class AtnaIntake:
             if waiting:
                 wake.set()  # recovery was due first; the rest after it
 
-    async def _recover(self) -> None:
+    async def _recover(self, held_before: str | None = None) -> bool:
+        """:meth:`recover` on the settler's thread; False when it failed (logged)."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self._settling, self.recover)
+            await asyncio.get_running_loop().run_in_executor(self._settling, self.recover,
+                                                             held_before)
         except Exception as error:  # tried again at the next turn
             log.warning("syslog.recovery_failed", error=type(error).__name__)
+            return False
+        return True
 
     def bury(self, ledger: str, sender: str, frame: bytes, reason: str,
              received_at: str | None = None) -> int:
@@ -317,14 +340,13 @@ class AtnaIntake:
     def replay(self, letter_id: int) -> int | None:
         """Map a dead letter again (after a fix); the seq it is now at, or None (its
         reason updated). Synchronous: for the CLI."""
-        letter = next((d for d in self.dead_letters.letters(include_replayed=True)
-                       if d.id == letter_id), None)
+        letter = self.dead_letters.letter(letter_id)
         if letter is None:
             raise KeyError(letter_id)
         if letter.replayed_seq is not None:
             return letter.replayed_seq
         frame = self.dead_letters.message(letter_id)
-        mapped = map_message(frame, letter.sender, self.default_purpose)
+        mapped = self._mapped(frame, letter.sender)
         reason = mapped.reason
         if mapped.event is not None:
             try:

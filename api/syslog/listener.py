@@ -76,6 +76,12 @@ def resolver(identities: Any) -> Resolve:
 # How long a sender found valid is trusted before it is looked up again (the HTTP API
 # caches a valid credential as long): a revocation stops an open connection within this.
 RECHECK_SECONDS = 2.0
+# A connection that has not finished its TLS handshake by then is closed (asyncio's own
+# default is 60 s: a host could hold a listener's descriptors with bare TCP connects).
+HANDSHAKE_SECONDS = 10.0
+# Senders connected at once, at most: one more is refused (closed, counted, logged).
+# ATNA senders keep one long-lived connection each; an audit repository has dozens.
+MAX_CONNECTIONS = 1024
 
 
 class SenderCheck:
@@ -123,8 +129,32 @@ class SyslogListeners:
         await asyncio.to_thread(self.intake.holding.close)
 
 
+class _Connections:
+    """How many TLS senders are connected, against the most allowed."""
+
+    def __init__(self, most: int) -> None:
+        self.most, self.open = most, 0
+
+
 async def _connection(intake: AtnaIntake, resolve: Resolve, recheck: float,
-                      reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+                      connections: _Connections, reader: asyncio.StreamReader,
+                      writer: asyncio.StreamWriter) -> None:
+    if connections.open >= connections.most:
+        intake.stats.refused_senders += 1
+        log.warning("syslog.sender_refused", reason="too many connections",
+                    most=connections.most)
+        writer.close()
+        return
+    connections.open += 1
+    try:
+        await _sender_connection(intake, resolve, recheck, reader, writer)
+    finally:
+        connections.open -= 1
+
+
+async def _sender_connection(intake: AtnaIntake, resolve: Resolve, recheck: float,
+                             reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+                             ) -> None:
     name = common_name(writer.get_extra_info("peercert"))
     sender = await asyncio.to_thread(resolve, name) if name else None
     if sender is None or name is None:
@@ -170,12 +200,17 @@ class _Datagrams(asyncio.DatagramProtocol):
         self.intake = intake
         self.senders = senders
         self.queue: asyncio.Queue[tuple[SenderCheck, bytes]] = asyncio.Queue(maxsize=10_000)
+        self.refused: set[str] = set()
         self.worker = asyncio.get_running_loop().create_task(self._drain())
 
     def datagram_received(self, data: bytes, addr: tuple[str, int]) -> None:
         check = self.senders.get(addr[0])
         if check is None or len(data) > MAX_FRAME:
             self.intake.stats.refused_senders += 1
+            if check is None and len(self.refused) < 1024 and addr[0] not in self.refused:
+                self.refused.add(addr[0])  # once an address: a flood is one line
+                log.warning("syslog.sender_refused", reason="address not on the UDP "
+                            "sender list", address=addr[0])
             return
         try:
             self.queue.put_nowait((check, data))
@@ -198,17 +233,21 @@ class _Datagrams(asyncio.DatagramProtocol):
 async def start(intake: AtnaIntake, resolve: Resolve, *, tls: str | None = None,
                 context: ssl.SSLContext | None = None, udp: str | None = None,
                 udp_senders: dict[str, str] | None = None,
-                recheck: float = RECHECK_SECONDS) -> SyslogListeners:
+                recheck: float = RECHECK_SECONDS, handshake: float = HANDSHAKE_SECONDS,
+                most: int = MAX_CONNECTIONS) -> SyslogListeners:
     """Start the configured listeners; ``udp_senders`` maps an address to an identity
-    name; ``recheck``: how long a sender's standing is trusted (:class:`SenderCheck`)."""
+    name; ``recheck``: how long a sender's standing is trusted (:class:`SenderCheck`);
+    ``handshake``: seconds a TLS handshake may take; ``most``: senders connected at
+    once."""
     servers: list[Any] = []
     if tls:
         if context is None:
             raise ValueError("a TLS listener needs a certificate, a key and a client CA")
         host, port = address(tls)
+        connections = _Connections(most)
         servers.append(await asyncio.start_server(
-            lambda r, w: _connection(intake, resolve, recheck, r, w), host, port, ssl=context,
-            limit=MAX_FRAME + 8))
+            lambda r, w: _connection(intake, resolve, recheck, connections, r, w), host,
+            port, ssl=context, limit=MAX_FRAME + 8, ssl_handshake_timeout=handshake))
     if udp:
         senders = {}
         for addr, name in (udp_senders or {}).items():
