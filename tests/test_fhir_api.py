@@ -474,3 +474,32 @@ def test_the_stu3_entity_identifier_names_the_patient(client: TestClient) -> Non
     r = _post(client, message)
     assert r.status_code == 201, r.text
     assert _stored_event(client, 1)["patient"] == {"id": m.PATIENT}
+
+
+def test_the_bundle_itself_is_validated_by_the_library(client: TestClient) -> None:
+    """Not only its AuditEvents: the Bundle's own elements and each entry's (all but the
+    resource) are fhir.resources' to judge, named by FHIRPath, never by an unknown
+    element's name."""
+    bogus = _bundle("batch", [m.read()])
+    bogus["Ana-Reyes"] = 1
+    r = client.post("/fhir", content=orjson.dumps(bogus), headers=FHIR)
+    assert r.status_code == 400, r.text
+    assert [(i["expression"], i["diagnostics"]) for i in r.json()["issue"]] == [
+        (["Bundle"], "Bundle: unknown element")]
+    assert "Ana" not in r.text
+    odd = _bundle("batch", [m.read(), m.create(), m.update()])
+    odd["entry"][0]["fullUrl"] = 5
+    odd["entry"][2]["Ana-Reyes"] = True
+    b = client.post("/fhir", content=orjson.dumps(odd), headers=FHIR)
+    assert b.status_code == 200, b.text
+    answers = [e["response"] for e in b.json()["entry"]]
+    assert [a["status"] for a in answers] == [
+        "422 Unprocessable Entity", "201 Created", "422 Unprocessable Entity"]
+    assert [i["expression"] for i in answers[0]["outcome"]["issue"]] == [
+        ["Bundle.entry[0].fullUrl"]]
+    assert [i["expression"] for i in answers[2]["outcome"]["issue"]] == [["Bundle.entry[2]"]]
+    assert "Ana" not in b.text
+    t = client.post("/fhir", content=orjson.dumps({**odd, "type": "transaction"}),
+                    headers=FHIR)
+    assert t.status_code == 422, t.text
+    assert len(_entries(client)) == 1  # the batch's one good entry, nothing more

@@ -31,7 +31,11 @@ from api.formats.fhir_audit import (
     to_audit_event,
     to_event,
 )
-from api.formats.fhir_validation import AuditEventValidator, rendered_is_valid
+from api.formats.fhir_validation import (
+    AuditEventValidator,
+    bundle_problems,
+    rendered_is_valid,
+)
 from api.routers.common import attestation_of, caller_ledger, request_caller
 from api.services import Services
 from ledger.admission import Accepted, Conflicted
@@ -265,7 +269,11 @@ async def post_bundle(request: Request) -> Response:
         return refusal(400, [("Bundle.entry", f"must hold 1 to {MAX_BATCH_EVENTS} entries")])
     caller_id = _caller_id(request)
 
-    def map_all() -> list[dict[str, Any] | list[tuple[str, str]]]:
+    def map_all() -> tuple[list[tuple[str, str]], list[dict[str, Any] | list[tuple[str, str]]]]:
+        """The Bundle's own problems, and each entry's event or problems."""
+        own, by_entry = bundle_problems(bundle)
+        if own:
+            return own, []
         out: list[dict[str, Any] | list[tuple[str, str]]] = []
         validator = AuditEventValidator()  # the Bundle's equal elements validated once
         memo = MappingMemo()  # and read once
@@ -273,6 +281,9 @@ async def post_bundle(request: Request) -> Response:
             path = f"Bundle.entry[{i}].resource"
             if not isinstance(entry, dict):
                 out.append([(f"Bundle.entry[{i}]", "must be an object")])
+                continue
+            if i in by_entry:
+                out.append(by_entry[i])
                 continue
             method = (entry.get("request") or {}).get("method", "POST") \
                 if isinstance(entry.get("request"), dict) else "POST"
@@ -286,9 +297,11 @@ async def post_bundle(request: Request) -> Response:
                 out.append(rejected.problems)
             except TypeError:
                 out.append([(path, "holds a value JSON cannot carry exactly")])
-        return out
+        return [], out
 
-    mapped = await asyncio.to_thread(map_all)
+    own, mapped = await asyncio.to_thread(map_all)
+    if own:
+        return refusal(400, own)
     by = attestation_of(request_caller(request.scope))
     # Each entry's `received` is the digest of the whole Bundle as posted and the
     # resource's index in it: what the sender kept is the Bundle, not its resources
