@@ -92,14 +92,17 @@ def test_unsupported_date_forms_are_refused(client: TestClient, date: str) -> No
 
 def test_the_last_page_has_no_next_link(client: TestClient) -> None:
     _post_at(client, TIMES[:4])
-    url: str | None = "/fhir/AuditEvent?purpose=HOPERAT&_count=2"
+    # Reads only: each page records a query event of the patient it showed, which the
+    # views may already hold when the next page is asked for.
+    url: str | None = "/fhir/AuditEvent?purpose=HOPERAT&_count=2&action=R"
     pages = []
     while url is not None:
         page = client.get(url).json()
         pages.append([e["resource"]["recorded"] for e in page["entry"]])
         url = next((link["url"] for link in page["link"] if link["relation"] == "next"), None)
     assert pages == [TIMES[:2], TIMES[2:4]]
-    exact = client.get("/fhir/AuditEvent", params={"purpose": "HOPERAT", "_count": "4"}).json()
+    exact = client.get("/fhir/AuditEvent", params={"purpose": "HOPERAT", "_count": "4",
+                                                   "action": "R"}).json()
     assert [link["relation"] for link in exact["link"]] == ["self"]
 
 
