@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import gc
 
 # Allocations of tracked containers between two runs of the youngest generation. At
@@ -33,6 +32,13 @@ def allow_open_files() -> None:
     except ImportError:  # not on POSIX
         return
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if hard == resource.RLIM_INFINITY or soft < hard:
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    # No hard limit (macOS): the most the kernel takes of a few sizes, largest first.
+    wanted = [hard] if hard != resource.RLIM_INFINITY else [1 << 20, 1 << 16, 10_240]
+    for limit in wanted:
+        if soft != resource.RLIM_INFINITY and soft >= limit:
+            return
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+            return
+        except (ValueError, OSError):
+            continue

@@ -449,15 +449,17 @@ def test_a_contract_refusal_names_the_element_it_was_mapped_from(client: TestCli
 
 
 @pytest.mark.parametrize("reference, actor", [
-    ("Practitioner/dr-rivera", {"id": "dr-rivera", "kind": "user"}),
+    ("Practitioner/dr-rivera", {"id": "Practitioner%2Fdr-rivera", "kind": "user"}),
     ("https://ehr.example/fhir/Practitioner/dr-rivera/_history/2",
-     {"id": "dr-rivera", "kind": "user"}),
-    ("Device/infusion-7", {"id": "infusion-7", "kind": "application"}),
+     {"id": "Practitioner%2Fdr-rivera", "kind": "user"}),
+    ("RelatedPerson/dr-rivera", {"id": "RelatedPerson%2Fdr-rivera", "kind": "user"}),
+    ("Device/infusion-7", {"id": "Device%2Finfusion-7", "kind": "application"}),
 ])
-def test_a_requestor_known_only_by_its_reference_is_the_referenced_id(
+def test_a_requestor_known_only_by_its_reference_is_that_reference(
         client: TestClient, reference: str, actor: dict[str, str]) -> None:
-    """The usual way a FHIR server names its user: an actor id is one URL path segment,
-    so a reference gives its id, and its type the actor's kind."""
+    """The usual way a FHIR server names its user. An actor id is one URL path segment:
+    the reference ``Type/id`` (without a base URL or a version) percent-encoded, the type
+    kept (``RelatedPerson/x`` is not ``Practitioner/x``) and telling the kind."""
     message = m.read()
     del message["agent"][1]["type"]
     message["agent"][1]["who"] = {"reference": reference}

@@ -11,6 +11,8 @@ from typing import Any
 import pytest
 from fastapi.testclient import TestClient
 
+from api.routers.fhir import ACTION_CODES
+from ledger.event import SYSTEM_ACTIONS
 from tests.support import fastapi_app, make_event
 
 TIMES = ["2026-11-21T10:00:00Z", "2026-11-22T10:00:00Z", "2026-11-22T10:00:00.5Z",
@@ -116,3 +118,35 @@ def test_action_e_finds_every_entry_rendered_with_e(client: TestClient) -> None:
     found = r.json()["entry"]
     assert [e["resource"]["recorded"] for e in found] == TIMES[:2]
     assert {e["resource"]["action"] for e in found} == {"E"}
+
+
+def test_action_e_covers_the_services_own_records() -> None:
+    # Identities, keys, shredding, alerts, checkpoints: entries the service writes, all
+    # rendered with E, all found by it.
+    assert set(ACTION_CODES["E"]) >= SYSTEM_ACTIONS
+    assert {code for action in SYSTEM_ACTIONS for code in ACTION_CODES
+            if action in ACTION_CODES[code]} == {"E"}
+
+
+def test_paging_an_open_ended_search_ends(client: TestClient) -> None:
+    """Each page records a query event of the patient it shows, timestamped now, which
+    an open-ended search matches: pages hold what the ledger held at the first page, so
+    following `next` ends, and finds each entry once."""
+    _post_at(client, TIMES[:3])
+    url: str | None = "/fhir/AuditEvent?purpose=HOPERAT&_count=1&patient=MRN-0012345"
+    seen: list[str] = []
+    for _ in range(10):  # more than enough: a loop that never ends fails here
+        if url is None:
+            break
+        page = client.get(url)
+        assert page.status_code == 200, page.text
+        seen += [e["resource"]["id"] for e in page.json()["entry"]]
+        url = next((link["url"] for link in page.json()["link"]
+                    if link["relation"] == "next"), None)
+        svc = fastapi_app(client.app).state.services
+        head = client.get("/v1/ledger").json()["seq"]
+        assert svc.projector.wait_for(svc.store.notification_of("default", head), 60)
+    assert url is None
+    assert seen == ["1", "2", "3"]
+    tampered = client.get("/fhir/AuditEvent", params={"purpose": "HOPERAT", "_at": "x"})
+    assert tampered.status_code == 400

@@ -27,7 +27,7 @@ from api.formats import atna
 from api.formats.syslog import frame, syslog_message
 from api.metrics import Metrics
 from api.services import Services
-from api.syslog.intake import AtnaIntake, Sender
+from api.syslog.intake import AtnaIntake, Sender, map_message
 from api.syslog.listener import resolver, server_context, start
 from api.syslog.service import intake_of
 from ledger.entry import Entry
@@ -73,15 +73,28 @@ def _system_only(user: str, alternative: str | None) -> bytes:
 
 
 def test_a_system_named_by_a_url_is_recorded_under_an_id_that_is_one_segment() -> None:
-    event = atna.to_event(_system_only("http://consumer.example/ipf", "4711"),
+    # The URL itself, its '/' (and '%') percent-encoded: still that system, and stable
+    # (an AlternativeUserID is a process id, another after each restart).
+    event = atna.to_event(_system_only("http://consumer.example/ipf%7E", "4711"),
                           event_id=EVENT_ID)
-    assert event["actor"] == {"id": "4711", "kind": "application", "ip": "192.0.2.10"}
-    # No alternative: the URL itself, its '/' (and '%') percent-encoded: still that system.
-    alone = atna.to_event(_system_only("http://consumer.example/ipf%7E", None),
-                          event_id=EVENT_ID)
-    assert alone["actor"]["id"] == "http:%2F%2Fconsumer.example%2Fipf%257E"
+    assert event["actor"] == {"id": "http:%2F%2Fconsumer.example%2Fipf%257E",
+                              "kind": "application", "ip": "192.0.2.10"}
     plain = atna.to_event(_system_only("consumer-ipf", "4711"), event_id=EVENT_ID)
     assert plain["actor"]["id"] == "consumer-ipf"
+    assert atna.to_event(_system_only("..", None), event_id=EVENT_ID)["actor"]["id"] == \
+        "%2E%2E"
+    # Too long once encoded: the AlternativeUserID, else a dead letter that says so.
+    long_url = "http://consumer.example/" + "a/" * 60
+    assert atna.to_event(_system_only(long_url, "4711"), event_id=EVENT_ID
+                         )["actor"]["id"] == "4711"
+
+
+def test_an_encoding_python_does_not_know_is_a_format_refusal() -> None:
+    broken = msgs.ipf_registry_query().replace(b'encoding="UTF-8"', b'encoding="x-unknown"')
+    mapped = map_message(syslog_message(broken), "sender", "TREAT")
+    assert mapped.event is None
+    assert mapped.reason == ("AuditMessage: declares an encoding that is not supported "
+                             "(send UTF-8)")
 
 
 def test_a_bom_says_utf8_whatever_the_xml_declaration_names() -> None:
@@ -115,19 +128,30 @@ def test_the_same_bytes_from_two_senders_are_two_letters_and_two_entries(
         [first.identity, second.identity])
 
 
-def test_a_letter_whose_mapping_raises_stops_no_replay_behind_it(
-        settings: Settings, svc: Services) -> None:
+def test_a_letter_whose_mapping_raises_or_that_no_longer_opens_stops_no_replay(
+        settings: Settings, svc: Services, monkeypatch: pytest.MonkeyPatch) -> None:
+    import api.syslog.intake as intake_module
+
     intake = intake_of(svc)
     intake.default_purpose = None
     sender = _sender(svc, "atna-sender")
-    # An encoding Python does not know: the parser raises LookupError (no FormatRejected).
-    broken = msgs.ipf_registry_query().replace(b'encoding="UTF-8"', b'encoding="x-unknown"')
-    assert b"x-unknown" in broken
     fixable = msgs.ipf_registry_query().replace(b"<PurposeOfUse", b"<NotPurpose")
-    unopenable = fixable.replace(b"Northside", b"Southside")  # unmappable too, other bytes
-    assert _settled(intake, sender, broken, unopenable, fixable) == ["dead", "dead", "dead"]
+    choking = fixable.replace(b"Northside", b"Westside")  # the mapping raises on it
+    unopenable = fixable.replace(b"Northside", b"Southside")  # its bytes will not open
+    assert _settled(intake, sender, choking, unopenable, fixable) == ["dead"] * 3
     letters = intake.dead_letters.letters()
-    assert letters[0].reason == "internal: LookupError while mapping"
+    mapping = intake_module.map_message
+
+    def raising(frame: bytes, sender: str, purpose: str | None) -> Any:
+        if b"Westside" in frame:
+            raise RecursionError("deep")
+        return mapping(frame, sender, purpose)
+
+    # A replay whose mapping raises (a bug): the letter stays, its reason says so.
+    monkeypatch.setattr(intake_module, "map_message", raising)
+    assert intake.replay(letters[0].id) is None
+    assert intake.dead_letters.letter(letters[0].id).reason == (  # type: ignore[union-attr]
+        "internal: RecursionError while mapping")
     # A letter whose sealed bytes no longer open (tampered with, its key gone).
     with svc.store.transaction() as tx:
         svc.store.execute(tx, "UPDATE dead_letters SET message = %s WHERE id = %s",
@@ -136,13 +160,12 @@ def test_a_letter_whose_mapping_raises_stops_no_replay_behind_it(
     svc.store.close()
     env = {**os.environ, "LEDGER_DATABASE_URL": settings.database_url,
            "LEDGER_KEY_FILE": str(settings.key_file), "LEDGER_LOG_LEVEL": "warning",
-           "LEDGER_FORMATS_DEFAULT_PURPOSE": "TREAT"}  # the fix, for the second
-    replayed = _cli(env, "replay")
+           "LEDGER_FORMATS_DEFAULT_PURPOSE": "TREAT"}  # the fix
+    replayed = _cli(env, "replay", str(letters[1].id), str(letters[2].id))
     assert replayed.returncode == 1, replayed.stderr  # one letter could not be tried
     answers = [json.loads(line) for line in replayed.stdout.splitlines()
                if line.startswith("{")]  # beside the log's lines
-    assert [a.get("seq", "error") for a in answers] == [None, "error", 1]
-    assert "x-unknown" not in replayed.stdout + replayed.stderr
+    assert [a.get("seq", "error") for a in answers] == ["error", 1]
     missing = _cli(env, "replay", "999")
     assert missing.returncode == 1
     assert [json.loads(line) for line in missing.stdout.splitlines()
@@ -224,55 +247,133 @@ def test_metrics_clear_a_replayed_letter_and_count_refused_senders(
         assert "phi_ledger_syslog_refused_senders 1.0" in client.get("/metrics").text
 
 
-def test_a_connection_that_never_finishes_tls_is_closed_and_too_many_are_refused(
-        svc: Services, tmp_path: Path) -> None:
-    pki = Pki(tmp_path)
-    sender = _sender(svc, "atna-sender")
-    intake = intake_of(svc)
+def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+        return int(s.getsockname()[1])
+
+
+def test_a_connection_that_never_finishes_tls_is_closed(svc: Services, tmp_path: Path
+                                                         ) -> None:
+    pki, port = Pki(tmp_path), _free_port()
+    intake = intake_of(svc)
 
     async def scenario() -> None:
         listeners = await start(intake, resolver(svc.access.identities),
                                 tls=f"127.0.0.1:{port}",
-                                context=server_context(*pki.server, pki.ca),
-                                handshake=0.5, most=1)
+                                context=server_context(*pki.server, pki.ca), handshake=0.5)
         try:
             # A bare TCP connect that never starts TLS: closed once the handshake's time
-            # is up (it would otherwise hold a descriptor for 60 s).
-            bare_reader, bare_writer = await asyncio.open_connection("127.0.0.1", port)
-            async with asyncio.timeout(60):  # only a hang fails here
-                assert await bare_reader.read() == b""
-            bare_writer.close()
-            # One sender connected: the most allowed. A second is refused, the first
-            # goes on.
-            _, first_writer = await asyncio.open_connection(
+            # is up (with asyncio's default it would hold a descriptor for 60 s).
+            reader, writer = await asyncio.open_connection("127.0.0.1", port)
+            async with asyncio.timeout(30):  # only a hang fails here: 30 s is not 0.5
+                assert await reader.read() == b""
+            writer.close()
+        finally:
+            await listeners.close()
+
+    asyncio.run(scenario())
+
+
+def test_one_sender_too_many_is_refused_and_the_others_go_on(svc: Services, tmp_path: Path
+                                                             ) -> None:
+    pki, port = Pki(tmp_path), _free_port()
+    _sender(svc, "atna-sender")
+    intake = intake_of(svc)
+
+    async def until(count: int) -> None:
+        async with asyncio.timeout(60):  # only a hang fails here
+            while intake.inbox.depth() + len(_events(svc)) < count:
+                await asyncio.sleep(0.01)
+
+    async def scenario() -> None:
+        listeners = await start(intake, resolver(svc.access.identities),
+                                tls=f"127.0.0.1:{port}",
+                                context=server_context(*pki.server, pki.ca), most=1)
+        try:
+            _, first = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
-            first_writer.write(frame(syslog_message(msgs.login())))
-            await first_writer.drain()
-            async with asyncio.timeout(60):
-                while intake.inbox.depth() + len(_events(svc)) < 1:
-                    await asyncio.sleep(0.01)
-            second_reader, second_writer = await asyncio.open_connection(
+            first.write(frame(syslog_message(msgs.login())))
+            await first.drain()
+            await until(1)  # the first is connected: the most allowed
+            second_reader, second = await asyncio.open_connection(
                 "127.0.0.1", port, ssl=pki.client_context("atna-sender"))
             # Closed during or right after the handshake: refused either way.
             async with asyncio.timeout(60):
                 with contextlib.suppress(ssl.SSLError, ConnectionError):
                     assert await second_reader.read() == b""
-            second_writer.close()
-            first_writer.write(frame(syslog_message(msgs.logout())))
-            await first_writer.drain()
-            async with asyncio.timeout(60):
-                while intake.inbox.depth() + len(_events(svc)) < 2:
-                    await asyncio.sleep(0.01)
-            first_writer.close()
+            second.close()
+            first.write(frame(syslog_message(msgs.logout())))
+            await first.drain()
+            await until(2)
+            first.close()
         finally:
             await listeners.close()
 
     asyncio.run(scenario())
     assert intake.stats.refused_senders == 1
-    assert sender.ledger == "default"
+
+
+def test_a_starting_settler_waits_for_another_process_recovering(postgres_url: str,
+                                                                  tmp_path: Path) -> None:
+    """On PostgreSQL, where one process at a time recovers: a settler that starts while
+    another recovers tries again, rather than settle new messages ahead of what was
+    held before it started."""
+    from api.app import build_services
+    from api.syslog.intake import RECOVERY_LOCK
+
+    svc = build_services(Settings(database_url=postgres_url, key_file=tmp_path / "k.json"))
+    try:
+        sender = _sender(svc, "atna-sender")
+        dead = intake_of(svc)
+
+        def login(user: str) -> bytes:
+            return syslog_message(msgs.login().replace(b'UserID="dave"',
+                                                       f'UserID="{user}"'.encode()))
+
+        async def held_before() -> None:
+            for user in ("u1", "u2"):
+                await dead.take(sender, login(user))
+        asyncio.run(held_before())
+        successor = intake_of(svc)
+        peer_store = open_store(postgres_url)  # another process, recovering
+        peer = contextlib.ExitStack()
+        try:
+            assert peer.enter_context(peer_store.sole(RECOVERY_LOCK))
+
+            async def after() -> None:
+                settler = asyncio.create_task(successor.run_settler())
+                await successor.take(sender, login("u3"))
+                await asyncio.sleep(0.3)  # the settler's first try meets the peer's lock
+                assert _events(svc) == []  # u3 is not settled ahead of u1 and u2
+                peer.close()  # the peer is done
+                try:
+                    async with asyncio.timeout(60):  # only a hang fails here
+                        while len(_events(svc)) < 3:
+                            await asyncio.sleep(0.01)
+                finally:
+                    settler.cancel()
+            asyncio.run(after())
+        finally:
+            peer.close()
+            peer_store.close()
+        assert [e["actor"]["id"] for e in _events(svc)] == ["u1", "u2", "u3"]
+    finally:
+        svc.writer.stop()
+        svc.store.close()
+
+
+def test_the_service_raises_its_open_files_limit_to_the_hard_limit() -> None:
+    # In a child: the test process keeps its own limit.
+    code = ("import resource\n"
+            "soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)\n"
+            "resource.setrlimit(resource.RLIMIT_NOFILE, (min(256, hard), hard))\n"
+            "from ledger.runtime import allow_open_files\n"
+            "allow_open_files()\n"
+            "print(resource.getrlimit(resource.RLIMIT_NOFILE) == (hard, hard))\n")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True,
+                          text=True, timeout=60, check=True)
+    assert done.stdout.strip() == "True"
 
 
 def test_migration_0017_lets_two_senders_keep_a_letter_each(database_url: str) -> None:
@@ -305,3 +406,29 @@ def test_migration_0017_lets_two_senders_keep_a_letter_each(database_url: str) -
     finally:
         store.close()
     assert senders == ["s1", "s2"]
+
+
+def test_downgrading_0017_refuses_rather_than_lose_a_senders_letter(database_url: str
+                                                                    ) -> None:
+    from alembic import command
+    from ledger.migrate import alembic_config, migrate
+
+    migrate(database_url)
+    store = open_store(database_url)
+    try:
+        insert = ("INSERT INTO dead_letters (ledger, received_at, format, sender, sha256,"
+                  " reason, message) VALUES ('default', 't', 'atna-syslog', %s, 'a', 'r',"
+                  " %s)")
+        with store.transaction() as tx:
+            for sender in ("s1", "s2"):
+                store.execute(tx, insert, (sender, b"m"))
+        with pytest.raises(RuntimeError, match="replay them"):
+            command.downgrade(alembic_config(database_url), "0016")
+        with store.reading() as curs:
+            kept = store.execute(curs, "SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+        assert kept == 2
+        with store.transaction() as tx:  # replayed: the downgrade may go
+            store.execute(tx, "UPDATE dead_letters SET replayed_seq = 1 WHERE sender = 's2'")
+        command.downgrade(alembic_config(database_url), "0016")
+    finally:
+        store.close()

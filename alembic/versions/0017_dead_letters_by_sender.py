@@ -23,9 +23,15 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Open letters of the same bytes from two senders are two messages received, each
+    # kept only here: refused rather than deleted (replay them first).
+    shared = op.get_bind().exec_driver_sql(
+        "SELECT COUNT(*) FROM (SELECT ledger, sha256 FROM dead_letters WHERE replayed_seq"
+        " IS NULL GROUP BY ledger, sha256 HAVING COUNT(*) > 1) AS shared").scalar()
+    if shared:
+        raise RuntimeError(f"{shared} messages are open dead letters of more than one "
+                           "sender: replay them (phi-ledger dead-letters replay) before "
+                           "downgrading below revision 0017")
     op.execute("DROP INDEX dead_letters_open")
-    op.execute("DELETE FROM dead_letters WHERE replayed_seq IS NULL AND id NOT IN"
-               " (SELECT MIN(id) FROM dead_letters WHERE replayed_seq IS NULL"
-               " GROUP BY ledger, sha256)")
     op.execute("CREATE UNIQUE INDEX dead_letters_open ON dead_letters (ledger, sha256)"
                " WHERE replayed_seq IS NULL")

@@ -28,6 +28,7 @@ from api.formats.codes import (
     SOURCE_ROLE,
     SYSTEM_OBJECT_TYPE,
     Coded,
+    actor_segment,
     classify,
     has,
     purpose_of,
@@ -86,6 +87,9 @@ def parse_audit_message(data: bytes, limit: int = MAX_FRAME) -> ET.Element:
                               ]) from None
     except ET.ParseError:
         raise FormatRejected([("AuditMessage", "is not well-formed XML")]) from None
+    except LookupError:  # an XML declaration naming an encoding Python does not know
+        raise FormatRejected([("AuditMessage", "declares an encoding that is not "
+                                               "supported (send UTF-8)")]) from None
     if _local(root.tag) != "AuditMessage":
         raise FormatRejected([("AuditMessage", "the root element must be AuditMessage")])
     return root
@@ -95,24 +99,31 @@ def _is_true(value: str | None) -> bool:
     return (value or "").strip().lower() in ("true", "1")
 
 
+MAX_ACTOR_ID = 128  # the contract's longest actor id
+
+
 def _segment(text: str) -> bool:
     return "/" not in text and text not in (".", "..")
 
 
 def _actor_id(participant: ET.Element) -> str:
-    """The actor id of a participant: its UserID, unless that cannot be an actor id (one
-    URL path segment) -- a system's UserID is often a URL, the wsa:ReplyTo of its
-    request -- then its AlternativeUserID (a process id) or UserName, and failing those
-    the UserID with ``%`` and ``/`` percent-encoded (still that system, still one
-    segment). Empty when the participant names no one."""
+    """The actor id of a participant: its UserID; one that cannot be an actor id as it
+    is (a system's UserID is often a URL, the wsa:ReplyTo of its request) percent-
+    encoded (:func:`actor_segment`: still that system); too long so, its
+    AlternativeUserID or UserName. Empty when the participant names no one."""
     user = (participant.get("UserID") or "").strip()
-    if not user or _segment(user):
-        return user or (participant.get("AlternativeUserID") or "").strip()
+    if not user:
+        return (participant.get("AlternativeUserID") or "").strip()
+    if _segment(user):
+        return user
+    encoded = actor_segment(user)
+    if len(encoded) <= MAX_ACTOR_ID:
+        return encoded
     for other in ("AlternativeUserID", "UserName"):
         text = (participant.get(other) or "").strip()
-        if text and _segment(text):
+        if text and _segment(text) and len(text) <= MAX_ACTOR_ID:
             return text
-    return user.replace("%", "%25").replace("/", "%2F")
+    return encoded  # the contract refuses it: a dead letter that says so
 
 
 def _actor(participants: list[tuple[int, ET.Element]], problems: list[tuple[str, str]]

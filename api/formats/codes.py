@@ -144,3 +144,10 @@ def purpose_of(codes: Iterable[Coded]) -> str | None:
         if c.code in PURPOSES:
             return c.code
     return None
+
+
+def actor_segment(text: str) -> str:
+    """``text`` as an actor id, one URL path segment: ``%``, ``/`` (and a ``.`` or ``..``
+    alone) percent-encoded. Reversible, so two texts stay two actors."""
+    encoded = text.replace("%", "%25").replace("/", "%2F")
+    return encoded.replace(".", "%2E") if encoded in (".", "..") else encoded

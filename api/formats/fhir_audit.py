@@ -46,6 +46,7 @@ from api.formats.codes import (
     SOURCE_ROLE,
     USER_AUTHENTICATION,
     Coded,
+    actor_segment,
     classify,
     has,
     purpose_of,
@@ -154,11 +155,14 @@ def _who_id(agent: dict[str, Any]) -> str | None:
 
 
 def _reference_id(ref: str | None) -> str | None:
-    """An agent's ``who.reference`` as its actor id: a typed reference's id
-    (``Practitioner/dr-rivera`` -> ``dr-rivera``: an actor id is one URL path segment;
-    the type tells the kind), anything else as written."""
+    """An agent's ``who.reference`` as its actor id, one URL path segment: a typed
+    reference as ``Type/id`` (a base URL and a ``_history`` left out) percent-encoded,
+    ``Practitioner%2Fdr-rivera`` -- the type kept, so ``RelatedPerson/7`` is not
+    ``Practitioner/7`` -- and anything else as written, percent-encoded likewise."""
+    if ref is None:
+        return None
     found = _typed_reference(ref)
-    return found[1] if found is not None else ref
+    return actor_segment(f"{found[0]}/{found[1]}" if found is not None else ref.strip())
 
 
 def _is_ip(value: str) -> bool:
@@ -687,7 +691,9 @@ def fhir_instant(moment: str) -> str:
         return moment
     local = datetime.fromisoformat(moment[:19] + moment[offset_at:])
     fraction = moment[19:offset_at]
-    return local.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S") + fraction + "Z"
+    # isoformat, not strftime: glibc's %Y does not pad a year below 1000 to four digits.
+    utc = local.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="seconds")
+    return utc + fraction + "Z"
 
 
 def fhir_code(text: str) -> str:

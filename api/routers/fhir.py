@@ -42,7 +42,13 @@ from ledger.admission import Accepted, Conflicted
 from ledger.attestation import Attestation, Received
 from ledger.canonical import canonical
 from ledger.entry import Entry
-from ledger.event import MAX_BATCH_EVENTS, Action, EventRejected, PurposeOfUse
+from ledger.event import (
+    MAX_BATCH_EVENTS,
+    SYSTEM_ACTIONS,
+    Action,
+    EventRejected,
+    PurposeOfUse,
+)
 from ledger.ingest import EventConflict
 from projections.cursor import BadCursor, Position, decode_cursor, encode_cursor
 from projections.instants import bound_range
@@ -74,11 +80,12 @@ _COUNT = re.compile(r"[0-9]{1,3}", re.ASCII)
 # once: FHIR reads a repeat as AND, which for these could only contradict, or be half read.
 _SEARCH_PARAMETERS = frozenset({
     "patient", "patient.identifier", "date", "agent", "entity-type", "action", "outcome",
-    "_count", "_cursor", "purpose", "ledger", "_format"})
+    "_count", "_cursor", "_at", "purpose", "ledger", "_format"})
 PURPOSE_HEADER = "x-purpose-of-use"
 # ITI-81 `action` is the AuditEvent.action code; ours are finer: each code finds the
 # entries that render with it.
-ACTION_CODES = {code: tuple(a for a in get_args(Action) if action_code(a) == code)
+ACTION_CODES = {code: tuple(sorted(a for a in {*get_args(Action), *SYSTEM_ACTIONS}
+                                   if action_code(a) == code))
                 for code in "CRUDE"}
 OUTCOME_OF_CODE = {"0": "success", "4": "failure", "8": "denied", "12": "failure"}
 
@@ -539,7 +546,8 @@ _DATE_PREFIXES: dict[str, Callable[[str, str], tuple[str | None, str | None]]] =
 
 
 def _scope(params: dict[str, Any]) -> dict[str, Any]:
-    return {k: params[k] for k in sorted(params) if k not in ("_cursor", "_count", "purpose")}
+    return {k: params[k] for k in sorted(params)
+            if k not in ("_cursor", "_count", "_at", "purpose")}
 
 
 @router.get("/AuditEvent", summary="ITI-81: search the audit log", response_class=Response,
@@ -583,6 +591,9 @@ async def search_audit_events(request: Request) -> Response:
     patient = q.get("patient") or q.get("patient.identifier")
     if patient is not None:
         patient = patient.rpartition("|")[2].removeprefix("Patient/")
+    at_text = q.get("_at")
+    if at_text is not None and not (_SEQ.fullmatch(at_text) and int(at_text) < 2**53):
+        problems.append(("_at", "must be the seq a search's first page was answered at"))
     scope = _scope(dict(q.multi_items()) | {"date": q.getlist("date")})
     after: Position | None = None
     if q.get("_cursor"):
@@ -598,16 +609,21 @@ async def search_audit_events(request: Request) -> Response:
         where = AccessFilter(patient_ref=ref, actor_id=q.get("agent"), since_utc=since,
                              until_utc=until, actions=actions)
 
-        def page() -> tuple[list[dict[str, Any]], Position | None]:
-            """Up to ``count`` matches after ``after``, and where the next page starts:
-            None when no match follows (one match beyond the page is looked for, so the
-            last page has no ``next``)."""
+        def page() -> tuple[list[dict[str, Any]], Position | None, int]:
+            """Up to ``count`` matches after ``after`` among the entries up to seq
+            ``_at`` (the ledger's head when the first page was asked for: what each page
+            records is not found by the next, and paging ends), where the next page
+            starts (None when no match follows: one match beyond the page is looked
+            for, so the last page has no ``next``), and that seq."""
+            at = int(at_text) if at_text is not None else svc.store.head(ledger).seq
             rows: list[dict[str, Any]] = []
             position = after
             while True:
                 batch = svc.queries.accesses(ledger, where, after=position, order="asc",
                                              limit=count * 2)
                 for row in batch:
+                    if row["seq"] > at:
+                        continue
                     if outcomes is not None and row["outcome"] not in outcomes:
                         continue
                     if entity_type is not None and (
@@ -616,13 +632,13 @@ async def search_audit_events(request: Request) -> Response:
                         continue
                     if len(rows) == count:
                         last = rows[-1]
-                        return rows, Position(last["occurred_utc"], last["seq"])
+                        return rows, Position(last["occurred_utc"], last["seq"]), at
                     rows.append(row)
                 if len(batch) < count * 2:
-                    return rows, None
+                    return rows, None, at
                 position = Position(batch[-1]["occurred_utc"], batch[-1]["seq"])
 
-        rows, more = await asyncio.to_thread(page)
+        rows, more, at = await asyncio.to_thread(page)
         resources = await asyncio.to_thread(_load, svc, ledger, [r["seq"] for r in rows])
         await _record_reads(svc, request, ledger, resources, purpose)
     except Exception as exc:
@@ -630,8 +646,8 @@ async def search_audit_events(request: Request) -> Response:
     base = str(request.url.replace(query=""))
     links = [{"relation": "self", "url": str(request.url)}]
     if more is not None and rows:
-        params = [(k, v) for k, v in q.multi_items() if k != "_cursor"]
-        params.append(("_cursor", encode_cursor(more, scope)))
+        params = [(k, v) for k, v in q.multi_items() if k not in ("_cursor", "_at")]
+        params += [("_at", str(at)), ("_cursor", encode_cursor(more, scope))]
         links.append({"relation": "next", "url": f"{base}?{urlencode(params)}"})
     return fhir_response({
         "resourceType": "Bundle", "type": "searchset", "link": links,

@@ -52,6 +52,8 @@ RECOVER_SECONDS = 5.0
 RECOVER_AFTER = 5.0
 # The lock (LedgerStore.sole) under which one process at a time settles what others left.
 RECOVERY_LOCK = "phi-ledger syslog inbox recovery"
+# A starting settler's tries (RETRY_SECONDS apart) at settling what was held before it.
+STARTUP_TRIES = 30
 CONFLICT = "conflict: this message's event id is recorded with another body"
 
 
@@ -234,11 +236,11 @@ class AtnaIntake:
             return False
         return True
 
-    def recover(self, held_before: str | None = None) -> int:
+    def recover(self, held_before: str | None = None) -> int | None:
         """Settle every message held for longer than RECOVER_AFTER seconds (or, given,
         held before ``held_before``) that this process's settler does not have in hand
-        (a process died holding it), unless another process is recovering; how many.
-        Blocking.
+        (a process died holding it); how many, or None when another process is
+        recovering (it held the lock). Blocking.
 
         The age keeps recovery off what a live settler is about to take (a message is
         settled within moments of being held): taking a message there, ahead of its
@@ -253,7 +255,7 @@ class AtnaIntake:
             self.clock() - timedelta(seconds=RECOVER_AFTER))
         with self.inbox.store.sole(RECOVERY_LOCK) as alone:
             if not alone:
-                return 0
+                return None
             after = 0
             while found := self.inbox.held(after, SETTLE_AT_MOST, held_before=cutoff):
                 after = found[-1].id
@@ -289,9 +291,15 @@ class AtnaIntake:
         loop = asyncio.get_running_loop()
         # What was held before this settler started, first and whatever its age: until
         # it is settled, nothing held since is (a connection's order holds across a
-        # restart). Retried, like any recovery, until it succeeds.
-        while not await self._recover(started):
+        # restart). Retried while it fails or another process is recovering, for at most
+        # STARTUP_TRIES: past that the intake goes on (held messages stay for the
+        # recoveries every RECOVER_SECONDS) rather than stop every sender.
+        for _ in range(STARTUP_TRIES):
+            if await self._recover(started):
+                break
             await asyncio.sleep(RETRY_SECONDS)
+        else:
+            log.error("syslog.startup_recovery_incomplete", tries=STARTUP_TRIES)
         recovery_due = loop.time() + RECOVER_SECONDS
         while True:
             if loop.time() >= recovery_due:
@@ -319,14 +327,15 @@ class AtnaIntake:
                 wake.set()  # recovery was due first; the rest after it
 
     async def _recover(self, held_before: str | None = None) -> bool:
-        """:meth:`recover` on the settler's thread; False when it failed (logged)."""
+        """:meth:`recover` on the settler's thread; False when it failed (logged) or
+        another process was recovering."""
         try:
-            await asyncio.get_running_loop().run_in_executor(self._settling, self.recover,
-                                                             held_before)
+            done = await asyncio.get_running_loop().run_in_executor(
+                self._settling, self.recover, held_before)
         except Exception as error:  # tried again at the next turn
             log.warning("syslog.recovery_failed", error=type(error).__name__)
             return False
-        return True
+        return done is not None
 
     def bury(self, ledger: str, sender: str, frame: bytes, reason: str,
              received_at: str | None = None) -> int:
