@@ -53,6 +53,12 @@ def _events(svc: Services) -> list[dict[str, Any]]:
     return svc.protection.reveal_many("default", [e.event for e in entries])
 
 
+async def _until_entries(svc: Services, count: int) -> None:
+    async with asyncio.timeout(60):  # only a hang fails here
+        while len(_events(svc)) < count:
+            await asyncio.sleep(0.01)
+
+
 def _settled(intake: AtnaIntake, sender: Sender, *messages: bytes) -> list[str]:
     async def take() -> list[int]:
         return [await intake.take(sender, syslog_message(m)) for m in messages]
@@ -196,9 +202,7 @@ def test_after_a_restart_what_was_held_before_is_settled_first(svc: Services) ->
         await successor.take(sender, syslog_message(msgs.login().replace(
             b'UserID="dave"', b'UserID="u3"')))
         try:
-            async with asyncio.timeout(60):  # only a hang fails here
-                while len(_events(svc)) < 3:
-                    await asyncio.sleep(0.01)
+            await _until_entries(svc, 3)
         finally:
             settler.cancel()
     asyncio.run(after())
@@ -348,9 +352,7 @@ def test_a_starting_settler_waits_for_another_process_recovering(postgres_url: s
                 assert _events(svc) == []  # u3 is not settled ahead of u1 and u2
                 peer.close()  # the peer is done
                 try:
-                    async with asyncio.timeout(60):  # only a hang fails here
-                        while len(_events(svc)) < 3:
-                            await asyncio.sleep(0.01)
+                    await _until_entries(svc, 3)
                 finally:
                     settler.cancel()
             asyncio.run(after())
