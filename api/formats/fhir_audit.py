@@ -388,9 +388,10 @@ def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] |
             continue
         ours = _in_system(types, RESOURCE_SYSTEM)
         what = _what(entity.json)
+        exts = _exts(entity.json)
         out: dict[str, Any]
         if ours is not None:
-            exact = _exts(entity.json).get("resource-type")  # as posted: blank is a type too
+            exact = exts.get("resource-type")  # as posted: blank is a type too
             out = {"type": exact if isinstance(exact, str) and exact else ours}
             if (rid := _text(_obj(what.get("identifier")).get("value"))) is not None:
                 out["id"] = rid
@@ -399,7 +400,7 @@ def _resource(entities: list[_Entity], patient_at: set[int]) -> dict[str, Any] |
             if found is None:
                 continue
             out = {"type": found[0], "id": found[1]}
-        phi = _text(_exts(entity.json).get("phi"))
+        phi = _text(exts.get("phi"))
         if phi is not None:
             try:
                 categories = orjson.loads(phi)
@@ -515,12 +516,13 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
         if action is None:
             problems.append((f"{path}.type", reason or "is not mapped"))
     recorded = _text(resource.get("recorded"))
+    exts = _exts(resource)
     if recorded is None:
         problems.append((f"{path}.recorded", "is required (an instant with a time zone)"))
     else:
         # An entry rendered back keeps its time as posted in `occurred-at` when FHIR
         # could not hold it (an offset beyond 14 hours): taken when it is that moment.
-        exact = _text(_exts(resource).get("occurred-at"))
+        exact = _text(exts.get("occurred-at"))
         if (exact is not None and exact != recorded and check_instant(exact) is None
                 and fhir_instant(exact) == recorded):
             recorded = exact
@@ -559,7 +561,7 @@ def to_event(resource: Any, *, event_id: str, default_purpose: str | None = None
     elif action in PHI_ACCESS_ACTIONS:
         problems.append((f"{path}.purposeOfEvent", "must hold an HL7 PurposeOfUse code "
                                                    "(or agent.purposeOfUse)"))
-    channel = _text(_exts(resource).get("channel"))
+    channel = _text(exts.get("channel"))
     if action in PHI_ACCESS_ACTIONS or channel:
         event["channel"] = channel or DEFAULT_CHANNEL
     if action == "disclose":
