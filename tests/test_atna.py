@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from structlog.testing import capture_logs
 
 from api.app import create_app
 from api.auth.identities import Actor
@@ -36,11 +37,13 @@ from api.formats.syslog import (
 )
 from api.services import Services
 from api.syslog.dead_letters import DeadLetters
-from api.syslog.intake import AtnaIntake, Sender, map_message
+from api.syslog.intake import CONFLICT, AtnaIntake, Sender, map_message
 from api.syslog.listener import SenderCheck, resolver, server_context, start
 from api.syslog.service import intake_of
-from ledger.entry import Entry
+from ledger.crypto.envelope import EnvelopeError
+from ledger.entry import Entry, format_recorded_at
 from ledger.settings import Settings
+from ledger.store import open_store
 from ledger.verifier import verify_ledger
 from tests import atna_messages as msgs
 from tests.certs import Pki
@@ -132,6 +135,16 @@ def test_rfc5424_structured_data_and_bom() -> None:
         "IHE+RFC-3881", "host", b"<AuditMessage/>")
     with pytest.raises(ValueError):
         parse_message(b"not syslog")
+
+
+def test_a_message_refused_on_several_counts_names_each_in_its_reason() -> None:
+    """The reason a dead letter keeps is the mapping's refusal as it words it: every
+    problem, path and rule, so that the operator fixes them all at once."""
+    body = b"<AuditMessage><EventIdentification/></AuditMessage>"
+    with pytest.raises(FormatRejected) as refused:
+        atna.to_event(body, event_id=EVENT_ID)
+    assert len(refused.value.problems) > 1
+    assert map_message(syslog_message(body), "id-1", None).reason == str(refused.value)
 
 
 def test_the_same_message_maps_to_the_same_event_id_per_sender() -> None:
@@ -545,3 +558,142 @@ def test_a_frame_of_64_kib_is_taken_and_one_byte_more_is_refused(
     (entry,) = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10)]
     assert entry.members["received"]["sha256"] == hashlib.sha256(largest).hexdigest()
     assert intake.dead_letters.letters() == []
+
+
+# -- dead letters, as kept --------------------------------------------------------------
+
+
+def test_a_dead_letter_is_sealed_at_rest_and_opens_only_in_its_row(svc: Services) -> None:
+    """A dead letter names patients as much as an entry does: with PHI encrypted at rest its
+    bytes are sealed (no PHI in the stored row) and bound to its ledger, so moved to
+    another ledger's row it does not open."""
+    intake = intake_of(svc)
+    assert intake.dead_letters.ring is not None  # the test service encrypts PHI
+    raw = syslog_message(msgs.dcm4che_patient_read())
+    with capture_logs() as logs:
+        letter = intake.bury("default", "ident-1", raw, "syslog: test")
+    # The log line leads an operator to the letter (never to its contents).
+    assert logs == [{"event": "syslog.dead_letter", "letter": letter, "ledger": "default",
+                     "log_level": "info"}]
+    with svc.store.transaction() as tx:
+        kek_id, stored = svc.store.execute(
+            tx, "SELECT kek_id, message FROM dead_letters WHERE id = %s", (letter,)).fetchone()
+    assert kek_id is not None and msgs.PATIENT.encode() not in bytes(stored)
+    assert intake.dead_letters.message(letter) == raw
+    other = open_store(svc.settings.database_url)  # committed: another connection opens it
+    try:
+        assert DeadLetters(other, intake.dead_letters.ring).message(letter) == raw
+    finally:
+        other.close()
+    with svc.store.transaction() as tx:
+        svc.store.execute(tx, "UPDATE dead_letters SET ledger = %s WHERE id = %s",
+                          ("other", letter))
+    with pytest.raises(EnvelopeError):
+        intake.dead_letters.message(letter)
+
+
+def test_a_dead_letters_reason_is_cut_to_its_first_2000_characters(svc: Services) -> None:
+    """A reason lists a message's problems, and a message may have many: what is kept,
+    buried or updated by a replay, is bounded."""
+    intake = intake_of(svc)
+    many = "; ".join(f"AuditMessage/ActiveParticipant[{i}]/UserID: missing"
+                     for i in range(200))
+    assert len(many) > 2000
+    letter = intake.bury("default", "ident-1", b"<AuditMessage/>", many)
+    (kept,) = intake.dead_letters.letters()
+    assert kept.reason == many[:2000]
+    intake.dead_letters.still_dead(letter, many.upper())
+    (kept,) = intake.dead_letters.letters()
+    assert kept.reason == many.upper()[:2000]
+
+
+def test_a_letter_that_does_not_exist_is_a_key_error_naming_it(svc: Services) -> None:
+    """Reading or replaying a letter id that is not there (a typo on the command line) is
+    a KeyError for that id, never another letter's bytes or a crash of another kind."""
+    intake = intake_of(svc)
+    letter = intake.bury("default", "ident-1", b"<AuditMessage/>", "syslog: test")
+    for read in (intake.dead_letters.message, intake.replay):
+        with pytest.raises(KeyError) as missing:
+            read(letter + 1)
+        assert missing.value.args == (letter + 1,)
+
+
+# -- replaying a dead letter ------------------------------------------------------------
+
+
+def _sender_of(svc: Services, name: str = "atna-sender") -> Sender:
+    _identity(svc, name)
+    found = svc.access.identities.by_name(name)
+    assert found is not None
+    return Sender(found.id, found.ledger)
+
+
+def test_a_replayed_letter_is_its_senders_entry_the_event_its_message_makes_live(
+        svc: Services) -> None:
+    """A letter replayed after the fix becomes the entry the message would have made when
+    it came: submitted by its sender, with the event id derived from that sender (so the
+    message sent again is a replay of it, not a second entry), and the letter records when
+    it was replayed."""
+    sender, intake = _sender_of(svc), intake_of(svc)
+    read = syslog_message(msgs.dcm4che_patient_read())
+    intake.default_purpose = None  # no purpose in the message, none configured: a letter
+    assert _taken(intake, sender, read) == "dead"
+    (letter,) = intake.dead_letters.letters()
+    intake.default_purpose = "HOPERAT"  # the fix
+    now = intake.clock()
+    intake.clock = lambda: now
+    seq = intake.replay(letter.id)
+    assert seq is not None
+    (replayed,) = intake.dead_letters.letters(include_replayed=True)
+    assert (replayed.replayed_seq, replayed.replayed_at) == (seq, format_recorded_at(now))
+    (entry,) = [Entry.decode(raw) for raw in svc.store.read("default", 0, 10)]
+    assert entry.members["submitted_by"] == {"identity": sender.identity,
+                                             "credential": "syslog"}
+    assert _taken(intake, sender, read) == "replayed"
+    assert len(_events(svc)) == 1
+
+
+def test_a_replay_that_still_does_not_map_gives_the_letter_todays_reason(
+        svc: Services) -> None:
+    """Replayed before the fix, a letter stays open and its reason is the one the mapping
+    gives now (what the operator must still fix), not the one it was buried with."""
+    intake = intake_of(svc)
+    intake.default_purpose = None
+    read = syslog_message(msgs.dcm4che_patient_read())
+    letter = intake.bury("default", "ident-1", read, "an older mapping's reason")
+    assert intake.replay(letter) is None
+    (kept,) = intake.dead_letters.letters()
+    assert kept.reason == map_message(read, "ident-1", None).reason
+    assert "PurposeOfUse" in kept.reason
+
+
+def test_a_replay_the_contract_still_refuses_gives_the_contracts_reason(
+        svc: Services) -> None:
+    """Replayed while the contract still refuses its event (a sender claiming the
+    service's own source.system), the letter stays open with the contract's reason."""
+    sender, intake = _sender_of(svc), intake_of(svc)
+    forged = msgs.login().replace(b'AuditSourceID="ehr"', b'AuditSourceID="phi-ledger"')
+    assert forged != msgs.login()
+    letter = intake.bury("default", sender.identity, syslog_message(forged),
+                         "an older mapping's reason")
+    assert intake.replay(letter) is None
+    (kept,) = intake.dead_letters.letters()
+    assert kept.reason.startswith("contract: ") and "source.system" in kept.reason
+
+
+def test_a_replay_whose_event_id_is_taken_by_another_body_is_a_conflict(
+        svc: Services) -> None:
+    """The letter's message was recorded meanwhile with another body (sent again under a
+    different default purpose): its replay writes nothing and says so."""
+    sender, intake = _sender_of(svc), intake_of(svc)
+    read = syslog_message(msgs.dcm4che_patient_read())
+    intake.default_purpose = None
+    assert _taken(intake, sender, read) == "dead"
+    (letter,) = intake.dead_letters.letters()
+    intake.default_purpose = "TREAT"
+    assert _taken(intake, sender, read) == "accepted"
+    intake.default_purpose = "HOPERAT"
+    assert intake.replay(letter.id) is None
+    (kept,) = intake.dead_letters.letters()
+    assert kept.reason == CONFLICT
+    assert [e["purpose"] for e in _events(svc)] == ["TREAT"]

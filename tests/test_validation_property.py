@@ -51,8 +51,11 @@ def test_accepted_events_are_applied_and_refused_ones_are_named(
         assert r.status_code == 422
         fields = r.json()["error"]["fields"]
         assert fields and {f for f, _ in check_event(event)} == set(fields)
+        # Our own words (field names, the rules) may contain a short value ("occu"):
+        # only a value that is not part of them could be an echo.
+        ours = " ".join(f"{f} {m}" for f, m in check_event(event))
         for value in (actor, patient, system):
-            if len(value) > 3:
+            if len(value) > 3 and value not in ours:
                 assert value not in r.text
         return
     seq = r.json()["seq"]
